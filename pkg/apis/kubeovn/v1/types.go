@@ -1,0 +1,280 @@
+// Package v1 holds the kubeovn.io/v1 API types vpcnat serves: VpcNatGateway, Vpc and Subnet.
+//
+// The field names follow Kube-OVN's CRDs so that the seed's YAML (and existing Kube-OVN manifests
+// for these three kinds) apply unchanged. Fields Kube-OVN has and vpcnat does not use are left
+// out; the API server prunes them.
+//
+// +kubebuilder:object:generate=true
+// +groupName=kubeovn.io
+package v1
+
+import (
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/intstr"
+)
+
+// VpcNatGateway gives the subnets of one VPC a NAT gateway on the external (underlay) network.
+//
+// +genclient
+// +genclient:nonNamespaced
+// +kubebuilder:object:root=true
+// +kubebuilder:resource:scope=Cluster,shortName=vpc-nat-gw
+// +kubebuilder:subresource:status
+// +k8s:deepcopy-gen:interfaces=k8s.io/apimachinery/pkg/runtime.Object
+type VpcNatGateway struct {
+	metav1.TypeMeta   `json:",inline"`
+	metav1.ObjectMeta `json:"metadata,omitempty"`
+
+	Spec   VpcNatGatewaySpec   `json:"spec"`
+	Status VpcNatGatewayStatus `json:"status,omitempty"`
+}
+
+// VpcNatGatewaySpec is what the user asks of one gateway.
+type VpcNatGatewaySpec struct {
+	// Vpc is the name of the Vpc the gateway serves.
+	Vpc string `json:"vpc"`
+	// Subnet is the gateway's primary subnet in the Vpc; its NIC holds lanIp.
+	Subnet string `json:"subnet"`
+	// LanIP is the gateway's address in Subnet (the next hop the VPC's static routes point at).
+	LanIP string `json:"lanIp"`
+	// Eips are the external addresses (with prefix length) the gateway holds on net1, each with
+	// the external network's gateway.
+	// +optional
+	Eips []Eip `json:"eips,omitempty"`
+	// FloatingIPRules map one EIP 1:1 to one internal IP, both directions.
+	// +optional
+	FloatingIPRules []FloatingIPRule `json:"floatingIpRules,omitempty"`
+	// DnatRules forward EIP:port/protocol to internalIp:internalPort.
+	// +optional
+	DnatRules []DnatRule `json:"dnatRules,omitempty"`
+	// SnatRules make traffic from internalCIDR leave with the EIP as source; the longest
+	// prefix wins.
+	// +optional
+	SnatRules []SnatRule `json:"snatRules,omitempty"`
+	// Selector restricts the nodes the gateway pod may run on, as "key: value" strings
+	// (Kube-OVN's form).
+	// +optional
+	Selector []string `json:"selector,omitempty"`
+	// Tolerations of the gateway pod.
+	// +optional
+	Tolerations []corev1.Toleration `json:"tolerations,omitempty"`
+	// Affinity of the gateway pod.
+	// +optional
+	Affinity *corev1.Affinity `json:"affinity,omitempty"`
+	// Resources of the gateway pod's container.
+	// +optional
+	Resources *corev1.ResourceRequirements `json:"resources,omitempty"`
+}
+
+// Eip is one external address of the gateway.
+type Eip struct {
+	// EipCIDR is the address with the external network's prefix length, e.g. 192.168.0.111/24.
+	EipCIDR string `json:"eipCIDR"`
+	// Gateway is the external network's router, the gateway's default next hop.
+	Gateway string `json:"gateway"`
+}
+
+// FloatingIPRule is a 1:1 NAT between an EIP and an internal IP.
+type FloatingIPRule struct {
+	// Eip is the external address, one of spec.eips.
+	Eip string `json:"eip"`
+	// InternalIP is the VPC address the EIP maps to.
+	InternalIP string `json:"internalIp"`
+}
+
+// DnatRule forwards one external port of an EIP to an internal IP and port.
+type DnatRule struct {
+	// Eip is the external address, one of spec.eips.
+	Eip string `json:"eip"`
+	// ExternalPort is the port on the EIP, 1-65535 (a number or a string of digits).
+	ExternalPort intstr.IntOrString `json:"externalPort"`
+	// Protocol is tcp or udp.
+	Protocol string `json:"protocol"`
+	// InternalIP is the VPC address traffic is forwarded to.
+	InternalIP string `json:"internalIp"`
+	// InternalPort is the port on InternalIP, 1-65535 (a number or a string of digits).
+	InternalPort intstr.IntOrString `json:"internalPort"`
+}
+
+// SnatRule makes traffic from InternalCIDR leave with Eip as source.
+type SnatRule struct {
+	// Eip is the external address, one of spec.eips.
+	Eip string `json:"eip"`
+	// InternalCIDR is a VPC CIDR or a single IP (counted as /32).
+	InternalCIDR string `json:"internalCIDR"`
+}
+
+// VpcNatGatewayStatus is what the controller and the daemon report.
+type VpcNatGatewayStatus struct {
+	// ObservedGeneration is the spec generation the status describes.
+	// +optional
+	ObservedGeneration int64 `json:"observedGeneration,omitempty"`
+	// Conditions: Ready, Applied, Degraded.
+	// +optional
+	// +listType=map
+	// +listMapKey=type
+	Conditions []metav1.Condition `json:"conditions,omitempty"`
+	// Pod is the gateway pod, namespace/name.
+	// +optional
+	Pod string `json:"pod,omitempty"`
+	// Node is the node the gateway pod runs on.
+	// +optional
+	Node string `json:"node,omitempty"`
+	// Rules has one entry per EIP, FIP, DNAT and SNAT rule with its state.
+	// +optional
+	Rules []RuleStatus `json:"rules,omitempty"`
+}
+
+// RuleStatus is the state of one rule of the spec in the data plane.
+type RuleStatus struct {
+	// Kind is eip, fip, dnat or snat.
+	Kind string `json:"kind"`
+	// Key identifies the rule, e.g. 192.168.0.112:8888/tcp.
+	Key string `json:"key"`
+	// State is Applied, Pending or Failed.
+	State string `json:"state"`
+	// Error says why the rule failed.
+	// +optional
+	Error string `json:"error,omitempty"`
+}
+
+// VpcNatGatewayList is a list of VpcNatGateways.
+//
+// +kubebuilder:object:root=true
+// +k8s:deepcopy-gen:interfaces=k8s.io/apimachinery/pkg/runtime.Object
+type VpcNatGatewayList struct {
+	metav1.TypeMeta `json:",inline"`
+	metav1.ListMeta `json:"metadata,omitempty"`
+	Items           []VpcNatGateway `json:"items"`
+}
+
+// Vpc is a tenant network; vpcnat reads its static routes.
+//
+// +genclient
+// +genclient:nonNamespaced
+// +kubebuilder:object:root=true
+// +kubebuilder:resource:scope=Cluster
+// +kubebuilder:subresource:status
+// +k8s:deepcopy-gen:interfaces=k8s.io/apimachinery/pkg/runtime.Object
+type Vpc struct {
+	metav1.TypeMeta   `json:",inline"`
+	metav1.ObjectMeta `json:"metadata,omitempty"`
+
+	Spec   VpcSpec   `json:"spec,omitempty"`
+	Status VpcStatus `json:"status,omitempty"`
+}
+
+// VpcSpec holds the Vpc's static routes.
+type VpcSpec struct {
+	// StaticRoutes are installed inside the Vpc's NAT gateways.
+	// +optional
+	StaticRoutes []StaticRoute `json:"staticRoutes,omitempty"`
+}
+
+// RoutePolicy says whether a static route matches on destination or on source.
+type RoutePolicy string
+
+const (
+	// PolicyDst routes by destination (the default).
+	PolicyDst RoutePolicy = "policyDst"
+	// PolicySrc routes by source.
+	PolicySrc RoutePolicy = "policySrc"
+)
+
+// StaticRoute is one route of a Vpc.
+type StaticRoute struct {
+	// Policy is policyDst (match the destination, the default) or policySrc (match the source).
+	// +optional
+	Policy RoutePolicy `json:"policy,omitempty"`
+	// CIDR is the destination (policyDst) or source (policySrc) prefix.
+	CIDR string `json:"cidr"`
+	// NextHopIP is the next hop, inside one of the Vpc's subnets. A next hop that is the
+	// gateway's own address means "through this gateway", which it already is.
+	NextHopIP string `json:"nextHopIP"`
+}
+
+// VpcStatus lists the Vpc's gateways.
+type VpcStatus struct {
+	// Conditions of the Vpc.
+	// +optional
+	// +listType=map
+	// +listMapKey=type
+	Conditions []metav1.Condition `json:"conditions,omitempty"`
+	// NatGateways are the VpcNatGateways that serve this Vpc.
+	// +optional
+	NatGateways []string `json:"natGateways,omitempty"`
+}
+
+// VpcList is a list of Vpcs.
+//
+// +kubebuilder:object:root=true
+// +k8s:deepcopy-gen:interfaces=k8s.io/apimachinery/pkg/runtime.Object
+type VpcList struct {
+	metav1.TypeMeta `json:",inline"`
+	metav1.ListMeta `json:"metadata,omitempty"`
+	Items           []Vpc `json:"items"`
+}
+
+// Subnet is one L2 network of a Vpc.
+//
+// +genclient
+// +genclient:nonNamespaced
+// +kubebuilder:object:root=true
+// +kubebuilder:resource:scope=Cluster
+// +kubebuilder:subresource:status
+// +k8s:deepcopy-gen:interfaces=k8s.io/apimachinery/pkg/runtime.Object
+type Subnet struct {
+	metav1.TypeMeta   `json:",inline"`
+	metav1.ObjectMeta `json:"metadata,omitempty"`
+
+	Spec   SubnetSpec   `json:"spec"`
+	Status SubnetStatus `json:"status,omitempty"`
+}
+
+// SubnetSpec describes the subnet and how a gateway joins its L2 on a node.
+type SubnetSpec struct {
+	// Vpc is the Vpc the subnet belongs to.
+	Vpc string `json:"vpc"`
+	// CIDRBlock is the subnet's IPv4 prefix.
+	CIDRBlock string `json:"cidrBlock"`
+	// Gateway is the subnet's router address; the NAT gateway holds it on its NIC in the subnet.
+	Gateway string `json:"gateway"`
+	// NatGatewayAttachment says how a NAT gateway pod joins this subnet's L2 on its node. Absent:
+	// the primary CNI already puts the pod on it (eth0), as with Kube-OVN.
+	// +optional
+	NatGatewayAttachment *SubnetAttachment `json:"natGatewayAttachment,omitempty"`
+}
+
+// SubnetAttachment is one of: a Linux bridge on the node (the gateway gets a veth into it), or
+// a parent NIC on the node (the gateway gets a macvlan on it). Exactly one is set.
+type SubnetAttachment struct {
+	// Bridge is the name of a Linux bridge on the node.
+	// +optional
+	Bridge string `json:"bridge,omitempty"`
+	// Master is the name of a node NIC to put a macvlan (bridge mode) on.
+	// +optional
+	Master string `json:"master,omitempty"`
+	// MTU of the gateway's NIC in the subnet; 0 keeps the kernel's default.
+	// +optional
+	MTU int32 `json:"mtu,omitempty"`
+}
+
+// SubnetStatus of a Subnet.
+type SubnetStatus struct {
+	// Conditions of the Subnet.
+	// +optional
+	// +listType=map
+	// +listMapKey=type
+	Conditions []metav1.Condition `json:"conditions,omitempty"`
+}
+
+// SubnetList is a list of Subnets.
+//
+// +kubebuilder:object:root=true
+// +k8s:deepcopy-gen:interfaces=k8s.io/apimachinery/pkg/runtime.Object
+type SubnetList struct {
+	metav1.TypeMeta `json:",inline"`
+	metav1.ListMeta `json:"metadata,omitempty"`
+	Items           []Subnet `json:"items"`
+}
