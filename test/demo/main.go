@@ -1,0 +1,112 @@
+// Command vpcnat-demo is `make demo`: it builds a throwaway topology of network namespaces (an
+// external network with the EIP gateway router and an outside client, a node, the VPC subnet with
+// pods, and an empty gateway namespace), converges the gateway from the seed's YAML with
+// `vpcnat-daemon apply` run on the simulated node exactly as a user would, sends real traffic for
+// every rule kind, prints what was sent and seen, and removes everything, also when interrupted.
+package main
+
+import (
+	"flag"
+	"fmt"
+	"os"
+	"os/exec"
+	"os/signal"
+	"strings"
+	"syscall"
+	"text/tabwriter"
+	"time"
+
+	"github.com/vpcnat/vpcnat/test/topo"
+)
+
+func main() {
+	daemon := flag.String("daemon", "bin/vpcnat-daemon", "path of the vpcnat-daemon binary")
+	spec := flag.String("spec", "examples/seed.yaml", "the VpcNatGateway YAML to apply")
+	flag.Parse()
+	if os.Geteuid() != 0 {
+		fmt.Fprintln(os.Stderr, "vpcnat-demo: needs root (it creates network namespaces)")
+		os.Exit(2)
+	}
+	os.Exit(run(*daemon, *spec))
+}
+
+func run(daemon, spec string) int {
+	start := time.Now()
+	t, err := topo.NewSeed(topo.NewPrefix())
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "vpcnat-demo:", err)
+		return 1
+	}
+	// Clean up on every way out: normal return, error, Ctrl-C or SIGTERM.
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM)
+	go func() {
+		<-sigs
+		fmt.Fprintln(os.Stderr, "\nvpcnat-demo: interrupted, cleaning up")
+		_ = t.Close()
+		os.Exit(130)
+	}()
+	defer func() {
+		if err := t.Close(); err != nil {
+			fmt.Fprintln(os.Stderr, "vpcnat-demo:", err)
+		}
+	}()
+	fmt.Printf("topology %s-* built in %v (namespaces: ext, rtr, inet, cli, node, gw, pods)\n\n",
+		t.Prefix, time.Since(start).Round(time.Millisecond))
+
+	applyStart := time.Now()
+	out, err := apply(t, daemon, spec)
+	fmt.Printf("$ ip netns exec %s %s apply --netns %s --spec %s\n%s", t.Name(topo.Node), daemon, t.Path(topo.Gateway), spec, indent(out))
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "vpcnat-demo: apply failed:", err)
+		return 1
+	}
+	fmt.Printf("converged in %v (including process start)\n\n", time.Since(applyStart).Round(time.Millisecond))
+
+	rows, err := checks(t)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "vpcnat-demo:", err)
+		return 1
+	}
+	// Applying the same spec again must change nothing.
+	again, err := apply(t, daemon, spec)
+	rows = append(rows, row{"idempotent", "apply the same spec again", firstLine(again), err == nil && strings.Contains(again, "in sync")})
+
+	w := tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(w, "RULE\tSENT\tSEEN\tRESULT")
+	failed := 0
+	for _, r := range rows {
+		res := "PASS"
+		if !r.ok {
+			res = "FAIL"
+			failed++
+		}
+		fmt.Fprintf(w, "%s\t%s\t%s\t%s\n", r.rule, r.sent, r.seen, res)
+	}
+	_ = w.Flush()
+	fmt.Printf("\n%d passed, %d failed (%v)\n", len(rows)-failed, failed, time.Since(start).Round(time.Millisecond))
+	if failed > 0 {
+		return 1
+	}
+	return 0
+}
+
+// apply runs the daemon's no-cluster mode on the simulated node, as a user would on a real one.
+func apply(t *topo.Topology, daemon, spec string) (string, error) {
+	out, err := exec.Command("ip", "netns", "exec", t.Name(topo.Node), daemon, "apply",
+		"--netns", t.Path(topo.Gateway), "--spec", spec).CombinedOutput()
+	return string(out), err
+}
+
+func indent(s string) string {
+	var b strings.Builder
+	for _, l := range strings.Split(strings.TrimRight(s, "\n"), "\n") {
+		b.WriteString("  " + l + "\n")
+	}
+	return b.String()
+}
+
+func firstLine(s string) string {
+	l, _, _ := strings.Cut(strings.TrimSpace(s), "\n")
+	return l
+}
