@@ -133,9 +133,20 @@ func (r Reply) SeenIP() string { h, _, _ := net.SplitHostPort(r.Seen); return h 
 
 // Request sends one request from a role's namespace to addr and returns the server's reply.
 func (t *Topology) Request(role, proto, addr string, timeout time.Duration) (Reply, error) {
+	return t.RequestFrom(role, proto, 0, addr, timeout)
+}
+
+// RequestFrom is Request from a fixed local port (0 = any), so that successive UDP requests
+// belong to one conntrack flow.
+func (t *Topology) RequestFrom(role, proto string, port int, addr string, timeout time.Duration) (Reply, error) {
 	var conn net.Conn
 	err := t.Do(role, func() error {
 		d := net.Dialer{Timeout: timeout}
+		if port != 0 && proto == "udp" {
+			d.LocalAddr = &net.UDPAddr{Port: port}
+		} else if port != 0 {
+			d.LocalAddr = &net.TCPAddr{Port: port}
+		}
 		var err error
 		conn, err = d.DialContext(context.Background(), proto+"4", addr)
 		return err

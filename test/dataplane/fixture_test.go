@@ -1,0 +1,180 @@
+// Package dataplane tests a converged gateway with real packets between network namespaces.
+//
+// Address plan: the seed topology of test/topo (192.168.0.0/24 external with the EIP gateway
+// 192.168.0.254 and the client 192.168.0.50, 198.51.100.10 behind the router, VPC subnets
+// 10.0.1.0/24 and 10.0.2.0/24, 203.0.113.0/24 behind the VPC router 10.0.1.100). Extra EIPs used
+// here: 192.168.0.113-.116. Everything lives in namespaces the tests create and delete.
+package dataplane
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"testing"
+	"time"
+
+	"k8s.io/apimachinery/pkg/util/intstr"
+
+	"github.com/vpcnat/vpcnat/pkg/annotations"
+	v1 "github.com/vpcnat/vpcnat/pkg/apis/kubeovn/v1"
+	"github.com/vpcnat/vpcnat/pkg/netconf"
+	"github.com/vpcnat/vpcnat/pkg/plan"
+	"github.com/vpcnat/vpcnat/test/topo"
+)
+
+const timeout = 2 * time.Second
+
+type fixture struct {
+	t    *testing.T
+	topo *topo.Topology
+	gw   *netconf.Gateway
+	in   plan.Inputs
+}
+
+// seedPath is examples/seed.yaml, found from this package's directory.
+func seedPath(t *testing.T) string {
+	_, file, _, _ := runtime.Caller(0)
+	return filepath.Join(filepath.Dir(file), "..", "..", "examples", "seed.yaml")
+}
+
+// newFixture builds the seed topology and loads the seed's spec, plus a second subnet sn2 on
+// br-sn2, with the ConfigMap's nic pointing at the simulated node's eth1.
+func newFixture(t *testing.T) *fixture {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("needs root: creates network namespaces, macvlans and iptables rules")
+	}
+	tp, err := topo.NewSeed(topo.NewPrefix())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := tp.Close(); err != nil {
+			t.Error(err)
+		}
+	})
+	in, err := plan.LoadFile(seedPath(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	in.Config.NIC = "eth1"
+	in.Subnets = append(in.Subnets, &v1.Subnet{
+		ObjectMeta: objectMeta("sn2"),
+		Spec: v1.SubnetSpec{Vpc: "test-vpc-1", CIDRBlock: "10.0.2.0/24", Gateway: "10.0.2.1",
+			NatGatewayAttachment: &v1.SubnetAttachment{Bridge: "br-sn2"}},
+	})
+	return &fixture{t: t, topo: tp, gw: netconf.NewGateway(tp.Path(topo.Gateway)), in: in}
+}
+
+// desired builds the desired state of the fixture's current inputs; a test bug if it is invalid.
+func (f *fixture) desired() *annotations.Desired {
+	f.t.Helper()
+	_, d, errs := plan.Build(f.in)
+	if len(errs) > 0 {
+		f.t.Fatalf("spec invalid: %v", errs.ToAggregate())
+	}
+	return d
+}
+
+// converge applies the current inputs from the simulated node, as the daemon does there.
+func (f *fixture) converge(full bool) *netconf.Report {
+	f.t.Helper()
+	d := f.desired()
+	var rep *netconf.Report
+	err := f.topo.Do(topo.Node, func() error {
+		var err error
+		rep, err = f.gw.Converge(context.Background(), d, full)
+		return err
+	})
+	if err != nil {
+		f.t.Fatalf("converge: %v", err)
+	}
+	return rep
+}
+
+// expect sends one request and checks what the receiver saw: the source IP after NAT and the
+// receiver's own address (after DNAT).
+func (f *fixture) expect(from, proto, to, wantSeen, wantLocal string) {
+	f.t.Helper()
+	r, err := f.topo.Request(from, proto, to, timeout)
+	if err != nil {
+		f.t.Errorf("%s -> %s/%s: %v", from, to, proto, err)
+		return
+	}
+	if wantLocal == "" {
+		wantLocal = to
+	}
+	if r.SeenIP() != wantSeen || r.Local != wantLocal {
+		f.t.Errorf("%s -> %s/%s: receiver %s saw %s, want receiver %s seeing %s", from, to, proto, r.Local, r.SeenIP(), wantLocal, wantSeen)
+	}
+}
+
+// expectNoAnswer checks a request gets no answer.
+func (f *fixture) expectNoAnswer(from, proto, to string) {
+	f.t.Helper()
+	if r, err := f.topo.Request(from, proto, to, 500*time.Millisecond); err == nil {
+		f.t.Errorf("%s -> %s/%s: answered by %s (saw %s), want no answer", from, to, proto, r.Local, r.SeenIP())
+	}
+}
+
+// listen starts a receiver for the test's lifetime.
+func (f *fixture) listen(role, proto, addr string) *topo.Server {
+	f.t.Helper()
+	s, err := f.topo.Listen(role, proto, addr)
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	f.t.Cleanup(s.Close)
+	return s
+}
+
+// gwExec runs a command in the gateway namespace (to inspect it or to cause drift by hand).
+func (f *fixture) gwExec(argv ...string) string {
+	f.t.Helper()
+	out, err := f.topo.Exec(topo.Gateway, argv...)
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	return out
+}
+
+// dump is the gateway's kernel state as text: links, addresses, ip rules, our routes, NAT table.
+func (f *fixture) dump() string {
+	f.t.Helper()
+	var b strings.Builder
+	for _, argv := range [][]string{
+		{"ip", "-o", "link", "show"},
+		{"ip", "-o", "addr", "show"},
+		{"ip", "rule", "show"},
+		{"ip", "route", "show", "table", "all"},
+		{"iptables-save", "-t", "nat"},
+		{"sysctl", "net.ipv4.ip_forward"},
+	} {
+		out := f.gwExec(argv...)
+		for _, l := range strings.Split(out, "\n") {
+			// iptables-save stamps the time and packet counters change with traffic.
+			if strings.HasPrefix(l, "#") {
+				continue
+			}
+			b.WriteString(stripCounters(l) + "\n")
+		}
+	}
+	return b.String()
+}
+
+func stripCounters(l string) string {
+	if strings.HasPrefix(l, ":") {
+		if i := strings.LastIndex(l, " ["); i > 0 {
+			return l[:i]
+		}
+	}
+	return l
+}
+
+func dnat(eip string, port int32, proto, ip string, iport int32) v1.DnatRule {
+	return v1.DnatRule{Eip: eip, ExternalPort: intstr.FromInt32(port), Protocol: proto, InternalIP: ip, InternalPort: intstr.FromInt32(iport)}
+}
+
+func eip(addr string) v1.Eip { return v1.Eip{EipCIDR: addr + "/24", Gateway: topo.RouterIP} }
