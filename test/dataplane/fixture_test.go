@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -153,7 +154,13 @@ func (f *fixture) dump() string {
 		{"sysctl", "net.ipv4.ip_forward"},
 	} {
 		out := f.gwExec(argv...)
-		for _, l := range strings.Split(out, "\n") {
+		lines := strings.Split(out, "\n")
+		if argv[1] == "rule" {
+			// Rules of one priority list in insertion order; ours at one priority match disjoint
+			// input interfaces, so their order carries no meaning and a repair may change it.
+			slices.Sort(lines)
+		}
+		for _, l := range lines {
 			// iptables-save stamps the time and packet counters change with traffic.
 			if strings.HasPrefix(l, "#") {
 				continue

@@ -1,0 +1,90 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"strings"
+
+	"github.com/containernetworking/plugins/pkg/ns"
+	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
+
+	"github.com/vpcnat/vpcnat/pkg/annotations"
+	"github.com/vpcnat/vpcnat/pkg/netconf"
+)
+
+// checkPlumbing is CHECK: every NIC ADD made exists, is up and holds its addresses.
+func checkPlumbing(netnsPath string, plan *annotations.NICPlan) error {
+	podNS, err := ns.GetNS(netnsPath)
+	if err != nil {
+		return fmt.Errorf("vpcnat: opening netns %s: %w", netnsPath, err)
+	}
+	defer podNS.Close()
+	h, err := netconf.NewHandles(netns.NsHandle(podNS.Fd()))
+	if err != nil {
+		return fmt.Errorf("vpcnat: %w", err)
+	}
+	defer h.Close()
+	var problems []string
+	checkLink := func(name string, addrs []string) {
+		l, err := h.Gateway.LinkByName(name)
+		if err != nil {
+			problems = append(problems, fmt.Sprintf("interface %s is missing", name))
+			return
+		}
+		if l.Attrs().Flags&net.FlagUp == 0 {
+			problems = append(problems, fmt.Sprintf("interface %s is down", name))
+		}
+		have, err := h.Gateway.AddrList(l, unix.AF_INET)
+		if err != nil {
+			problems = append(problems, fmt.Sprintf("interface %s: listing addresses: %v", name, err))
+			return
+		}
+		for _, want := range addrs {
+			if !hasAddr(have, want) {
+				problems = append(problems, fmt.Sprintf("interface %s lacks address %s", name, want))
+			}
+		}
+	}
+	checkLink(plan.External.IfName, nil)
+	for _, nic := range plan.Subnets {
+		if nic.Attachment.Type != annotations.AttachPrimary {
+			checkLink(nic.IfName, nic.Addresses)
+		}
+	}
+	if len(problems) > 0 {
+		return fmt.Errorf("vpcnat: gateway %s in %s: %s", plan.Gateway, netnsPath, strings.Join(problems, "; "))
+	}
+	return nil
+}
+
+func hasAddr(have []netlink.Addr, want string) bool {
+	for _, a := range have {
+		if a.IPNet.String() == want {
+			return true
+		}
+	}
+	return false
+}
+
+// deleteHostLinks removes node-side veth ends a record names, if they are still there (their
+// peer normally takes them along). Only veths are deleted: a name reused by something else is
+// not ours.
+func deleteHostLinks(names []string) error {
+	var errs []error
+	for _, name := range names {
+		l, err := netlink.LinkByName(name)
+		if err != nil {
+			continue // gone already
+		}
+		if l.Type() != "veth" {
+			continue
+		}
+		if err := netlink.LinkDel(l); err != nil && !errors.Is(err, unix.ENODEV) {
+			errs = append(errs, fmt.Errorf("vpcnat: deleting node-side link %s: %w", name, err))
+		}
+	}
+	return errors.Join(errs...)
+}
