@@ -47,6 +47,12 @@ type SubnetNIC struct {
 	// Addresses on the NIC with the subnet's prefix length: the subnet gateway first, then lanIp
 	// when it differs. Empty for a primary attachment (the primary CNI owns eth0's addresses).
 	Addresses []string `json:"addresses,omitempty"`
+	// IP is the gateway's own address in this subnet, the one listed for it (position for
+	// position with the subnets) in ovn.kubernetes.io/ip_address: lanIp on spec.subnet, the
+	// subnet's gateway elsewhere. Otherwise one of Addresses; for a primary attachment it is the
+	// address the primary CNI gives eth0 and the only record of it, which the daemon needs to see
+	// that a static route via lanIp means "through this gateway".
+	IP string `json:"ip,omitempty"`
 	// Attachment says how the NIC joins the subnet's L2.
 	Attachment Attachment `json:"attachment"`
 }

@@ -1,0 +1,282 @@
+package netconf
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/netip"
+	"sync"
+	"time"
+
+	"github.com/containernetworking/plugins/pkg/ns"
+	"github.com/vishvananda/netns"
+	"k8s.io/klog/v2"
+
+	"github.com/vpcnat/vpcnat/pkg/annotations"
+	"github.com/vpcnat/vpcnat/pkg/nat"
+)
+
+// Gateway converges one gateway network namespace. Its methods are safe for concurrent use;
+// converges of one gateway are serialised.
+type Gateway struct {
+	mu     sync.Mutex
+	nsPath string
+	ipt    iptables
+	// last is the nat ruleset last applied; nil when unknown (new Gateway, or after any error),
+	// which forces the next converge to read the kernel back.
+	last *nat.Ruleset
+	// initialised: a converge completed, so forwarding is on.
+	initialised bool
+	// pendingStale are mappings removed from the nat table whose conntrack entries are not
+	// deleted yet (a converge failed in between); a later read-back could no longer see them.
+	pendingStale []nat.Mapping
+	garp         *announcer
+}
+
+// Report says what a converge changed.
+type Report struct {
+	// Full: the nat table was read back from the kernel rather than trusted from memory.
+	Full bool
+	// Changes has one human line per kernel change; empty when the netns was already in sync.
+	Changes []string
+	// Announced are the EIPs gratuitous ARPs were sent for (not a change of the netns).
+	Announced []string
+}
+
+// NewGateway returns a Gateway for the netns mounted at nsPath. Nothing is read until Converge.
+func NewGateway(nsPath string) *Gateway {
+	return &Gateway{nsPath: nsPath, ipt: execIptables{nsPath: nsPath}, garp: newAnnouncer()}
+}
+
+// Close stops pending gratuitous ARP repeats. The Gateway must not be used afterwards.
+func (g *Gateway) Close() { g.garp.close() }
+
+// Converge makes the gateway netns match d, in this order: forwarding held off on a fresh netns,
+// NAT rules (before any EIP address exists or any packet is forwarded), links, sysctls,
+// addresses, routes and rules, conntrack of removed mappings, forwarding on (after a conntrack
+// flush, only when it was off), gratuitous ARP. Links, addresses, routes and rules are always
+// read back (netlink dumps cost well under a millisecond); full=true also reads the nat table
+// back (iptables-save) and repairs its drift, full=false trusts the last applied nat state. After
+// any error the next converge is full.
+//
+// The node side is the netns of the calling OS thread: the caller locks it (ns.Do,
+// runtime.LockOSThread) when that is not the process's own netns.
+func (g *Gateway) Converge(ctx context.Context, d *annotations.Desired, full bool) (rep *Report, err error) {
+	if d == nil {
+		return nil, errors.New("converge: no desired state")
+	}
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	start := time.Now()
+	full = full || g.last == nil
+	rep = &Report{Full: full}
+	defer func() {
+		if err != nil {
+			g.last = nil
+			err = fmt.Errorf("converging gateway netns %s: %w", g.nsPath, err)
+		}
+		klog.V(2).InfoS("Converged gateway netns", "netns", g.nsPath, "generation", d.Generation, "full", full,
+			"changes", len(rep.Changes), "duration", time.Since(start), "err", err)
+	}()
+	change := func(lines []string) {
+		for _, l := range lines {
+			klog.V(2).InfoS("Changed gateway netns", "netns", g.nsPath, "change", l)
+		}
+		rep.Changes = append(rep.Changes, lines...)
+	}
+
+	netNS, err := ns.GetNS(g.nsPath)
+	if err != nil {
+		return rep, fmt.Errorf("opening the netns: %w", err)
+	}
+	defer netNS.Close()
+	h, err := NewHandles(netns.NsHandle(netNS.Fd()))
+	if err != nil {
+		return rep, err
+	}
+	defer h.Close()
+
+	st, primaries, err := g.plan(h, d)
+	if err != nil {
+		return rep, err
+	}
+	first := !g.initialised
+	if first {
+		lines, err := holdForwarding(netNS, h)
+		change(lines)
+		if err != nil {
+			return rep, err
+		}
+	}
+
+	want := nat.Render(d)
+	last := g.last
+	if full {
+		last = nil
+	}
+	stale, lines, err := syncNAT(ctx, g.ipt, want, last)
+	change(lines)
+	if err != nil {
+		return rep, err
+	}
+	g.pendingStale = stillStale(append(g.pendingStale, stale...), want)
+
+	added, err := g.syncInterfaces(netNS, h, d, st, primaries, change)
+	if err != nil {
+		return rep, err
+	}
+	lines, err = syncRouting(h.Gateway, st)
+	change(lines)
+	if err != nil {
+		return rep, err
+	}
+	lines, err = deleteMappings(h.Gateway, g.pendingStale)
+	change(lines)
+	if err != nil {
+		return rep, err
+	}
+	g.pendingStale = nil
+	lines, err = enableForwarding(netNS, h)
+	change(lines)
+	if err != nil {
+		return rep, err
+	}
+	g.last, g.initialised = want, true
+
+	announce := addrsOf(added)
+	if first {
+		announce = addrsOf(st.addrs[extIfName(d)])
+	}
+	rep.Announced = g.announce(netNS, h, extIfName(d), announce)
+	return rep, nil
+}
+
+// plan computes the desired addresses, routes and rules (pure, before any change), with the
+// primary CNI's addresses counted as the gateway's own.
+func (g *Gateway) plan(h *Handles, d *annotations.Desired) (*netState, map[string]bool, error) {
+	primaries := map[string]bool{}
+	var names []string
+	for _, s := range d.Subnets {
+		if s.Attachment.Type == annotations.AttachPrimary {
+			primaries[s.IfName] = true
+			names = append(names, s.IfName)
+		}
+	}
+	extra, err := primaryAddrs(h.Gateway, names)
+	if err != nil {
+		return nil, nil, err
+	}
+	st, err := planNet(d, extra)
+	if err != nil {
+		return nil, nil, fmt.Errorf("desired state: %w", err)
+	}
+	return st, primaries, nil
+}
+
+// syncInterfaces converges links, their sysctls and their addresses; it returns the EIPs added.
+func (g *Gateway) syncInterfaces(netNS ns.NetNS, h *Handles, d *annotations.Desired, st *netState,
+	primaries map[string]bool, change func([]string)) ([]netip.Prefix, error) {
+	want := map[string]bool{}
+	var subnets []string
+	for _, s := range d.Subnets {
+		want[s.IfName] = true
+		subnets = append(subnets, s.IfName)
+	}
+	lines, err := pruneSubnetNICs(h, want)
+	change(lines)
+	if err != nil {
+		return nil, err
+	}
+	lines, err = EnsureExternalNIC(h, d.External)
+	change(lines)
+	if err != nil {
+		return nil, err
+	}
+	for _, s := range d.Subnets {
+		lines, err := EnsureSubnetNIC(h, s)
+		change(lines)
+		if err != nil {
+			return nil, err
+		}
+	}
+	ext := extIfName(d)
+	// promote_secondaries before any address is removed.
+	lines, err = syncSysctls(netNS, linkSysctls(ext, subnets, primaries))
+	change(lines)
+	if err != nil {
+		return nil, err
+	}
+	var addedEIPs []netip.Prefix
+	for _, name := range append([]string{ext}, subnets...) {
+		if primaries[name] {
+			continue // eth0's addresses belong to the primary CNI
+		}
+		lines, added, err := SyncAddresses(h.Gateway, name, st.addrs[name])
+		change(lines)
+		if err != nil {
+			return nil, err
+		}
+		if name == ext {
+			addedEIPs = added
+		}
+	}
+	return addedEIPs, nil
+}
+
+// holdForwarding runs before the first converge of this Gateway. A new netns inherits
+// net.ipv4.ip_forward from the node (devconf_inherit_init_net=0), so it may be on before any NAT
+// rule exists; Kube-OVN lost NAT for flows that raced its setup. Forwarding that is on in a
+// netns holding our ip rules was turned on by a previous daemon after a complete converge: a
+// daemon restart, which must not disturb traffic, so it is left alone.
+func holdForwarding(netNS ns.NetNS, h *Handles) ([]string, error) {
+	v, err := getSysctl(netNS, forwardSysctl)
+	if err != nil || v == "0" {
+		return nil, err
+	}
+	rules, err := ownedRules(h.Gateway)
+	if err != nil || len(rules) > 0 {
+		return nil, err
+	}
+	if err := setSysctl(netNS, forwardSysctl, "0"); err != nil {
+		return nil, err
+	}
+	return []string{fmt.Sprintf("sysctl %s: %s -> 0 (held off until the first converge completes)", forwardSysctl, v)}, nil
+}
+
+// enableForwarding turns forwarding on when it is off, after flushing conntrack: while it was
+// off no forwarded flow could work, and entries created meanwhile (packets that arrived before
+// our NAT rules) carry no NAT or a wrong one that would outlive the rules.
+func enableForwarding(netNS ns.NetNS, h *Handles) ([]string, error) {
+	v, err := getSysctl(netNS, forwardSysctl)
+	if err != nil || v == "1" {
+		return nil, err
+	}
+	if err := flushConntrack(h.Gateway); err != nil {
+		return nil, err
+	}
+	if err := setSysctl(netNS, forwardSysctl, "1"); err != nil {
+		return nil, err
+	}
+	return []string{"conntrack: flushed before enabling forwarding", fmt.Sprintf("sysctl %s: %s -> 1", forwardSysctl, v)}, nil
+}
+
+// announce sends gratuitous ARPs for eips on the external NIC; failures are logged, never
+// returned: the netns is converged, and an upstream cache will learn the MAC on its next ARP.
+func (g *Gateway) announce(netNS ns.NetNS, h *Handles, ext string, eips []netip.Addr) []string {
+	if len(eips) == 0 {
+		return nil
+	}
+	l, err := h.Gateway.LinkByName(ext)
+	if err == nil {
+		err = g.garp.announce(netNS, ext, l.Attrs().Index, l.Attrs().HardwareAddr, eips)
+	}
+	if err != nil {
+		klog.ErrorS(err, "Gratuitous ARP failed", "netns", g.nsPath, "interface", ext)
+	}
+	out := make([]string, len(eips))
+	for i, a := range eips {
+		out[i] = a.String()
+	}
+	klog.V(2).InfoS("Announced EIPs", "netns", g.nsPath, "interface", ext, "eips", out)
+	return out
+}

@@ -1,0 +1,59 @@
+package netconf
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/vpcnat/vpcnat/pkg/nat"
+)
+
+// syncNAT applies want to the nat table with at most one iptables-restore transaction. With
+// last == nil it diffs against the kernel (iptables-save), which repairs drift and re-checks our
+// hooks in the kernel chains; otherwise against the last applied ruleset, which saves the
+// read-back (the expensive part with thousands of rules). It returns the mappings the change
+// removed, whose conntrack entries must go.
+func syncNAT(ctx context.Context, ipt iptables, want, last *nat.Ruleset) (stale []nat.Mapping, changes []string, err error) {
+	var plan *nat.Plan
+	var before map[string][]string
+	if last == nil {
+		save, err := ipt.SaveNAT(ctx)
+		if err != nil {
+			return nil, nil, fmt.Errorf("reading the nat table: %w", err)
+		}
+		have, err := nat.ParseSave(save)
+		if err != nil {
+			return nil, nil, fmt.Errorf("parsing the nat table: %w", err)
+		}
+		plan, before = nat.FullPlan(want, have), have.Chains
+	} else {
+		plan, before = nat.IncrementalPlan(want, last), last.Map()
+	}
+	if !plan.Empty() {
+		if err := ipt.Restore(ctx, plan.RestoreInput()); err != nil {
+			return nil, nil, fmt.Errorf("applying nat rules: %w", err)
+		}
+		for _, s := range plan.Summary() {
+			changes = append(changes, "nat: "+s)
+		}
+	}
+	return nat.StaleMappings(before, want.Map()), changes, nil
+}
+
+// stillStale drops from pending the mappings want provides again: their conntrack entries
+// are valid once more (a mapping removed by a failed converge and restored by the next one).
+func stillStale(pending []nat.Mapping, want *nat.Ruleset) []nat.Mapping {
+	if len(pending) == 0 {
+		return nil
+	}
+	live := map[nat.Mapping]bool{}
+	for _, m := range nat.Mappings(want.Map()) {
+		live[m] = true
+	}
+	var out []nat.Mapping
+	for _, m := range pending {
+		if !live[m] {
+			out = append(out, m)
+		}
+	}
+	return out
+}

@@ -1,0 +1,40 @@
+package plan
+
+import (
+	"strings"
+	"testing"
+)
+
+func TestParseConfig(t *testing.T) {
+	cases := []struct {
+		name string
+		data map[string]string
+		want Config
+		err  string
+	}{
+		{"seed", map[string]string{"image": "kubeovn/vpc-nat-gateway:v1.7.0", "enable-vpc-nat-gw": "true", "nic": "eth1"},
+			Config{Enabled: true, Image: "kubeovn/vpc-nat-gateway:v1.7.0", NIC: "eth1"}, ""},
+		{"disabled", map[string]string{"enable-vpc-nat-gw": "false", "nic": "eth1"}, Config{NIC: "eth1"}, ""},
+		{"missing key is disabled", map[string]string{"image": "x"}, Config{Image: "x"}, ""},
+		{"nil data", nil, Config{}, ""},
+		{"other keys ignored", map[string]string{"enable-vpc-nat-gw": "true", "image": "x", "bgpSpeakerImage": "y"}, Config{Enabled: true, Image: "x"}, ""},
+		{"not a boolean", map[string]string{"enable-vpc-nat-gw": "yes", "image": "x"}, Config{Image: "x"}, `configmap.data[enable-vpc-nat-gw]: Unsupported value: "yes"`},
+		{"upper case", map[string]string{"enable-vpc-nat-gw": "True", "image": "x"}, Config{Image: "x"}, `"True"`},
+		{"enabled without image", map[string]string{"enable-vpc-nat-gw": "true"}, Config{Enabled: true}, "configmap.data[image]: Required"},
+		{"hostile image", map[string]string{"enable-vpc-nat-gw": "true", "image": "x; rm -rf /"}, Config{Enabled: true, Image: "x; rm -rf /"}, `"x; rm -rf /"`},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			got, errs := ParseConfig(c.data)
+			if got != c.want {
+				t.Errorf("config %+v, want %+v", got, c.want)
+			}
+			switch {
+			case c.err == "" && len(errs) > 0:
+				t.Errorf("unexpected errors: %v", errs)
+			case c.err != "" && (len(errs) != 1 || !strings.Contains(errs[0].Error(), c.err)):
+				t.Errorf("errors %v, want one containing %q", errs, c.err)
+			}
+		})
+	}
+}
