@@ -2,7 +2,7 @@
 //
 // Address plan: the seed topology of test/topo (192.168.0.0/24 external with the EIP gateway
 // 192.168.0.254 and the client 192.168.0.50, 198.51.100.10 behind the router, VPC subnets
-// 10.0.1.0/24 and 10.0.2.0/24, 203.0.113.0/24 behind the VPC router 10.0.1.100). Extra EIPs used
+// 10.0.1.0/24 and 10.0.2.0/24, 203.0.113.0/25 behind the VPC router 10.0.1.100). Extra EIPs used
 // here: 192.168.0.113-.116. Everything lives in namespaces the tests create and delete.
 package dataplane
 

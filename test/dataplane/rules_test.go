@@ -90,12 +90,12 @@ func TestDNATProtocols(t *testing.T) {
 	f.expect(topo.Client, "udp", eip112+":8888", topo.ClientIP, topo.Pod3IP+":5353")
 }
 
-// TestStaticRoutes: a policyDst route sends traffic for 203.0.113.0/24 to the VPC router; a
+// TestStaticRoutes: a policyDst route sends traffic for 203.0.113.0/25 to the VPC router; a
 // policySrc route sends everything from sn2 there.
 func TestStaticRoutes(t *testing.T) {
 	f := newFixture(t)
 	f.in.Vpc.Spec.StaticRoutes = append(f.in.Vpc.Spec.StaticRoutes,
-		v1.StaticRoute{Policy: v1.PolicyDst, CIDR: "203.0.113.0/24", NextHopIP: topo.VRIP})
+		v1.StaticRoute{Policy: v1.PolicyDst, CIDR: "203.0.113.0/25", NextHopIP: topo.VRIP})
 	f.converge(true)
 	f.listen(topo.Lab, "tcp", topo.LabIP+":9000")
 	f.listen(topo.Inet, "tcp", topo.InetIP+":8080")
@@ -105,7 +105,7 @@ func TestStaticRoutes(t *testing.T) {
 	f.in.Vpc.Spec.StaticRoutes = []v1.StaticRoute{{Policy: v1.PolicySrc, CIDR: "10.0.2.0/24", NextHopIP: topo.VRIP}}
 	f.converge(false)
 	f.expect(topo.Pod4, "tcp", topo.LabIP+":9000", topo.Pod4IP, "")
-	// pod2 is not in the source prefix and 203.0.113.0/24 has no dst route any more: it goes to
+	// pod2 is not in the source prefix and 203.0.113.0/25 has no dst route any more: it goes to
 	// the EIP gateway, which has no route there.
 	f.expectNoAnswer(topo.Pod2, "tcp", topo.LabIP+":9000")
 	if out := f.gwExec("ip", "rule", "show"); !strings.Contains(out, "from 10.0.2.0/24") {

@@ -39,8 +39,8 @@ func NewSeed(prefix string) (t *Topology, err error) {
 		func() error { return t.Forwarding(VR) },
 		func() error { return t.AddNS(Lab) },
 		func() error { return t.Veth(VR, "eth1", Lab, "eth0") },
-		func() error { return t.ip(VR, "addr", "add", "203.0.113.1/24", "dev", "eth1") },
-		func() error { return t.ip(Lab, "addr", "add", LabIP+"/24", "dev", "eth0") },
+		func() error { return t.ip(VR, "addr", "add", "203.0.113.1/25", "dev", "eth1") },
+		func() error { return t.ip(Lab, "addr", "add", LabIP+"/25", "dev", "eth0") },
 		func() error { return t.ip(Lab, "route", "add", "default", "via", "203.0.113.1") },
 	}
 	for i, step := range steps {

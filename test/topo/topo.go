@@ -14,7 +14,8 @@
 //	  pod1 10.0.1.5 (FIP target), pod2 10.0.1.10 (DNAT target), pod3 10.0.1.20 (default via
 //	  lanIp, as the seed's Vpc static route says), vr 10.0.1.100 (a VPC router)
 //	VPC subnet sn2 10.0.2.0/24 on node bridge br-sn2 (gateway 10.0.2.1): pod4 10.0.2.5
-//	lab   203.0.113.10  behind vr (203.0.113.1), for static routes
+//	lab   203.0.113.10/25  behind vr (203.0.113.1/25), for static routes
+//	203.0.113.128/25 is left for a primary (cluster) pod network inside the node namespace
 package topo
 
 import (
@@ -106,6 +107,20 @@ func (t *Topology) AddNS(role string) error {
 	}
 	t.roles = append(t.roles, role)
 	return t.ip(role, "link", "set", "lo", "up")
+}
+
+// DelNS deletes one role's namespace (as a runtime does when a sandbox goes away).
+func (t *Topology) DelNS(role string) error {
+	if err := t.ip("", "netns", "del", t.Name(role)); err != nil {
+		return err
+	}
+	for i, r := range t.roles {
+		if r == role {
+			t.roles = append(t.roles[:i], t.roles[i+1:]...)
+			break
+		}
+	}
+	return nil
 }
 
 // Veth creates a veth pair with one end in each of two namespaces (never in the host's).
