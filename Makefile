@@ -7,8 +7,6 @@ BIN   := $(CURDIR)/bin
 CACHE ?= /var/cache/vpcnat
 export PATH := $(dir $(GO)):$(PATH)
 
-BINARIES := vpcnat-daemon
-
 .PHONY: all deps build demo test test-unit bench vet clean
 
 all: build
@@ -19,10 +17,12 @@ deps:
 build:
 	@mkdir -p $(BIN)
 	$(GO) build -o $(BIN)/vpcnat-daemon ./daemon
+	$(GO) build -o $(BIN)/vpcnat ./plugins/vpcnat
 
 demo: deps build
 	$(GO) build -o $(BIN)/vpcnat-demo ./test/demo
-	$(BIN)/vpcnat-demo --daemon $(BIN)/vpcnat-daemon --spec examples/seed.yaml
+	$(BIN)/vpcnat-demo --daemon $(BIN)/vpcnat-daemon --spec examples/seed.yaml \
+		--cni-path $(BIN):$$(VPCNAT_CACHE=$(CACHE) hack/build-cni-plugins.sh)
 
 vet:
 	$(GO) vet ./...

@@ -4,9 +4,10 @@
 package annotations
 
 import (
-	"bytes"
-	"encoding/json"
+	"errors"
 	"fmt"
+
+	sigsjson "sigs.k8s.io/json"
 )
 
 // Seed keys: on the gateway Deployment's pod template, kept for Kube-OVN compatibility and humans.
@@ -44,16 +45,16 @@ const MaxTotalSize = 256 * 1024
 // ExternalIfName is the gateway's NIC on the external network, as in the seed.
 const ExternalIfName = "net1"
 
-// decodeStrict decodes one JSON document, refusing unknown fields and trailing data, so a typo in
-// a hand-edited annotation is an error instead of a silently ignored field.
+// decodeStrict decodes one JSON document as the API server's strict mode does: field names are
+// case-sensitive, unknown and duplicate fields are errors (encoding/json would take "eipCidr" for
+// eipCIDR and ignore a typo), and so is trailing data.
 func decodeStrict(key string, data []byte, into any) error {
-	dec := json.NewDecoder(bytes.NewReader(data))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(into); err != nil {
+	strict, err := sigsjson.UnmarshalStrict(data, into)
+	if err != nil {
 		return fmt.Errorf("annotation %s: invalid JSON: %w", key, err)
 	}
-	if dec.More() {
-		return fmt.Errorf("annotation %s: trailing data after the JSON document", key)
+	if len(strict) > 0 {
+		return fmt.Errorf("annotation %s: %w", key, errors.Join(strict...))
 	}
 	return nil
 }

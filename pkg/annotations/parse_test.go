@@ -29,10 +29,12 @@ func TestParseRefuses(t *testing.T) {
 		want      []string
 	}{
 		{"unknown field", strings.Replace(good, `"generation":3`, `"generation":3,"genration":4`, 1), []string{DesiredKey, `unknown field "genration"`}},
-		{"unknown nested field", strings.Replace(good, `"eipCIDR"`, `"eipCIDRs"`, 1), []string{DesiredKey, `unknown field "eipCIDRs"`}},
+		{"unknown nested field", strings.Replace(good, `"eipCIDR"`, `"eipCIDRs"`, 1), []string{DesiredKey, `unknown field "eips[0].eipCIDRs"`}},
+		{"case-insensitive key", strings.Replace(good, `"eipCIDR"`, `"eipCidr"`, 1), []string{DesiredKey, `unknown field "eips[0].eipCidr"`}},
+		{"duplicate key", strings.Replace(good, `"gateway":"ngw"`, `"gateway":"ngw","gateway":"x"`, 1), []string{DesiredKey, `duplicate field "gateway"`}},
 		{"wrong version", strings.Replace(good, `"version":"v1"`, `"version":"v2"`, 1), []string{DesiredKey, `version "v2" is not supported`}},
 		{"no version", strings.Replace(good, `"version":"v1",`, ``, 1), []string{DesiredKey, `version "" is not supported`}},
-		{"trailing data", good + `{}`, []string{DesiredKey, "trailing data"}},
+		{"trailing data", good + `{}`, []string{DesiredKey, "after top-level value"}},
 		{"wrong type", strings.Replace(good, `"externalPort":8888`, `"externalPort":"8888"`, 1), []string{DesiredKey, "externalPort"}},
 		{"invalid content", strings.Replace(good, `"internalPort":80`, `"internalPort":0`, 1), []string{DesiredKey, "dnatRules[0].internalPort"}},
 	}

@@ -113,6 +113,29 @@ func (rv *ruleValidator) eipRef(s string, path *field.Path) (netip.Addr, *field.
 	return a, nil
 }
 
+// row places the errors of one list entry. The checks of the rule lists make their errors
+// without a path and a path is built only for a field that is wrong: the lists hold up to 20 000
+// rules per sync, nearly all of them fine.
+type row struct {
+	errs *field.ErrorList
+	list *field.Path
+	i    int
+}
+
+// add places fe at list[i].name (list[i] for "") and keeps it; it says whether fe was nil.
+func (r row) add(fe *field.Error, name string) bool {
+	if fe == nil {
+		return true
+	}
+	p := r.list.Index(r.i)
+	if name != "" {
+		p = p.Child(name)
+	}
+	fe.Field = p.String()
+	*r.errs = append(*r.errs, fe)
+	return false
+}
+
 func (rv *ruleValidator) floatingIPs(list []FloatingIP, path *field.Path) field.ErrorList {
 	var errs field.ErrorList
 	if len(list) > MaxFloatingIPs {
@@ -120,20 +143,24 @@ func (rv *ruleValidator) floatingIPs(list []FloatingIP, path *field.Path) field.
 	}
 	rv.fipByEIP = make(map[netip.Addr]int, len(list))
 	byInternal := make(map[netip.Addr]int, len(list))
-	for i, f := range list {
-		p := path.Index(i)
-		if eip, fe := rv.eipRef(f.EIP, p.Child("eip")); fe != nil {
-			errs = append(errs, fe)
-		} else if j, dup := rv.fipByEIP[eip]; dup {
-			errs = append(errs, field.Invalid(p.Child("eip"), f.EIP, fmt.Sprintf("floatingIpRules[%d] already maps this EIP: an EIP has at most one floating IP", j)))
-		} else {
+	for i := range list {
+		f, r := &list[i], row{&errs, path, i}
+		eip, fe := rv.eipRef(f.EIP, nil)
+		switch j, dup := rv.fipByEIP[eip]; {
+		case fe != nil:
+			r.add(fe, "eip")
+		case dup:
+			r.add(field.Invalid(nil, f.EIP, fmt.Sprintf("floatingIpRules[%d] already maps this EIP: an EIP has at most one floating IP", j)), "eip")
+		default:
 			rv.fipByEIP[eip] = i
 		}
-		if ip, fe := rv.net.internalIP(f.InternalIP, p.Child("internalIp")); fe != nil {
-			errs = append(errs, fe)
-		} else if j, dup := byInternal[ip]; dup {
-			errs = append(errs, field.Invalid(p.Child("internalIp"), f.InternalIP, fmt.Sprintf("floatingIpRules[%d] already maps this internal IP: it can leave by one floating IP only", j)))
-		} else {
+		ip, fe := rv.net.internalIP(f.InternalIP, nil)
+		switch j, dup := byInternal[ip]; {
+		case fe != nil:
+			r.add(fe, "internalIp")
+		case dup:
+			r.add(field.Invalid(nil, f.InternalIP, fmt.Sprintf("floatingIpRules[%d] already maps this internal IP: it can leave by one floating IP only", j)), "internalIp")
+		default:
 			byInternal[ip] = i
 		}
 	}
@@ -151,35 +178,29 @@ func (rv *ruleValidator) dnats(list []DNAT, path *field.Path) field.ErrorList {
 	if len(list) > MaxDNATs {
 		errs = append(errs, field.TooMany(path, len(list), MaxDNATs))
 	}
-	add := func(fe *field.Error) bool {
-		if fe != nil {
-			errs = append(errs, fe)
-		}
-		return fe == nil
-	}
 	seen := make(map[dnatKey]int, len(list))
-	for i, r := range list {
-		p := path.Index(i)
-		eip, fe := rv.eipRef(r.EIP, p.Child("eip"))
+	for i := range list {
+		d, r := &list[i], row{&errs, path, i}
+		eip, fe := rv.eipRef(d.EIP, nil)
 		if fe == nil {
 			if j, fip := rv.fipByEIP[eip]; fip {
-				fe = field.Invalid(p.Child("eip"), r.EIP, fmt.Sprintf("carries floatingIpRules[%d], which already takes all of its ports", j))
+				fe = field.Invalid(nil, d.EIP, fmt.Sprintf("carries floatingIpRules[%d], which already takes all of its ports", j))
 			}
 		}
-		ok := add(fe)
-		ok = add(checkProtocol(r.Protocol, p.Child("protocol"))) && ok
-		ok = add(checkPort(r.ExternalPort, p.Child("externalPort"))) && ok
-		add(checkPort(r.InternalPort, p.Child("internalPort")))
-		_, fe = rv.net.internalIP(r.InternalIP, p.Child("internalIp"))
-		add(fe)
+		ok := r.add(fe, "eip")
+		ok = r.add(checkProtocol(d.Protocol, nil), "protocol") && ok
+		ok = r.add(checkPort(d.ExternalPort, nil), "externalPort") && ok
+		r.add(checkPort(d.InternalPort, nil), "internalPort")
+		_, fe = rv.net.internalIP(d.InternalIP, nil)
+		r.add(fe, "internalIp")
 		if !ok {
 			continue
 		}
-		k := dnatKey{eip, r.ExternalPort, r.Protocol}
+		k := dnatKey{eip, d.ExternalPort, d.Protocol}
 		if j, dup := seen[k]; dup {
-			fe := field.Duplicate(p, fmt.Sprintf("%s:%d/%s", r.EIP, r.ExternalPort, r.Protocol))
+			fe := field.Duplicate(nil, fmt.Sprintf("%s:%d/%s", d.EIP, d.ExternalPort, d.Protocol))
 			fe.Detail = fmt.Sprintf("dnatRules[%d] already forwards this EIP, port and protocol", j)
-			errs = append(errs, fe)
+			r.add(fe, "")
 			continue
 		}
 		seen[k] = i
@@ -210,88 +231,25 @@ func (rv *ruleValidator) snats(list []SNAT, path *field.Path) field.ErrorList {
 		errs = append(errs, field.TooMany(path, len(list), MaxSNATs))
 	}
 	seen := make(map[netip.Prefix]int, len(list))
-	for i, r := range list {
-		p := path.Index(i)
-		if _, fe := rv.eipRef(r.EIP, p.Child("eip")); fe != nil {
-			errs = append(errs, fe)
-		}
-		cp := p.Child("internalCIDR")
-		if a, err := netip.ParseAddr(r.InternalCIDR); err == nil && a.Is4() {
-			errs = append(errs, field.Invalid(cp, r.InternalCIDR, fmt.Sprintf("must be a prefix: a single address is written %s/32", a)))
+	for i := range list {
+		s, r := &list[i], row{&errs, path, i}
+		_, fe := rv.eipRef(s.EIP, nil)
+		r.add(fe, "eip")
+		if a, err := netip.ParseAddr(s.InternalCIDR); err == nil && a.Is4() {
+			r.add(field.Invalid(nil, s.InternalCIDR, fmt.Sprintf("must be a prefix: a single address is written %s/32", a)), "internalCIDR")
 			continue
 		}
-		cidr, fe := ParseIPv4Prefix(r.InternalCIDR, cp)
-		if fe != nil {
-			errs = append(errs, fe)
+		cidr, fe := ParseIPv4Prefix(s.InternalCIDR, nil)
+		if !r.add(fe, "internalCIDR") {
 			continue
 		}
 		if j, dup := seen[cidr]; dup {
-			fe := field.Duplicate(cp, r.InternalCIDR)
+			fe := field.Duplicate(nil, s.InternalCIDR)
 			fe.Detail = fmt.Sprintf("snatRules[%d] already has this internalCIDR: one CIDR leaves by one EIP", j)
-			errs = append(errs, fe)
+			r.add(fe, "internalCIDR")
 			continue
 		}
 		seen[cidr] = i
 	}
 	return errs
-}
-
-type routeKey struct {
-	policy string
-	cidr   netip.Prefix
-}
-
-// validateRoutes checks the Vpc's static routes and records the policyDst prefixes, behind
-// which rules may point at hosts. A next hop must be on-link: inside one of the subnets.
-func validateRoutes(list []Route, path *field.Path, net *networks) field.ErrorList {
-	var errs field.ErrorList
-	if len(list) > MaxRoutes {
-		errs = append(errs, field.TooMany(path, len(list), MaxRoutes))
-	}
-	seen := make(map[routeKey]int, len(list))
-	for i, r := range list {
-		p := path.Index(i)
-		policyOK := r.Policy == PolicyDst || r.Policy == PolicySrc
-		if !policyOK {
-			errs = append(errs, field.NotSupported(p.Child("policy"), r.Policy, []string{PolicyDst, PolicySrc}))
-		}
-		cidr, fe := ParseIPv4Prefix(r.CIDR, p.Child("cidr"))
-		if fe != nil || !policyOK {
-			// It might have been a policyDst route some rule's internal IP lies behind.
-			net.routesComplete = net.routesComplete && r.Policy == PolicySrc
-		}
-		switch {
-		case fe != nil:
-			errs = append(errs, fe)
-		case !policyOK:
-		case seen[routeKey{r.Policy, cidr}] > 0:
-			fe := field.Duplicate(p.Child("cidr"), r.CIDR)
-			fe.Detail = fmt.Sprintf("%s[%d] has the same policy and cidr", leaf(path), seen[routeKey{r.Policy, cidr}]-1)
-			errs = append(errs, fe)
-		default:
-			seen[routeKey{r.Policy, cidr}] = i + 1
-			if r.Policy == PolicyDst && cidr.Bits() > 0 {
-				net.behind.add(cidr, i)
-			}
-		}
-		hop, fe := ParseIPv4(r.NextHopIP, p.Child("nextHopIP"))
-		if fe == nil {
-			if s, ok := net.subnetOf(hop); ok {
-				fe = CheckHost(hop, net.cidrs[s], r.NextHopIP, p.Child("nextHopIP"))
-			} else if net.subnetsComplete {
-				fe = field.Invalid(p.Child("nextHopIP"), r.NextHopIP, fmt.Sprintf(
-					"must be on-link, inside one of the gateway's subnets (%s)", net.describe()))
-			}
-		}
-		if fe != nil {
-			errs = append(errs, fe)
-		}
-	}
-	return errs
-}
-
-// leaf is the last name of a path: "staticRoutes" for vpc[test-vpc-1].spec.staticRoutes.
-func leaf(p *field.Path) string {
-	s := p.String()
-	return s[strings.LastIndexByte(s, '.')+1:]
 }

@@ -10,6 +10,7 @@ import (
 
 	"github.com/containernetworking/plugins/pkg/ns"
 	"github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
 	"k8s.io/klog/v2"
 
 	"github.com/vpcnat/vpcnat/pkg/annotations"
@@ -27,6 +28,9 @@ type Gateway struct {
 	last *nat.Ruleset
 	// initialised: a converge completed, so forwarding is on.
 	initialised bool
+	// nsIno identifies the netns last converged (its inode): a sandbox recreated under the same
+	// path is a new, empty netns, and nothing remembered about the old one holds for it.
+	nsIno uint64
 	// pendingStale are mappings removed from the nat table whose conntrack entries are not
 	// deleted yet (a converge failed in between); a later read-back could no longer see them.
 	pendingStale []nat.Mapping
@@ -68,8 +72,7 @@ func (g *Gateway) Converge(ctx context.Context, d *annotations.Desired, full boo
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	start := time.Now()
-	full = full || g.last == nil
-	rep = &Report{Full: full}
+	rep = &Report{}
 	defer func() {
 		if err != nil {
 			g.last = nil
@@ -90,6 +93,11 @@ func (g *Gateway) Converge(ctx context.Context, d *annotations.Desired, full boo
 		return rep, fmt.Errorf("opening the netns: %w", err)
 	}
 	defer netNS.Close()
+	if err := g.checkIdentity(netNS); err != nil {
+		return rep, err
+	}
+	full = full || g.last == nil
+	rep.Full = full
 	h, err := NewHandles(netns.NsHandle(netNS.Fd()))
 	if err != nil {
 		return rep, err
@@ -119,7 +127,9 @@ func (g *Gateway) Converge(ctx context.Context, d *annotations.Desired, full boo
 	if err != nil {
 		return rep, err
 	}
-	g.pendingStale = stillStale(append(g.pendingStale, stale...), want)
+	// Mappings left pending by a failed converge may be live again; this converge's own stale
+	// mappings are not in want by construction.
+	g.pendingStale = append(stillStale(g.pendingStale, want), stale...)
 
 	added, err := g.syncInterfaces(netNS, h, d, st, primaries, change)
 	if err != nil {
@@ -149,6 +159,21 @@ func (g *Gateway) Converge(ctx context.Context, d *annotations.Desired, full boo
 	}
 	rep.Announced = g.announce(netNS, h, extIfName(d), announce)
 	return rep, nil
+}
+
+// checkIdentity forgets everything remembered when the netns at nsPath is not the one last
+// converged, so the converge becomes a full init.
+func (g *Gateway) checkIdentity(netNS ns.NetNS) error {
+	var st unix.Stat_t
+	if err := unix.Fstat(int(netNS.Fd()), &st); err != nil {
+		return fmt.Errorf("identifying the netns: %w", err)
+	}
+	if g.nsIno != 0 && g.nsIno != st.Ino {
+		klog.V(2).InfoS("Gateway netns was recreated: converging from scratch", "netns", g.nsPath)
+		g.last, g.initialised, g.pendingStale = nil, false, nil
+	}
+	g.nsIno = st.Ino
+	return nil
 }
 
 // plan computes the desired addresses, routes and rules (pure, before any change), with the
@@ -182,6 +207,7 @@ func (g *Gateway) syncInterfaces(netNS ns.NetNS, h *Handles, d *annotations.Desi
 		want[s.IfName] = true
 		subnets = append(subnets, s.IfName)
 	}
+	want[extIfName(d)] = true // never prune the external NIC, whatever its name
 	lines, err := pruneSubnetNICs(h, want)
 	change(lines)
 	if err != nil {

@@ -1,11 +1,13 @@
 package netconf
 
 import (
+	"errors"
 	"fmt"
 	"net"
 	"strings"
 
 	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
 
 	"github.com/vpcnat/vpcnat/pkg/annotations"
 )
@@ -154,7 +156,13 @@ func setMTUUp(nh *netlink.Handle, l netlink.Link, what string, mtu int, changes 
 		changes = append(changes, fmt.Sprintf("%s: mtu %d -> %d", what, l.Attrs().MTU, mtu))
 	}
 	if l.Attrs().Flags&net.FlagUp == 0 {
-		if err := nh.LinkSetUp(l); err != nil {
+		if err := nh.LinkSetUp(l); errors.Is(err, unix.EADDRINUSE) {
+			// A macvlan cannot open while another one on the same master has its MAC: typically
+			// the previous net1, in a gateway netns the kernel is still tearing down
+			// (asynchronously, tens of milliseconds). It is left down; the next converge retries.
+			return nil, fmt.Errorf("%s: setting up: %w (another link on the same master still has MAC %s, e.g. in a netns being torn down)",
+				what, err, l.Attrs().HardwareAddr)
+		} else if err != nil {
 			return nil, fmt.Errorf("%s: setting up: %w", what, err)
 		}
 		changes = append(changes, what+": up")

@@ -86,7 +86,7 @@ func (tp *topo) delNS(role string) {
 func (tp *topo) close() {
 	for i := len(tp.roles) - 1; i >= 0; i-- {
 		if out, err := exec.Command("ip", "netns", "del", tp.name(tp.roles[i])).CombinedOutput(); err != nil {
-			tp.t.Logf("cleanup of netns %s: %v: %s", tp.name(tp.roles[i]), err, out)
+			tp.t.Errorf("cleanup of netns %s: %v: %s", tp.name(tp.roles[i]), err, out)
 		}
 	}
 	tp.roles = nil

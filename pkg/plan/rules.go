@@ -17,20 +17,24 @@ import (
 // values are valid is the validator's question, except for a port that is not a number at all.
 func (b *builder) rules(d *annotations.Desired) {
 	s := &b.gw.Spec
+	d.EIPs = make([]annotations.EIP, 0, len(s.Eips))
+	d.FloatingIPs = make([]annotations.FloatingIP, 0, len(s.FloatingIPRules))
+	d.DNATs = make([]annotations.DNAT, 0, len(s.DnatRules))
+	d.SNATs = make([]annotations.SNAT, 0, len(s.SnatRules))
 	for _, e := range s.Eips {
 		d.EIPs = append(d.EIPs, annotations.EIP{EipCIDR: e.EipCIDR, Gateway: e.Gateway})
 	}
 	for _, f := range s.FloatingIPRules {
 		d.FloatingIPs = append(d.FloatingIPs, annotations.FloatingIP{EIP: f.Eip, InternalIP: f.InternalIP})
 	}
-	for i, r := range s.DnatRules {
-		p := specPath.Child("dnatRules").Index(i)
+	for i := range s.DnatRules {
+		r := &s.DnatRules[i]
 		d.DNATs = append(d.DNATs, annotations.DNAT{
 			EIP:          r.Eip,
 			Protocol:     protocol(r.Protocol),
-			ExternalPort: b.port(r.ExternalPort, p.Child("externalPort")),
+			ExternalPort: b.port(r.ExternalPort, i, "externalPort"),
 			InternalIP:   r.InternalIP,
-			InternalPort: b.port(r.InternalPort, p.Child("internalPort")),
+			InternalPort: b.port(r.InternalPort, i, "internalPort"),
 		})
 	}
 	for _, r := range s.SnatRules {
@@ -45,7 +49,7 @@ func (b *builder) rules(d *annotations.Desired) {
 // port reads a port written as a number or a string of digits ("8888", as Kube-OVN accepts). A
 // string that is no number is reported here and becomes 0, which the validator's report at the
 // same path would only repeat.
-func (b *builder) port(v intstr.IntOrString, p *field.Path) int {
+func (b *builder) port(v intstr.IntOrString, i int, name string) int {
 	if v.Type == intstr.Int {
 		return int(v.IntVal)
 	}
@@ -56,7 +60,7 @@ func (b *builder) port(v intstr.IntOrString, p *field.Path) int {
 			return n
 		}
 	}
-	b.add(field.Invalid(p, s, "must be a port number 1-65535"))
+	b.add(field.Invalid(specPath.Child("dnatRules").Index(i).Child(name), s, "must be a port number 1-65535"))
 	return 0
 }
 

@@ -22,15 +22,16 @@ import (
 func main() {
 	daemon := flag.String("daemon", "bin/vpcnat-daemon", "path of the vpcnat-daemon binary")
 	spec := flag.String("spec", "examples/seed.yaml", "the VpcNatGateway YAML to apply")
+	cniPath := flag.String("cni-path", "bin", "colon-separated directories of the CNI plugins (vpcnat, bridge, host-local)")
 	flag.Parse()
 	if os.Geteuid() != 0 {
 		fmt.Fprintln(os.Stderr, "vpcnat-demo: needs root (it creates network namespaces)")
 		os.Exit(2)
 	}
-	os.Exit(run(*daemon, *spec))
+	os.Exit(run(*daemon, *spec, strings.Split(*cniPath, ":")))
 }
 
-func run(daemon, spec string) int {
+func run(daemon, spec string, cniPath []string) int {
 	start := time.Now()
 	t, err := topo.NewSeed(topo.NewPrefix())
 	if err != nil {
@@ -53,6 +54,16 @@ func run(daemon, spec string) int {
 	}()
 	fmt.Printf("topology %s-* built in %v (namespaces: ext, rtr, inet, cli, node, gw, pods)\n\n",
 		t.Prefix, time.Since(start).Round(time.Millisecond))
+
+	// The container runtime's part: create the gateway pod's sandbox through the node's CNI chain
+	// (bridge + host-local, then vpcnat), with the pod template annotations the controller writes.
+	pod, undo, err := createGatewayPod(t, spec, cniPath)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "vpcnat-demo:", err)
+		return 1
+	}
+	defer undo()
+	fmt.Printf("CNI ADD of gateway pod %s/%s (bridge + host-local, then vpcnat): %s\n\n", pod.Namespace, pod.Name, pod.summary)
 
 	applyStart := time.Now()
 	out, err := apply(t, daemon, spec)

@@ -1,0 +1,136 @@
+package netconf
+
+import (
+	"fmt"
+	"net"
+	"strings"
+	"testing"
+
+	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
+)
+
+// conntrack lists the gateway netns's IPv4 conntrack entries over netlink.
+func (tp *topo) conntrack() []*netlink.ConntrackFlow {
+	tp.t.Helper()
+	fd, err := netns.GetFromPath(tp.path(roleGW))
+	if err != nil {
+		tp.t.Fatal(err)
+	}
+	defer fd.Close()
+	h, err := netlink.NewHandleAt(fd, unix.NETLINK_NETFILTER)
+	if err != nil {
+		tp.t.Fatal(err)
+	}
+	defer h.Close()
+	flows, err := h.ConntrackTableList(netlink.ConntrackTable, unix.AF_INET)
+	if err != nil {
+		tp.t.Fatal(err)
+	}
+	return flows
+}
+
+// flowDesc is the part of an entry the test cares about.
+func flowDesc(f *netlink.ConntrackFlow) string {
+	return fmt.Sprintf("%d %s:%d->%s:%d reply %s:%d->%s:%d", f.Forward.Protocol,
+		f.Forward.SrcIP, f.Forward.SrcPort, f.Forward.DstIP, f.Forward.DstPort,
+		f.Reverse.SrcIP, f.Reverse.SrcPort, f.Reverse.DstIP, f.Reverse.DstPort)
+}
+
+// hasFlow reports whether an entry matches: a substring of its flowDesc.
+func (tp *topo) hasFlow(sub string) bool {
+	for _, f := range tp.conntrack() {
+		if strings.Contains(flowDesc(f), sub) {
+			return true
+		}
+	}
+	return false
+}
+
+func (tp *topo) dumpFlows() string {
+	var b strings.Builder
+	for _, f := range tp.conntrack() {
+		b.WriteString(flowDesc(f) + "\n")
+	}
+	return b.String()
+}
+
+// A spec update that removes a port forward, then a floating IP, deletes the conntrack entries
+// of exactly that mapping (made by real traffic), and leaves the others.
+func TestConntrackOfRemovedMappings(t *testing.T) {
+	tp := newTopo(t)
+	tp.addPod(rolePod, "10.0.1.5/24", "10.0.1.1")
+	g := tp.gateway()
+	tp.mustConverge(g, seedDesired(), true)
+
+	tp.listenTCP(rolePod, "10.0.1.5:7777")
+	if _, err := tp.dialTCP(roleExt, "192.168.0.111:7777"); err != nil { // FIP inbound, established
+		t.Fatal(err)
+	}
+	tp.listenTCP(roleExt, "192.168.0.254:7000")
+	if _, err := tp.dialTCP(rolePod, "192.168.0.254:7000"); err != nil { // FIP outbound (SNAT)
+		t.Fatal(err)
+	}
+	tp.synTo(roleExt, "192.168.0.112:8888") // DNAT to 10.0.1.10:80, which does not answer
+	if err := tp.do(roleExt, func() error { // unrelated: to the gateway itself
+		c, err := net.DialUDP("udp4", &net.UDPAddr{IP: net.ParseIP("192.168.0.254"), Port: 40000},
+			&net.UDPAddr{IP: net.ParseIP("192.168.0.112"), Port: 5000})
+		if err != nil {
+			return err
+		}
+		defer c.Close()
+		_, err = c.Write([]byte("x"))
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+
+	const (
+		dnatFlow   = "->192.168.0.112:8888 reply 10.0.1.10:80->"
+		fipIn      = "->192.168.0.111:7777 reply 10.0.1.5:7777->"
+		fipOut     = "6 10.0.1.5:"
+		unrelated  = "17 192.168.0.254:40000->192.168.0.112:5000"
+		deleteLine = "conntrack: deleted"
+	)
+	for _, f := range []string{dnatFlow, fipIn, fipOut, unrelated} {
+		if !tp.hasFlow(f) {
+			t.Fatalf("traffic made no entry %q:\n%s", f, tp.dumpFlows())
+		}
+	}
+
+	noDNAT := seedDesired()
+	noDNAT.DNATs = nil
+	rep := tp.mustConverge(g, noDNAT, false)
+	t.Logf("DNAT removed: %q", rep.Changes)
+	if !hasChange(rep, deleteLine+" 1 entries of tcp 192.168.0.112:8888 -> 10.0.1.10:80") {
+		t.Errorf("report: %q", rep.Changes)
+	}
+	if tp.hasFlow(dnatFlow) {
+		t.Errorf("the removed port forward's entry survived:\n%s", tp.dumpFlows())
+	}
+	for _, f := range []string{fipIn, fipOut, unrelated} {
+		if !tp.hasFlow(f) {
+			t.Errorf("unrelated entry %q was deleted:\n%s", f, tp.dumpFlows())
+		}
+	}
+
+	// The FIP goes, this time seen by a restarted daemon (the "before" is the kernel read-back).
+	noFIP := seedDesired()
+	noFIP.DNATs, noFIP.FloatingIPs = nil, nil
+	g = tp.gateway()
+	rep = tp.mustConverge(g, noFIP, false)
+	t.Logf("FIP removed: %q", rep.Changes)
+	if !hasChange(rep, deleteLine+" 2 entries of fip 192.168.0.111 -> 10.0.1.5") {
+		t.Errorf("report: %q", rep.Changes)
+	}
+	if tp.hasFlow(fipIn) || tp.hasFlow(fipOut) {
+		t.Errorf("the removed FIP's entries survived:\n%s", tp.dumpFlows())
+	}
+	if !tp.hasFlow(unrelated) {
+		t.Errorf("unrelated entry was deleted:\n%s", tp.dumpFlows())
+	}
+	if rep := tp.mustConverge(g, noFIP, true); len(rep.Changes) != 0 {
+		t.Errorf("converging again: %q", rep.Changes)
+	}
+}
