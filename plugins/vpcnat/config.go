@@ -4,13 +4,13 @@ import (
 	"encoding/json"
 	"fmt"
 	"path/filepath"
-	"regexp"
 	"slices"
 	"strings"
 
 	"github.com/containernetworking/cni/pkg/types"
 	"github.com/containernetworking/cni/pkg/version"
 	"k8s.io/apimachinery/pkg/util/validation"
+	"k8s.io/apimachinery/pkg/util/validation/field"
 
 	"github.com/vpcnat/vpcnat/pkg/annotations"
 	"github.com/vpcnat/vpcnat/pkg/state"
@@ -28,9 +28,6 @@ type PluginConf struct {
 	// Master, when set, is this node's NIC for net1, overriding the NIC plan's (nodes whose
 	// underlay NIC has another name).
 	Master string `json:"master,omitempty"`
-	// Kubeconfig, when set, lets the plugin look a gateway-namespace pod's annotations up in the
-	// API server if the runtime did not pass them (one GET, short timeout).
-	Kubeconfig string `json:"kubeconfig,omitempty"`
 
 	RuntimeConfig struct {
 		PodAnnotations map[string]string `json:"io.kubernetes.cri.pod-annotations,omitempty"`
@@ -38,8 +35,6 @@ type PluginConf struct {
 }
 
 const defaultGatewayNamespace = "kube-system"
-
-var ifNameRE = regexp.MustCompile(`^[^/:\s]{1,15}$`)
 
 // parseConfig decodes and validates the plugin configuration; prevResult is parsed when present.
 func parseConfig(stdin []byte) (*PluginConf, error) {
@@ -61,11 +56,10 @@ func parseConfig(stdin []byte) (*PluginConf, error) {
 	if !filepath.IsAbs(conf.StateDir) {
 		return nil, fmt.Errorf("vpcnat: stateDir: %q is not an absolute path", conf.StateDir)
 	}
-	if conf.Master != "" && (!ifNameRE.MatchString(conf.Master) || conf.Master == "." || conf.Master == "..") {
-		return nil, fmt.Errorf("vpcnat: master: %q is not a valid interface name", conf.Master)
-	}
-	if conf.Kubeconfig != "" && !filepath.IsAbs(conf.Kubeconfig) {
-		return nil, fmt.Errorf("vpcnat: kubeconfig: %q is not an absolute path", conf.Kubeconfig)
+	if conf.Master != "" {
+		if err := annotations.CheckIfName(conf.Master, field.NewPath("master")); err != nil {
+			return nil, fmt.Errorf("vpcnat: %w", err)
+		}
 	}
 	if conf.RawPrevResult != nil {
 		if err := version.ParsePrevResult(&conf.PluginConf); err != nil {
@@ -113,13 +107,10 @@ func (c *PluginConf) gatewayPlan(a *k8sArgs) (*annotations.NICPlan, error) {
 	if !c.inGatewayNamespace(a) {
 		return nil, nil
 	}
+	// Annotations come only from the runtime (containerd and CRI-O pass them): no API call, so
+	// CNI ADD never depends on the API server being reachable. A runtime that passes none makes
+	// every pod a normal pod.
 	annots := c.RuntimeConfig.PodAnnotations
-	if annots == nil && c.Kubeconfig != "" {
-		var err error
-		if annots, err = lookupAnnotations(c.Kubeconfig, string(a.K8S_POD_NAMESPACE), string(a.K8S_POD_NAME)); err != nil {
-			return nil, err
-		}
-	}
 	gw, ok := annots[annotations.GatewayKey]
 	if !ok {
 		return nil, nil

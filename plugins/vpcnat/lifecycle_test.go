@@ -146,7 +146,6 @@ func TestBadConfig(t *testing.T) {
 		"gatewayNamespaces": `"gatewayNamespaces":["Kube_System"]`,
 		"stateDir":          `"stateDir":"relative/dir"`,
 		"master":            `"master":"eth0/../x"`,
-		"kubeconfig":        `"kubeconfig":"kubeconfig"`,
 	} {
 		out, err := run(t, "ADD", `{"cniVersion":"1.1.0","name":"n","type":"vpcnat",`+conf+`,`+prev+`}`, "CNI_ARGS=K8S_POD_NAMESPACE=default")
 		if err == nil || !strings.Contains(out, field) {

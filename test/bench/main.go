@@ -25,6 +25,7 @@ func main() {
 	baselineMax := flag.Int("baseline-max", 1000, "largest N for the per-rule iptables baseline (it is slow)")
 	connSeconds := flag.Duration("conn-time", 2*time.Second, "how long each connection-rate run lasts")
 	changes := flag.Int("changes", 20, "one-rule changes measured per size (median reported)")
+	cniRounds := flag.Int("cni-rounds", 30, "CNI ADD/DEL rounds per case (median reported); 0 skips the CNI part")
 	flag.Parse()
 	if os.Geteuid() != 0 {
 		fmt.Fprintln(os.Stderr, "vpcnat-bench: needs root (it creates network namespaces)")
@@ -35,7 +36,7 @@ func main() {
 		fmt.Fprintln(os.Stderr, "vpcnat-bench:", err)
 		os.Exit(2)
 	}
-	b := bench{baselineMax: *baselineMax, connTime: *connSeconds, changes: *changes}
+	b := bench{baselineMax: *baselineMax, connTime: *connSeconds, changes: *changes, cniRounds: *cniRounds}
 	if err := b.run(ns); err != nil {
 		fmt.Fprintln(os.Stderr, "vpcnat-bench:", err)
 		os.Exit(1)
@@ -46,6 +47,7 @@ type bench struct {
 	baselineMax int
 	connTime    time.Duration
 	changes     int
+	cniRounds   int
 }
 
 // result is one row of the table.
@@ -78,6 +80,13 @@ func (b bench) run(sizes []int) error {
 		return err
 	}
 	printTable(base, rows, kovn)
+	if b.cniRounds > 0 {
+		c, err := b.measureCNI(b.cniRounds)
+		if err != nil {
+			return err
+		}
+		printCNI(c)
+	}
 	return nil
 }
 

@@ -38,9 +38,9 @@ func spec(m mix) (plan.Inputs, error) {
 	in.Config.NIC = "eth1"
 	g := &in.Gateway.Spec
 	g.Eips, g.FloatingIPRules, g.DnatRules, g.SnatRules = nil, nil, nil, nil
-	var eips []string
+	eips := []string{"192.168.0.112"} // the probe's
 	for i := 1; len(eips) < m.eips; i++ {
-		if i == 50 { // the client's address
+		if i == 50 || i == 112 { // the client's address; the probe's, already there
 			continue
 		}
 		eips = append(eips, fmt.Sprintf("192.168.0.%d", i))

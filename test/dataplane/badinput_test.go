@@ -14,11 +14,16 @@ import (
 
 	v1 "github.com/vpcnat/vpcnat/pkg/apis/kubeovn/v1"
 	"github.com/vpcnat/vpcnat/pkg/plan"
+	"github.com/vpcnat/vpcnat/test/cnichain"
 	"github.com/vpcnat/vpcnat/test/topo"
 )
 
-// daemonBin is vpcnat-daemon built once for the package (TestMain).
-var daemonBin string
+// daemonBin is vpcnat-daemon built once for the package (TestMain); cniPaths hold the vpcnat
+// plugin and the upstream reference plugins.
+var (
+	daemonBin string
+	cniPaths  []string
+)
 
 func TestMain(m *testing.M) {
 	dir, err := os.MkdirTemp("", "vpcnat-dataplane-")
@@ -30,6 +35,12 @@ func TestMain(m *testing.M) {
 	if out, err := exec.Command("go", "build", "-o", daemonBin, "../../daemon").CombinedOutput(); err != nil {
 		fmt.Fprintf(os.Stderr, "building vpcnat-daemon: %v\n%s", err, out)
 		os.Exit(1)
+	}
+	if os.Geteuid() == 0 {
+		if cniPaths, err = cnichain.PluginDirs(filepath.Join("..", ".."), dir); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(1)
+		}
 	}
 	code := m.Run()
 	os.RemoveAll(dir)
