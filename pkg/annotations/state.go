@@ -175,10 +175,15 @@ func ParseNICPlan(s string) (*NICPlan, error) {
 	return &p, nil
 }
 
-// ParseDesired decodes and validates the DesiredKey annotation.
+// ParseDesired decodes (plain or compressed, see EncodeDesired) and validates the DesiredKey
+// annotation.
 func ParseDesired(s string) (*Desired, error) {
+	raw, err := inflate(s)
+	if err != nil {
+		return nil, err
+	}
 	var d Desired
-	if err := decodeStrict(DesiredKey, []byte(s), &d); err != nil {
+	if err := decodeStrict(DesiredKey, raw, &d); err != nil {
 		return nil, err
 	}
 	if err := checkVersion(DesiredKey, d.Version); err != nil {

@@ -88,7 +88,7 @@ func converge(t *topo.Topology, gw *netconf.Gateway, in plan.Inputs, full bool) 
 	if len(errs) > 0 {
 		return 0, nil, fmt.Errorf("generated spec invalid: %w", errs.ToAggregate())
 	}
-	doc, err := annotations.Marshal(d)
+	doc, err := annotations.EncodeDesired(d)
 	if err != nil {
 		return 0, nil, err
 	}
