@@ -51,3 +51,18 @@ func SubnetIfName(subnet string) string {
 func HostIfName(gateway, subnet string) string {
 	return HostIfNamePrefix + hashHex("vpcnat/host-ifname", gateway, subnet)[:annotations.MaxIfNameLen-len(HostIfNamePrefix)]
 }
+
+// Kubernetes objects of a gateway. The controller creates them; the daemon recognises a gateway
+// pod only in GatewayNamespace, carrying the gateway annotation, and owned (ReplicaSet ->
+// Deployment) by a Deployment that a VpcNatGateway of that name controls.
+const (
+	// GatewayNamespace is the default namespace of gateway Deployments (Kube-OVN's).
+	GatewayNamespace = "kube-system"
+	// LabelGateway is on the Deployment and its pods; its value is the gateway's name.
+	LabelGateway = "vpcnat.kubeovn.io/gateway"
+	// LabelApp is Kube-OVN's label for gateway pods, kept for compatibility.
+	LabelApp = "app"
+)
+
+// DeploymentName is the gateway's Deployment, as Kube-OVN names it.
+func DeploymentName(gateway string) string { return "vpc-nat-gw-" + gateway }
