@@ -14,10 +14,15 @@ nice="nice -n 10"
 export GOFLAGS=-buildvcs=false
 
 kube_bins=(kube-apiserver kube-controller-manager kube-scheduler kubelet kubectl)
-missing=0
-for b in "${kube_bins[@]}" etcd; do [ -x "$bin/$b" ] || missing=1; done
-if [ "$missing" = 0 ]; then echo "$bin"; exit 0; fi
+have_all() {
+  for b in "${kube_bins[@]}" etcd; do [ -x "$bin/$b" ] || return 1; done
+}
+if have_all; then echo "$bin"; exit 0; fi
 mkdir -p "$bin"
+# One build at a time: parallel test packages (and people) may all ask for the binaries.
+exec 9>"$cache/kube-v$kube.lock"
+flock 9
+if have_all; then echo "$bin"; exit 0; fi
 
 if ! [ -x "$bin/kube-apiserver" ] || ! [ -x "$bin/kubelet" ] || ! [ -x "$bin/kubectl" ] \
    || ! [ -x "$bin/kube-controller-manager" ] || ! [ -x "$bin/kube-scheduler" ]; then

@@ -6,9 +6,7 @@ import (
 	"net"
 	"strings"
 
-	"github.com/containernetworking/plugins/pkg/ns"
 	"github.com/vishvananda/netlink"
-	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 
 	"github.com/vpcnat/vpcnat/pkg/annotations"
@@ -17,12 +15,7 @@ import (
 
 // checkPlumbing is CHECK: every NIC ADD made exists, is up and holds its addresses.
 func checkPlumbing(netnsPath string, plan *annotations.NICPlan) error {
-	podNS, err := ns.GetNS(netnsPath)
-	if err != nil {
-		return fmt.Errorf("vpcnat: opening netns %s: %w", netnsPath, err)
-	}
-	defer podNS.Close()
-	h, err := netconf.NewHandles(netns.NsHandle(podNS.Fd()))
+	h, err := netconf.OpenHandles(netnsPath)
 	if err != nil {
 		return fmt.Errorf("vpcnat: %w", err)
 	}

@@ -17,8 +17,6 @@ import (
 	"github.com/containernetworking/cni/pkg/types"
 	current "github.com/containernetworking/cni/pkg/types/100"
 	"github.com/containernetworking/cni/pkg/version"
-	"github.com/containernetworking/plugins/pkg/ns"
-	"github.com/vishvananda/netns"
 
 	"github.com/vpcnat/vpcnat/pkg/annotations"
 	"github.com/vpcnat/vpcnat/pkg/netconf"
@@ -35,21 +33,28 @@ func main() {
 	}, version.VersionsStartingFrom("0.4.0"), "vpcnat: plumbs vpcnat NAT gateway pods (net1 + subnet NICs)")
 }
 
-func cmdAdd(args *skel.CmdArgs) error {
+// chained parses what ADD and CHECK share: the config (which must carry a prevResult), CNI_ARGS
+// and, for a gateway pod, its NIC plan (nil for any other pod).
+func chained(args *skel.CmdArgs) (*PluginConf, *k8sArgs, *annotations.NICPlan, error) {
 	conf, err := parseConfig(args.StdinData)
 	if err != nil {
-		return err
+		return nil, nil, nil, err
 	}
 	// A chained plugin without a previous result has nothing to extend: refuse rather than
 	// invent a result for the pod's primary interface.
 	if conf.PrevResult == nil {
-		return fmt.Errorf("vpcnat: must be chained after a plugin that returns a result (no prevResult)")
+		return nil, nil, nil, fmt.Errorf("vpcnat: must be chained after a plugin that returns a result (no prevResult)")
 	}
 	k8s, err := parseArgs(args.Args)
 	if err != nil {
-		return err
+		return nil, nil, nil, err
 	}
 	plan, err := conf.gatewayPlan(k8s)
+	return conf, k8s, plan, err
+}
+
+func cmdAdd(args *skel.CmdArgs) error {
+	conf, k8s, plan, err := chained(args)
 	if err != nil {
 		return err
 	}
@@ -75,12 +80,7 @@ func cmdAdd(args *skel.CmdArgs) error {
 // plumb creates the gateway's NICs inside the pod netns and adds them to result. On any error it
 // removes the NICs this call created (a half-done ADD leaves nothing behind).
 func plumb(args *skel.CmdArgs, plan *annotations.NICPlan, result *current.Result) (rec *state.Record, err error) {
-	podNS, err := ns.GetNS(args.Netns)
-	if err != nil {
-		return nil, fmt.Errorf("vpcnat: opening netns %s: %w", args.Netns, err)
-	}
-	defer podNS.Close()
-	h, err := netconf.NewHandles(netns.NsHandle(podNS.Fd()))
+	h, err := netconf.OpenHandles(args.Netns)
 	if err != nil {
 		return nil, fmt.Errorf("vpcnat: %w", err)
 	}
@@ -165,16 +165,10 @@ func addInterface(h *netconf.Handles, result *current.Result, sandbox, name stri
 
 // unplumb deletes a record's NICs from its netns; a netns or link already gone is fine.
 func unplumb(netnsPath string, rec *state.Record) error {
-	podNS, err := ns.GetNS(netnsPath)
-	if err != nil {
-		var nsErr ns.NSPathNotExistErr
-		if errors.As(err, &nsErr) || errors.Is(err, fs.ErrNotExist) {
-			return nil // the runtime already destroyed the netns, and our links with it
-		}
-		return fmt.Errorf("vpcnat: opening netns %s: %w", netnsPath, err)
+	h, err := netconf.OpenHandles(netnsPath)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil // the runtime already destroyed the netns, and our links with it
 	}
-	defer podNS.Close()
-	h, err := netconf.NewHandles(netns.NsHandle(podNS.Fd()))
 	if err != nil {
 		return fmt.Errorf("vpcnat: %w", err)
 	}
@@ -221,18 +215,7 @@ func cmdDel(args *skel.CmdArgs) error {
 }
 
 func cmdCheck(args *skel.CmdArgs) error {
-	conf, err := parseConfig(args.StdinData)
-	if err != nil {
-		return err
-	}
-	if conf.PrevResult == nil {
-		return fmt.Errorf("vpcnat: must be chained after a plugin that returns a result (no prevResult)")
-	}
-	k8s, err := parseArgs(args.Args)
-	if err != nil {
-		return err
-	}
-	plan, err := conf.gatewayPlan(k8s)
+	_, _, plan, err := chained(args)
 	if err != nil || plan == nil {
 		return err
 	}
