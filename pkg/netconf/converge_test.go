@@ -36,7 +36,8 @@ func (poisonedIptables) Restore(context.Context, []byte) error {
 func TestFirstConvergeCreatesEverything(t *testing.T) {
 	tp := newTopo(t)
 	tp.addPod(rolePod, "10.0.1.5/24", "10.0.1.1")
-	tp.exec(roleGW, "sysctl", "-qw", "net.ipv4.ip_forward=1")
+	// What a netns inherits on a typical node: forwarding on, strict reverse-path filtering.
+	tp.exec(roleGW, "sysctl", "-qw", "net.ipv4.ip_forward=1", "net.ipv4.conf.all.rp_filter=1", "net.ipv4.conf.default.rp_filter=1")
 	g := tp.gateway()
 	spy := &spyIptables{execIptables: execIptables{nsPath: tp.path(roleGW)}, tp: tp}
 	g.ipt = spy
@@ -54,7 +55,8 @@ func TestFirstConvergeCreatesEverything(t *testing.T) {
 	if strings.Contains(spy.net1AddrAtNAT[0], "192.168.0.11") {
 		t.Errorf("EIPs existed before the NAT rules:\n%s", spy.net1AddrAtNAT[0])
 	}
-	for _, want := range []string{"ip_forward: 1 -> 0", "conntrack: flushed", "ip_forward: 0 -> 1", "link net1: created macvlan on eth1"} {
+	for _, want := range []string{"ip_forward: 1 -> 0", "conntrack: flushed", "ip_forward: 0 -> 1", "link net1: created macvlan on eth1",
+		"sysctl net/ipv4/conf/all/rp_filter: 1 -> 0", "sysctl net/ipv4/conf/net1/rp_filter: 1 -> 0", "sysctl net/ipv4/conf/vpc-sn/rp_filter: 1 -> 0"} {
 		if !hasChange(rep, want) {
 			t.Errorf("report lacks %q: %q", want, rep.Changes)
 		}
@@ -173,7 +175,9 @@ func TestConvergeIdempotent(t *testing.T) {
 	before := tp.dump()
 
 	for _, full := range []bool{true, false} {
+		start := time.Now()
 		rep := tp.mustConverge(g, seedDesired(), full)
+		t.Logf("in-sync converge of the seed (full=%v): %v", full, time.Since(start))
 		if len(rep.Changes) != 0 || rep.Full != full {
 			t.Errorf("second converge (full=%v): full=%v changes %q", full, rep.Full, rep.Changes)
 		}

@@ -28,16 +28,17 @@ type Gateway struct {
 	last *nat.Ruleset
 	// initialised: a converge completed, so forwarding is on.
 	initialised bool
-	// nsIno identifies the netns last converged (its inode): a sandbox recreated under the same
-	// path is a new, empty netns, and nothing remembered about the old one holds for it.
-	nsIno uint64
+	// nsID identifies the netns last converged (see netnsID): a sandbox recreated under the
+	// same path is a new, empty netns, and nothing remembered about the old one holds for it.
+	nsID uint64
 	// pendingStale are mappings removed from the nat table whose conntrack entries are not
 	// deleted yet (a converge failed in between); a later read-back could no longer see them.
 	pendingStale []nat.Mapping
 	garp         *announcer
 }
 
-// Report says what a converge changed.
+// Report says what a converge changed. A failed converge returns it too, holding the changes
+// made before the failure.
 type Report struct {
 	// Full: the nat table was read back from the kernel rather than trusted from memory.
 	Full bool
@@ -131,7 +132,7 @@ func (g *Gateway) Converge(ctx context.Context, d *annotations.Desired, full boo
 	// mappings are not in want by construction.
 	g.pendingStale = append(stillStale(g.pendingStale, want), stale...)
 
-	added, err := g.syncInterfaces(netNS, h, d, st, primaries, change)
+	added, extChanged, err := g.syncInterfaces(netNS, h, d, st, primaries, change)
 	if err != nil {
 		return rep, err
 	}
@@ -154,7 +155,7 @@ func (g *Gateway) Converge(ctx context.Context, d *annotations.Desired, full boo
 	g.last, g.initialised = want, true
 
 	announce := addrsOf(added)
-	if first {
+	if first || extChanged {
 		announce = addrsOf(st.addrs[extIfName(d)])
 	}
 	rep.Announced = g.announce(netNS, h, extIfName(d), announce)
@@ -164,16 +165,40 @@ func (g *Gateway) Converge(ctx context.Context, d *annotations.Desired, full boo
 // checkIdentity forgets everything remembered when the netns at nsPath is not the one last
 // converged, so the converge becomes a full init.
 func (g *Gateway) checkIdentity(netNS ns.NetNS) error {
-	var st unix.Stat_t
-	if err := unix.Fstat(int(netNS.Fd()), &st); err != nil {
-		return fmt.Errorf("identifying the netns: %w", err)
+	id, err := netnsID(netNS)
+	if err != nil {
+		return err
 	}
-	if g.nsIno != 0 && g.nsIno != st.Ino {
+	if g.nsID != 0 && g.nsID != id {
 		klog.V(2).InfoS("Gateway netns was recreated: converging from scratch", "netns", g.nsPath)
 		g.last, g.initialised, g.pendingStale = nil, false, nil
 	}
-	g.nsIno = st.Ino
+	g.nsID = id
 	return nil
+}
+
+// netnsID is the netns cookie (SO_NETNS_COOKIE, Linux 5.14+): 64 bits, never reused while the
+// system runs. The nsfs inode number is only the fallback for older kernels: it is reused once
+// a netns is freed, and a recreated sandbox may well get the number of the one it replaces.
+func netnsID(netNS ns.NetNS) (uint64, error) {
+	var cookie uint64
+	err := netNS.Do(func(ns.NetNS) error {
+		fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
+		if err != nil {
+			return err
+		}
+		defer unix.Close(fd)
+		cookie, err = unix.GetsockoptUint64(fd, unix.SOL_SOCKET, unix.SO_NETNS_COOKIE)
+		return err
+	})
+	if err == nil && cookie != 0 {
+		return cookie, nil
+	}
+	var st unix.Stat_t
+	if err := unix.Fstat(int(netNS.Fd()), &st); err != nil {
+		return 0, fmt.Errorf("identifying the netns: %w", err)
+	}
+	return st.Ino, nil
 }
 
 // plan computes the desired addresses, routes and rules (pure, before any change), with the
@@ -198,9 +223,11 @@ func (g *Gateway) plan(h *Handles, d *annotations.Desired) (*netState, map[strin
 	return st, primaries, nil
 }
 
-// syncInterfaces converges links, their sysctls and their addresses; it returns the EIPs added.
+// syncInterfaces converges links, their sysctls and their addresses. It returns the EIPs added,
+// and whether the external NIC itself changed (recreated, new MAC, brought up): then every EIP
+// is announced again, since upstream caches may hold a wrong or expired entry.
 func (g *Gateway) syncInterfaces(netNS ns.NetNS, h *Handles, d *annotations.Desired, st *netState,
-	primaries map[string]bool, change func([]string)) ([]netip.Prefix, error) {
+	primaries map[string]bool, change func([]string)) (added []netip.Prefix, extChanged bool, err error) {
 	want := map[string]bool{}
 	var subnets []string
 	for _, s := range d.Subnets {
@@ -211,18 +238,19 @@ func (g *Gateway) syncInterfaces(netNS ns.NetNS, h *Handles, d *annotations.Desi
 	lines, err := pruneSubnetNICs(h, want)
 	change(lines)
 	if err != nil {
-		return nil, err
+		return nil, false, err
 	}
 	lines, err = EnsureExternalNIC(h, d.External)
 	change(lines)
 	if err != nil {
-		return nil, err
+		return nil, false, err
 	}
+	extChanged = len(lines) > 0
 	for _, s := range d.Subnets {
 		lines, err := EnsureSubnetNIC(h, s)
 		change(lines)
 		if err != nil {
-			return nil, err
+			return nil, false, err
 		}
 	}
 	ext := extIfName(d)
@@ -230,60 +258,22 @@ func (g *Gateway) syncInterfaces(netNS ns.NetNS, h *Handles, d *annotations.Desi
 	lines, err = syncSysctls(netNS, linkSysctls(ext, subnets, primaries))
 	change(lines)
 	if err != nil {
-		return nil, err
+		return nil, false, err
 	}
-	var addedEIPs []netip.Prefix
 	for _, name := range append([]string{ext}, subnets...) {
 		if primaries[name] {
 			continue // eth0's addresses belong to the primary CNI
 		}
-		lines, added, err := SyncAddresses(h.Gateway, name, st.addrs[name])
+		lines, addedHere, err := SyncAddresses(h.Gateway, name, st.addrs[name])
 		change(lines)
 		if err != nil {
-			return nil, err
+			return nil, false, err
 		}
 		if name == ext {
-			addedEIPs = added
+			added = addedHere
 		}
 	}
-	return addedEIPs, nil
-}
-
-// holdForwarding runs before the first converge of this Gateway. A new netns inherits
-// net.ipv4.ip_forward from the node (devconf_inherit_init_net=0), so it may be on before any NAT
-// rule exists; Kube-OVN lost NAT for flows that raced its setup. Forwarding that is on in a
-// netns holding our ip rules was turned on by a previous daemon after a complete converge: a
-// daemon restart, which must not disturb traffic, so it is left alone.
-func holdForwarding(netNS ns.NetNS, h *Handles) ([]string, error) {
-	v, err := getSysctl(netNS, forwardSysctl)
-	if err != nil || v == "0" {
-		return nil, err
-	}
-	rules, err := ownedRules(h.Gateway)
-	if err != nil || len(rules) > 0 {
-		return nil, err
-	}
-	if err := setSysctl(netNS, forwardSysctl, "0"); err != nil {
-		return nil, err
-	}
-	return []string{fmt.Sprintf("sysctl %s: %s -> 0 (held off until the first converge completes)", forwardSysctl, v)}, nil
-}
-
-// enableForwarding turns forwarding on when it is off, after flushing conntrack: while it was
-// off no forwarded flow could work, and entries created meanwhile (packets that arrived before
-// our NAT rules) carry no NAT or a wrong one that would outlive the rules.
-func enableForwarding(netNS ns.NetNS, h *Handles) ([]string, error) {
-	v, err := getSysctl(netNS, forwardSysctl)
-	if err != nil || v == "1" {
-		return nil, err
-	}
-	if err := flushConntrack(h.Gateway); err != nil {
-		return nil, err
-	}
-	if err := setSysctl(netNS, forwardSysctl, "1"); err != nil {
-		return nil, err
-	}
-	return []string{"conntrack: flushed before enabling forwarding", fmt.Sprintf("sysctl %s: %s -> 1", forwardSysctl, v)}, nil
+	return added, extChanged, nil
 }
 
 // announce sends gratuitous ARPs for eips on the external NIC; failures are logged, never

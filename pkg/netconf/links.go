@@ -47,18 +47,33 @@ func EnsureSubnetNIC(h *Handles, nic annotations.SubnetNIC) ([]string, error) {
 	}
 }
 
+// DeleteExternalNIC deletes the external NIC from the gateway netns. A CNI DEL should call it:
+// the kernel tears a netns down asynchronously (seconds, here), and until then the old net1
+// keeps its MAC on the master, so a recreated gateway's net1 with the same MAC cannot go up
+// (EADDRINUSE). Deleting it explicitly frees the MAC at once. Already gone is not an error.
+func DeleteExternalNIC(h *Handles, ifName string) ([]string, error) {
+	if ifName == "" {
+		ifName = annotations.ExternalIfName
+	}
+	return deleteLink(h, ifName)
+}
+
 // DeleteSubnetNIC deletes a subnet NIC from the gateway netns; a veth's host end goes with it.
 // A NIC that is already gone is not an error (CNI DEL must be idempotent).
 func DeleteSubnetNIC(h *Handles, ifName string) ([]string, error) {
+	return deleteLink(h, ifName)
+}
+
+func deleteLink(h *Handles, ifName string) ([]string, error) {
 	l, err := h.Gateway.LinkByName(ifName)
 	if isNotFound(err) {
 		return nil, nil
 	}
 	if err != nil {
-		return nil, fmt.Errorf("looking up subnet NIC %s: %w", ifName, err)
+		return nil, fmt.Errorf("looking up link %s: %w", ifName, err)
 	}
 	if err := h.Gateway.LinkDel(l); err != nil {
-		return nil, fmt.Errorf("deleting subnet NIC %s: %w", ifName, err)
+		return nil, fmt.Errorf("deleting link %s: %w", ifName, err)
 	}
 	return []string{"link " + ifName + ": deleted " + l.Type()}, nil
 }

@@ -25,15 +25,22 @@ const forwardSysctl = "net/ipv4/ip_forward"
 // (and on "all": the effective value is max(all, link)), because replies of policy-routed,
 // NATed flows arrive on interfaces a strict reverse-path check would not choose. The external NIC
 // gets promote_secondaries, so removing the first EIP of a network keeps the others (without it
-// the kernel drops every secondary address together with the primary).
+// the kernel drops every secondary address together with the primary). Our NICs ignore IPv6
+// router advertisements: they hold exactly the desired addresses, and a SLAAC address would be
+// removed by every converge and come back with the next advertisement (Optional: the netns may
+// have IPv6 disabled).
 func linkSysctls(ext string, subnets []string, primary map[string]bool) []sysctl {
 	out := []sysctl{
 		{Path: "net/ipv4/conf/all/rp_filter", Value: "0"},
 		{Path: "net/ipv4/conf/" + ext + "/rp_filter", Value: "0"},
 		{Path: "net/ipv4/conf/" + ext + "/promote_secondaries", Value: "1"},
+		{Path: "net/ipv6/conf/" + ext + "/accept_ra", Value: "0", Optional: true},
 	}
 	for _, s := range subnets {
 		out = append(out, sysctl{Path: "net/ipv4/conf/" + s + "/rp_filter", Value: "0", Optional: primary[s]})
+		if !primary[s] {
+			out = append(out, sysctl{Path: "net/ipv6/conf/" + s + "/accept_ra", Value: "0", Optional: true})
+		}
 	}
 	return out
 }

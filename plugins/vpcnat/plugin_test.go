@@ -132,19 +132,22 @@ func gatewayAnnotationsFor(t *testing.T, name string) map[string]string {
 	return a
 }
 
-// links lists the link names in a role's namespace.
+// links lists the link names in a role's namespace, in ifindex order.
 func (h *harness) links(role string) string {
 	h.t.Helper()
-	out, err := h.topo.Exec(role, "ip", "-o", "link", "show")
+	out, err := h.topo.Exec(role, "ip", "-j", "link", "show")
 	if err != nil {
 		h.t.Fatal(err)
 	}
-	var names []string
-	for _, l := range strings.Split(strings.TrimSpace(out), "\n") {
-		if f := strings.Fields(l); len(f) > 1 {
-			name, _, _ := strings.Cut(strings.TrimSuffix(f[1], ":"), "@")
-			names = append(names, name)
-		}
+	var links []struct {
+		IfName string `json:"ifname"`
+	}
+	if err := json.Unmarshal([]byte(out), &links); err != nil {
+		h.t.Fatalf("ip -j link show: %v\n%s", err, out)
+	}
+	names := make([]string, 0, len(links))
+	for _, l := range links {
+		names = append(names, l.IfName)
 	}
 	return strings.Join(names, " ")
 }

@@ -90,12 +90,17 @@ func (t *Topology) ip(role string, args ...string) error {
 	return nil
 }
 
-// Exec runs a command inside a role's namespace and returns its combined output.
+// Exec runs a command inside a role's namespace and returns its standard output. Standard error
+// goes only into the error: iproute2 prints warnings there (e.g. about a veth peer in another
+// namespace) that must not mix with what a test parses.
 func (t *Topology) Exec(role string, argv ...string) (string, error) {
 	args := append([]string{"netns", "exec", t.Name(role)}, argv...)
-	out, err := exec.Command("ip", args...).CombinedOutput()
+	cmd := exec.Command("ip", args...)
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
 	if err != nil {
-		return string(out), fmt.Errorf("in %s: %s: %w: %s", role, strings.Join(argv, " "), err, strings.TrimSpace(string(out)))
+		return string(out), fmt.Errorf("in %s: %s: %w: %s", role, strings.Join(argv, " "), err, strings.TrimSpace(stderr.String()))
 	}
 	return string(out), nil
 }
