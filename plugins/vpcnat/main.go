@@ -173,8 +173,14 @@ func unplumb(netnsPath string, rec *state.Record) error {
 		return fmt.Errorf("vpcnat: %w", err)
 	}
 	defer h.Close()
+	// net1 first: until it is gone its MAC stays taken on the master, and a gateway recreated on
+	// this node (same name, same MAC) could not bring its own net1 up.
 	for _, name := range rec.IfNames {
-		if _, err := netconf.DeleteSubnetNIC(h, name); err != nil {
+		del := netconf.DeleteSubnetNIC
+		if name == annotations.ExternalIfName {
+			del = netconf.DeleteExternalNIC
+		}
+		if _, err := del(h, name); err != nil {
 			return fmt.Errorf("vpcnat: %w", err)
 		}
 	}
