@@ -30,7 +30,7 @@ type snatGroup struct {
 func sharedSNAT(in []annotations.SNAT) ([]string, []Chain) {
 	rules := make([]snat, 0, len(in))
 	for _, r := range in {
-		p, err1 := parseCIDR(r.InternalCIDR)
+		p, err1 := ParseCIDR(r.InternalCIDR)
 		eip, err2 := netip.ParseAddr(r.EIP)
 		if err1 != nil || err2 != nil || !p.Addr().Is4() || !eip.Is4() {
 			continue
@@ -77,9 +77,9 @@ func snatRule(r snat) string {
 	return sourceMatch(r.cidr) + "-j SNAT --to-source " + r.eip.String()
 }
 
-// parseCIDR accepts a CIDR or a bare address (stored as /32) and returns it masked, as the
-// kernel would store and iptables-save print it.
-func parseCIDR(s string) (netip.Prefix, error) {
+// ParseCIDR accepts a CIDR or a bare address (stored as /32) and returns it masked, as the
+// kernel stores it and iptables-save prints it.
+func ParseCIDR(s string) (netip.Prefix, error) {
 	if p, err := netip.ParsePrefix(s); err == nil {
 		return p.Masked(), nil
 	}

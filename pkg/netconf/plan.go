@@ -8,6 +8,7 @@ import (
 	"strconv"
 
 	"github.com/vpcnat/vpcnat/pkg/annotations"
+	"github.com/vpcnat/vpcnat/pkg/nat"
 )
 
 // route is one route we want in one of our tables. Via is the zero Addr for a connected route
@@ -219,7 +220,7 @@ func checkSubnetNIC(i int, s annotations.SubnetNIC, ext string, seen []string) e
 // gateway's own addresses is satisfied and installs nothing.
 func staticRoutes(in []annotations.Route, own map[netip.Addr]bool, devFor func(netip.Addr) (string, bool), nets []network) (dst, src []route, err error) {
 	for i, r := range in {
-		cidr, err := parsePrefixOrAddr(r.CIDR)
+		cidr, err := nat.ParseCIDR(r.CIDR)
 		if err != nil || !cidr.Addr().Is4() {
 			return nil, nil, fmt.Errorf("routes[%d].cidr %q: not an IPv4 CIDR", i, r.CIDR)
 		}
@@ -263,19 +264,6 @@ func staticRoutes(in []annotations.Route, own map[netip.Addr]bool, devFor func(n
 		return nil, nil, fmt.Errorf("routes: %d policySrc routes, at most %d are supported", len(src), MaxSrcRoutes)
 	}
 	return dst, src, nil
-}
-
-// parsePrefixOrAddr accepts a CIDR or a bare address (as /32) and returns it masked, as the
-// kernel stores it.
-func parsePrefixOrAddr(s string) (netip.Prefix, error) {
-	if p, err := netip.ParsePrefix(s); err == nil {
-		return p.Masked(), nil
-	}
-	a, err := netip.ParseAddr(s)
-	if err != nil {
-		return netip.Prefix{}, err
-	}
-	return netip.PrefixFrom(a, a.BitLen()), nil
 }
 
 // extIfName is the gateway's external NIC name, net1 unless the desired state says otherwise.
