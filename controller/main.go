@@ -1,0 +1,178 @@
+// Command vpcnat-controller turns VpcNatGateway, Vpc and Subnet objects (kubeovn.io/v1) and the
+// ConfigMap kube-system/ovn-vpc-nat-gw-config into gateway Deployments, the desired annotation
+// on each gateway pod, and status and Events. One per cluster is active (a Lease elects it).
+//
+// It only wires: flags, clients, metrics and health endpoints, leader election. The reconcile
+// loop is pkg/controller.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"k8s.io/apimachinery/pkg/util/uuid"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
+	"k8s.io/client-go/tools/leaderelection"
+	"k8s.io/klog/v2"
+
+	"github.com/vpcnat/vpcnat/pkg/controller"
+	"github.com/vpcnat/vpcnat/pkg/controller/kubeovn"
+	"github.com/vpcnat/vpcnat/pkg/plan"
+)
+
+type flags struct {
+	kubeconfig      string
+	qps             float64
+	burst           int
+	opts            controller.Options
+	metricsAddr     string
+	leaderElect     bool
+	le              controller.LeaderElection
+	shutdownTimeout time.Duration
+}
+
+func parseFlags(args []string) (*flags, error) {
+	f := &flags{}
+	fs := flag.NewFlagSet("vpcnat-controller", flag.ContinueOnError)
+	klog.InitFlags(fs)
+	fs.StringVar(&f.kubeconfig, "kubeconfig", "", "kubeconfig file; empty: the in-cluster service account")
+	fs.Float64Var(&f.qps, "kube-api-qps", 50, "API requests per second (sustained)")
+	fs.IntVar(&f.burst, "kube-api-burst", 100, "API requests in a burst")
+	fs.StringVar(&f.opts.GatewayNamespace, "gateway-namespace", plan.GatewayNamespace, "namespace of the gateway Deployments (the plugin's and daemon's gatewayNamespaces must include it)")
+	fs.StringVar(&f.opts.ExternalNetwork, "external-network", controller.DefaultExternalNetwork, "external network attachment named in the pods' k8s.v1.cni.cncf.io/networks annotation")
+	fs.IntVar(&f.opts.Workers, "workers", 4, "gateways synced in parallel")
+	fs.DurationVar(&f.opts.Resync, "resync", 10*time.Minute, "periodic re-check of every gateway (0: none)")
+	fs.StringVar(&f.metricsAddr, "metrics-addr", ":8080", "address of /metrics and /healthz; empty: none")
+	fs.BoolVar(&f.leaderElect, "leader-elect", true, "run only while holding the Lease (one active controller per cluster)")
+	fs.StringVar(&f.le.Namespace, "leader-elect-namespace", plan.GatewayNamespace, "namespace of the Lease")
+	fs.StringVar(&f.le.Name, "leader-elect-name", "vpcnat-controller", "name of the Lease")
+	fs.DurationVar(&f.le.LeaseDuration, "leader-elect-lease-duration", 15*time.Second, "how long a Lease lasts without renewal")
+	fs.DurationVar(&f.le.RenewDeadline, "leader-elect-renew-deadline", 10*time.Second, "how long the leader tries to renew before giving up")
+	fs.DurationVar(&f.le.RetryPeriod, "leader-elect-retry-period", 2*time.Second, "how often candidates try the Lease")
+	fs.DurationVar(&f.shutdownTimeout, "shutdown-timeout", 10*time.Second, "how long to wait for the workers on SIGTERM")
+	if err := fs.Parse(args); err != nil {
+		return nil, err
+	}
+	if fs.NArg() > 0 {
+		return nil, fmt.Errorf("unexpected arguments %q", fs.Args())
+	}
+	host, err := os.Hostname()
+	if err != nil {
+		return nil, fmt.Errorf("hostname: %w", err)
+	}
+	// The pod name (the hostname in a pod) tells people which replica leads; the suffix keeps two
+	// processes on one host apart.
+	f.le.Identity = host + "_" + string(uuid.NewUUID())
+	return f, nil
+}
+
+func main() {
+	f, err := parseFlags(os.Args[1:])
+	if errors.Is(err, flag.ErrHelp) {
+		os.Exit(0)
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "vpcnat-controller:", err)
+		os.Exit(2)
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx, f); err != nil {
+		klog.ErrorS(err, "vpcnat-controller stopped")
+		klog.Flush()
+		os.Exit(1)
+	}
+	klog.Flush()
+}
+
+func run(ctx context.Context, f *flags) error {
+	cfg, err := restConfig(f.kubeconfig)
+	if err != nil {
+		return err
+	}
+	cfg.QPS, cfg.Burst = float32(f.qps), f.burst
+	cfg.UserAgent = "vpcnat-controller"
+	kube, err := kubernetes.NewForConfig(cfg)
+	if err != nil {
+		return fmt.Errorf("kubernetes client: %w", err)
+	}
+	ovn, err := kubeovn.NewForConfig(cfg)
+	if err != nil {
+		return err
+	}
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	f.opts.Registerer = reg
+	c, err := controller.New(kube, ovn, f.opts)
+	if err != nil {
+		return err
+	}
+	if f.leaderElect {
+		f.le.Healthz = leaderelection.NewLeaderHealthzAdaptor(20 * time.Second)
+	}
+	if f.metricsAddr != "" {
+		if err := serveMetrics(ctx, f.metricsAddr, reg, f.le.Healthz); err != nil {
+			return err
+		}
+	}
+	if !f.leaderElect {
+		return c.Run(ctx)
+	}
+	return controller.RunAsLeader(ctx, kube, f.le, c.Run)
+}
+
+func restConfig(kubeconfig string) (*rest.Config, error) {
+	if kubeconfig == "" {
+		cfg, err := rest.InClusterConfig()
+		if err != nil {
+			return nil, fmt.Errorf("in-cluster config (or pass --kubeconfig): %w", err)
+		}
+		return cfg, nil
+	}
+	cfg, err := clientcmd.BuildConfigFromFlags("", kubeconfig)
+	if err != nil {
+		return nil, fmt.Errorf("kubeconfig %s: %w", kubeconfig, err)
+	}
+	return cfg, nil
+}
+
+// serveMetrics serves /metrics and /healthz until ctx ends. The address actually bound (":0"
+// picks a port) is logged, for tests and benchmarks.
+func serveMetrics(ctx context.Context, addr string, reg *prometheus.Registry, le *leaderelection.HealthzAdaptor) error {
+	l, err := net.Listen("tcp", addr)
+	if err != nil {
+		return fmt.Errorf("metrics listener: %w", err)
+	}
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	mux.HandleFunc("/healthz", func(w http.ResponseWriter, r *http.Request) {
+		if le != nil {
+			if err := le.Check(r); err != nil {
+				http.Error(w, err.Error(), http.StatusInternalServerError)
+				return
+			}
+		}
+		_, _ = w.Write([]byte("ok"))
+	})
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	go func() { _ = srv.Serve(l) }()
+	go func() {
+		<-ctx.Done()
+		_ = srv.Close()
+	}()
+	klog.InfoS("Serving metrics", "addr", l.Addr().String())
+	return nil
+}

@@ -1,0 +1,94 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	"k8s.io/apimachinery/pkg/util/validation"
+	"k8s.io/apimachinery/pkg/util/validation/field"
+
+	"github.com/vpcnat/vpcnat/pkg/annotations"
+	"github.com/vpcnat/vpcnat/pkg/cniinstall"
+	"github.com/vpcnat/vpcnat/pkg/plan"
+	"github.com/vpcnat/vpcnat/pkg/state"
+)
+
+// runInstallCNI is the DaemonSet's init container: install the plugin binary and chain it into
+// the node's network configuration, then exit. Running it again changes nothing.
+func runInstallCNI(args []string) int {
+	o, err := parseInstallFlags(args)
+	if errors.Is(err, flag.ErrHelp) {
+		return 0
+	}
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "vpcnat-daemon install-cni: %v\n", err)
+		return 2
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	res, err := cniinstall.Install(ctx, *o)
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "vpcnat-daemon install-cni: %v\n", err)
+		return 1
+	}
+	bin := "unchanged"
+	if res.BinaryChanged {
+		bin = "installed"
+	}
+	conf := "already chained"
+	if res.ConfChanged {
+		conf = "chained"
+	}
+	if res.Replaced != "" {
+		conf += fmt.Sprintf(" (converted from %s, kept as %s.vpcnat-orig)", res.Replaced, res.Replaced)
+	}
+	fmt.Printf("%s: %s; %s: %s\n", filepath.Join(o.BinDir, cniinstall.PluginType), bin, res.ConfFile, conf)
+	return 0
+}
+
+func parseInstallFlags(args []string) (*cniinstall.Options, error) {
+	o := &cniinstall.Options{}
+	var ns string
+	fs := flag.NewFlagSet("install-cni", flag.ContinueOnError)
+	fs.StringVar(&o.PluginSource, "plugin", "/usr/local/bin/vpcnat", "the vpcnat plugin binary to install")
+	fs.StringVar(&o.BinDir, "cni-bin-dir", "/host/opt/cni/bin", "the node's CNI bin directory")
+	fs.StringVar(&o.ConfDir, "cni-conf-dir", "/host/etc/cni/net.d", "the node's CNI configuration directory")
+	fs.StringVar(&ns, "gateway-namespace", plan.GatewayNamespace, "the only namespace whose pods can be gateways")
+	fs.StringVar(&o.Entry.StateDir, "state-dir", state.DefaultDir, "where the plugin writes attachment records for the daemon")
+	fs.StringVar(&o.Entry.Master, "master", "", "this node's NIC for net1 (empty: leave the entry's as it is)")
+	fs.DurationVar(&o.Wait, "wait", 5*time.Minute, "how long to wait for the primary CNI's network configuration")
+	if err := fs.Parse(args); err != nil {
+		return nil, err
+	}
+	if fs.NArg() > 0 {
+		return nil, fmt.Errorf("unexpected argument %q", fs.Arg(0))
+	}
+	for _, d := range []struct{ flag, path string }{
+		{"--plugin", o.PluginSource}, {"--cni-bin-dir", o.BinDir}, {"--cni-conf-dir", o.ConfDir}, {"--state-dir", o.Entry.StateDir},
+	} {
+		if !filepath.IsAbs(d.path) {
+			return nil, fmt.Errorf("%s: %q is not an absolute path", d.flag, d.path)
+		}
+	}
+	if msgs := validation.IsDNS1123Label(ns); len(msgs) > 0 {
+		return nil, fmt.Errorf("--gateway-namespace: %q is not a namespace name: %s", ns, strings.Join(msgs, "; "))
+	}
+	o.Entry.GatewayNamespaces = []string{ns}
+	if o.Entry.Master != "" {
+		if err := annotations.CheckIfName(o.Entry.Master, field.NewPath("--master")); err != nil {
+			return nil, err
+		}
+	}
+	if o.Wait < 0 {
+		return nil, fmt.Errorf("--wait: %v is negative", o.Wait)
+	}
+	return o, nil
+}

@@ -1,0 +1,194 @@
+// Package cniinstall installs the vpcnat CNI plugin on a node: the binary into the CNI bin
+// directory and a "vpcnat" entry at the end of the chain in the node's network configuration,
+// the file the container runtime uses (the first one by name). It is idempotent: a second run
+// changes nothing, and a run after the primary CNI rewrote its file puts the entry back.
+package cniinstall
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"slices"
+
+	"github.com/containernetworking/cni/libcni"
+	"github.com/containernetworking/cni/pkg/version"
+)
+
+// PluginType is vpcnat's "type" in a conflist.
+const PluginType = "vpcnat"
+
+// podAnnotationsCapability makes containerd and CRI-O pass the pod's annotations to the
+// plugin in runtimeConfig: without it the plugin cannot see that a pod is a gateway.
+const podAnnotationsCapability = "io.kubernetes.cri.pod-annotations"
+
+// Entry is what the installer sets in vpcnat's conflist entry. Other fields of an existing
+// entry (say a "master" an administrator set for this node) are kept.
+type Entry struct {
+	// GatewayNamespaces: the only namespaces whose pods can be gateways (empty: the plugin's
+	// default, kube-system).
+	GatewayNamespaces []string
+	// StateDir: where the plugin writes attachment records for the daemon ("": its default).
+	StateDir string
+	// Master: this node's NIC for net1 ("": leave the entry's as it is).
+	Master string
+}
+
+// Chain returns the network configuration conf with vpcnat chained last, and whether that
+// differs from conf. A single-plugin configuration (.conf) becomes a conflist. supported are
+// the CNI versions the plugin speaks: a conflist of an older version is raised to the oldest
+// supported one (the result format is the same from 0.3.0 to 0.4.0, and the primary plugins of
+// such lists speak both); a newer one is refused rather than downgraded.
+func Chain(conf []byte, e Entry, supported []string) ([]byte, bool, error) {
+	doc, err := parseObject(conf)
+	if err != nil {
+		return nil, false, fmt.Errorf("network configuration: %w", err)
+	}
+	in, err := doc.MarshalJSON()
+	if err != nil {
+		return nil, false, fmt.Errorf("network configuration: %w", err)
+	}
+	if _, isList := doc.get("plugins"); !isList {
+		if doc, err = toList(doc); err != nil {
+			return nil, false, err
+		}
+	}
+	if err := setVersion(&doc, supported); err != nil {
+		return nil, false, err
+	}
+	var plugins []json.RawMessage
+	raw, _ := doc.get("plugins")
+	if err := json.Unmarshal(raw, &plugins); err != nil {
+		return nil, false, fmt.Errorf("network configuration: plugins: %w", err)
+	}
+	kept, old, err := withoutVpcnat(plugins)
+	if err != nil {
+		return nil, false, err
+	}
+	if len(kept) == 0 {
+		return nil, false, fmt.Errorf("network configuration: no plugin before %s to chain after", PluginType)
+	}
+	entry, err := e.render(old)
+	if err != nil {
+		return nil, false, err
+	}
+	doc.set("plugins", mustRaw(append(kept, entry)))
+	out, err := doc.MarshalJSON()
+	if err != nil {
+		return nil, false, err
+	}
+	if _, err := libcni.ConfListFromBytes(out); err != nil {
+		return nil, false, fmt.Errorf("the chained configuration is not valid for libcni: %w", err)
+	}
+	var pretty bytes.Buffer
+	if err := json.Indent(&pretty, out, "", "  "); err != nil {
+		return nil, false, err
+	}
+	pretty.WriteByte('\n')
+	// Compare content (order included), not layout: a file that already says the same thing
+	// in another layout is left alone.
+	return pretty.Bytes(), !bytes.Equal(in, out), nil
+}
+
+// toList turns a single-plugin configuration into a conflist of that one plugin: name and
+// cniVersion stay at the top, every other field becomes the plugin's.
+func toList(conf object) (object, error) {
+	var plugin, list object
+	for _, m := range conf {
+		switch m.key {
+		case "name", "cniVersion":
+			list = append(list, m)
+		default:
+			plugin = append(plugin, m)
+		}
+	}
+	if _, ok := plugin.get("type"); !ok {
+		return nil, fmt.Errorf("network configuration: neither a conflist (plugins) nor a plugin (type)")
+	}
+	list.set("plugins", mustRaw([]object{plugin}))
+	return list, nil
+}
+
+// setVersion makes the list's cniVersion one the plugin supports.
+func setVersion(doc *object, supported []string) error {
+	raw, ok := doc.get("cniVersion")
+	var v string
+	if ok {
+		if err := json.Unmarshal(raw, &v); err != nil {
+			return fmt.Errorf("network configuration: cniVersion: %w", err)
+		}
+	}
+	if v == "" {
+		return fmt.Errorf("network configuration: no cniVersion")
+	}
+	if slices.Contains(supported, v) {
+		return nil
+	}
+	for _, s := range sortedVersions(supported) {
+		if ok, err := version.GreaterThan(s, v); err == nil && ok {
+			doc.set("cniVersion", mustRaw(s))
+			return nil
+		}
+	}
+	return fmt.Errorf("network configuration: cniVersion %q: %s supports only %v", v, PluginType, supported)
+}
+
+func sortedVersions(vs []string) []string {
+	out := slices.Clone(vs)
+	slices.SortFunc(out, func(a, b string) int {
+		if gt, _ := version.GreaterThan(a, b); gt {
+			return 1
+		}
+		if gt, _ := version.GreaterThan(b, a); gt {
+			return -1
+		}
+		return 0
+	})
+	return out
+}
+
+// withoutVpcnat returns the plugins other than vpcnat, and vpcnat's existing entry (the last,
+// if there are several), which is moved to the end: it extends the result every other plugin
+// built, so it must come last.
+func withoutVpcnat(plugins []json.RawMessage) (kept []json.RawMessage, old object, err error) {
+	for i, p := range plugins {
+		var t struct {
+			Type string `json:"type"`
+		}
+		if err := json.Unmarshal(p, &t); err != nil {
+			return nil, nil, fmt.Errorf("network configuration: plugins[%d]: %w", i, err)
+		}
+		if t.Type != PluginType {
+			kept = append(kept, p)
+			continue
+		}
+		if old, err = parseObject(p); err != nil {
+			return nil, nil, fmt.Errorf("network configuration: plugins[%d]: %w", i, err)
+		}
+	}
+	return kept, old, nil
+}
+
+// render is the entry: old's fields in their order, with ours set.
+func (e Entry) render(old object) (json.RawMessage, error) {
+	o := old
+	o.set("type", mustRaw(PluginType))
+	caps := object{}
+	if raw, ok := o.get("capabilities"); ok {
+		var err error
+		if caps, err = parseObject(raw); err != nil {
+			return nil, fmt.Errorf("network configuration: %s capabilities: %w", PluginType, err)
+		}
+	}
+	caps.set(podAnnotationsCapability, mustRaw(true))
+	o.set("capabilities", mustRaw(caps))
+	if len(e.GatewayNamespaces) > 0 {
+		o.set("gatewayNamespaces", mustRaw(e.GatewayNamespaces))
+	}
+	if e.StateDir != "" {
+		o.set("stateDir", mustRaw(e.StateDir))
+	}
+	if e.Master != "" {
+		o.set("master", mustRaw(e.Master))
+	}
+	return o.MarshalJSON()
+}

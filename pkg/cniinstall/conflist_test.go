@@ -1,0 +1,214 @@
+package cniinstall
+
+import (
+	"bytes"
+	"encoding/json"
+	"flag"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/containernetworking/cni/libcni"
+)
+
+var update = flag.Bool("update", false, "rewrite the golden files in testdata")
+
+// supported is what vpcnat answers to VERSION today (install_test checks against the binary).
+var supported = []string{"0.4.0", "1.0.0", "1.1.0"}
+
+var entry = Entry{GatewayNamespaces: []string{"kube-system"}, StateDir: "/run/vpcnat"}
+
+// TestChainSamples: a containerd bridge conflist, Calico's and Kube-OVN's (both cniVersion
+// 0.3.1) and a single-plugin .conf each come out as a conflist libcni loads, with every primary
+// plugin kept byte for byte in its place, vpcnat last with the pod-annotations capability, and a
+// second run changes nothing.
+func TestChainSamples(t *testing.T) {
+	for _, name := range []string{"10-containerd-net.conflist", "10-calico.conflist", "01-kube-ovn.conflist", "10-bridge.conf"} {
+		t.Run(name, func(t *testing.T) {
+			in, err := os.ReadFile(filepath.Join("testdata", name))
+			if err != nil {
+				t.Fatal(err)
+			}
+			out, changed, err := Chain(in, entry, supported)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !changed {
+				t.Error("first run reported no change")
+			}
+			list, err := libcni.ConfListFromBytes(out)
+			if err != nil {
+				t.Fatalf("result not loadable by libcni: %v\n%s", err, out)
+			}
+			last := list.Plugins[len(list.Plugins)-1]
+			if last.Network.Type != PluginType || !last.Network.Capabilities[podAnnotationsCapability] {
+				t.Errorf("last plugin is %+v, want vpcnat with %s", last.Network, podAnnotationsCapability)
+			}
+			// libcni re-encodes what it parsed; the file's own bytes are what must be kept.
+			want, have := primaries(t, in), primaries(t, out)
+			if got := len(have) - 1; got != len(want) {
+				t.Fatalf("%d plugins before vpcnat, want %d", got, len(want))
+			}
+			for i, p := range want {
+				if got := have[i]; got != p {
+					t.Errorf("plugin %d changed:\n got %s\nwant %s", i, got, p)
+				}
+			}
+			if list.CNIVersion != "0.4.0" && list.CNIVersion != "1.0.0" {
+				t.Errorf("cniVersion %s", list.CNIVersion)
+			}
+			again, changed, err := Chain(out, entry, supported)
+			if err != nil || changed || !bytes.Equal(again, out) {
+				t.Errorf("second run: changed=%v err=%v, output differs: %v", changed, err, !bytes.Equal(again, out))
+			}
+			golden(t, name+".golden", out)
+		})
+	}
+}
+
+// primaries are the compact plugin entries of a conflist, or the plugin of a .conf without
+// name and cniVersion.
+func primaries(t *testing.T, in []byte) []string {
+	t.Helper()
+	doc, err := parseObject(in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw, ok := doc.get("plugins")
+	if !ok {
+		doc.del("name")
+		doc.del("cniVersion")
+		b, _ := doc.MarshalJSON()
+		return []string{string(b)}
+	}
+	var ps []json.RawMessage
+	if err := json.Unmarshal(raw, &ps); err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	for _, p := range ps {
+		out = append(out, compact(t, p))
+	}
+	return out
+}
+
+func compact(t *testing.T, b []byte) string {
+	t.Helper()
+	var buf bytes.Buffer
+	if err := json.Compact(&buf, b); err != nil {
+		t.Fatal(err)
+	}
+	return buf.String()
+}
+
+func golden(t *testing.T, name string, got []byte) {
+	t.Helper()
+	path := filepath.Join("testdata", name)
+	if *update {
+		if err := os.WriteFile(path, got, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	want, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatalf("%v (run with -update to create it)", err)
+	}
+	if !bytes.Equal(got, want) {
+		t.Errorf("output differs from %s:\n%s", path, got)
+	}
+}
+
+// TestChainExistingEntry: an existing vpcnat entry that is not last, with a stale stateDir, no
+// capability and an administrator's per-node master, is moved last and updated; the master and
+// the plugin's unknown fields are kept; duplicates collapse into one entry.
+func TestChainExistingEntry(t *testing.T) {
+	in := `{"cniVersion":"1.0.0","name":"n","plugins":[
+	  {"type":"vpcnat","stateDir":"/old"},
+	  {"type":"bridge","bridge":"cni0"},
+	  {"type":"vpcnat","stateDir":"/tmp/x","master":"ens5","custom":{"a":1}},
+	  {"type":"portmap","capabilities":{"portMappings":true}}]}`
+	out, changed, err := Chain([]byte(in), entry, supported)
+	if err != nil || !changed {
+		t.Fatalf("changed=%v err=%v", changed, err)
+	}
+	list, err := libcni.ConfListFromBytes(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var types []string
+	for _, p := range list.Plugins {
+		types = append(types, p.Network.Type)
+	}
+	if got := strings.Join(types, ","); got != "bridge,portmap,vpcnat" {
+		t.Errorf("chain %s, want bridge,portmap,vpcnat", got)
+	}
+	got := primaries(t, out)[2]
+	want := `{"type":"vpcnat","stateDir":"/run/vpcnat","master":"ens5","custom":{"a":1},` +
+		`"capabilities":{"io.kubernetes.cri.pod-annotations":true},"gatewayNamespaces":["kube-system"]}`
+	if got != want {
+		t.Errorf("entry\n got %s\nwant %s", got, want)
+	}
+}
+
+// TestChainKeepsValues: numbers and string escapes of the primary's configuration survive
+// untouched (a float64 round trip would turn 9007199254740993 into ...992).
+func TestChainKeepsValues(t *testing.T) {
+	in := `{"cniVersion":"1.0.0","name":"n","plugins":[{"type":"x","big":9007199254740993,"f":1.50,"s":"a\u0026b"}]}`
+	out, _, err := Chain([]byte(in), entry, supported)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range []string{"9007199254740993", "1.50", `"a\u0026b"`} {
+		if !strings.Contains(string(out), s) {
+			t.Errorf("%s lost:\n%s", s, out)
+		}
+	}
+}
+
+// TestChainRefuses: what cannot be chained safely is refused with a message saying why, and
+// nothing is produced.
+func TestChainRefuses(t *testing.T) {
+	for _, c := range []struct{ name, in, want string }{
+		{"not json", `{"plugins": [`, "network configuration"},
+		{"array", `[]`, "not a JSON object"},
+		{"trailing data", `{"cniVersion":"1.0.0","name":"n","type":"bridge"} {}`, "data after"},
+		{"neither list nor plugin", `{"cniVersion":"1.0.0","name":"n"}`, "neither a conflist"},
+		{"no version", `{"name":"n","plugins":[{"type":"bridge"}]}`, "no cniVersion"},
+		{"newer version", `{"cniVersion":"9.0.0","name":"n","plugins":[{"type":"bridge"}]}`, `cniVersion "9.0.0"`},
+		{"only vpcnat", `{"cniVersion":"1.0.0","name":"n","plugins":[{"type":"vpcnat"}]}`, "no plugin before"},
+		{"plugins not a list", `{"cniVersion":"1.0.0","name":"n","plugins":{"type":"bridge"}}`, "plugins"},
+		{"no name", `{"cniVersion":"1.0.0","plugins":[{"type":"bridge"}]}`, "not valid for libcni"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			out, _, err := Chain([]byte(c.in), entry, supported)
+			if err == nil || !strings.Contains(err.Error(), c.want) {
+				t.Errorf("err %v, want one containing %q", err, c.want)
+			}
+			if out != nil {
+				t.Errorf("output produced: %s", out)
+			}
+		})
+	}
+}
+
+// TestChainVersion: a list already at a supported version keeps it; an older one is raised to
+// the oldest supported version, whatever order the plugin lists them in.
+func TestChainVersion(t *testing.T) {
+	for _, c := range []struct{ in, want string }{
+		{"1.1.0", "1.1.0"}, {"0.4.0", "0.4.0"}, {"0.3.1", "0.4.0"}, {"0.3.0", "0.4.0"}, {"0.2.0", "0.4.0"},
+	} {
+		in := `{"cniVersion":"` + c.in + `","name":"n","plugins":[{"type":"bridge"}]}`
+		out, _, err := Chain([]byte(in), entry, []string{"1.1.0", "0.4.0", "1.0.0"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		list, err := libcni.ConfListFromBytes(out)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if list.CNIVersion != c.want {
+			t.Errorf("cniVersion %s -> %s, want %s", c.in, list.CNIVersion, c.want)
+		}
+	}
+}

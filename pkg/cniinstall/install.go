@@ -1,0 +1,179 @@
+package cniinstall
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/containernetworking/cni/libcni"
+	"k8s.io/klog/v2"
+)
+
+// Options of one installation.
+type Options struct {
+	// PluginSource is the vpcnat binary to install (in the installer's image).
+	PluginSource string
+	// BinDir is the node's CNI bin directory (/opt/cni/bin, mounted).
+	BinDir string
+	// ConfDir is the node's CNI configuration directory (/etc/cni/net.d, mounted).
+	ConfDir string
+	// Entry is what vpcnat's conflist entry must say.
+	Entry Entry
+	// Wait is how long to wait for the primary CNI to write its configuration.
+	Wait time.Duration
+}
+
+// Result says what an installation changed.
+type Result struct {
+	BinaryChanged bool
+	// ConfFile is the configuration vpcnat is chained in; ConfChanged whether it was written.
+	ConfFile    string
+	ConfChanged bool
+	// Replaced is the single-plugin file the conflist replaced, renamed to Replaced+".vpcnat-orig".
+	Replaced string
+}
+
+// confExtensions are the files libcni (and so containerd and CRI-O) read, in its order.
+var confExtensions = []string{".conf", ".conflist", ".json"}
+
+// Install installs the binary, asks it which CNI versions it speaks, and chains it into the
+// node's network configuration.
+func Install(ctx context.Context, o Options) (*Result, error) {
+	res := &Result{}
+	var err error
+	if res.BinaryChanged, err = installBinary(o.PluginSource, o.BinDir); err != nil {
+		return res, err
+	}
+	info, err := libcni.NewCNIConfig([]string{o.BinDir}, nil).GetVersionInfo(ctx, PluginType)
+	if err != nil {
+		return res, fmt.Errorf("asking the installed %s which CNI versions it supports: %w", PluginType, err)
+	}
+	file, err := waitForConf(ctx, o.ConfDir, o.Wait)
+	if err != nil {
+		return res, err
+	}
+	res.ConfFile = file
+	conf, err := os.ReadFile(file)
+	if err != nil {
+		return res, fmt.Errorf("reading %s: %w", file, err)
+	}
+	out, changed, err := Chain(conf, o.Entry, info.SupportedVersions())
+	if err != nil {
+		return res, fmt.Errorf("%s: %w", file, err)
+	}
+	if !changed {
+		return res, nil
+	}
+	target := file
+	if !strings.HasSuffix(file, ".conflist") && !isList(conf) {
+		target = strings.TrimSuffix(file, filepath.Ext(file)) + ".conflist"
+		if _, err := os.Stat(target); err == nil {
+			return res, fmt.Errorf("%s: cannot convert it to %s: that file exists", file, target)
+		}
+	}
+	if err := writeAtomic(target, out, 0o644); err != nil {
+		return res, err
+	}
+	res.ConfFile, res.ConfChanged = target, true
+	if target != file {
+		// Renamed, not deleted: an administrator can see what it was; the new name has an
+		// extension libcni does not read, so the runtime sees only the conflist.
+		if err := os.Rename(file, file+".vpcnat-orig"); err != nil {
+			return res, fmt.Errorf("setting aside %s after converting it to %s: %w", file, target, err)
+		}
+		res.Replaced = file
+	}
+	return res, nil
+}
+
+func isList(conf []byte) bool {
+	doc, err := parseObject(conf)
+	if err != nil {
+		return false
+	}
+	_, ok := doc.get("plugins")
+	return ok
+}
+
+// FirstConf is the file the runtime uses: the first by name with a libcni extension.
+func FirstConf(dir string) (string, error) {
+	files, err := libcni.ConfFiles(dir, confExtensions)
+	if err != nil {
+		return "", fmt.Errorf("listing %s: %w", dir, err)
+	}
+	if len(files) == 0 {
+		return "", fmt.Errorf("no network configuration in %s: %w", dir, fs.ErrNotExist)
+	}
+	return files[0], nil // ConfFiles sorts by name
+}
+
+// waitForConf waits up to wait for the primary CNI to write its configuration: on a new node
+// the DaemonSet may start before the primary CNI's own agent has.
+func waitForConf(ctx context.Context, dir string, wait time.Duration) (string, error) {
+	deadline := time.Now().Add(wait)
+	for {
+		file, err := FirstConf(dir)
+		if err == nil || !errors.Is(err, fs.ErrNotExist) || time.Now().After(deadline) {
+			return file, err
+		}
+		klog.InfoS("Waiting for the primary CNI's network configuration", "dir", dir)
+		select {
+		case <-ctx.Done():
+			return "", fmt.Errorf("waiting for a network configuration in %s: %w", dir, ctx.Err())
+		case <-time.After(time.Second):
+		}
+	}
+}
+
+// installBinary copies src to dir/vpcnat unless it is there already. The new file is renamed
+// over the old one, so a runtime executing the plugin meanwhile runs either version, never a
+// partly written file (and writing into a running binary would fail with ETXTBSY).
+func installBinary(src, dir string) (bool, error) {
+	want, err := os.ReadFile(src)
+	if err != nil {
+		return false, fmt.Errorf("reading the plugin binary: %w", err)
+	}
+	dst := filepath.Join(dir, PluginType)
+	if have, err := os.ReadFile(dst); err == nil && bytes.Equal(have, want) {
+		return false, nil
+	}
+	if err := writeAtomic(dst, want, 0o755); err != nil {
+		return false, err
+	}
+	return true, nil
+}
+
+// writeAtomic writes data to path through a temporary file in the same directory whose name
+// libcni does not read (a runtime watching the directory must not load a half-written file).
+func writeAtomic(path string, data []byte, mode os.FileMode) error {
+	tmp, err := os.CreateTemp(filepath.Dir(path), ".vpcnat-*.tmp")
+	if err != nil {
+		return fmt.Errorf("writing %s: %w", path, err)
+	}
+	defer os.Remove(tmp.Name()) // no-op after the rename
+	if _, err := tmp.Write(data); err != nil {
+		tmp.Close()
+		return fmt.Errorf("writing %s: %w", path, err)
+	}
+	if err := tmp.Chmod(mode); err != nil {
+		tmp.Close()
+		return fmt.Errorf("writing %s: %w", path, err)
+	}
+	if err := tmp.Sync(); err != nil {
+		tmp.Close()
+		return fmt.Errorf("writing %s: %w", path, err)
+	}
+	if err := tmp.Close(); err != nil {
+		return fmt.Errorf("writing %s: %w", path, err)
+	}
+	if err := os.Rename(tmp.Name(), path); err != nil {
+		return fmt.Errorf("writing %s: %w", path, err)
+	}
+	return nil
+}

@@ -1,0 +1,232 @@
+package cniinstall
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"io/fs"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/containernetworking/cni/libcni"
+)
+
+var (
+	pluginOnce sync.Once
+	pluginPath string
+	pluginErr  error
+)
+
+// plugin builds the real vpcnat binary once: the installer asks it which versions it speaks.
+func plugin(t *testing.T) string {
+	t.Helper()
+	pluginOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "vpcnat-cniinstall-")
+		if err != nil {
+			pluginErr = err
+			return
+		}
+		pluginPath = filepath.Join(dir, "vpcnat")
+		cmd := exec.Command("go", "build", "-o", pluginPath, "./plugins/vpcnat")
+		cmd.Dir = filepath.Join("..", "..")
+		if out, err := cmd.CombinedOutput(); err != nil {
+			pluginErr = errors.New(string(out))
+		}
+	})
+	if pluginErr != nil {
+		t.Fatalf("building vpcnat: %v", pluginErr)
+	}
+	return pluginPath
+}
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if pluginPath != "" {
+		os.RemoveAll(filepath.Dir(pluginPath))
+	}
+	os.Exit(code)
+}
+
+type node struct{ bin, conf string }
+
+// newNode is a node's /opt/cni/bin and /etc/cni/net.d holding the given sample files.
+func newNode(t *testing.T, samples ...string) node {
+	t.Helper()
+	n := node{bin: filepath.Join(t.TempDir(), "bin"), conf: filepath.Join(t.TempDir(), "net.d")}
+	for _, d := range []string{n.bin, n.conf} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, s := range samples {
+		b, err := os.ReadFile(filepath.Join("testdata", s))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(n.conf, s), b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return n
+}
+
+func (n node) install(t *testing.T) (*Result, error) {
+	t.Helper()
+	return Install(context.Background(), Options{PluginSource: plugin(t), BinDir: n.bin, ConfDir: n.conf, Entry: entry})
+}
+
+// snapshot is every file of the node's two directories with its content and modification time.
+func (n node) snapshot(t *testing.T) map[string]string {
+	t.Helper()
+	out := map[string]string{}
+	for _, d := range []string{n.bin, n.conf} {
+		entries, err := os.ReadDir(d)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, e := range entries {
+			p := filepath.Join(d, e.Name())
+			b, _ := os.ReadFile(p)
+			st, _ := os.Stat(p)
+			out[p] = st.ModTime().String() + "\n" + string(b)
+		}
+	}
+	return out
+}
+
+// TestInstall: the plugin lands executable in the bin directory, the runtime's first
+// configuration (Kube-OVN's 01- before Calico's 10-) gets vpcnat chained and still loads with
+// libcni; the other file is untouched; a second run writes nothing at all.
+func TestInstall(t *testing.T) {
+	n := newNode(t, "01-kube-ovn.conflist", "10-calico.conflist")
+	calico := n.snapshot(t)[filepath.Join(n.conf, "10-calico.conflist")]
+	res, err := n.install(t)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !res.BinaryChanged || !res.ConfChanged || res.ConfFile != filepath.Join(n.conf, "01-kube-ovn.conflist") {
+		t.Errorf("result %+v", res)
+	}
+	st, err := os.Stat(filepath.Join(n.bin, PluginType))
+	if err != nil || st.Mode().Perm()&0o111 == 0 {
+		t.Fatalf("plugin not installed executable: %v %v", st, err)
+	}
+	list, err := libcni.ConfListFromFile(res.ConfFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if last := list.Plugins[len(list.Plugins)-1].Network.Type; last != PluginType || list.CNIVersion != "0.4.0" {
+		t.Errorf("chain ends with %s at cniVersion %s, want vpcnat at 0.4.0 (the oldest the plugin speaks)", last, list.CNIVersion)
+	}
+	// The runtime can really call the chain's vpcnat: it answers VERSION for the list's version.
+	info, err := libcni.NewCNIConfig([]string{n.bin}, nil).GetVersionInfo(context.Background(), PluginType)
+	if err != nil || !slices.Contains(info.SupportedVersions(), list.CNIVersion) {
+		t.Errorf("installed plugin supports %v (err %v), list says %s", info, err, list.CNIVersion)
+	}
+	before := n.snapshot(t)
+	if got := before[filepath.Join(n.conf, "10-calico.conflist")]; got != calico {
+		t.Error("a configuration the runtime does not use was modified")
+	}
+
+	time.Sleep(10 * time.Millisecond) // a rewrite would show in the modification time
+	res, err = n.install(t)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.BinaryChanged || res.ConfChanged {
+		t.Errorf("second run changed something: %+v", res)
+	}
+	after := n.snapshot(t)
+	for p, v := range before {
+		if after[p] != v {
+			t.Errorf("second run rewrote %s", p)
+		}
+	}
+	if len(after) != len(before) {
+		t.Errorf("second run left files: %v", after)
+	}
+}
+
+// TestInstallConvertsConf: a single-plugin .conf becomes a .conflist of the same stem (so it
+// keeps its place in the runtime's order) and the .conf is set aside under a name libcni does
+// not read; the result is idempotent.
+func TestInstallConvertsConf(t *testing.T) {
+	n := newNode(t, "10-bridge.conf")
+	res, err := n.install(t)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := filepath.Join(n.conf, "10-bridge.conflist")
+	if res.ConfFile != want || res.Replaced != filepath.Join(n.conf, "10-bridge.conf") {
+		t.Errorf("result %+v", res)
+	}
+	files, err := libcni.ConfFiles(n.conf, confExtensions)
+	if err != nil || len(files) != 1 || files[0] != want {
+		t.Fatalf("configurations the runtime sees: %v (err %v), want only %s", files, err, want)
+	}
+	if _, err := os.Stat(filepath.Join(n.conf, "10-bridge.conf.vpcnat-orig")); err != nil {
+		t.Errorf("original not kept: %v", err)
+	}
+	list, err := libcni.ConfListFromFile(want)
+	if err != nil || len(list.Plugins) != 2 || list.Plugins[0].Network.Type != "bridge" || list.Name != "mynet" {
+		t.Fatalf("converted list %+v, err %v", list, err)
+	}
+	if res, err := n.install(t); err != nil || res.ConfChanged {
+		t.Errorf("second run: %+v, %v", res, err)
+	}
+}
+
+// TestInstallAfterPrimaryRewrite: the primary CNI's agent rewrote its file (dropping our entry),
+// and the installer puts vpcnat back; a new plugin binary replaces the old one.
+func TestInstallAfterPrimaryRewrite(t *testing.T) {
+	n := newNode(t, "10-containerd-net.conflist")
+	if _, err := n.install(t); err != nil {
+		t.Fatal(err)
+	}
+	orig, _ := os.ReadFile(filepath.Join("testdata", "10-containerd-net.conflist"))
+	conf := filepath.Join(n.conf, "10-containerd-net.conflist")
+	if err := os.WriteFile(conf, orig, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(n.bin, PluginType), []byte("#!/bin/sh\necho old\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	res, err := n.install(t)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !res.ConfChanged || !res.BinaryChanged {
+		t.Errorf("result %+v, want both restored", res)
+	}
+	got, _ := os.ReadFile(conf)
+	if !bytes.Contains(got, []byte(`"type": "vpcnat"`)) {
+		t.Errorf("vpcnat not chained again:\n%s", got)
+	}
+}
+
+// TestInstallRefuses: no configuration at all (after the wait), or an unreadable one, is an
+// error that names the directory or file, and the file is left as it was.
+func TestInstallRefuses(t *testing.T) {
+	n := newNode(t)
+	_, err := n.install(t)
+	if !errors.Is(err, fs.ErrNotExist) || !strings.Contains(err.Error(), n.conf) {
+		t.Errorf("empty directory: %v", err)
+	}
+	bad := filepath.Join(n.conf, "05-broken.conflist")
+	if err := os.WriteFile(bad, []byte(`{"name": "x", "plugins": [`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	_, err = n.install(t)
+	if err == nil || !strings.Contains(err.Error(), bad) {
+		t.Errorf("broken file: %v", err)
+	}
+	if got, _ := os.ReadFile(bad); string(got) != `{"name": "x", "plugins": [` {
+		t.Errorf("broken file modified: %s", got)
+	}
+}

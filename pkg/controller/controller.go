@@ -1,0 +1,216 @@
+// Package controller is vpcnat-controller's reconcile loop: VpcNatGateway, Vpc, Subnet and the
+// ConfigMap in; per gateway a Deployment, the running pod's desired annotation, and status and
+// Events out. Informers feed a typed rate-limited workqueue; sync is level-based, so a sync that
+// finds everything in order writes nothing, and a restarted controller changes nothing.
+package controller
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/fields"
+	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
+	"k8s.io/apimachinery/pkg/util/wait"
+	"k8s.io/client-go/informers"
+	"k8s.io/client-go/kubernetes"
+	typedcorev1 "k8s.io/client-go/kubernetes/typed/core/v1"
+	"k8s.io/client-go/listers"
+	appslisters "k8s.io/client-go/listers/apps/v1"
+	corelisters "k8s.io/client-go/listers/core/v1"
+	"k8s.io/client-go/tools/cache"
+	"k8s.io/client-go/tools/record"
+	"k8s.io/client-go/util/workqueue"
+	"k8s.io/klog/v2"
+
+	v1 "github.com/vpcnat/vpcnat/pkg/apis/kubeovn/v1"
+	"github.com/vpcnat/vpcnat/pkg/controller/kubeovn"
+	"github.com/vpcnat/vpcnat/pkg/plan"
+)
+
+// Options configure a Controller.
+type Options struct {
+	// GatewayNamespace holds the gateway Deployments (plan.GatewayNamespace by default). The
+	// plugin and the daemon accept gateways only there.
+	GatewayNamespace string
+	// ExternalNetwork is the external network's attachment name for the seed's
+	// k8s.v1.cni.cncf.io/networks annotation ("name" in kube-system, or "namespace/name").
+	ExternalNetwork string
+	// Workers is the number of gateways synced in parallel.
+	Workers int
+	// Resync is the informers' periodic resync (0: none); each resync re-checks every gateway.
+	Resync time.Duration
+	// Registerer receives the controller's metrics; nil: not registered.
+	Registerer prometheus.Registerer
+}
+
+// DefaultExternalNetwork is Kube-OVN's name for the external network attachment.
+const DefaultExternalNetwork = "ovn-vpc-external-network"
+
+// Controller reconciles VpcNatGateways.
+type Controller struct {
+	opts Options
+	kube kubernetes.Interface
+	ovn  *kubeovn.Client
+
+	ovnInformers *kubeovn.Informers
+	factories    []informers.SharedInformerFactory
+	gateways     listers.ResourceIndexer[*v1.VpcNatGateway]
+	vpcs         listers.ResourceIndexer[*v1.Vpc]
+	subnets      listers.ResourceIndexer[*v1.Subnet]
+	deployments  appslisters.DeploymentNamespaceLister
+	pods         corelisters.PodNamespaceLister
+	configMaps   corelisters.ConfigMapNamespaceLister
+	gwIndexer    cache.Indexer
+	subnetIndex  cache.Indexer
+	synced       []cache.InformerSynced
+
+	queue       workqueue.TypedRateLimitingInterface[key]
+	broadcaster record.EventBroadcaster
+	recorder    record.EventRecorder
+	metrics     *metrics
+}
+
+// New wires a Controller: informers (not started), handlers, queue and event recorder.
+func New(kube kubernetes.Interface, ovn *kubeovn.Client, opts Options) (*Controller, error) {
+	if opts.GatewayNamespace == "" {
+		opts.GatewayNamespace = plan.GatewayNamespace
+	}
+	if opts.ExternalNetwork == "" {
+		opts.ExternalNetwork = DefaultExternalNetwork
+	}
+	if opts.Workers < 1 {
+		opts.Workers = 1
+	}
+	strip := informers.WithTransform(kubeovn.StripManagedFields)
+	// Only the gateway namespace's objects carrying the gateway label, and only the one
+	// ConfigMap: the caches hold what the controller owns, and RBAC can be that narrow too.
+	gwFactory := informers.NewSharedInformerFactoryWithOptions(kube, opts.Resync, strip,
+		informers.WithNamespace(opts.GatewayNamespace),
+		informers.WithTweakListOptions(func(o *metav1.ListOptions) { o.LabelSelector = plan.LabelGateway }))
+	cmFactory := informers.NewSharedInformerFactoryWithOptions(kube, opts.Resync, strip,
+		informers.WithNamespace(plan.ConfigMapNamespace),
+		informers.WithTweakListOptions(func(o *metav1.ListOptions) {
+			o.FieldSelector = fields.OneTermEqualSelector("metadata.name", plan.ConfigMapName).String()
+		}))
+	c := &Controller{
+		opts:         opts,
+		kube:         kube,
+		ovn:          ovn,
+		ovnInformers: kubeovn.NewInformers(ovn, opts.Resync),
+		factories:    []informers.SharedInformerFactory{gwFactory, cmFactory},
+		queue: workqueue.NewTypedRateLimitingQueueWithConfig(workqueue.DefaultTypedControllerRateLimiter[key](),
+			workqueue.TypedRateLimitingQueueConfig[key]{Name: "vpcnat-controller"}),
+		metrics: newMetrics(opts.Registerer),
+	}
+	c.gateways = c.ovnInformers.GatewayLister()
+	c.vpcs = c.ovnInformers.VpcLister()
+	c.subnets = c.ovnInformers.SubnetLister()
+	c.gwIndexer = c.ovnInformers.VpcNatGateways.GetIndexer()
+	c.subnetIndex = c.ovnInformers.Subnets.GetIndexer()
+	if err := c.ovnInformers.VpcNatGateways.AddIndexers(gatewayIndexers); err != nil {
+		return nil, fmt.Errorf("gateway indexers: %w", err)
+	}
+	if err := c.ovnInformers.Subnets.AddIndexers(cache.Indexers{indexVpc: subnetVpcIndex}); err != nil {
+		return nil, fmt.Errorf("subnet indexers: %w", err)
+	}
+	deployInf := gwFactory.Apps().V1().Deployments()
+	podInf := gwFactory.Core().V1().Pods()
+	cmInf := cmFactory.Core().V1().ConfigMaps()
+	c.deployments = deployInf.Lister().Deployments(opts.GatewayNamespace)
+	c.pods = podInf.Lister().Pods(opts.GatewayNamespace)
+	c.configMaps = cmInf.Lister().ConfigMaps(plan.ConfigMapNamespace)
+
+	for _, h := range []struct {
+		inf cache.SharedIndexInformer
+		h   cache.ResourceEventHandler
+	}{
+		{c.ovnInformers.VpcNatGateways, c.gatewayHandler()},
+		{c.ovnInformers.Vpcs, c.vpcHandler()},
+		{c.ovnInformers.Subnets, c.subnetHandler()},
+		{deployInf.Informer(), c.childHandler()},
+		{podInf.Informer(), c.childHandler()},
+		{cmInf.Informer(), c.configMapHandler()},
+	} {
+		reg, err := h.inf.AddEventHandler(h.h)
+		if err != nil {
+			return nil, fmt.Errorf("event handler: %w", err)
+		}
+		c.synced = append(c.synced, reg.HasSynced)
+	}
+
+	c.broadcaster = record.NewBroadcaster()
+	c.recorder = c.broadcaster.NewRecorder(kubeovn.Scheme, corev1.EventSource{Component: "vpcnat-controller"})
+	return c, nil
+}
+
+// Run starts the informers and workers and blocks until ctx ends. Call it once.
+func (c *Controller) Run(ctx context.Context) error {
+	defer utilruntime.HandleCrash()
+	defer c.queue.ShutDown()
+	logger := klog.FromContext(ctx)
+	sink := c.broadcaster.StartRecordingToSink(&typedcorev1.EventSinkImpl{Interface: c.kube.CoreV1().Events("")})
+	defer sink.Stop()
+	defer c.broadcaster.Shutdown()
+
+	c.ovnInformers.Start(ctx)
+	for _, f := range c.factories {
+		f.Start(ctx.Done())
+	}
+	defer func() {
+		for _, f := range c.factories {
+			f.Shutdown()
+		}
+	}()
+	logger.Info("Waiting for caches", "gatewayNamespace", c.opts.GatewayNamespace)
+	// No write before every cache is full: a sync on a partial cache would see a missing
+	// ConfigMap or a missing Subnet and report a problem that does not exist.
+	if !cache.WaitForNamedCacheSync("vpcnat-controller", ctx.Done(), c.synced...) {
+		return errors.New("caches did not sync")
+	}
+	logger.Info("Caches synced; starting workers", "workers", c.opts.Workers)
+	for range c.opts.Workers {
+		go wait.UntilWithContext(ctx, c.worker, time.Second)
+	}
+	<-ctx.Done()
+	logger.Info("Stopping")
+	return nil
+}
+
+func (c *Controller) worker(ctx context.Context) {
+	for c.processNext(ctx) {
+	}
+}
+
+func (c *Controller) processNext(ctx context.Context) bool {
+	k, quit := c.queue.Get()
+	if quit {
+		return false
+	}
+	defer c.queue.Done(k)
+	start := time.Now()
+	result, err := c.sync(ctx, k)
+	c.metrics.syncDuration.WithLabelValues(string(k.kind)).Observe(time.Since(start).Seconds())
+	c.metrics.syncs.WithLabelValues(string(k.kind), result).Inc()
+	if err != nil {
+		klog.FromContext(ctx).Error(err, "Sync failed; retrying", "kind", k.kind, "name", k.name, "retries", c.queue.NumRequeues(k))
+		c.queue.AddRateLimited(k)
+		return true
+	}
+	c.queue.Forget(k)
+	return true
+}
+
+func (c *Controller) sync(ctx context.Context, k key) (string, error) {
+	switch k.kind {
+	case kindGateway:
+		return c.syncGateway(ctx, k.name)
+	case kindVpc:
+		return c.syncVpc(ctx, k.name)
+	}
+	return resultOK, nil
+}

@@ -1,0 +1,191 @@
+package controller
+
+import (
+	"encoding/json"
+	"fmt"
+
+	appsv1 "k8s.io/api/apps/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/util/validation"
+	"k8s.io/apimachinery/pkg/util/validation/field"
+
+	"github.com/vpcnat/vpcnat/pkg/annotations"
+	v1 "github.com/vpcnat/vpcnat/pkg/apis/kubeovn/v1"
+	"github.com/vpcnat/vpcnat/pkg/plan"
+)
+
+// projection is everything a valid gateway turns into: the Deployment and the desired
+// annotation's value. Computed from cache objects without changing them, with no API call.
+type projection struct {
+	desired    *annotations.Desired
+	value      string // the desired annotation
+	hash       string // DesiredHash(desired)
+	nics       string // the NIC plan annotation on the pod template
+	deployment *appsv1.Deployment
+}
+
+const previousStays = "nothing of this spec is applied; the previous state stays in force"
+
+// project builds the gateway's projection, or says why there is none.
+func (c *Controller) project(gw *v1.VpcNatGateway) (*projection, *problem, error) {
+	cfg, prob, err := c.config()
+	if prob != nil || err != nil {
+		return nil, prob, err
+	}
+	vpc, err := c.vpcs.Get(gw.Spec.Vpc)
+	if err != nil && !apierrors.IsNotFound(err) {
+		return nil, nil, fmt.Errorf("reading Vpc %s: %w", gw.Spec.Vpc, err)
+	}
+	if apierrors.IsNotFound(err) {
+		vpc = nil
+	}
+	nics, desired, errs := plan.Build(plan.Inputs{Gateway: gw, Vpc: vpc, Subnets: c.subnetsFor(gw), Config: cfg})
+	errs = append(errs, c.conflicts(gw)...)
+	nodeSelector, selErrs := parseSelector(gw.Spec.Selector)
+	errs = append(errs, selErrs...)
+	// The app label's value is vpc-nat-gw-<name> (Kube-OVN's), and label values are limited.
+	for _, m := range validation.IsValidLabelValue(AppLabel(gw.Name)) {
+		errs = append(errs, field.Invalid(field.NewPath("metadata", "name"), gw.Name, "label app="+AppLabel(gw.Name)+": "+m))
+	}
+	if len(errs) > 0 {
+		return nil, &problem{ReasonInvalidSpec, errorsMessage(errs) + "; " + previousStays}, nil
+	}
+	tmpl, err := plan.TemplateAnnotations(nics, c.opts.ExternalNetwork)
+	if err != nil {
+		return nil, nil, fmt.Errorf("template annotations: %w", err)
+	}
+	value, err := annotations.EncodeDesired(desired)
+	if err != nil {
+		return nil, nil, err
+	}
+	hash, err := DesiredHash(desired)
+	if err != nil {
+		return nil, nil, err
+	}
+	// The pod starts with the template's annotations and then gets the desired one: refuse here
+	// a state that can never fit, before anything changes. projectToPod checks each real pod,
+	// which may carry more annotations.
+	if size := annotationsSize(tmpl) + len(annotations.DesiredKey) + len(value); size > annotations.MaxTotalSize {
+		return nil, tooLarge(len(value), size), nil
+	}
+	return &projection{
+		desired:    desired,
+		value:      value,
+		hash:       hash,
+		nics:       tmpl[annotations.NICsKey],
+		deployment: buildDeployment(gw, c.opts.GatewayNamespace, cfg.Image, tmpl, nodeSelector),
+	}, nil, nil
+}
+
+// config reads the ConfigMap; a missing or disabled one is a problem for every gateway.
+func (c *Controller) config() (plan.Config, *problem, error) {
+	name := plan.ConfigMapNamespace + "/" + plan.ConfigMapName
+	cm, err := c.configMaps.Get(plan.ConfigMapName)
+	if apierrors.IsNotFound(err) {
+		return plan.Config{}, &problem{ReasonDisabled, fmt.Sprintf(
+			"ConfigMap %s does not exist: no gateway is created, and an existing gateway Deployment is left as it is", name)}, nil
+	}
+	if err != nil {
+		return plan.Config{}, nil, fmt.Errorf("reading ConfigMap %s: %w", name, err)
+	}
+	cfg, errs := plan.ParseConfig(cm.Data)
+	if len(errs) > 0 {
+		return plan.Config{}, &problem{ReasonInvalidConfig, fmt.Sprintf("ConfigMap %s: %s; %s", name, errorsMessage(errs), previousStays)}, nil
+	}
+	if !cfg.Enabled {
+		return plan.Config{}, &problem{ReasonDisabled, fmt.Sprintf(
+			"ConfigMap %s: %s is not \"true\": no gateway is created, and an existing gateway Deployment is left as it is", name, plan.KeyEnable)}, nil
+	}
+	return cfg, nil, nil
+}
+
+// subnetsFor lists the Subnets of the gateway's Vpc, and spec.subnet's Subnet wherever it
+// belongs (so that Build can say it is of another Vpc). They are cache objects: Build only reads.
+func (c *Controller) subnetsFor(gw *v1.VpcNatGateway) []*v1.Subnet {
+	var out []*v1.Subnet
+	seen := map[string]bool{}
+	if gw.Spec.Vpc != "" {
+		objs, _ := c.subnetIndex.ByIndex(indexVpc, gw.Spec.Vpc)
+		for _, o := range objs {
+			if s, ok := o.(*v1.Subnet); ok {
+				out, seen[s.Name] = append(out, s), true
+			}
+		}
+	}
+	if s, err := c.subnets.Get(gw.Spec.Subnet); err == nil && !seen[s.Name] {
+		out = append(out, s)
+	}
+	return out
+}
+
+// conflicts are the cluster-wide checks no single gateway's objects can answer: an EIP, or a
+// lanIp in the same subnet, that another gateway claims too. The older claim wins (creation
+// time, then name), as with Gateway API's route conflicts: a new gateway can never take an
+// address from one that already runs with it.
+func (c *Controller) conflicts(gw *v1.VpcNatGateway) field.ErrorList {
+	var errs field.ErrorList
+	for i, e := range gw.Spec.Eips {
+		if o := c.olderClaim(gw, indexEIP, eipKey(e.EipCIDR)); o != "" {
+			errs = append(errs, field.Invalid(field.NewPath("spec", "eips").Index(i).Child("eipCIDR"), e.EipCIDR,
+				fmt.Sprintf("EIP %s is already claimed by VpcNatGateway %s", eipKey(e.EipCIDR), o)))
+		}
+	}
+	if gw.Spec.LanIP != "" {
+		if o := c.olderClaim(gw, indexLan, lanKey(gw)); o != "" {
+			errs = append(errs, field.Invalid(field.NewPath("spec", "lanIp"), gw.Spec.LanIP,
+				fmt.Sprintf("VpcNatGateway %s already has this address in subnet %s", o, gw.Spec.Subnet)))
+		}
+	}
+	return errs
+}
+
+// olderClaim names a gateway other than gw, older than gw, whose index holds value.
+func (c *Controller) olderClaim(gw *v1.VpcNatGateway, index, value string) string {
+	objs, _ := c.gwIndexer.ByIndex(index, value)
+	best := ""
+	for _, o := range objs {
+		other, ok := o.(*v1.VpcNatGateway)
+		if !ok || other.Name == gw.Name || other.DeletionTimestamp != nil || !older(other, gw) {
+			continue
+		}
+		if best == "" || other.Name < best {
+			best = other.Name
+		}
+	}
+	return best
+}
+
+func older(a, b *v1.VpcNatGateway) bool {
+	if !a.CreationTimestamp.Equal(&b.CreationTimestamp) {
+		return a.CreationTimestamp.Before(&b.CreationTimestamp)
+	}
+	return a.Name < b.Name
+}
+
+// annotationsSize counts annotations as the API server does against MaxTotalSize.
+func annotationsSize(m map[string]string) int {
+	n := 0
+	for k, v := range m {
+		n += len(k) + len(v)
+	}
+	return n
+}
+
+func tooLarge(value, total int) *problem {
+	return &problem{ReasonTooLarge, fmt.Sprintf(
+		"the desired state is %d bytes encoded; with the pod's other annotations that is %d bytes, over the API server's limit of %d for a pod's annotations: remove rules; %s",
+		value, total, annotations.MaxTotalSize, previousStays)}
+}
+
+const mergePatch = types.MergePatchType
+
+// desiredPatch is a JSON merge patch setting the desired annotation: it touches that one key,
+// never the daemon's applied annotation or anyone else's.
+func desiredPatch(value string) ([]byte, error) {
+	b, err := json.Marshal(map[string]any{"metadata": map[string]any{"annotations": map[string]string{annotations.DesiredKey: value}}})
+	if err != nil {
+		return nil, fmt.Errorf("encoding patch: %w", err)
+	}
+	return b, nil
+}

@@ -1,0 +1,252 @@
+package controller
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"sort"
+
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/klog/v2"
+
+	"github.com/vpcnat/vpcnat/pkg/annotations"
+	v1 "github.com/vpcnat/vpcnat/pkg/apis/kubeovn/v1"
+	"github.com/vpcnat/vpcnat/pkg/plan"
+)
+
+// syncGateway brings one gateway's Deployment, pod annotation and status in line with its
+// objects. Level-based: it compares what is with what should be and writes only differences.
+func (c *Controller) syncGateway(ctx context.Context, name string) (string, error) {
+	gw, err := c.gateways.Get(name)
+	if apierrors.IsNotFound(err) {
+		// The Deployment goes by its owner reference (garbage collector); nothing else is ours.
+		return resultOK, nil
+	}
+	if err != nil {
+		return resultError, err
+	}
+	if gw.DeletionTimestamp != nil {
+		return resultOK, nil
+	}
+	logger := klog.FromContext(ctx).WithValues("gateway", name)
+	obs := &observation{generation: gw.Generation}
+	proj, prob, err := c.project(gw)
+	if err != nil {
+		return resultError, err
+	}
+	if prob == nil {
+		if prob, err = c.ensureDeployment(ctx, gw, proj.deployment); err != nil {
+			return resultError, err
+		}
+	}
+	pods := c.livePods(gw)
+	if len(pods) > 0 {
+		obs.pod = pods[0]
+	}
+	if prob == nil {
+		if prob, err = c.projectToPods(ctx, gw, proj, pods); err != nil {
+			return resultError, err
+		}
+	}
+	obs.problem = prob
+	if prob == nil {
+		obs.desired, obs.hash = proj.desired, proj.hash
+	} else if obs.pod != nil {
+		// The previous good state, if any, is still in force: report on it.
+		obs.desired, obs.hash = inForce(obs.pod)
+	}
+	if obs.pod != nil {
+		if s, ok := obs.pod.Annotations[annotations.AppliedKey]; ok {
+			obs.report, obs.reportErr = annotations.ParseApplied(s)
+		}
+	}
+	if err := c.updateStatus(ctx, gw, obs); err != nil {
+		return resultError, err
+	}
+	if prob != nil {
+		logger.V(2).Info("Not projected", "reason", prob.reason, "message", prob.message)
+		return resultInvalid, nil
+	}
+	return resultOK, nil
+}
+
+// ensureDeployment creates or updates the gateway's Deployment. A problem (not an error) is
+// something retrying cannot fix: the name taken by someone else's Deployment, or a Deployment
+// the API server refuses (an invalid toleration or affinity the CRD schema let through).
+func (c *Controller) ensureDeployment(ctx context.Context, gw *v1.VpcNatGateway, want *appsv1.Deployment) (*problem, error) {
+	ns, name := want.Namespace, want.Name
+	cur, err := c.deployments.Get(name)
+	if apierrors.IsNotFound(err) {
+		_, err := c.kube.AppsV1().Deployments(ns).Create(ctx, want, metav1.CreateOptions{})
+		if apierrors.IsInvalid(err) {
+			return &problem{ReasonInvalidSpec, "the API server refuses the gateway Deployment: " + err.Error()}, nil
+		}
+		if err != nil {
+			return nil, fmt.Errorf("creating Deployment %s/%s: %w", ns, name, err)
+		}
+		c.metrics.deployments.WithLabelValues("create").Inc()
+		c.recorder.Eventf(gw, corev1.EventTypeNormal, "DeploymentCreated", "Created Deployment %s/%s (image %s)", ns, name, imageOf(want))
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("reading Deployment %s/%s: %w", ns, name, err)
+	}
+	if !metav1.IsControlledBy(cur, gw) {
+		return &problem{ReasonDeploymentConflict, fmt.Sprintf(
+			"Deployment %s/%s exists and is not controlled by this VpcNatGateway (uid %s): delete it or rename the gateway", ns, name, gw.UID)}, nil
+	}
+	if cur.DeletionTimestamp != nil || deploymentUpToDate(cur, want) {
+		return nil, nil
+	}
+	_, err = c.kube.AppsV1().Deployments(ns).Update(ctx, updatedDeployment(cur, want), metav1.UpdateOptions{})
+	if apierrors.IsInvalid(err) {
+		return &problem{ReasonInvalidSpec, "the API server refuses the gateway Deployment: " + err.Error()}, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("updating Deployment %s/%s: %w", ns, name, err)
+	}
+	c.metrics.deployments.WithLabelValues("update").Inc()
+	if from, to := imageOf(cur), imageOf(want); from != to {
+		c.recorder.Eventf(gw, corev1.EventTypeNormal, "DeploymentUpdated", "Deployment %s/%s: image %s -> %s; the gateway pod is recreated", ns, name, from, to)
+	} else {
+		c.recorder.Eventf(gw, corev1.EventTypeNormal, "DeploymentUpdated", "Deployment %s/%s: the pod's identity (NIC plan, scheduling or resources) changed; the gateway pod is recreated", ns, name)
+	}
+	return nil, nil
+}
+
+// livePods are the gateway's pods that are not going away, newest first. A pod counts only when
+// its controller is a ReplicaSet of the gateway's Deployment (named <deployment>-<template
+// hash>): a look-alike pod carrying the gateway label gets nothing.
+func (c *Controller) livePods(gw *v1.VpcNatGateway) []*corev1.Pod {
+	all, _ := c.pods.List(labels.SelectorFromSet(labels.Set{plan.LabelGateway: gw.Name}))
+	var out []*corev1.Pod
+	for _, p := range all {
+		if p.DeletionTimestamp != nil || p.Status.Phase == corev1.PodSucceeded || p.Status.Phase == corev1.PodFailed {
+			continue
+		}
+		ref := metav1.GetControllerOf(p)
+		hash := p.Labels[appsv1.DefaultDeploymentUniqueLabelKey]
+		if ref == nil || ref.Kind != "ReplicaSet" || hash == "" || ref.Name != plan.DeploymentName(gw.Name)+"-"+hash {
+			continue
+		}
+		out = append(out, p)
+	}
+	sort.Slice(out, func(i, j int) bool {
+		if !out[i].CreationTimestamp.Equal(&out[j].CreationTimestamp) {
+			return out[j].CreationTimestamp.Before(&out[i].CreationTimestamp)
+		}
+		return out[i].Name < out[j].Name
+	})
+	return out
+}
+
+// projectToPods writes the desired annotation on each live pod created from the current
+// template (same NIC plan); a pod of an older template is about to be replaced (Recreate).
+func (c *Controller) projectToPods(ctx context.Context, gw *v1.VpcNatGateway, proj *projection, pods []*corev1.Pod) (*problem, error) {
+	for _, p := range pods {
+		if p.Annotations[annotations.NICsKey] != proj.nics || p.Annotations[annotations.DesiredKey] == proj.value {
+			continue
+		}
+		others := annotationsSize(p.Annotations)
+		if old, ok := p.Annotations[annotations.DesiredKey]; ok {
+			others -= len(annotations.DesiredKey) + len(old)
+		}
+		if size := others + len(annotations.DesiredKey) + len(proj.value); size > annotations.MaxTotalSize {
+			return tooLarge(len(proj.value), size), nil
+		}
+		patch, err := desiredPatch(proj.value)
+		if err != nil {
+			return nil, err
+		}
+		_, err = c.kube.CoreV1().Pods(p.Namespace).Patch(ctx, p.Name, mergePatch, patch, metav1.PatchOptions{})
+		if apierrors.IsNotFound(err) {
+			continue
+		}
+		if err != nil {
+			return nil, fmt.Errorf("patching pod %s/%s: %w", p.Namespace, p.Name, err)
+		}
+		c.metrics.patches.Inc()
+		c.recorder.Eventf(gw, corev1.EventTypeNormal, "DesiredUpdated", "Pod %s: desired state of generation %d (%d rules)",
+			p.Name, proj.desired.Generation, len(RuleKeys(proj.desired)))
+	}
+	return nil, nil
+}
+
+// inForce is the desired state on a pod, or nil when it has none (or one that does not parse,
+// which the daemon refuses as well).
+func inForce(p *corev1.Pod) (*annotations.Desired, string) {
+	s, ok := p.Annotations[annotations.DesiredKey]
+	if !ok {
+		return nil, ""
+	}
+	d, err := annotations.ParseDesired(s)
+	if err != nil {
+		return nil, ""
+	}
+	h, err := DesiredHash(d)
+	if err != nil {
+		return nil, ""
+	}
+	return d, h
+}
+
+// updateStatus writes the status computed from obs when it differs, then the Events of the
+// transitions: after the write, so that a restarted controller does not repeat them.
+func (c *Controller) updateStatus(ctx context.Context, gw *v1.VpcNatGateway, obs *observation) error {
+	st := computeStatus(&gw.Status, obs)
+	if equality.Semantic.DeepEqual(gw.Status, st) {
+		return nil
+	}
+	upd := gw.DeepCopy()
+	upd.Status = st
+	_, err := c.ovn.VpcNatGateways.UpdateStatus(ctx, upd, metav1.UpdateOptions{})
+	if apierrors.IsNotFound(err) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("updating status of VpcNatGateway %s: %w", gw.Name, err)
+	}
+	c.metrics.statuses.WithLabelValues(string(kindGateway)).Inc()
+	for _, t := range transitions(gw.Status.Conditions, st.Conditions) {
+		typ := corev1.EventTypeWarning
+		if healthy(t) {
+			typ = corev1.EventTypeNormal
+		}
+		c.recorder.Eventf(gw, typ, t.Reason, "%s=%s: %s", t.Type, t.Status, t.Message)
+	}
+	return nil
+}
+
+// syncVpc writes the list of a Vpc's gateways into its status.
+func (c *Controller) syncVpc(ctx context.Context, name string) (string, error) {
+	vpc, err := c.vpcs.Get(name)
+	if apierrors.IsNotFound(err) {
+		return resultOK, nil
+	}
+	if err != nil {
+		return resultError, err
+	}
+	objs, _ := c.gwIndexer.ByIndex(indexVpc, name)
+	var names []string
+	for _, o := range objs {
+		if gw, ok := o.(*v1.VpcNatGateway); ok {
+			names = append(names, gw.Name)
+		}
+	}
+	sort.Strings(names)
+	if slices.Equal(vpc.Status.NatGateways, names) {
+		return resultOK, nil
+	}
+	upd := vpc.DeepCopy()
+	upd.Status.NatGateways = names
+	if _, err := c.ovn.Vpcs.UpdateStatus(ctx, upd, metav1.UpdateOptions{}); err != nil && !apierrors.IsNotFound(err) {
+		return resultError, fmt.Errorf("updating status of Vpc %s: %w", name, err)
+	}
+	c.metrics.statuses.WithLabelValues(string(kindVpc)).Inc()
+	return resultOK, nil
+}

@@ -1,0 +1,120 @@
+package nodeagent
+
+import (
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/vpcnat/vpcnat/pkg/annotations"
+)
+
+// TestConvergeAndReport: a gateway pod with a record and a desired state is converged once
+// (full: a new sandbox) and its applied annotation carries the generation and the hash of the
+// annotation; the update the daemon's own patch causes converges nothing and patches nothing.
+// A new generation converges again (fast path) and is reported.
+func TestConvergeAndReport(t *testing.T) {
+	c := newChain("ngw")
+	h := start(t, c)
+	v1 := desiredValue("ngw", 1)
+	p := h.createPod(c, v1)
+	h.writeRecord(p, "ngw", "ctr-1", "/run/netns/gw")
+	h.applied(p, func(a *annotations.Applied) bool { return a.Generation == 1 })
+	a := h.applied(p, func(a *annotations.Applied) bool { return a.Hash == desiredHash(v1) && a.Error == "" })
+	if a.Version != annotations.Version || a.Time == "" {
+		t.Errorf("applied %+v", a)
+	}
+	time.Sleep(200 * time.Millisecond) // room for a wrong second converge or patch
+	if calls := h.kernel.callsFor("/run/netns/gw"); len(calls) != 1 || calls[0] != "/run/netns/gw gen=1 full=true" {
+		t.Errorf("converges %v, want one full converge", calls)
+	}
+	if n := h.patches(); n != 1 {
+		t.Errorf("%d applied patches, want 1", n)
+	}
+
+	v2 := desiredValue("ngw", 2)
+	h.setDesired(p, v2)
+	h.applied(p, func(a *annotations.Applied) bool { return a.Hash == desiredHash(v2) && a.Generation == 2 })
+	if calls := h.kernel.callsFor("/run/netns/gw"); len(calls) != 2 || calls[1] != "/run/netns/gw gen=2 full=false" {
+		t.Errorf("converges %v, want a fast converge of generation 2", calls)
+	}
+}
+
+// TestInvalidDesired: an annotation that fails validation is never converged: applied says
+// why (field path and value) with the refused generation, and the pod gets a Warning Event.
+// Another gateway of the node is converged meanwhile.
+func TestInvalidDesired(t *testing.T) {
+	bad, good := newChain("bad"), newChain("good")
+	good.pod.Name, good.pod.UID = "good-pod", "good-uid"
+	h := start(t, bad, good)
+	value := strings.Replace(desiredValue("bad", 7), `"192.168.0.111/24"`, `"192.168.0.300/24"`, 1)
+	pb := h.createPod(bad, value)
+	h.writeRecord(pb, "bad", "ctr-b", "/run/netns/bad")
+	pg := h.createPod(good, desiredValue("good", 1))
+	h.writeRecord(pg, "good", "ctr-g", "/run/netns/good")
+
+	a := h.applied(pb, func(a *annotations.Applied) bool { return a.Error != "" })
+	if a.Generation != 7 || a.Hash != desiredHash(value) || !strings.Contains(a.Error, "eips[0].eipCIDR") ||
+		!strings.Contains(a.Error, "192.168.0.300/24") {
+		t.Errorf("applied %+v: want generation 7, the hash, and the field path and value in the error", a)
+	}
+	select {
+	case ev := <-h.recorder.Events:
+		if !strings.HasPrefix(ev, "Warning "+ReasonInvalidDesired) || !strings.Contains(ev, "eips[0].eipCIDR") {
+			t.Errorf("event %q", ev)
+		}
+	case <-time.After(5 * time.Second):
+		t.Error("no event")
+	}
+	h.applied(pg, func(a *annotations.Applied) bool { return a.Generation == 1 && a.Error == "" })
+	if calls := h.kernel.callsFor("/run/netns/bad"); len(calls) != 0 {
+		t.Errorf("invalid state converged: %v", calls)
+	}
+}
+
+// TestNewSandbox: a record that appears after the pod starts the converge; a new container ID
+// and netns for the same pod (sandbox recreated) is a full converge of the new netns, and the
+// old netns is not touched again.
+func TestNewSandbox(t *testing.T) {
+	c := newChain("ngw")
+	h := start(t, c)
+	p := h.createPod(c, desiredValue("ngw", 1))
+	time.Sleep(100 * time.Millisecond)
+	if len(h.kernel.callsFor("/run/netns/a")) != 0 {
+		t.Fatal("converged without a record")
+	}
+	h.writeRecord(p, "ngw", "ctr-1", "/run/netns/a")
+	deadline := time.Now().Add(5 * time.Second)
+	for len(h.kernel.callsFor("/run/netns/a")) == 0 && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	h.writeRecord(p, "ngw", "ctr-2", "/run/netns/b")
+	for len(h.kernel.callsFor("/run/netns/b")) == 0 && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if got := h.kernel.callsFor("/run/netns/b"); len(got) != 1 || !strings.HasSuffix(got[0], "full=true") {
+		t.Errorf("new sandbox converges %v, want one full", got)
+	}
+	if got := h.kernel.callsFor("/run/netns/a"); len(got) != 1 {
+		t.Errorf("old sandbox converges %v, want just the first", got)
+	}
+}
+
+// TestImpostor: a pod with the annotation, a desired state and a record, but not owned by a
+// gateway Deployment, is never converged nor annotated.
+func TestImpostor(t *testing.T) {
+	real, fakeGW := newChain("ngw"), newChain("ngw")
+	fakeGW.pod.Name, fakeGW.pod.UID, fakeGW.pod.OwnerReferences = "impostor", "impostor-uid", nil
+	h := start(t, real)
+	pi := h.createPod(fakeGW, desiredValue("ngw", 1))
+	h.writeRecord(pi, "ngw", "ctr-i", "/run/netns/impostor")
+	pr := h.createPod(real, desiredValue("ngw", 1))
+	h.writeRecord(pr, "ngw", "ctr-r", "/run/netns/real")
+	h.applied(pr, func(a *annotations.Applied) bool { return a.Generation == 1 })
+	time.Sleep(100 * time.Millisecond)
+	if got := h.kernel.callsFor("/run/netns/impostor"); len(got) != 0 {
+		t.Errorf("impostor converged: %v", got)
+	}
+	if n := h.patches(); n != 1 {
+		t.Errorf("%d applied patches, want only the real gateway's", n)
+	}
+}

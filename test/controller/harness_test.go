@@ -1,0 +1,381 @@
+package controller
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/intstr"
+
+	"github.com/vpcnat/vpcnat/pkg/annotations"
+	v1 "github.com/vpcnat/vpcnat/pkg/apis/kubeovn/v1"
+	"github.com/vpcnat/vpcnat/pkg/controller"
+	"github.com/vpcnat/vpcnat/pkg/plan"
+)
+
+var listAll = metav1.ListOptions{}
+
+const (
+	ns       = plan.GatewayNamespace
+	node     = "node-1"
+	image1   = "kubeovn/vpc-nat-gateway:v1.7.0" // the seed's
+	image2   = "registry.example/vpcnat/gateway:v2"
+	waitLong = 60 * time.Second
+)
+
+// running is one in-process controller.
+type running struct {
+	reg  *prometheus.Registry
+	stop func()
+}
+
+// startController runs a controller as the controller's ServiceAccount until the test ends (or
+// stop is called).
+func startController(t *testing.T) *running {
+	t.Helper()
+	c, err := newClients(controllerConfig)
+	if err != nil {
+		t.Fatal(err)
+	}
+	reg := prometheus.NewRegistry()
+	ctrl, err := controller.New(c.kube, c.ovn, controller.Options{Workers: 4, Registerer: reg})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- ctrl.Run(ctx) }()
+	stopped := false
+	r := &running{reg: reg}
+	r.stop = func() {
+		if stopped {
+			return
+		}
+		stopped = true
+		cancel()
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Errorf("controller: %v", err)
+			}
+		case <-time.After(30 * time.Second):
+			t.Errorf("controller did not stop in 30s")
+		}
+	}
+	t.Cleanup(r.stop)
+	return r
+}
+
+// syncs is how many gateway syncs the controller has finished, whatever their result.
+func (r *running) syncs() float64 {
+	mfs, err := r.reg.Gather()
+	if err != nil {
+		return 0
+	}
+	n := 0.0
+	for _, mf := range mfs {
+		if mf.GetName() != "vpcnat_controller_syncs_total" {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			for _, l := range m.GetLabel() {
+				if l.GetName() == "kind" && l.GetValue() == "gateway" {
+					n += m.GetCounter().GetValue()
+				}
+			}
+		}
+	}
+	return n
+}
+
+// runPods plays scheduler and kubelet for gateway pods until the test ends.
+func runPods(t *testing.T) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	if _, err := env.RunPods(ctx, ns, plan.LabelGateway, node); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// eventually polls f every 50 ms until it returns nil, failing the test with f's last error
+// after timeout.
+func eventually(t *testing.T, timeout time.Duration, what string, f func() error) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		err := f()
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: not after %v: %v", what, timeout, err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// cleanUp deletes every object the tests make, and waits until the garbage collector and the
+// pod runner have removed every gateway Deployment and pod, so the next test starts empty.
+func cleanUp(t *testing.T) {
+	t.Helper()
+	ctx := context.Background()
+	gws, _ := admin.ovn.VpcNatGateways.List(ctx, listAll)
+	for _, g := range gws.Items {
+		_ = admin.ovn.VpcNatGateways.Delete(ctx, g.Name, metav1.DeleteOptions{})
+	}
+	vpcs, _ := admin.ovn.Vpcs.List(ctx, listAll)
+	for _, v := range vpcs.Items {
+		_ = admin.ovn.Vpcs.Delete(ctx, v.Name, metav1.DeleteOptions{})
+	}
+	subnets, _ := admin.ovn.Subnets.List(ctx, listAll)
+	for _, s := range subnets.Items {
+		_ = admin.ovn.Subnets.Delete(ctx, s.Name, metav1.DeleteOptions{})
+	}
+	_ = admin.kube.CoreV1().ConfigMaps(plan.ConfigMapNamespace).Delete(ctx, plan.ConfigMapName, metav1.DeleteOptions{})
+	// Deployments left by a test whose controller created them for a gateway that is gone are
+	// the garbage collector's; a deployment not owned by a gateway (a conflict test) is ours.
+	_ = admin.kube.AppsV1().Deployments(ns).DeleteCollection(ctx, metav1.DeleteOptions{}, metav1.ListOptions{LabelSelector: "vpcnat-test"})
+	kill, cancel := context.WithCancel(ctx)
+	defer cancel()
+	if _, err := env.RunPods(kill, ns, plan.LabelGateway, node); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, waitLong, "clean up", func() error {
+		ds, err := admin.kube.AppsV1().Deployments(ns).List(ctx, metav1.ListOptions{LabelSelector: plan.LabelGateway})
+		if err != nil || len(ds.Items) > 0 {
+			return fmt.Errorf("deployments left: %d (%v)", len(ds.Items), err)
+		}
+		ps, err := admin.kube.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{LabelSelector: plan.LabelGateway})
+		if err != nil || len(ps.Items) > 0 {
+			return fmt.Errorf("pods left: %d (%v)", len(ps.Items), err)
+		}
+		return nil
+	})
+}
+
+// seed are examples/seed.yaml's objects, typed.
+func seed(t *testing.T) plan.Inputs {
+	t.Helper()
+	in, err := plan.LoadFile(filepath.Join(repoRoot, "examples", "seed.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return in
+}
+
+func configMap(image, enabled, nic string) *corev1.ConfigMap {
+	return &corev1.ConfigMap{
+		ObjectMeta: metav1.ObjectMeta{Name: plan.ConfigMapName, Namespace: plan.ConfigMapNamespace},
+		Data:       map[string]string{plan.KeyImage: image, plan.KeyEnable: enabled, plan.KeyNIC: nic},
+	}
+}
+
+// createSeed creates the seed's ConfigMap, Vpc, Subnet and gateway and returns the gateway.
+func createSeed(t *testing.T) *v1.VpcNatGateway {
+	t.Helper()
+	in := seed(t)
+	createConfig(t, configMap(image1, "true", "eth1"))
+	createObjects(t, in.Vpc, in.Subnets, in.Gateway)
+	return in.Gateway
+}
+
+func createConfig(t *testing.T, cm *corev1.ConfigMap) {
+	t.Helper()
+	if _, err := admin.kube.CoreV1().ConfigMaps(cm.Namespace).Create(context.Background(), cm, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func createObjects(t *testing.T, vpc *v1.Vpc, subnets []*v1.Subnet, gws ...*v1.VpcNatGateway) {
+	t.Helper()
+	ctx := context.Background()
+	if vpc != nil {
+		if _, err := admin.ovn.Vpcs.Create(ctx, vpc, metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, s := range subnets {
+		if _, err := admin.ovn.Subnets.Create(ctx, s, metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, g := range gws {
+		if _, err := admin.ovn.VpcNatGateways.Create(ctx, g, metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// second is a gateway "gw-b" of Vpc "vpc-b" in the test ranges, independent of the seed's.
+func second(t *testing.T) (*v1.Vpc, *v1.Subnet, *v1.VpcNatGateway) {
+	t.Helper()
+	vpc := &v1.Vpc{ObjectMeta: metav1.ObjectMeta{Name: "vpc-b"}}
+	sn := &v1.Subnet{ObjectMeta: metav1.ObjectMeta{Name: "sn-b"}, Spec: v1.SubnetSpec{
+		Vpc: "vpc-b", CIDRBlock: "203.0.113.0/24", Gateway: "203.0.113.1",
+		NatGatewayAttachment: &v1.SubnetAttachment{Bridge: "br-b"},
+	}}
+	gw := &v1.VpcNatGateway{ObjectMeta: metav1.ObjectMeta{Name: "gw-b"}, Spec: v1.VpcNatGatewaySpec{
+		Vpc: "vpc-b", Subnet: "sn-b", LanIP: "203.0.113.254",
+		Eips:      []v1.Eip{{EipCIDR: "198.51.100.11/24", Gateway: "198.51.100.1"}},
+		DnatRules: []v1.DnatRule{{Eip: "198.51.100.11", ExternalPort: intstr.FromInt32(2222), Protocol: "tcp", InternalIP: "203.0.113.10", InternalPort: intstr.FromInt32(22)}},
+		SnatRules: []v1.SnatRule{{Eip: "198.51.100.11", InternalCIDR: "203.0.113.0/24"}},
+	}}
+	return vpc, sn, gw
+}
+
+// expectedDesired is what the desired annotation of gateway name must be now: plan.Build of the
+// objects as the API server has them.
+func expectedDesired(t *testing.T, name string) (string, *annotations.Desired) {
+	t.Helper()
+	ctx := context.Background()
+	gw, err := admin.ovn.VpcNatGateways.Get(ctx, name, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	in := plan.Inputs{Gateway: gw}
+	if vpc, err := admin.ovn.Vpcs.Get(ctx, gw.Spec.Vpc, metav1.GetOptions{}); err == nil {
+		in.Vpc = vpc
+	}
+	subnets, err := admin.ovn.Subnets.List(ctx, listAll)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range subnets.Items {
+		in.Subnets = append(in.Subnets, &subnets.Items[i])
+	}
+	cm, err := admin.kube.CoreV1().ConfigMaps(plan.ConfigMapNamespace).Get(ctx, plan.ConfigMapName, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if in.Config, _ = plan.ParseConfig(cm.Data); !in.Config.Enabled {
+		t.Fatal("expectedDesired with the gateways disabled")
+	}
+	_, d, errs := plan.Build(in)
+	if len(errs) > 0 {
+		t.Fatalf("expectedDesired: %v", errs.ToAggregate())
+	}
+	s, err := annotations.EncodeDesired(d)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s, d
+}
+
+// livePod is the gateway's one pod that is not being deleted.
+func livePod(name string) (*corev1.Pod, error) {
+	ps, err := admin.kube.CoreV1().Pods(ns).List(context.Background(), metav1.ListOptions{LabelSelector: plan.LabelGateway + "=" + name})
+	if err != nil {
+		return nil, err
+	}
+	var live []*corev1.Pod
+	for i := range ps.Items {
+		if ps.Items[i].DeletionTimestamp == nil {
+			live = append(live, &ps.Items[i])
+		}
+	}
+	if len(live) != 1 {
+		return nil, fmt.Errorf("gateway %s has %d live pods", name, len(live))
+	}
+	return live[0], nil
+}
+
+// waitDesired waits until the gateway's running, bound pod carries exactly the desired state
+// the objects call for, and returns the pod.
+func waitDesired(t *testing.T, name string) *corev1.Pod {
+	t.Helper()
+	var pod *corev1.Pod
+	eventually(t, waitLong, "desired annotation of "+name, func() error {
+		want, _ := expectedDesired(t, name)
+		p, err := livePod(name)
+		if err != nil {
+			return err
+		}
+		if p.Spec.NodeName == "" {
+			return errors.New("pod not bound")
+		}
+		if got := p.Annotations[annotations.DesiredKey]; got != want {
+			return fmt.Errorf("pod %s: desired annotation\n got %.300s\nwant %.300s", p.Name, got, want)
+		}
+		pod = p
+		return nil
+	})
+	return pod
+}
+
+func getGateway(t *testing.T, name string) *v1.VpcNatGateway {
+	t.Helper()
+	gw, err := admin.ovn.VpcNatGateways.Get(context.Background(), name, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return gw
+}
+
+// updateGateway applies change to the gateway, retrying on conflicts.
+func updateGateway(t *testing.T, name string, change func(*v1.VpcNatGateway)) {
+	t.Helper()
+	eventually(t, 10*time.Second, "update gateway "+name, func() error {
+		gw := getGateway(t, name)
+		change(gw)
+		_, err := admin.ovn.VpcNatGateways.Update(context.Background(), gw, metav1.UpdateOptions{})
+		return err
+	})
+}
+
+func getDeployment(t *testing.T, gw string) *appsv1.Deployment {
+	t.Helper()
+	var d *appsv1.Deployment
+	eventually(t, waitLong, "Deployment of "+gw, func() error {
+		var err error
+		d, err = admin.kube.AppsV1().Deployments(ns).Get(context.Background(), plan.DeploymentName(gw), metav1.GetOptions{})
+		return err
+	})
+	return d
+}
+
+// condition waits until the gateway's condition typ has status and reason (and, if given, a
+// message containing every fragment), and returns the gateway.
+func condition(t *testing.T, name, typ string, status metav1.ConditionStatus, reason string, fragments ...string) *v1.VpcNatGateway {
+	t.Helper()
+	var gw *v1.VpcNatGateway
+	eventually(t, waitLong, fmt.Sprintf("%s: %s=%s (%s)", name, typ, status, reason), func() error {
+		g, err := admin.ovn.VpcNatGateways.Get(context.Background(), name, metav1.GetOptions{})
+		if err != nil {
+			return err
+		}
+		for _, c := range g.Status.Conditions {
+			if c.Type != typ {
+				continue
+			}
+			if c.Status != status || c.Reason != reason {
+				return fmt.Errorf("%s=%s (%s): %s", c.Type, c.Status, c.Reason, c.Message)
+			}
+			for _, f := range fragments {
+				if !strings.Contains(c.Message, f) {
+					return fmt.Errorf("message %q lacks %q", c.Message, f)
+				}
+			}
+			if g.Status.ObservedGeneration != g.Generation {
+				return fmt.Errorf("observedGeneration %d, generation %d", g.Status.ObservedGeneration, g.Generation)
+			}
+			gw = g
+			return nil
+		}
+		return fmt.Errorf("no %s condition in %+v", typ, g.Status.Conditions)
+	})
+	return gw
+}
+
+func notFound(err error) bool { return apierrors.IsNotFound(err) }
+
+func errorf(format string, args ...any) error { return fmt.Errorf(format, args...) }
