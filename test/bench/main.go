@@ -102,7 +102,7 @@ func median(ds []time.Duration) time.Duration {
 func ms(d time.Duration) string { return fmt.Sprintf("%.1f ms", float64(d.Microseconds())/1000) }
 
 func printTable(base result, rows []result, kovn time.Duration) {
-	fmt.Println("| rules (FIP/DNAT/SNAT over EIPs) | first converge | one DNAT change | one SNAT change | in-sync resync | new TCP conn/s via DNAT (vs 1 rule) | per-rule iptables baseline | speed-up |")
+	fmt.Println("| rules (FIP/DNAT/SNAT over EIPs) | first converge | one DNAT change | one SNAT change | in-sync resync | new TCP conn/s via DNAT (vs 1 rule) | Kube-OVN-style per-rule baseline | speed-up |")
 	fmt.Println("| --- | --- | --- | --- | --- | --- | --- | --- |")
 	for _, r := range rows {
 		bl, sp := "not run", "—"

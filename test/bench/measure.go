@@ -205,8 +205,9 @@ func (b bench) connRate(t *topo.Topology) (float64, error) {
 	return float64(n) / time.Since(start).Seconds(), nil
 }
 
-// perRuleBaseline applies the same rules the way Kube-OVN's nat-gateway.sh does: one iptables
-// exec per chain and per rule, in a fresh namespace.
+// perRuleBaseline applies the same rules the way Kube-OVN's nat-gateway.sh does, in a fresh
+// namespace: for each rule an `iptables-save` (the script greps it to skip rules that exist)
+// and one `iptables -A`; one `iptables -N` per chain.
 func perRuleBaseline(t *topo.Topology, rs *nat.Ruleset) (time.Duration, error) {
 	if err := t.AddNS("baseline"); err != nil {
 		return 0, err
@@ -227,6 +228,9 @@ func perRuleBaseline(t *topo.Topology, rs *nat.Ruleset) (time.Duration, error) {
 		}
 		for _, c := range rs.Chains {
 			for _, rule := range c.Rules {
+				if out, err := exec.Command("iptables-save", "-t", "nat").CombinedOutput(); err != nil {
+					return fmt.Errorf("iptables-save: %w: %s", err, out)
+				}
 				if err := ipt(append([]string{"-A", c.Name}, strings.Fields(rule)...)...); err != nil {
 					return err
 				}
