@@ -18,6 +18,7 @@ build:
 	@mkdir -p $(BIN)
 	$(GO) build -o $(BIN)/vpcnat-daemon ./daemon
 	$(GO) build -o $(BIN)/vpcnat ./plugins/vpcnat
+	$(GO) build -o $(BIN)/vpcnat-controller ./controller
 
 demo: deps build
 	$(GO) build -o $(BIN)/vpcnat-demo ./test/demo
@@ -41,3 +42,46 @@ bench: deps build
 
 clean:
 	rm -rf $(BIN)
+
+# --- generated code and CRDs (controller-gen, pinned and cached by hack/controller-gen.sh) ----
+.PHONY: generate crds
+CONTROLLER_GEN = $$(VPCNAT_CACHE=$(CACHE) hack/controller-gen.sh)
+
+# Deepcopy functions of pkg/apis (zz_generated.deepcopy.go).
+generate:
+	$(CONTROLLER_GEN) object paths=./pkg/apis/...
+
+# deploy/crds from the Go types and their kubebuilder markers; test/controller fails on drift.
+crds: generate
+	$(CONTROLLER_GEN) crd paths=./pkg/apis/... output:crd:dir=deploy/crds
+
+# --- container images and the one-node test cluster (hack/images.sh, hack/cluster/) ---------
+.PHONY: images cluster-setup e2e
+
+# Image tarballs (docker-archive) in bin/images, built without a container engine; unchanged
+# images are not rewritten. Load one into a node with `ctr -n k8s.io images import`.
+images: deps
+	@hack/images.sh
+
+# Installs containerd/runc if missing, builds the cluster's binaries (cached by version in
+# $(CACHE)) and the images, writes PKI and configs. Needs root; without it the e2e tests skip.
+cluster-setup: deps
+	@if [ "$$(id -u)" -eq 0 ]; then VPCNAT_CACHE=$(CACHE) hack/cluster/setup.sh; \
+	else echo "cluster-setup: not root; skipped (test/e2e skips too)"; fi
+
+# The end-to-end suite on a throwaway one-node cluster, alone and verbose (timings).
+e2e: cluster-setup
+	$(GO) test -count=1 -v -timeout 30m ./test/e2e/...
+
+# `make test` runs test/e2e with the rest; building the cluster before go test starts keeps a
+# cold Kubernetes build (~20 min) out of the test binary's timeout.
+test: cluster-setup
+
+# --- vpcnat-daemon's node mode (issue 4) -----------------------------------------------------
+.PHONY: bench-daemon
+# Annotation patch to live rule (1 and 10 000 rules) and the daemon's memory with 50 gateway
+# pods, against a real kube-apiserver (test/bench/daemon builds the daemon itself).
+bench-daemon: deps
+	@mkdir -p $(BIN)
+	$(GO) build -o $(BIN)/vpcnat-bench-daemon ./test/bench/daemon
+	$(BIN)/vpcnat-bench-daemon

@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"os"
 	"os/signal"
 	"syscall"
@@ -39,6 +40,7 @@ type flags struct {
 	burst           int
 	opts            controller.Options
 	metricsAddr     string
+	profiling       bool
 	leaderElect     bool
 	le              controller.LeaderElection
 	shutdownTimeout time.Duration
@@ -56,6 +58,7 @@ func parseFlags(args []string) (*flags, error) {
 	fs.IntVar(&f.opts.Workers, "workers", 4, "gateways synced in parallel")
 	fs.DurationVar(&f.opts.Resync, "resync", 10*time.Minute, "periodic re-check of every gateway (0: none)")
 	fs.StringVar(&f.metricsAddr, "metrics-addr", ":8080", "address of /metrics and /healthz; empty: none")
+	fs.BoolVar(&f.profiling, "profiling", false, "also serve Go's /debug/pprof/ on the metrics address")
 	fs.BoolVar(&f.leaderElect, "leader-elect", true, "run only while holding the Lease (one active controller per cluster)")
 	fs.StringVar(&f.le.Namespace, "leader-elect-namespace", plan.GatewayNamespace, "namespace of the Lease")
 	fs.StringVar(&f.le.Name, "leader-elect-name", "vpcnat-controller", "name of the Lease")
@@ -124,7 +127,7 @@ func run(ctx context.Context, f *flags) error {
 		f.le.Healthz = leaderelection.NewLeaderHealthzAdaptor(20 * time.Second)
 	}
 	if f.metricsAddr != "" {
-		if err := serveMetrics(ctx, f.metricsAddr, reg, f.le.Healthz); err != nil {
+		if err := serveMetrics(ctx, f.metricsAddr, reg, f.le.Healthz, f.profiling); err != nil {
 			return err
 		}
 	}
@@ -151,13 +154,19 @@ func restConfig(kubeconfig string) (*rest.Config, error) {
 
 // serveMetrics serves /metrics and /healthz until ctx ends. The address actually bound (":0"
 // picks a port) is logged, for tests and benchmarks.
-func serveMetrics(ctx context.Context, addr string, reg *prometheus.Registry, le *leaderelection.HealthzAdaptor) error {
+func serveMetrics(ctx context.Context, addr string, reg *prometheus.Registry, le *leaderelection.HealthzAdaptor, profiling bool) error {
 	l, err := net.Listen("tcp", addr)
 	if err != nil {
 		return fmt.Errorf("metrics listener: %w", err)
 	}
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	if profiling {
+		mux.HandleFunc("/debug/pprof/", pprof.Index)
+		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+		mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	}
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, r *http.Request) {
 		if le != nil {
 			if err := le.Check(r); err != nil {

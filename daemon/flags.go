@@ -31,6 +31,8 @@ type nodeOptions struct {
 	workers          int
 	nodeNetns        string
 	master           string
+	apiQPS           float64
+	apiBurst         int
 }
 
 // Bounds of the numeric flags. A resync under a second would read 10 000-rule nat tables back
@@ -55,6 +57,10 @@ func parseNodeFlags(args []string, getenv func(string) string) (*nodeOptions, er
 	fs.IntVar(&o.workers, "workers", 2, "gateways converged in parallel")
 	fs.StringVar(&o.nodeNetns, "node-netns", "", "netns of the node side (tests and benchmarks); empty for this process's (hostNetwork)")
 	fs.StringVar(&o.master, "master", "", "this node's NIC for net1, overriding the desired state's; must match the CNI plugin's master")
+	// client-go's default (5 QPS, burst 10) would space the applied patches of a node's first
+	// start with many gateways 200 ms apart; steady state is a patch per rule change.
+	fs.Float64Var(&o.apiQPS, "kube-api-qps", 20, "API requests per second (patches, events) sustained")
+	fs.IntVar(&o.apiBurst, "kube-api-burst", 50, "API requests in a burst")
 	klog.InitFlags(fs)
 	if err := fs.Parse(args); err != nil {
 		return nil, err
@@ -94,6 +100,12 @@ func (o *nodeOptions) validate() error {
 	}
 	if err := checkListenAddr(o.metricsAddr); err != nil {
 		return fmt.Errorf("--metrics-addr: %q: %w", o.metricsAddr, err)
+	}
+	if o.apiQPS <= 0 || o.apiQPS > 1000 {
+		return fmt.Errorf("--kube-api-qps: %v is not in (0, 1000]", o.apiQPS)
+	}
+	if o.apiBurst < 1 || o.apiBurst > 10000 {
+		return fmt.Errorf("--kube-api-burst: %d is not between 1 and 10000", o.apiBurst)
 	}
 	if o.nodeNetns != "" {
 		if _, err := os.Stat(o.nodeNetns); err != nil {

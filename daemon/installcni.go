@@ -58,7 +58,7 @@ func parseInstallFlags(args []string) (*cniinstall.Options, error) {
 	o := &cniinstall.Options{}
 	var ns string
 	fs := flag.NewFlagSet("install-cni", flag.ContinueOnError)
-	fs.StringVar(&o.PluginSource, "plugin", "/usr/local/bin/vpcnat", "the vpcnat plugin binary to install")
+	fs.StringVar(&o.PluginSource, "plugin", "/opt/vpcnat/bin/vpcnat", "the vpcnat plugin binary to install (its place in the daemon image)")
 	fs.StringVar(&o.BinDir, "cni-bin-dir", "/host/opt/cni/bin", "the node's CNI bin directory")
 	fs.StringVar(&o.ConfDir, "cni-conf-dir", "/host/etc/cni/net.d", "the node's CNI configuration directory")
 	fs.StringVar(&ns, "gateway-namespace", plan.GatewayNamespace, "the only namespace whose pods can be gateways")

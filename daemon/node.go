@@ -55,6 +55,7 @@ func serveNode(ctx context.Context, o *nodeOptions) error {
 		return fmt.Errorf("loading the client configuration: %w", err)
 	}
 	cfg.UserAgent = "vpcnat-daemon/" + o.nodeName
+	cfg.QPS, cfg.Burst = float32(o.apiQPS), o.apiBurst
 	// Pods travel as protobuf: cheaper to decode than JSON, for the informer and patches alike.
 	podCfg := rest.CopyConfig(cfg)
 	podCfg.ContentType = "application/vnd.kubernetes.protobuf"

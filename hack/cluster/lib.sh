@@ -50,7 +50,8 @@ host_sysctls=(net.ipv4.ip_forward vm.overcommit_memory vm.panic_on_oom kernel.pa
 # Host directories that containerd, the kubelet or libcni create on their own and that no flag
 # moves. start.sh notes which already exist; stop.sh removes the others once they are empty of
 # anything but directories (and our symlinks in /var/log/containers).
-host_dirs=(/run/containerd /var/lib/cni /var/log/containers /var/log/pods /opt/containerd /var/lib/containerd /var/lib/kubelet /etc/cni)
+host_dirs=(/run/containerd /var/lib/cni /var/log/containers /var/log/pods /opt/containerd /var/lib/containerd /var/lib/kubelet /etc/cni
+  /run/vpcnat) # the vpcnat plugin's attachment records (its default stateDir)
 
 kubebin() { # prints the Kubernetes bin directory (built once, cached; waits for a build in progress)
   VPCNAT_CACHE="$cache" KUBE_VERSION="$kube_version" "$repo/hack/build-kube.sh"
@@ -69,9 +70,18 @@ now() { awk -v a="$T0" -v b="$EPOCHREALTIME" 'BEGIN { printf "%.2f", b - a }'; }
 # non-interactive shell is not a process-group leader, so setsid execs in place and $! is the
 # daemon's own PID.
 start_proc() {
-  local name="$1" bin="$2"; shift 2
+  local name="$1" bin="$2" pid i; shift 2
   setsid "$bin" "$@" >"$LOGS/$name.log" 2>&1 </dev/null &
-  echo "$! $bin" >"$PIDS/$name.pid"
+  pid=$!
+  echo "$pid $bin" >"$PIDS/$name.pid"
+  # Until setsid has exec'd, the PID is setsid's; pid_of would take the daemon for dead.
+  for ((i = 0; i < 500; i++)); do
+    [ "$(readlink "/proc/$pid/exe" 2>/dev/null)" = "$(readlink -f "$bin")" ] && return 0
+    kill -0 "$pid" 2>/dev/null || break
+    sleep 0.01
+  done
+  log "$name ($bin) did not start; see $LOGS/$name.log"
+  return 1
 }
 
 # pid_of NAME: the recorded PID, if that process is still the binary we started (a PID reused
@@ -85,28 +95,40 @@ pid_of() {
   echo "$pid"
 }
 
+# alive PID: the process exists and has not exited. Our daemons' parent is init (start.sh is
+# gone), which may take a while to reap them: a zombie counts as exited.
+alive() {
+  local stat
+  stat="$(cat "/proc/$1/stat" 2>/dev/null)" || return 1
+  stat="${stat##*) }"
+  [ "${stat%% *}" != Z ]
+}
+
 # stop_pid PID [GRACE_SECONDS]: SIGTERM, then SIGKILL if it is still there after GRACE.
 stop_pid() {
   local pid="$1" grace="${2:-10}" i
   kill -TERM "$pid" 2>/dev/null || return 0
   for ((i = 0; i < grace * 20; i++)); do
-    kill -0 "$pid" 2>/dev/null || return 0
+    alive "$pid" || return 0
     sleep 0.05
   done
   log "pid $pid did not exit ${grace}s after SIGTERM; SIGKILL"
   kill -KILL "$pid" 2>/dev/null || true
-  for ((i = 0; i < 100; i++)); do kill -0 "$pid" 2>/dev/null || return 0; sleep 0.05; done
+  for ((i = 0; i < 100; i++)); do alive "$pid" || return 0; sleep 0.05; done
   log "pid $pid survived SIGKILL (stuck in the kernel?)"
   return 1
 }
 
 # stop_proc NAME [GRACE]: stop a process start_proc started, by its recorded PID.
 stop_proc() {
-  local pid
-  if pid="$(pid_of "$1")"; then stop_pid "$pid" "${2:-10}"; fi
+  local pid t=$EPOCHREALTIME
+  if pid="$(pid_of "$1")"; then
+    stop_pid "$pid" "${2:-10}"
+    log "$1 stopped in $(awk -v a="$t" -v b="$EPOCHREALTIME" 'BEGIN { printf "%.2f", b - a }')s"
+  fi
   rm -f "$PIDS/$1.pid"
 }
 
 kubectl_() { "$(kubebin)/kubectl" --kubeconfig "$CONF/admin.kubeconfig" "$@"; }
-crictl_() { "$crictl_bin" --runtime-endpoint "unix://$CSOCK" --timeout 30s "$@"; }
+crictl_() { "$crictl_bin" --config "$CONF/crictl.yaml" "$@"; }
 ctr_() { ctr --address "$CSOCK" --namespace k8s.io "$@"; }

@@ -143,7 +143,9 @@ func New(kube kubernetes.Interface, ovn *kubeovn.Client, opts Options) (*Control
 		c.synced = append(c.synced, reg.HasSynced)
 	}
 
-	c.broadcaster = record.NewBroadcaster()
+	// The default spam filter lets an object emit 25 Events and then one per 5 minutes: too few
+	// for a gateway whose rules are edited often, each edit being a Pending/Applied transition.
+	c.broadcaster = record.NewBroadcaster(record.WithCorrelatorOptions(record.CorrelatorOptions{BurstSize: 100, QPS: 1.0 / 10}))
 	c.recorder = c.broadcaster.NewRecorder(kubeovn.Scheme, corev1.EventSource{Component: "vpcnat-controller"})
 	return c, nil
 }

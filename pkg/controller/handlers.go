@@ -2,10 +2,14 @@ package controller
 
 import (
 	"net/netip"
+	"strings"
+
+	appsv1 "k8s.io/api/apps/v1"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/tools/cache"
 
+	"github.com/vpcnat/vpcnat/pkg/annotations"
 	v1 "github.com/vpcnat/vpcnat/pkg/apis/kubeovn/v1"
 	"github.com/vpcnat/vpcnat/pkg/plan"
 )
@@ -147,10 +151,41 @@ func (c *Controller) gatewayHandler() cache.ResourceEventHandler {
 			if specChanged(oldObj, newObj) {
 				each(oldObj)
 				each(newObj)
+				return
+			}
+			// A status update that changes the EIPs in force can end a conflict another gateway
+			// was refused for (conflicts ranks claims in force first).
+			o, okO := oldObj.(*v1.VpcNatGateway)
+			n, okN := newObj.(*v1.VpcNatGateway)
+			if okO && okN {
+				for _, addr := range changedEIPsInForce(o, n) {
+					c.enqueueIndexed(indexEIP, addr)
+				}
 			}
 		},
 		DeleteFunc: each,
 	}
+}
+
+// changedEIPsInForce lists the addresses in force on exactly one of old and new.
+func changedEIPsInForce(o, n *v1.VpcNatGateway) []string {
+	count := map[string]int{}
+	for _, g := range []*v1.VpcNatGateway{o, n} {
+		seen := map[string]bool{}
+		for _, r := range g.Status.Rules {
+			if r.Kind == KindEIP && !seen[r.Key] {
+				seen[r.Key] = true
+				count[eipKey(r.Key)]++
+			}
+		}
+	}
+	var out []string
+	for addr, k := range count {
+		if k == 1 {
+			out = append(out, addr)
+		}
+	}
+	return out
 }
 
 func (c *Controller) vpcHandler() cache.ResourceEventHandler {
@@ -212,18 +247,32 @@ func (c *Controller) configMapHandler() cache.ResourceEventHandler {
 }
 
 // childHandler maps a gateway Deployment or Pod to its gateway by the gateway label; sync
-// checks ownership before touching anything.
+// checks ownership before touching anything. A Deployment also holds its gateway's lanIp claim
+// in force, so its changes concern the gateways claiming the same address.
 func (c *Controller) childHandler() cache.ResourceEventHandler {
 	each := func(obj any) {
-		if m := object(obj); m != nil {
-			if name := m.GetLabels()[plan.LabelGateway]; name != "" {
-				c.enqueueGateway(name)
+		m := object(obj)
+		if m == nil {
+			return
+		}
+		if name := m.GetLabels()[plan.LabelGateway]; name != "" {
+			c.enqueueGateway(name)
+		}
+		if d, ok := m.(*appsv1.Deployment); ok {
+			a := d.Spec.Template.Annotations
+			sw, _, _ := strings.Cut(a[annotations.LogicalSwitchKey], ",")
+			ip, _, _ := strings.Cut(a[annotations.IPAddressKey], ",")
+			if sw != "" && ip != "" {
+				c.enqueueIndexed(indexLan, sw+"/"+ip)
 			}
 		}
 	}
 	return cache.ResourceEventHandlerFuncs{
-		AddFunc:    func(obj any) { each(obj) },
-		UpdateFunc: func(_, n any) { each(n) },
+		AddFunc: func(obj any) { each(obj) },
+		UpdateFunc: func(o, n any) {
+			each(o)
+			each(n)
+		},
 		DeleteFunc: each,
 	}
 }

@@ -3,9 +3,11 @@ package controller
 import (
 	"encoding/json"
 	"fmt"
+	"strings"
 
 	appsv1 "k8s.io/api/apps/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/validation"
 	"k8s.io/apimachinery/pkg/util/validation/field"
@@ -120,19 +122,24 @@ func (c *Controller) subnetsFor(gw *v1.VpcNatGateway) []*v1.Subnet {
 }
 
 // conflicts are the cluster-wide checks no single gateway's objects can answer: an EIP, or a
-// lanIp in the same subnet, that another gateway claims too. The older claim wins (creation
-// time, then name), as with Gateway API's route conflicts: a new gateway can never take an
-// address from one that already runs with it.
+// lanIp in the same subnet, that another gateway claims too. A claim in force (on a running
+// gateway) beats a new one, so that a newcomer can never take an address from a gateway that
+// already serves it; between two claims both in force or both new, the older gateway wins
+// (creation time, then name), as with Gateway API's route conflicts.
 func (c *Controller) conflicts(gw *v1.VpcNatGateway) field.ErrorList {
 	var errs field.ErrorList
 	for i, e := range gw.Spec.Eips {
-		if o := c.olderClaim(gw, indexEIP, eipKey(e.EipCIDR)); o != "" {
+		addr := eipKey(e.EipCIDR)
+		holds := func(g *v1.VpcNatGateway) bool { return eipInForce(g, addr) }
+		if o := c.winningClaim(gw, indexEIP, addr, holds); o != "" {
 			errs = append(errs, field.Invalid(field.NewPath("spec", "eips").Index(i).Child("eipCIDR"), e.EipCIDR,
-				fmt.Sprintf("EIP %s is already claimed by VpcNatGateway %s", eipKey(e.EipCIDR), o)))
+				fmt.Sprintf("EIP %s is already claimed by VpcNatGateway %s", addr, o)))
 		}
 	}
 	if gw.Spec.LanIP != "" {
-		if o := c.olderClaim(gw, indexLan, lanKey(gw)); o != "" {
+		key := lanKey(gw)
+		holds := func(g *v1.VpcNatGateway) bool { return c.lanInForce(g, key) }
+		if o := c.winningClaim(gw, indexLan, key, holds); o != "" {
 			errs = append(errs, field.Invalid(field.NewPath("spec", "lanIp"), gw.Spec.LanIP,
 				fmt.Sprintf("VpcNatGateway %s already has this address in subnet %s", o, gw.Spec.Subnet)))
 		}
@@ -140,20 +147,48 @@ func (c *Controller) conflicts(gw *v1.VpcNatGateway) field.ErrorList {
 	return errs
 }
 
-// olderClaim names a gateway other than gw, older than gw, whose index holds value.
-func (c *Controller) olderClaim(gw *v1.VpcNatGateway, index, value string) string {
+// winningClaim names a gateway other than gw whose claim on value (in index) beats gw's.
+func (c *Controller) winningClaim(gw *v1.VpcNatGateway, index, value string, inForce func(*v1.VpcNatGateway) bool) string {
 	objs, _ := c.gwIndexer.ByIndex(index, value)
+	mine := inForce(gw)
 	best := ""
 	for _, o := range objs {
 		other, ok := o.(*v1.VpcNatGateway)
-		if !ok || other.Name == gw.Name || other.DeletionTimestamp != nil || !older(other, gw) {
+		if !ok || other.Name == gw.Name || other.DeletionTimestamp != nil {
 			continue
 		}
-		if best == "" || other.Name < best {
-			best = other.Name
+		theirs := inForce(other)
+		if (theirs && !mine) || (theirs == mine && older(other, gw)) {
+			if best == "" || other.Name < best {
+				best = other.Name
+			}
 		}
 	}
 	return best
+}
+
+// eipInForce: the gateway's status (written after each projection) lists the EIP among the
+// rules of the state in force on its pod.
+func eipInForce(g *v1.VpcNatGateway, addr string) bool {
+	for _, r := range g.Status.Rules {
+		if r.Kind == KindEIP && eipKey(r.Key) == addr {
+			return true
+		}
+	}
+	return false
+}
+
+// lanInForce: the gateway's Deployment, which it controls, was made for this subnet/lanIp (the
+// seed's annotations list spec.subnet and lanIp first).
+func (c *Controller) lanInForce(g *v1.VpcNatGateway, key string) bool {
+	d, err := c.deployments.Get(plan.DeploymentName(g.Name))
+	if err != nil || !metav1.IsControlledBy(d, g) {
+		return false
+	}
+	a := d.Spec.Template.Annotations
+	sw, _, _ := strings.Cut(a[annotations.LogicalSwitchKey], ",")
+	ip, _, _ := strings.Cut(a[annotations.IPAddressKey], ",")
+	return sw+"/"+ip == key
 }
 
 func older(a, b *v1.VpcNatGateway) bool {

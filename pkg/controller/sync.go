@@ -83,6 +83,17 @@ func (c *Controller) ensureDeployment(ctx context.Context, gw *v1.VpcNatGateway,
 	cur, err := c.deployments.Get(name)
 	if apierrors.IsNotFound(err) {
 		_, err := c.kube.AppsV1().Deployments(ns).Create(ctx, want, metav1.CreateOptions{})
+		if apierrors.IsAlreadyExists(err) {
+			// Not in the cache: either the cache lags, or the Deployment lacks the gateway label
+			// (someone else's, which the label-selected informer never sees). Ask the server.
+			if cur, err = c.kube.AppsV1().Deployments(ns).Get(ctx, name, metav1.GetOptions{}); err != nil {
+				return nil, fmt.Errorf("reading Deployment %s/%s: %w", ns, name, err)
+			}
+			if !metav1.IsControlledBy(cur, gw) {
+				return conflict(gw, cur), nil
+			}
+			return nil, fmt.Errorf("Deployment %s/%s exists but is not in the cache yet", ns, name)
+		}
 		if apierrors.IsInvalid(err) {
 			return &problem{ReasonInvalidSpec, "the API server refuses the gateway Deployment: " + err.Error()}, nil
 		}
@@ -97,8 +108,7 @@ func (c *Controller) ensureDeployment(ctx context.Context, gw *v1.VpcNatGateway,
 		return nil, fmt.Errorf("reading Deployment %s/%s: %w", ns, name, err)
 	}
 	if !metav1.IsControlledBy(cur, gw) {
-		return &problem{ReasonDeploymentConflict, fmt.Sprintf(
-			"Deployment %s/%s exists and is not controlled by this VpcNatGateway (uid %s): delete it or rename the gateway", ns, name, gw.UID)}, nil
+		return conflict(gw, cur), nil
 	}
 	if cur.DeletionTimestamp != nil || deploymentUpToDate(cur, want) {
 		return nil, nil
@@ -117,6 +127,11 @@ func (c *Controller) ensureDeployment(ctx context.Context, gw *v1.VpcNatGateway,
 		c.recorder.Eventf(gw, corev1.EventTypeNormal, "DeploymentUpdated", "Deployment %s/%s: the pod's identity (NIC plan, scheduling or resources) changed; the gateway pod is recreated", ns, name)
 	}
 	return nil, nil
+}
+
+func conflict(gw *v1.VpcNatGateway, d *appsv1.Deployment) *problem {
+	return &problem{ReasonDeploymentConflict, fmt.Sprintf(
+		"Deployment %s/%s exists and is not controlled by this VpcNatGateway (uid %s): delete it or rename the gateway", d.Namespace, d.Name, gw.UID)}
 }
 
 // livePods are the gateway's pods that are not going away, newest first. A pod counts only when
@@ -171,8 +186,10 @@ func (c *Controller) projectToPods(ctx context.Context, gw *v1.VpcNatGateway, pr
 			return nil, fmt.Errorf("patching pod %s/%s: %w", p.Namespace, p.Name, err)
 		}
 		c.metrics.patches.Inc()
-		c.recorder.Eventf(gw, corev1.EventTypeNormal, "DesiredUpdated", "Pod %s: desired state of generation %d (%d rules)",
-			p.Name, proj.desired.Generation, len(RuleKeys(proj.desired)))
+		// Logged, not an Event: edits can be frequent, and Events of one object share a spam
+		// budget that the condition transitions must not lose to them.
+		klog.FromContext(ctx).V(2).Info("Projected the desired state", "gateway", gw.Name, "pod", p.Name,
+			"generation", proj.desired.Generation, "bytes", len(proj.value))
 	}
 	return nil, nil
 }

@@ -124,7 +124,7 @@ func desiredValue(gw string, gen int64) string {
 		External: annotations.ExternalNIC{IfName: "net1", Master: "eth1", Mode: "bridge", MAC: "02:00:00:00:00:01"},
 		Subnets: []annotations.SubnetNIC{{Subnet: "sn", IfName: "eth0", CIDR: "10.0.1.0/24", IP: "10.0.1.254",
 			Attachment: annotations.Attachment{Type: annotations.AttachPrimary}}},
-		EIPs: []annotations.EIP{{EipCIDR: "192.168.0.111/24", Gateway: "192.168.0.254"}},
+		EIPs:  []annotations.EIP{{EipCIDR: "192.168.0.111/24", Gateway: "192.168.0.254"}},
 		SNATs: []annotations.SNAT{{EIP: "192.168.0.111", InternalCIDR: "10.0.1.0/24"}},
 	}
 	v, err := annotations.EncodeDesired(d)

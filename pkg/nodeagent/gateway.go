@@ -37,6 +37,12 @@ type gateway struct {
 	// lastFull is when the nat table was last read back (full converge); the next full
 	// converge is due a resync period later.
 	lastFull time.Time
+	// parsed is the desired annotation of hash parsedHash, decoded and validated (or why it is
+	// not valid): decoding 10 000 rules takes tens of milliseconds, and every update of the pod
+	// (the daemon's own patches included) and every resync would otherwise pay it again.
+	parsedHash string
+	parsed     *annotations.Desired
+	parseErr   error
 	// reported is the applied document last patched, computed from pod revision
 	// reportedFrom (see reportApplied).
 	reported     *annotations.Applied
@@ -57,6 +63,23 @@ func (g *gateway) attach(rec *state.Record, newConverger func(string) Converger)
 	g.conv, g.containerID, g.netns = newConverger(rec.Netns), rec.ContainerID, rec.Netns
 	g.hash, g.lastFull = "", time.Time{}
 	return true
+}
+
+// desired returns the desired state of the annotation value of the given hash, parsing it only
+// when it changed; fresh says it was parsed now.
+func (g *gateway) desired(raw, hash string, parse func(raw, gateway string) (*annotations.Desired, error)) (d *annotations.Desired, err error, fresh bool) {
+	if g.parsedHash != hash {
+		g.parsed, g.parseErr = parse(raw, g.name)
+		g.parsedHash, fresh = hash, true
+	}
+	return g.parsed, g.parseErr, fresh
+}
+
+// detach forgets the sandbox: it is gone (its record was removed), so whatever comes next is a
+// new one.
+func (g *gateway) detach() {
+	g.close()
+	g.containerID, g.netns, g.hash, g.lastFull = "", "", "", time.Time{}
 }
 
 func (g *gateway) close() {

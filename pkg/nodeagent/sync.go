@@ -61,13 +61,13 @@ func (a *Agent) sync(ctx context.Context, key string) (time.Duration, error) {
 	g := a.lookup(key, gwName, pod.UID)
 	hash := desiredHash(raw)
 
-	d, err := a.parseDesired(raw, gwName)
+	d, err, fresh := g.desired(raw, hash, a.parseDesired)
 	if err != nil {
-		a.metrics.syncs.WithLabelValues(resultInvalid).Inc()
-		if g.reported == nil || g.reported.Hash != hash {
+		if fresh {
+			a.metrics.syncs.WithLabelValues(resultInvalid).Inc()
 			a.recorder.Eventf(pod, corev1.EventTypeWarning, ReasonInvalidDesired, "Nothing applied: %v", err)
+			klog.ErrorS(err, "Desired state refused: nothing applied", "pod", key, "gateway", gwName)
 		}
-		klog.ErrorS(err, "Desired state refused: nothing applied", "pod", key, "gateway", gwName)
 		// Retrying cannot fix an annotation: the next one the controller writes is a new event.
 		return 0, a.reportApplied(ctx, pod, g, newApplied(generationOf(raw), hash, err, time.Now()))
 	}
@@ -76,6 +76,7 @@ func (a *Agent) sync(ctx context.Context, key string) (time.Duration, error) {
 	if errors.Is(err, fs.ErrNotExist) {
 		klog.V(2).InfoS("Gateway pod has no attachment record yet (sandbox not plumbed)", "pod", key)
 		a.metrics.syncs.WithLabelValues(resultNoRecord).Inc()
+		g.detach() // its sandbox, if it had one, is gone: the next record is a new one
 		return recordWait, nil
 	}
 	if err == nil {

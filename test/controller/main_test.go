@@ -79,11 +79,9 @@ func run(m *testing.M) int {
 }
 
 // setUp installs deploy/crds and the controller's ServiceAccount and RBAC with kubectl, as a
-// user would, and starts kube-controller-manager.
+// user would, and then starts kube-controller-manager: its garbage collector learns the kinds
+// that can own objects from discovery, which it refreshes only every 30 s.
 func setUp(ctx context.Context) error {
-	if err := env.StartControllerManager(ctx); err != nil {
-		return err
-	}
 	for _, dir := range []string{"deploy/crds", "deploy/controller/serviceaccount.yaml", "deploy/controller/rbac.yaml"} {
 		if _, err := env.Kubectl(ctx, "apply", "--server-side", "-f", filepath.Join(repoRoot, dir)); err != nil {
 			return err
@@ -91,6 +89,9 @@ func setUp(ctx context.Context) error {
 	}
 	if _, err := env.Kubectl(ctx, "wait", "--for=condition=Established", "--timeout=60s",
 		"crd/vpcnatgateways.kubeovn.io", "crd/vpcs.kubeovn.io", "crd/subnets.kubeovn.io"); err != nil {
+		return err
+	}
+	if err := env.StartControllerManager(ctx); err != nil {
 		return err
 	}
 	var err error

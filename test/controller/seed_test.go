@@ -248,4 +248,3 @@ func compareFile(t *testing.T, fresh, checkedIn, fix string) {
 		t.Errorf("%s differs from what controller-gen makes of the types: run %s", checkedIn, fix)
 	}
 }
-

@@ -41,9 +41,8 @@ type VpcNatGateway struct {
 
 // VpcNatGatewaySpec is what the user asks of one gateway.
 //
-// +kubebuilder:validation:XValidation:rule="!has(self.floatingIpRules) || self.floatingIpRules.all(r, has(self.eips) && self.eips.exists(e, e.eipCIDR.startsWith(r.eip + '/')))",message="every floatingIpRules eip must be the address of one of eips"
-// +kubebuilder:validation:XValidation:rule="!has(self.dnatRules) || self.dnatRules.all(r, has(self.eips) && self.eips.exists(e, e.eipCIDR.startsWith(r.eip + '/')))",message="every dnatRules eip must be the address of one of eips"
-// +kubebuilder:validation:XValidation:rule="!has(self.snatRules) || self.snatRules.all(r, has(self.eips) && self.eips.exists(e, e.eipCIDR.startsWith(r.eip + '/')))",message="every snatRules eip must be the address of one of eips"
+// +kubebuilder:validation:XValidation:rule="!has(self.floatingIpRules) || (has(self.eips) && sets.contains(self.eips.map(e, e.eipCIDR.split('/')[0]), self.floatingIpRules.map(r, r.eip)))",message="every floatingIpRules eip must be the address of one of eips"
+// +kubebuilder:validation:XValidation:rule="!has(self.snatRules) || (has(self.eips) && sets.contains(self.eips.map(e, e.eipCIDR.split('/')[0]), self.snatRules.map(r, r.eip)))",message="every snatRules eip must be the address of one of eips"
 type VpcNatGatewaySpec struct {
 	// Vpc is the name of the Vpc the gateway serves.
 	// +kubebuilder:validation:MinLength=1
@@ -135,6 +134,8 @@ type DnatRule struct {
 	Eip string `json:"eip"`
 	// ExternalPort is the port on the EIP, 1-65535 (a number or a string of digits).
 	// +kubebuilder:validation:XValidation:rule="type(self) == int ? (self >= 1 && self <= 65535) : (self.matches('^[0-9]{1,5}$') && int(self) >= 1 && int(self) <= 65535)",message="must be a port number 1-65535"
+	// +kubebuilder:validation:XIntOrString
+	// +kubebuilder:validation:MaxLength=5
 	ExternalPort intstr.IntOrString `json:"externalPort"`
 	// Protocol is tcp or udp (upper case is accepted, as by Kube-OVN).
 	// +kubebuilder:validation:Enum=tcp;udp;TCP;UDP
@@ -145,6 +146,8 @@ type DnatRule struct {
 	InternalIP string `json:"internalIp"`
 	// InternalPort is the port on InternalIP, 1-65535 (a number or a string of digits).
 	// +kubebuilder:validation:XValidation:rule="type(self) == int ? (self >= 1 && self <= 65535) : (self.matches('^[0-9]{1,5}$') && int(self) >= 1 && int(self) <= 65535)",message="must be a port number 1-65535"
+	// +kubebuilder:validation:XIntOrString
+	// +kubebuilder:validation:MaxLength=5
 	InternalPort intstr.IntOrString `json:"internalPort"`
 }
 

@@ -1,0 +1,357 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/intstr"
+	"k8s.io/client-go/informers"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/tools/cache"
+
+	"github.com/vpcnat/vpcnat/pkg/annotations"
+	v1 "github.com/vpcnat/vpcnat/pkg/apis/kubeovn/v1"
+	"github.com/vpcnat/vpcnat/pkg/controller/kubeovn"
+	"github.com/vpcnat/vpcnat/pkg/plan"
+	"github.com/vpcnat/vpcnat/test/kubeenv"
+)
+
+type bench struct {
+	env        *kubeenv.Env
+	kube       kubernetes.Interface
+	ovn        *kubeovn.Client
+	rules      int
+	controller *process
+	pods       *podWatcher
+	stop       context.CancelFunc
+	dir        string
+	// metricsAddr serves the controller's /metrics and /debug/pprof (for --heap-profile).
+	metricsAddr string
+}
+
+func freeAddr() string {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "127.0.0.1:0"
+	}
+	defer l.Close()
+	return l.Addr().String()
+}
+
+// heapProfile saves the controller's heap profile (go tool pprof reads it).
+func (b *bench) heapProfile(path string) error {
+	resp, err := http.Get("http://" + b.metricsAddr + "/debug/pprof/heap")
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	_, err = io.Copy(f, resp.Body)
+	return err
+}
+
+func newBench(ctx context.Context, env *kubeenv.Env, root string, rules int) (*bench, error) {
+	kube, err := kubernetes.NewForConfig(env.Config)
+	if err != nil {
+		return nil, err
+	}
+	ovn, err := kubeovn.NewForConfig(env.Config)
+	if err != nil {
+		return nil, err
+	}
+	dir, err := os.MkdirTemp("", "vpcnat-controller-bench-")
+	if err != nil {
+		return nil, err
+	}
+	b := &bench{env: env, kube: kube, ovn: ovn, rules: rules, dir: dir, metricsAddr: freeAddr()}
+	ctx, b.stop = context.WithCancel(ctx)
+	if _, err := env.RunPods(ctx, plan.GatewayNamespace, plan.LabelGateway, "node-1"); err != nil {
+		return nil, err
+	}
+	b.pods = watchPods(ctx, kube)
+	bin := filepath.Join(dir, "vpcnat-controller")
+	build := exec.Command("go", "build", "-o", bin, "./controller")
+	build.Dir = root
+	if out, err := build.CombinedOutput(); err != nil {
+		return nil, fmt.Errorf("go build: %w\n%s", err, out)
+	}
+	b.controller, err = startProcess(bin, filepath.Join(dir, "controller.log"),
+		"--kubeconfig="+env.Kubeconfig, "--leader-elect=false", "--metrics-addr="+b.metricsAddr, "--profiling")
+	return b, err
+}
+
+func (b *bench) close() {
+	b.controller.stop()
+	b.stop()
+	_ = os.RemoveAll(b.dir)
+}
+
+// setUp creates the ConfigMap, the Vpc and its Subnet every gateway uses.
+func (b *bench) setUp(ctx context.Context) error {
+	if _, err := b.kube.CoreV1().ConfigMaps(plan.ConfigMapNamespace).Create(ctx, &corev1.ConfigMap{
+		ObjectMeta: metav1.ObjectMeta{Name: plan.ConfigMapName, Namespace: plan.ConfigMapNamespace},
+		Data:       map[string]string{plan.KeyImage: "vpcnat.local/vpcnat-gateway:dev", plan.KeyEnable: "true", plan.KeyNIC: "eth1"},
+	}, metav1.CreateOptions{}); err != nil {
+		return err
+	}
+	if _, err := b.ovn.Vpcs.Create(ctx, &v1.Vpc{ObjectMeta: metav1.ObjectMeta{Name: "bench"}}, metav1.CreateOptions{}); err != nil {
+		return err
+	}
+	_, err := b.ovn.Subnets.Create(ctx, &v1.Subnet{ObjectMeta: metav1.ObjectMeta{Name: "bench-sn"}, Spec: v1.SubnetSpec{
+		Vpc: "bench", CIDRBlock: "10.0.0.0/16", Gateway: "10.0.0.1", NatGatewayAttachment: &v1.SubnetAttachment{Bridge: "br-bench"},
+	}}, metav1.CreateOptions{})
+	return err
+}
+
+// gateway i: 2 EIPs of its own, 1 FIP, 1 SNAT and rules-4 DNATs.
+func (b *bench) gateway(i int) *v1.VpcNatGateway {
+	eip := func(k int) string { return fmt.Sprintf("100.64.%d.%d", i/100, 2*(i%100)+2+k) }
+	gw := &v1.VpcNatGateway{ObjectMeta: metav1.ObjectMeta{Name: fmt.Sprintf("g-%04d", i)}, Spec: v1.VpcNatGatewaySpec{
+		Vpc: "bench", Subnet: "bench-sn", LanIP: fmt.Sprintf("10.0.%d.%d", 1+i/200, 1+i%200),
+		Eips:            []v1.Eip{{EipCIDR: eip(0) + "/16", Gateway: "100.64.0.1"}, {EipCIDR: eip(1) + "/16", Gateway: "100.64.0.1"}},
+		FloatingIPRules: []v1.FloatingIPRule{{Eip: eip(0), InternalIP: "10.0.250.5"}},
+		SnatRules:       []v1.SnatRule{{Eip: eip(1), InternalCIDR: "10.0.0.0/16"}},
+	}}
+	for k := range b.rules - 4 {
+		gw.Spec.DnatRules = append(gw.Spec.DnatRules, v1.DnatRule{Eip: eip(1), ExternalPort: intstr.FromInt(10000 + k), Protocol: "tcp",
+			InternalIP: fmt.Sprintf("10.0.250.%d", 10+k%200), InternalPort: intstr.FromInt32(80)})
+	}
+	return gw
+}
+
+// measureCreates creates gateways one after another, each timed to its pod's annotation.
+func (b *bench) measureCreates(ctx context.Context, n int) ([]time.Duration, error) {
+	var out []time.Duration
+	for i := range n {
+		gw := b.gateway(i)
+		w := b.pods.expect(gw.Name, "")
+		start := time.Now()
+		if _, err := b.ovn.VpcNatGateways.Create(ctx, gw, metav1.CreateOptions{}); err != nil {
+			return nil, err
+		}
+		at, err := w.wait(60 * time.Second)
+		if err != nil {
+			return nil, fmt.Errorf("create %s: %w; controller log %s", gw.Name, err, b.controller.log)
+		}
+		out = append(out, at.Sub(start))
+	}
+	return out, nil
+}
+
+// measureEdits changes one DNAT port of a running gateway, timed to the new annotation.
+func (b *bench) measureEdits(ctx context.Context, name string, n int) ([]time.Duration, error) {
+	var out []time.Duration
+	for i := range n {
+		w := b.pods.expect(name, b.pods.value(name))
+		var start time.Time
+		for {
+			gw, err := b.ovn.VpcNatGateways.Get(ctx, name, metav1.GetOptions{})
+			if err != nil {
+				return nil, err
+			}
+			gw.Spec.DnatRules[0].ExternalPort = intstr.FromInt(60000 + i)
+			start = time.Now()
+			_, err = b.ovn.VpcNatGateways.Update(ctx, gw, metav1.UpdateOptions{})
+			if apierrors.IsConflict(err) {
+				continue // the controller wrote the status in between
+			}
+			if err != nil {
+				return nil, err
+			}
+			break
+		}
+		at, err := w.wait(30 * time.Second)
+		if err != nil {
+			return nil, fmt.Errorf("edit %s: %w", name, err)
+		}
+		out = append(out, at.Sub(start))
+	}
+	return out, nil
+}
+
+// fill creates gateways up to n (8 at a time) and waits until every one is projected; it
+// returns how long that took and the controller's RSS (MiB) before.
+func (b *bench) fill(ctx context.Context, n int) (time.Duration, float64, error) {
+	idle, err := b.controller.rss()
+	if err != nil {
+		return 0, 0, err
+	}
+	have := len(b.pods.snapshot())
+	start := time.Now()
+	next := make(chan int)
+	errs := make(chan error, 8)
+	var wg sync.WaitGroup
+	for range 8 {
+		wg.Go(func() {
+			for i := range next {
+				if _, err := b.ovn.VpcNatGateways.Create(ctx, b.gateway(i), metav1.CreateOptions{}); err != nil {
+					errs <- err
+					return
+				}
+			}
+		})
+	}
+	for i := have; i < n; i++ {
+		next <- i
+	}
+	close(next)
+	wg.Wait()
+	select {
+	case err := <-errs:
+		return 0, 0, err
+	default:
+	}
+	deadline := time.Now().Add(10 * time.Minute)
+	for len(b.pods.snapshot()) < n {
+		if time.Now().After(deadline) {
+			return 0, 0, fmt.Errorf("%d of %d gateways projected after 10 minutes; controller log %s", len(b.pods.snapshot()), n, b.controller.log)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	return time.Since(start), idle, nil
+}
+
+// podWatcher follows the desired annotation of every bound gateway pod.
+type podWatcher struct {
+	mu      sync.Mutex
+	last    map[string]string // gateway -> desired annotation on its bound, live pod
+	waiters map[*waiter]bool
+}
+
+type waiter struct {
+	gw, not string
+	ch      chan time.Time
+}
+
+func watchPods(ctx context.Context, kube kubernetes.Interface) *podWatcher {
+	w := &podWatcher{last: map[string]string{}, waiters: map[*waiter]bool{}}
+	f := informers.NewSharedInformerFactoryWithOptions(kube, 0, informers.WithNamespace(plan.GatewayNamespace),
+		informers.WithTweakListOptions(func(o *metav1.ListOptions) { o.LabelSelector = plan.LabelGateway }))
+	handle := func(obj any) {
+		p, ok := obj.(*corev1.Pod)
+		if !ok || p.Spec.NodeName == "" || p.DeletionTimestamp != nil {
+			return
+		}
+		v, ok := p.Annotations[annotations.DesiredKey]
+		if !ok {
+			return
+		}
+		at := time.Now()
+		gw := p.Labels[plan.LabelGateway]
+		w.mu.Lock()
+		defer w.mu.Unlock()
+		w.last[gw] = v
+		for x := range w.waiters {
+			if x.gw == gw && x.not != v {
+				x.ch <- at
+				delete(w.waiters, x)
+			}
+		}
+	}
+	_, _ = f.Core().V1().Pods().Informer().AddEventHandler(cache.ResourceEventHandlerFuncs{
+		AddFunc: handle, UpdateFunc: func(_, n any) { handle(n) },
+	})
+	f.Start(ctx.Done())
+	return w
+}
+
+// expect registers, before the change it waits for, a wait for gw's annotation to be other than
+// not ("" for the first one).
+func (w *podWatcher) expect(gw, not string) *waiter {
+	x := &waiter{gw: gw, not: not, ch: make(chan time.Time, 1)}
+	w.mu.Lock()
+	w.waiters[x] = true
+	w.mu.Unlock()
+	return x
+}
+
+func (x *waiter) wait(timeout time.Duration) (time.Time, error) {
+	select {
+	case at := <-x.ch:
+		return at, nil
+	case <-time.After(timeout):
+		return time.Time{}, fmt.Errorf("no annotation after %v", timeout)
+	}
+}
+
+func (w *podWatcher) value(gw string) string {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.last[gw]
+}
+
+func (w *podWatcher) snapshot() map[string]string {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	out := make(map[string]string, len(w.last))
+	for k, v := range w.last {
+		out[k] = v
+	}
+	return out
+}
+
+// process is the controller binary, started and stopped by its PID.
+type process struct {
+	cmd  *exec.Cmd
+	log  string
+	done chan error
+}
+
+func startProcess(bin, log string, args ...string) (*process, error) {
+	f, err := os.Create(log)
+	if err != nil {
+		return nil, err
+	}
+	p := &process{cmd: exec.Command(bin, args...), log: log, done: make(chan error, 1)}
+	p.cmd.Stdout, p.cmd.Stderr = f, f
+	p.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := p.cmd.Start(); err != nil {
+		f.Close()
+		return nil, err
+	}
+	go func() { p.done <- p.cmd.Wait(); f.Close() }()
+	return p, nil
+}
+
+func (p *process) stop() {
+	_ = p.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-p.done:
+	case <-time.After(15 * time.Second):
+		_ = p.cmd.Process.Kill()
+		<-p.done
+	}
+}
+
+// rss is the process's resident set size in MiB (VmRSS).
+func (p *process) rss() (float64, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", p.cmd.Process.Pid))
+	if err != nil {
+		return 0, err
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if f := strings.Fields(line); len(f) >= 2 && f[0] == "VmRSS:" {
+			kb, err := strconv.ParseFloat(f[1], 64)
+			return kb / 1024, err
+		}
+	}
+	return 0, fmt.Errorf("no VmRSS for pid %d", p.cmd.Process.Pid)
+}

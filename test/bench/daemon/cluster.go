@@ -1,0 +1,107 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/kubernetes"
+
+	"github.com/vpcnat/vpcnat/pkg/annotations"
+	"github.com/vpcnat/vpcnat/pkg/plan"
+)
+
+// cluster creates gateway objects as the controller and the apps controllers would (no
+// controller-manager runs): Deployment controlled by the VpcNatGateway, ReplicaSet, Pod bound to
+// the node.
+type cluster struct {
+	client   kubernetes.Interface
+	ns, node string
+}
+
+func (c *cluster) setup(ctx context.Context) error {
+	if _, err := c.client.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: c.ns}}, metav1.CreateOptions{}); err != nil {
+		return err
+	}
+	// Pod admission wants the default ServiceAccount; no controller-manager makes it here.
+	_, err := c.client.CoreV1().ServiceAccounts(c.ns).Create(ctx, &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: "default"}}, metav1.CreateOptions{})
+	return err
+}
+
+func controllerRef(apiVersion, kind, name string, uid types.UID) []metav1.OwnerReference {
+	yes := true
+	return []metav1.OwnerReference{{APIVersion: apiVersion, Kind: kind, Name: name, UID: uid, Controller: &yes}}
+}
+
+// gateway creates the objects of one gateway with the NIC plan of in and returns the pod.
+func (c *cluster) gateway(ctx context.Context, in plan.Inputs) (*corev1.Pod, error) {
+	nics, _, errs := plan.Build(in)
+	if len(errs) > 0 {
+		return nil, fmt.Errorf("gateway %s: %w", in.Gateway.Name, errs.ToAggregate())
+	}
+	templ, err := plan.TemplateAnnotations(nics, "ovn-vpc-external-network")
+	if err != nil {
+		return nil, err
+	}
+	gw := in.Gateway.Name
+	labels := map[string]string{plan.LabelGateway: gw}
+	no := false
+	tpl := corev1.PodTemplateSpec{ObjectMeta: metav1.ObjectMeta{Labels: labels, Annotations: templ},
+		Spec: corev1.PodSpec{AutomountServiceAccountToken: &no,
+			Containers: []corev1.Container{{Name: "gateway", Image: "vpcnat.local/vpcnat-gateway:dev"}}}}
+	dep, err := c.client.AppsV1().Deployments(c.ns).Create(ctx, &appsv1.Deployment{
+		ObjectMeta: metav1.ObjectMeta{Name: plan.DeploymentName(gw), Namespace: c.ns, Labels: labels,
+			OwnerReferences: controllerRef("kubeovn.io/v1", "VpcNatGateway", gw, types.UID("uid-"+gw))},
+		Spec: appsv1.DeploymentSpec{Selector: &metav1.LabelSelector{MatchLabels: labels}, Template: tpl},
+	}, metav1.CreateOptions{})
+	if err != nil {
+		return nil, err
+	}
+	rs, err := c.client.AppsV1().ReplicaSets(c.ns).Create(ctx, &appsv1.ReplicaSet{
+		ObjectMeta: metav1.ObjectMeta{Name: dep.Name + "-5f6d", Namespace: c.ns, Labels: labels,
+			OwnerReferences: controllerRef("apps/v1", "Deployment", dep.Name, dep.UID)},
+		Spec: appsv1.ReplicaSetSpec{Selector: dep.Spec.Selector, Template: tpl},
+	}, metav1.CreateOptions{})
+	if err != nil {
+		return nil, err
+	}
+	pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: rs.Name + "-b7x9q", Namespace: c.ns, Labels: labels, Annotations: templ,
+		OwnerReferences: controllerRef("apps/v1", "ReplicaSet", rs.Name, rs.UID)}, Spec: tpl.Spec}
+	pod.Spec.NodeName = c.node
+	return c.client.CoreV1().Pods(c.ns).Create(ctx, pod, metav1.CreateOptions{})
+}
+
+// desired writes the desired state of in on the pod and returns the annotation's value.
+func (c *cluster) desired(ctx context.Context, pod *corev1.Pod, in plan.Inputs) (string, error) {
+	_, d, errs := plan.Build(in)
+	if len(errs) > 0 {
+		return "", fmt.Errorf("gateway %s: %w", in.Gateway.Name, errs.ToAggregate())
+	}
+	v, err := annotations.EncodeDesired(d)
+	if err != nil {
+		return "", err
+	}
+	patch, err := json.Marshal(map[string]any{"metadata": map[string]any{"annotations": map[string]string{annotations.DesiredKey: v}}})
+	if err != nil {
+		return "", err
+	}
+	_, err = c.client.CoreV1().Pods(pod.Namespace).Patch(ctx, pod.Name, types.MergePatchType, patch, metav1.PatchOptions{})
+	return v, err
+}
+
+// applied is the pod's applied annotation (nil when none).
+func (c *cluster) applied(ctx context.Context, pod *corev1.Pod) (*annotations.Applied, error) {
+	p, err := c.client.CoreV1().Pods(pod.Namespace).Get(ctx, pod.Name, metav1.GetOptions{})
+	if err != nil {
+		return nil, err
+	}
+	s, ok := p.Annotations[annotations.AppliedKey]
+	if !ok {
+		return nil, nil
+	}
+	return annotations.ParseApplied(s)
+}

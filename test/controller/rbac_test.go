@@ -1,0 +1,79 @@
+package controller
+
+import (
+	"context"
+	"fmt"
+	"testing"
+
+	authorizationv1 "k8s.io/api/authorization/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+)
+
+// TestRBAC: deploy/controller/rbac.yaml grants the controller what it uses (every other test runs
+// the controller as this ServiceAccount, which proves it enough) and nothing more: no Secrets, no
+// exec, no pod or Deployment deletion, no writes outside the gateway namespace, no other
+// ConfigMap, no change to a gateway's spec.
+func TestRBAC(t *testing.T) {
+	type access struct {
+		verb, group, resource, sub, ns, name string
+	}
+	allowed := []access{
+		{"list", "kubeovn.io", "vpcnatgateways", "", "", ""},
+		{"watch", "kubeovn.io", "subnets", "", "", ""},
+		{"update", "kubeovn.io", "vpcnatgateways", "status", "", "ngw"},
+		{"update", "kubeovn.io", "vpcs", "status", "", "test-vpc-1"},
+		{"create", "apps", "deployments", "", "kube-system", ""},
+		{"update", "apps", "deployments", "", "kube-system", "vpc-nat-gw-ngw"},
+		{"patch", "", "pods", "", "kube-system", "vpc-nat-gw-ngw-1"},
+		{"watch", "", "configmaps", "", "kube-system", "ovn-vpc-nat-gw-config"},
+		{"create", "", "events", "", "default", ""},
+		{"update", "coordination.k8s.io", "leases", "", "kube-system", "vpcnat-controller"},
+	}
+	denied := []access{
+		{"get", "", "secrets", "", "kube-system", "anything"},
+		{"list", "", "secrets", "", "", ""},
+		{"create", "", "pods", "exec", "kube-system", "vpc-nat-gw-ngw-1"},
+		{"create", "", "pods", "", "kube-system", ""},
+		{"delete", "", "pods", "", "kube-system", "vpc-nat-gw-ngw-1"},
+		{"patch", "", "pods", "", "default", "app"},
+		{"update", "", "pods", "status", "kube-system", "vpc-nat-gw-ngw-1"},
+		{"delete", "apps", "deployments", "", "kube-system", "vpc-nat-gw-ngw"},
+		{"create", "apps", "deployments", "", "default", ""},
+		{"list", "", "configmaps", "", "kube-system", ""},
+		{"get", "", "configmaps", "", "kube-system", "kube-proxy"},
+		{"update", "", "configmaps", "", "kube-system", "ovn-vpc-nat-gw-config"},
+		{"update", "kubeovn.io", "vpcnatgateways", "", "", "ngw"},
+		{"delete", "kubeovn.io", "vpcnatgateways", "", "", "ngw"},
+		{"create", "kubeovn.io", "subnets", "", "", ""},
+		{"update", "coordination.k8s.io", "leases", "", "kube-system", "kube-controller-manager"},
+		{"create", "", "serviceaccounts", "token", "kube-system", "vpcnat-controller"},
+	}
+	check := func(a access) (bool, error) {
+		r, err := admin.kube.AuthorizationV1().SubjectAccessReviews().Create(context.Background(), &authorizationv1.SubjectAccessReview{
+			Spec: authorizationv1.SubjectAccessReviewSpec{
+				User:   serviceAccount,
+				Groups: []string{"system:serviceaccounts", "system:serviceaccounts:kube-system", "system:authenticated"},
+				ResourceAttributes: &authorizationv1.ResourceAttributes{Verb: a.verb, Group: a.group, Resource: a.resource,
+					Subresource: a.sub, Namespace: a.ns, Name: a.name},
+			},
+		}, metav1.CreateOptions{})
+		if err != nil {
+			return false, err
+		}
+		return r.Status.Allowed, nil
+	}
+	for _, a := range allowed {
+		t.Run(fmt.Sprintf("may %s %s/%s %s/%s", a.verb, a.resource, a.sub, a.ns, a.name), func(t *testing.T) {
+			if ok, err := check(a); err != nil || !ok {
+				t.Errorf("denied (%v)", err)
+			}
+		})
+	}
+	for _, a := range denied {
+		t.Run(fmt.Sprintf("may not %s %s/%s %s/%s", a.verb, a.resource, a.sub, a.ns, a.name), func(t *testing.T) {
+			if ok, err := check(a); err != nil || ok {
+				t.Errorf("allowed (%v)", err)
+			}
+		})
+	}
+}

@@ -1,0 +1,216 @@
+package daemon
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/containernetworking/cni/libcni"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/vpcnat/vpcnat/pkg/annotations"
+	v1 "github.com/vpcnat/vpcnat/pkg/apis/kubeovn/v1"
+	"github.com/vpcnat/vpcnat/pkg/plan"
+	"github.com/vpcnat/vpcnat/test/cnichain"
+	"github.com/vpcnat/vpcnat/test/topo"
+)
+
+const timeout = 2 * time.Second
+
+const (
+	eip111 = "192.168.0.111" // seed: FIP -> 10.0.1.5
+	eip112 = "192.168.0.112" // seed: DNAT :8888/tcp -> 10.0.1.10:80, SNAT 10.0.1.0/24
+	eip113 = "192.168.0.113" // ngw2's
+	eip114 = "192.168.0.114"
+)
+
+func hashOf(s string) string {
+	sum := sha256.Sum256([]byte(s))
+	return hex.EncodeToString(sum[:])
+}
+
+// node is the simulated node: the seed topology, the CNI chain of the node (bridge +
+// host-local, then vpcnat for the test's gateway namespace) and its records directory.
+type node struct {
+	t     *testing.T
+	topo  *topo.Topology
+	chain *cnichain.Chain
+	list  *libcni.NetworkConfigList
+}
+
+func newNode(t *testing.T, c *cluster, tp *topo.Topology) *node {
+	t.Helper()
+	chain := cnichain.New(tp, cniPaths, t.TempDir())
+	list, err := chain.ConfList("1.1.0", true, `"gatewayNamespaces": ["`+c.ns+`"]`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &node{t: t, topo: tp, chain: chain, list: list}
+}
+
+func newTopology(t *testing.T) *topo.Topology {
+	t.Helper()
+	tp, err := topo.NewSeed(topo.NewPrefix())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := tp.Close(); err != nil {
+			t.Error(err)
+		}
+	})
+	return tp
+}
+
+// sandbox creates the pod's sandbox in role's netns through the CNI chain, as containerd
+// would, with the pod template's annotations; the vpcnat plugin writes the attachment record.
+// Cleanup runs DEL.
+func (n *node) sandbox(pod *corev1.Pod, role, containerID string) cnichain.Pod {
+	n.t.Helper()
+	p := cnichain.Pod{Role: role, Namespace: pod.Namespace, Name: pod.Name, UID: string(pod.UID),
+		ContainerID: containerID, Annotations: pod.Annotations}
+	if _, err := n.chain.Add(n.list, p); err != nil {
+		n.t.Fatalf("CNI ADD for %s: %v", pod.Name, err)
+	}
+	n.t.Cleanup(func() { _ = n.chain.Del(n.list, p) })
+	return p
+}
+
+// seedInputs are examples/seed.yaml with the node's NIC, at a generation.
+func seedInputs(t *testing.T, gen int64) plan.Inputs {
+	t.Helper()
+	in, err := plan.LoadFile(filepath.Join(repoRoot, "examples", "seed.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	in.Config.NIC = "eth1"
+	in.Gateway.Generation = gen
+	return in
+}
+
+// ngw2Inputs is a second gateway, in its own Vpc with subnet sn2 (10.0.2.0/24 on br-sn2):
+// SNAT of the subnet to 192.168.0.113.
+func ngw2Inputs(t *testing.T, gen int64) plan.Inputs {
+	t.Helper()
+	in := seedInputs(t, gen)
+	in.Gateway = &v1.VpcNatGateway{ObjectMeta: metav1.ObjectMeta{Name: "ngw2", Generation: gen},
+		Spec: v1.VpcNatGatewaySpec{Vpc: "vpc2", Subnet: "sn2", LanIP: "10.0.2.254",
+			Eips:      []v1.Eip{{EipCIDR: eip113 + "/24", Gateway: topo.RouterIP}},
+			SnatRules: []v1.SnatRule{{Eip: eip113, InternalCIDR: "10.0.2.0/24"}}}}
+	in.Vpc = &v1.Vpc{ObjectMeta: metav1.ObjectMeta{Name: "vpc2"}}
+	in.Subnets = []*v1.Subnet{{ObjectMeta: metav1.ObjectMeta{Name: "sn2"},
+		Spec: v1.SubnetSpec{Vpc: "vpc2", CIDRBlock: "10.0.2.0/24", Gateway: "10.0.2.1",
+			NatGatewayAttachment: &v1.SubnetAttachment{Bridge: "br-sn2"}}}}
+	return in
+}
+
+// build is plan.Build's NIC plan as template annotations, and the desired state.
+func build(t *testing.T, in plan.Inputs) (map[string]string, *annotations.Desired) {
+	t.Helper()
+	nics, d, errs := plan.Build(in)
+	if len(errs) > 0 {
+		t.Fatalf("spec invalid: %v", errs.ToAggregate())
+	}
+	templ, err := plan.TemplateAnnotations(nics, "ovn-vpc-external-network")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return templ, d
+}
+
+// exec runs a command in a role's netns.
+func (n *node) exec(role string, argv ...string) string {
+	n.t.Helper()
+	out, err := n.topo.Exec(role, argv...)
+	if err != nil {
+		n.t.Fatal(err)
+	}
+	return out
+}
+
+// dump is a gateway netns's kernel state as text: links, IPv4 addresses, ip rules and routes
+// (the daemon manages IPv4 only; IPv6 link-local addresses change state on their own as DAD
+// completes), the nat table (without counters and timestamps) and forwarding.
+func (n *node) dump(role string) string {
+	n.t.Helper()
+	var b strings.Builder
+	for _, argv := range [][]string{
+		{"ip", "-o", "link", "show"},
+		{"ip", "-o", "-4", "addr", "show"},
+		{"ip", "-4", "rule", "show"},
+		{"ip", "-4", "route", "show", "table", "all"},
+		{"iptables-save", "-t", "nat"},
+		{"sysctl", "net.ipv4.ip_forward"},
+	} {
+		lines := strings.Split(n.exec(role, argv...), "\n")
+		if len(argv) > 2 && argv[2] == "rule" {
+			slices.Sort(lines) // rules of one priority list in insertion order: no meaning
+		}
+		for _, l := range lines {
+			if strings.HasPrefix(l, "#") {
+				continue
+			}
+			if strings.HasPrefix(l, ":") {
+				if i := strings.LastIndex(l, " ["); i > 0 {
+					l = l[:i]
+				}
+			}
+			b.WriteString(l + "\n")
+		}
+	}
+	return b.String()
+}
+
+// nat is the gateway's nat table.
+func (n *node) nat(role string) string { return n.exec(role, "iptables-save", "-t", "nat") }
+
+// eventually polls cond until it holds or the timeout passes.
+func eventually(t *testing.T, what string, d time.Duration, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: not within %v", what, d)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// listen starts a receiver for the test's lifetime.
+func (n *node) listen(role, proto, addr string) {
+	n.t.Helper()
+	s, err := n.topo.Listen(role, proto, addr)
+	if err != nil {
+		n.t.Fatal(err)
+	}
+	n.t.Cleanup(s.Close)
+}
+
+// expect sends one request and checks the source the receiver saw and the receiver's address.
+func (n *node) expect(from, proto, to, wantSeen, wantLocal string) {
+	n.t.Helper()
+	r, err := n.topo.Request(from, proto, to, timeout)
+	if err != nil {
+		n.t.Errorf("%s -> %s/%s: %v", from, to, proto, err)
+		return
+	}
+	if wantLocal == "" {
+		wantLocal = to
+	}
+	if r.SeenIP() != wantSeen || r.Local != wantLocal {
+		n.t.Errorf("%s -> %s/%s: receiver %s saw %s, want receiver %s seeing %s", from, to, proto, r.Local, r.SeenIP(), wantLocal, wantSeen)
+	}
+}
+
+// expectNoAnswer checks a request gets no answer.
+func (n *node) expectNoAnswer(from, proto, to string) {
+	n.t.Helper()
+	if r, err := n.topo.Request(from, proto, to, 500*time.Millisecond); err == nil {
+		n.t.Errorf("%s -> %s/%s: answered by %s (saw %s), want no answer", from, to, proto, r.Local, r.SeenIP())
+	}
+}
