@@ -1,6 +1,8 @@
 package annotations
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
 )
@@ -205,4 +207,17 @@ func ParseApplied(s string) (*Applied, error) {
 		return nil, err
 	}
 	return &a, nil
+}
+
+// DesiredHash is what Applied.Hash carries for d: the hex SHA-256 of its canonical JSON (the same
+// bytes whether the annotation was written plain or in the compressed envelope). The controller
+// computes it of what it wrote and the daemon of what it applied, so a report is matched to the
+// write it is about.
+func DesiredHash(d *Desired) (string, error) {
+	b, err := json.Marshal(d)
+	if err != nil {
+		return "", fmt.Errorf("hashing desired state: %w", err)
+	}
+	sum := sha256.Sum256(b)
+	return hex.EncodeToString(sum[:]), nil
 }

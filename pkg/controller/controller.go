@@ -89,7 +89,7 @@ func New(kube kubernetes.Interface, ovn *kubeovn.Client, opts Options) (*Control
 	strip := informers.WithTransform(kubeovn.StripManagedFields)
 	// Only the gateway namespace's objects carrying the gateway label, and only the one
 	// ConfigMap: the caches hold what the controller owns, and RBAC can be that narrow too.
-	gwFactory := informers.NewSharedInformerFactoryWithOptions(kube, opts.Resync, strip,
+	gwFactory := informers.NewSharedInformerFactoryWithOptions(kube, opts.Resync,
 		informers.WithNamespace(opts.GatewayNamespace),
 		informers.WithTweakListOptions(func(o *metav1.ListOptions) { o.LabelSelector = plan.LabelGateway }))
 	cmFactory := informers.NewSharedInformerFactoryWithOptions(kube, opts.Resync, strip,
@@ -120,6 +120,12 @@ func New(kube kubernetes.Interface, ovn *kubeovn.Client, opts Options) (*Control
 	}
 	deployInf := gwFactory.Apps().V1().Deployments()
 	podInf := gwFactory.Core().V1().Pods()
+	if err := deployInf.Informer().SetTransform(kubeovn.StripManagedFields); err != nil {
+		return nil, fmt.Errorf("deployment transform: %w", err)
+	}
+	if err := podInf.Informer().SetTransform(compactPod); err != nil {
+		return nil, fmt.Errorf("pod transform: %w", err)
+	}
 	cmInf := cmFactory.Core().V1().ConfigMaps()
 	c.deployments = deployInf.Lister().Deployments(opts.GatewayNamespace)
 	c.pods = podInf.Lister().Pods(opts.GatewayNamespace)

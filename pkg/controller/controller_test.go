@@ -163,7 +163,7 @@ func TestErrorsMessage(t *testing.T) {
 // changed, and a repeated computation keeps the transition times (no status write, no Event).
 func TestComputeStatus(t *testing.T) {
 	d, _ := build(t, seedInputs(t), "img")
-	hash, err := DesiredHash(d)
+	hash, err := annotations.DesiredHash(d)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -210,5 +210,33 @@ func TestChangedEIPsInForce(t *testing.T) {
 	got := changedEIPsInForce(gw("192.168.0.1/24", "192.168.0.2/24"), gw("192.168.0.2/24", "192.168.0.3/24"))
 	if len(got) != 2 || !(got[0] == "192.168.0.1" && got[1] == "192.168.0.3" || got[0] == "192.168.0.3" && got[1] == "192.168.0.1") {
 		t.Fatalf("%v", got)
+	}
+}
+
+// TestCompactPod: the pod cache keeps what sync reads and a digest of the desired annotation
+// that equals the digest of the same value and gives its length back.
+func TestCompactPod(t *testing.T) {
+	value := `{"version":"v1","gateway":"ngw"}`
+	p := &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Name: "p", Annotations: map[string]string{annotations.DesiredKey: value, "other": "x"},
+			ManagedFields: []metav1.ManagedFieldsEntry{{Manager: "m"}}},
+		Spec:   corev1.PodSpec{NodeName: "n1", Containers: []corev1.Container{{Name: "c", Image: "i"}}},
+		Status: corev1.PodStatus{Phase: corev1.PodRunning, Conditions: []corev1.PodCondition{{Type: corev1.PodReady, Status: "True"}}},
+	}
+	obj, err := compactPod(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := obj.(*corev1.Pod)
+	if c.Spec.NodeName != "n1" || len(c.Spec.Containers) != 0 || !podReady(c) || c.ManagedFields != nil || c.Annotations["other"] != "x" {
+		t.Fatalf("compacted pod %+v", c)
+	}
+	d := c.Annotations[annotations.DesiredKey]
+	if d != desiredDigest(value) || d == desiredDigest(value+" ") || digestLen(d) != len(value) {
+		t.Fatalf("digest %q", d)
+	}
+	// A second transform (a relist of the same object) keeps the digest as it is.
+	if obj, _ := compactPod(c); obj.(*corev1.Pod).Annotations[annotations.DesiredKey] != d {
+		t.Fatal("the digest was digested again")
 	}
 }

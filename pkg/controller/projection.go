@@ -22,7 +22,7 @@ import (
 type projection struct {
 	desired    *annotations.Desired
 	value      string // the desired annotation
-	hash       string // DesiredHash(desired)
+	hash       string // annotations.DesiredHash(desired)
 	nics       string // the NIC plan annotation on the pod template
 	deployment *appsv1.Deployment
 }
@@ -61,7 +61,7 @@ func (c *Controller) project(gw *v1.VpcNatGateway) (*projection, *problem, error
 	if err != nil {
 		return nil, nil, err
 	}
-	hash, err := DesiredHash(desired)
+	hash, err := annotations.DesiredHash(desired)
 	if err != nil {
 		return nil, nil, err
 	}

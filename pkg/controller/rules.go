@@ -1,10 +1,6 @@
 package controller
 
 import (
-	"crypto/sha256"
-	"encoding/hex"
-	"encoding/json"
-	"fmt"
 	"strconv"
 
 	"github.com/vpcnat/vpcnat/pkg/annotations"
@@ -54,17 +50,6 @@ func RuleKeys(d *annotations.Desired) []RuleKey {
 		out = append(out, RuleKey{KindSNAT, s.InternalCIDR})
 	}
 	return out
-}
-
-// DesiredHash is the hash an applied annotation carries for d: the hex SHA-256 of its canonical
-// JSON (annotations.Marshal; the form inside a compressed envelope is the same JSON).
-func DesiredHash(d *annotations.Desired) (string, error) {
-	b, err := json.Marshal(d)
-	if err != nil {
-		return "", fmt.Errorf("hashing desired state: %w", err)
-	}
-	sum := sha256.Sum256(b)
-	return hex.EncodeToString(sum[:]), nil
 }
 
 // maxStatusRules bounds status.rules: a gateway may have 27 000 rules, and one entry each would

@@ -203,10 +203,16 @@ func transitions(old, new []metav1.Condition) []metav1.Condition {
 	return out
 }
 
-// healthy says whether a condition is in its good state, which makes its Event Normal.
+// healthy says whether a condition's Event is Normal: its good state, or a wait that is part
+// of every change (the pod being created, the daemon applying an edit). Warnings are for what
+// needs someone's attention.
 func healthy(c metav1.Condition) bool {
 	if c.Type == CondDegraded {
 		return c.Status == metav1.ConditionFalse
+	}
+	switch c.Reason {
+	case ReasonReady, ReasonApplied, ReasonPending, ReasonNotApplied, ReasonNoPod, ReasonUnscheduled:
+		return true
 	}
 	return c.Status == metav1.ConditionTrue
 }

@@ -58,7 +58,9 @@ func (c *Controller) syncGateway(ctx context.Context, name string) (string, erro
 		obs.desired, obs.hash = proj.desired, proj.hash
 	} else if obs.pod != nil {
 		// The previous good state, if any, is still in force: report on it.
-		obs.desired, obs.hash = inForce(obs.pod)
+		if obs.desired, obs.hash, err = c.inForce(ctx, obs.pod); err != nil {
+			return resultError, err
+		}
 	}
 	if obs.pod != nil {
 		if s, ok := obs.pod.Annotations[annotations.AppliedKey]; ok {
@@ -163,13 +165,16 @@ func (c *Controller) livePods(gw *v1.VpcNatGateway) []*corev1.Pod {
 // projectToPods writes the desired annotation on each live pod created from the current
 // template (same NIC plan); a pod of an older template is about to be replaced (Recreate).
 func (c *Controller) projectToPods(ctx context.Context, gw *v1.VpcNatGateway, proj *projection, pods []*corev1.Pod) (*problem, error) {
+	digest := desiredDigest(proj.value)
 	for _, p := range pods {
-		if p.Annotations[annotations.NICsKey] != proj.nics || p.Annotations[annotations.DesiredKey] == proj.value {
+		if p.Annotations[annotations.NICsKey] != proj.nics || p.Annotations[annotations.DesiredKey] == digest {
 			continue
 		}
-		others := annotationsSize(p.Annotations)
-		if old, ok := p.Annotations[annotations.DesiredKey]; ok {
-			others -= len(annotations.DesiredKey) + len(old)
+		others := 0
+		for k, v := range p.Annotations {
+			if k != annotations.DesiredKey {
+				others += len(k) + len(v)
+			}
 		}
 		if size := others + len(annotations.DesiredKey) + len(proj.value); size > annotations.MaxTotalSize {
 			return tooLarge(len(proj.value), size), nil
@@ -192,24 +197,6 @@ func (c *Controller) projectToPods(ctx context.Context, gw *v1.VpcNatGateway, pr
 			"generation", proj.desired.Generation, "bytes", len(proj.value))
 	}
 	return nil, nil
-}
-
-// inForce is the desired state on a pod, or nil when it has none (or one that does not parse,
-// which the daemon refuses as well).
-func inForce(p *corev1.Pod) (*annotations.Desired, string) {
-	s, ok := p.Annotations[annotations.DesiredKey]
-	if !ok {
-		return nil, ""
-	}
-	d, err := annotations.ParseDesired(s)
-	if err != nil {
-		return nil, ""
-	}
-	h, err := DesiredHash(d)
-	if err != nil {
-		return nil, ""
-	}
-	return d, h
 }
 
 // updateStatus writes the status computed from obs when it differs, then the Events of the

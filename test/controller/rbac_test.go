@@ -3,6 +3,8 @@ package controller
 import (
 	"context"
 	"fmt"
+	"path/filepath"
+	"strings"
 	"testing"
 
 	authorizationv1 "k8s.io/api/authorization/v1"
@@ -75,5 +77,20 @@ func TestRBAC(t *testing.T) {
 				t.Errorf("allowed (%v)", err)
 			}
 		})
+	}
+}
+
+// TestControllerManifests: everything in deploy/controller is accepted by the API server as is
+// (server-side dry run with strict field validation).
+func TestControllerManifests(t *testing.T) {
+	out, err := env.Kubectl(context.Background(), "apply", "--dry-run=server", "--validate=strict", "-f", filepath.Join(repoRoot, "deploy", "controller"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"serviceaccount/vpcnat-controller", "clusterrole.rbac.authorization.k8s.io/vpcnat-controller",
+		"role.rbac.authorization.k8s.io/vpcnat-controller", "deployment.apps/vpcnat-controller"} {
+		if !strings.Contains(string(out), want) {
+			t.Errorf("%s not applied:\n%s", want, out)
+		}
 	}
 }

@@ -27,7 +27,7 @@ import (
 // hash) applied, with the rule errors given.
 func writeApplied(t *testing.T, pod *corev1.Pod, d *annotations.Desired, syncErr string, ruleErrors map[string]string) {
 	t.Helper()
-	hash, err := controller.DesiredHash(d)
+	hash, err := annotations.DesiredHash(d)
 	if err != nil {
 		t.Fatal(err)
 	}
