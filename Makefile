@@ -85,3 +85,11 @@ bench-daemon: deps
 	@mkdir -p $(BIN)
 	$(GO) build -o $(BIN)/vpcnat-bench-daemon ./test/bench/daemon
 	$(BIN)/vpcnat-bench-daemon
+
+# --- controller benchmark (test/bench/controller): create -> desired and edit -> desired latency,
+# and the controller's memory with 1 000 gateways, on a real API server and controller-manager.
+.PHONY: bench-controller
+bench-controller: deps
+	@mkdir -p $(BIN)
+	$(GO) build -o $(BIN)/vpcnat-bench-controller ./test/bench/controller
+	$(BIN)/vpcnat-bench-controller

@@ -106,7 +106,8 @@ start_proc apiserver "$kube_bin/kube-apiserver" --etcd-servers "http://127.0.0.1
   --service-cluster-ip-range 10.96.0.0/16 \
   --kubelet-client-certificate "$pki/apiserver-kubelet-client.crt" \
   --kubelet-client-key "$pki/apiserver-kubelet-client.key" \
-  --kubelet-preferred-address-types InternalIP,Hostname
+  --kubelet-preferred-address-types InternalIP,Hostname \
+  --allow-privileged=true
 kubectl="$kube_bin/kubectl --kubeconfig $CONF/admin.kubeconfig"
 wait_for apiserver 90 $kubectl get --raw /readyz
 

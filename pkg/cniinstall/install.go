@@ -3,6 +3,7 @@ package cniinstall
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -37,6 +38,8 @@ type Result struct {
 	ConfChanged bool
 	// Replaced is the single-plugin file the conflist replaced, renamed to Replaced+".vpcnat-orig".
 	Replaced string
+	// OldVersion is the configuration's cniVersion when it was raised to one the plugin speaks.
+	OldVersion, NewVersion string
 }
 
 // confExtensions are the files libcni (and so containerd and CRI-O) read, in its order.
@@ -70,6 +73,9 @@ func Install(ctx context.Context, o Options) (*Result, error) {
 	if !changed {
 		return res, nil
 	}
+	if before, after := cniVersion(conf), cniVersion(out); before != after {
+		res.OldVersion, res.NewVersion = before, after
+	}
 	target := file
 	if !strings.HasSuffix(file, ".conflist") && !isList(conf) {
 		target = strings.TrimSuffix(file, filepath.Ext(file)) + ".conflist"
@@ -90,6 +96,14 @@ func Install(ctx context.Context, o Options) (*Result, error) {
 		res.Replaced = file
 	}
 	return res, nil
+}
+
+func cniVersion(conf []byte) string {
+	var v struct {
+		CNIVersion string `json:"cniVersion"`
+	}
+	_ = json.Unmarshal(conf, &v)
+	return v.CNIVersion
 }
 
 func isList(conf []byte) bool {
@@ -117,12 +131,14 @@ func FirstConf(dir string) (string, error) {
 // the DaemonSet may start before the primary CNI's own agent has.
 func waitForConf(ctx context.Context, dir string, wait time.Duration) (string, error) {
 	deadline := time.Now().Add(wait)
-	for {
+	for logged := false; ; logged = true {
 		file, err := FirstConf(dir)
 		if err == nil || !errors.Is(err, fs.ErrNotExist) || time.Now().After(deadline) {
 			return file, err
 		}
-		klog.InfoS("Waiting for the primary CNI's network configuration", "dir", dir)
+		if !logged {
+			klog.InfoS("Waiting for the primary CNI's network configuration", "dir", dir, "timeout", wait)
+		}
 		select {
 		case <-ctx.Done():
 			return "", fmt.Errorf("waiting for a network configuration in %s: %w", dir, ctx.Err())

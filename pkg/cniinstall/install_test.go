@@ -110,7 +110,8 @@ func TestInstall(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !res.BinaryChanged || !res.ConfChanged || res.ConfFile != filepath.Join(n.conf, "01-kube-ovn.conflist") {
+	if !res.BinaryChanged || !res.ConfChanged || res.ConfFile != filepath.Join(n.conf, "01-kube-ovn.conflist") ||
+		res.OldVersion != "0.3.1" || res.NewVersion != "0.4.0" {
 		t.Errorf("result %+v", res)
 	}
 	st, err := os.Stat(filepath.Join(n.bin, PluginType))

@@ -16,9 +16,9 @@ import (
 	"github.com/vpcnat/vpcnat/pkg/annotations"
 )
 
-// desiredHash identifies a desired annotation: the hex SHA-256 of its value exactly as it is
-// on the pod, so the controller can compare it with what it wrote without decoding anything.
-func desiredHash(value string) string {
+// rawHash stands in for annotations.DesiredHash when the annotation does not even parse: the
+// hash of its value as is (the controller, which writes only valid states, never matches it).
+func rawHash(value string) string {
 	sum := sha256.Sum256([]byte(value))
 	return hex.EncodeToString(sum[:])
 }

@@ -37,11 +37,13 @@ type gateway struct {
 	// lastFull is when the nat table was last read back (full converge); the next full
 	// converge is due a resync period later.
 	lastFull time.Time
-	// parsed is the desired annotation of hash parsedHash, decoded and validated (or why it is
-	// not valid): decoding 10 000 rules takes tens of milliseconds, and every update of the pod
-	// (the daemon's own patches included) and every resync would otherwise pay it again.
-	parsedHash string
+	// parsed is the desired annotation value raw, decoded and validated, with its applied hash
+	// (or why it is not valid): decoding 10 000 rules takes tens of milliseconds, and every
+	// update of the pod (the daemon's own patches included) and every resync would otherwise
+	// pay it again.
+	raw        string
 	parsed     *annotations.Desired
+	parsedHash string
 	parseErr   error
 	// reported is the applied document last patched, computed from pod revision
 	// reportedFrom (see reportApplied).
@@ -65,14 +67,14 @@ func (g *gateway) attach(rec *state.Record, newConverger func(string) Converger)
 	return true
 }
 
-// desired returns the desired state of the annotation value of the given hash, parsing it only
-// when it changed; fresh says it was parsed now.
-func (g *gateway) desired(raw, hash string, parse func(raw, gateway string) (*annotations.Desired, error)) (d *annotations.Desired, err error, fresh bool) {
-	if g.parsedHash != hash {
-		g.parsed, g.parseErr = parse(raw, g.name)
-		g.parsedHash, fresh = hash, true
+// desired returns the desired state of the annotation value raw and its applied hash, parsing
+// it only when it changed; fresh says it was parsed now.
+func (g *gateway) desired(raw string, parse func(raw, gateway string) (*annotations.Desired, string, error)) (d *annotations.Desired, hash string, fresh bool, err error) {
+	if g.parsed == nil && g.parseErr == nil || g.raw != raw {
+		g.parsed, g.parsedHash, g.parseErr = parse(raw, g.name)
+		g.raw, fresh = raw, true
 	}
-	return g.parsed, g.parseErr, fresh
+	return g.parsed, g.parsedHash, fresh, g.parseErr
 }
 
 // detach forgets the sandbox: it is gone (its record was removed), so whatever comes next is a

@@ -10,6 +10,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/klog/v2"
 
@@ -26,6 +27,9 @@ const (
 	// ReasonSyncFailed: a converge failed; it is retried with backoff.
 	ReasonSyncFailed = "SyncFailed"
 )
+
+// resyncJitter spreads each gateway's resync over up to 10 % more than the period.
+const resyncJitter = 0.1
 
 // sync makes the netns of the gateway pod key match its desired annotation and reports the
 // result on the pod. It returns when to look again without a failure (0: on the next event),
@@ -59,9 +63,7 @@ func (a *Agent) sync(ctx context.Context, key string) (time.Duration, error) {
 		return 0, nil
 	}
 	g := a.lookup(key, gwName, pod.UID)
-	hash := desiredHash(raw)
-
-	d, err, fresh := g.desired(raw, hash, a.parseDesired)
+	d, hash, fresh, err := g.desired(raw, a.parseDesired)
 	if err != nil {
 		if fresh {
 			a.metrics.syncs.WithLabelValues(resultInvalid).Inc()
@@ -86,8 +88,8 @@ func (a *Agent) sync(ctx context.Context, key string) (time.Duration, error) {
 		return 0, a.failed(ctx, pod, g, d, hash, err)
 	}
 
-	fresh := g.attach(rec, a.cfg.NewConverger)
-	full := fresh || time.Since(g.lastFull) >= a.cfg.Resync
+	newSandbox := g.attach(rec, a.cfg.NewConverger)
+	full := newSandbox || time.Since(g.lastFull) >= a.cfg.Resync
 	if !full && g.hash == hash {
 		// In sync: the usual reaction to our own patch, or to a change of the pod we do not use.
 		return 0, a.reportApplied(ctx, pod, g, newApplied(d.Generation, hash, nil, time.Now()))
@@ -100,31 +102,35 @@ func (a *Agent) sync(ctx context.Context, key string) (time.Duration, error) {
 	g.hash = hash
 	a.metrics.syncs.WithLabelValues(resultSuccess).Inc()
 	a.metrics.applied(gwName, d, float64(time.Now().Unix()))
-	if err := a.reportApplied(ctx, pod, g, newApplied(d.Generation, hash, nil, time.Now())); err != nil {
-		return 0, err
-	}
 	if full {
-		// Each gateway keeps its own resync timer, so a node's gateways are not all read back
-		// at the same moment.
-		return a.cfg.Resync, nil
+		// Each gateway keeps its own resync timer, jittered, so a node's gateways (all
+		// converged at start-up) are not all read back at the same moment. Set here, not by
+		// the return value: a failed patch below must not cost the gateway its drift repair.
+		a.queue.AddAfter(key, wait.Jitter(a.cfg.Resync, resyncJitter))
 	}
-	return 0, nil
+	return 0, a.reportApplied(ctx, pod, g, newApplied(d.Generation, hash, nil, time.Now()))
 }
 
-// parseDesired decodes and validates the annotation and checks it is this gateway's.
-func (a *Agent) parseDesired(raw, gwName string) (*annotations.Desired, error) {
+// parseDesired decodes and validates the annotation, checks it is this gateway's, and returns
+// it with its applied hash (of the state as the controller wrote it: before this node's master
+// override). An unusable annotation's hash is that of its raw value.
+func (a *Agent) parseDesired(raw, gwName string) (*annotations.Desired, string, error) {
 	d, err := annotations.ParseDesired(raw)
 	if err != nil {
-		return nil, err
+		return nil, rawHash(raw), err
 	}
 	if d.Gateway != gwName {
-		return nil, fmt.Errorf("annotation %s: gateway: Invalid value: %q: the pod is gateway %q's",
+		return nil, rawHash(raw), fmt.Errorf("annotation %s: gateway: Invalid value: %q: the pod is gateway %q's",
 			annotations.DesiredKey, d.Gateway, gwName)
+	}
+	hash, err := annotations.DesiredHash(d)
+	if err != nil {
+		return nil, rawHash(raw), err
 	}
 	if a.cfg.Master != "" {
 		d.External.Master = a.cfg.Master
 	}
-	return d, nil
+	return d, hash, nil
 }
 
 // checkRecord: the record the plugin wrote for this pod UID is this pod's and gateway's.

@@ -1,6 +1,7 @@
 package nodeagent
 
 import (
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -19,7 +20,7 @@ func TestConvergeAndReport(t *testing.T) {
 	p := h.createPod(c, v1)
 	h.writeRecord(p, "ngw", "ctr-1", "/run/netns/gw")
 	h.applied(p, func(a *annotations.Applied) bool { return a.Generation == 1 })
-	a := h.applied(p, func(a *annotations.Applied) bool { return a.Hash == desiredHash(v1) && a.Error == "" })
+	a := h.applied(p, func(a *annotations.Applied) bool { return a.Hash == rawHash(v1) && a.Error == "" })
 	if a.Version != annotations.Version || a.Time == "" {
 		t.Errorf("applied %+v", a)
 	}
@@ -33,7 +34,7 @@ func TestConvergeAndReport(t *testing.T) {
 
 	v2 := desiredValue("ngw", 2)
 	h.setDesired(p, v2)
-	h.applied(p, func(a *annotations.Applied) bool { return a.Hash == desiredHash(v2) && a.Generation == 2 })
+	h.applied(p, func(a *annotations.Applied) bool { return a.Hash == rawHash(v2) && a.Generation == 2 })
 	if calls := h.kernel.callsFor("/run/netns/gw"); len(calls) != 2 || calls[1] != "/run/netns/gw gen=2 full=false" {
 		t.Errorf("converges %v, want a fast converge of generation 2", calls)
 	}
@@ -53,7 +54,7 @@ func TestInvalidDesired(t *testing.T) {
 	h.writeRecord(pg, "good", "ctr-g", "/run/netns/good")
 
 	a := h.applied(pb, func(a *annotations.Applied) bool { return a.Error != "" })
-	if a.Generation != 7 || a.Hash != desiredHash(value) || !strings.Contains(a.Error, "eips[0].eipCIDR") ||
+	if a.Generation != 7 || a.Hash != rawHash(value) || !strings.Contains(a.Error, "eips[0].eipCIDR") ||
 		!strings.Contains(a.Error, "192.168.0.300/24") {
 		t.Errorf("applied %+v: want generation 7, the hash, and the field path and value in the error", a)
 	}
@@ -116,5 +117,37 @@ func TestImpostor(t *testing.T) {
 	}
 	if n := h.patches(); n != 1 {
 		t.Errorf("%d applied patches, want only the real gateway's", n)
+	}
+}
+
+// TestAppliedHashIsCanonical: the applied hash is that of the desired state's canonical JSON
+// (annotations.Applied.Hash), the same whether the controller wrote it plain or in the
+// compressed envelope, so the controller recognises its own write either way.
+func TestAppliedHashIsCanonical(t *testing.T) {
+	c := newChain("ngw")
+	h := start(t, c)
+	d, err := annotations.ParseDesired(desiredValue("ngw", 1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 2000 { // ~100 KB of JSON: compressed
+		d.SNATs = append(d.SNATs, annotations.SNAT{EIP: "192.168.0.111", InternalCIDR: fmt.Sprintf("10.%d.%d.0/24", 1+i/256, i%256)})
+	}
+	value, err := annotations.EncodeDesired(d)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(value, `"encoding":"gzip"`) {
+		t.Fatalf("test bug: %d bytes not compressed", len(value))
+	}
+	want, err := annotations.DesiredHash(d)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := h.createPod(c, value)
+	h.writeRecord(p, "ngw", "ctr-1", "/run/netns/gw")
+	a := h.applied(p, func(a *annotations.Applied) bool { return a.Generation == 1 })
+	if a.Hash != want || a.Hash == rawHash(value) || a.Error != "" {
+		t.Errorf("applied hash %s, want the canonical JSON's %s (error %q)", a.Hash, want, a.Error)
 	}
 }

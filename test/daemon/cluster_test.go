@@ -16,6 +16,7 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	authv1 "k8s.io/api/authentication/v1"
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/types"
@@ -136,41 +137,62 @@ func createObjects(t *testing.T, objs []*unstructured.Unstructured, dryRun bool)
 	}
 }
 
-// tryDryRun asks the server to validate and admit one object without storing it.
-func tryDryRun(t *testing.T, o *unstructured.Unstructured) error {
-	t.Helper()
-	return create(t, o, true)
-}
-
 func create(t *testing.T, o *unstructured.Unstructured, dryRun bool) error {
 	t.Helper()
-	e := apiServer(t)
-	client, err := e.Clientset()
+	res, err := resourceOf(t, o)
 	if err != nil {
-		t.Fatal(err)
-	}
-	groups, err := restmapper.GetAPIGroupResources(client.Discovery())
-	if err != nil {
-		t.Fatal(err)
-	}
-	mapper := restmapper.NewDiscoveryRESTMapper(groups)
-	dyn, err := dynamic.NewForConfig(e.Config)
-	if err != nil {
-		t.Fatal(err)
+		return err
 	}
 	opts := metav1.CreateOptions{FieldValidation: "Strict"}
 	if dryRun {
 		opts.DryRun = []string{metav1.DryRunAll}
 	}
-	gvk := o.GroupVersionKind()
-	m, err := mapper.RESTMapping(gvk.GroupKind(), gvk.Version)
-	if err != nil {
-		return fmt.Errorf("%s %s: %w", gvk.Kind, o.GetName(), err)
-	}
-	if _, err := dyn.Resource(m.Resource).Namespace(o.GetNamespace()).Create(context.Background(), o, opts); err != nil {
-		return fmt.Errorf("creating %s %s/%s: %w", gvk.Kind, o.GetNamespace(), o.GetName(), err)
+	if _, err := res.Create(context.Background(), o, opts); err != nil {
+		return fmt.Errorf("creating %s %s/%s: %w", o.GetKind(), o.GetNamespace(), o.GetName(), err)
 	}
 	return nil
+}
+
+// deleteObjects deletes objects (the manifests' objects live in kube-system, shared by every
+// test of the API server), tolerating ones already gone.
+func deleteObjects(t *testing.T, objs []*unstructured.Unstructured) {
+	t.Helper()
+	for _, o := range objs {
+		res, err := resourceOf(t, o)
+		if err == nil {
+			err = res.Delete(context.Background(), o.GetName(), metav1.DeleteOptions{})
+		}
+		if err != nil && !apierrors.IsNotFound(err) {
+			t.Errorf("deleting %s %s/%s: %v", o.GetKind(), o.GetNamespace(), o.GetName(), err)
+		}
+	}
+}
+
+// resourceOf is the dynamic client of an object's resource, found through discovery.
+func resourceOf(t *testing.T, o *unstructured.Unstructured) (dynamic.ResourceInterface, error) {
+	t.Helper()
+	e := apiServer(t)
+	client, err := e.Clientset()
+	if err != nil {
+		return nil, err
+	}
+	groups, err := restmapper.GetAPIGroupResources(client.Discovery())
+	if err != nil {
+		return nil, err
+	}
+	dyn, err := dynamic.NewForConfig(e.Config)
+	if err != nil {
+		return nil, err
+	}
+	gvk := o.GroupVersionKind()
+	m, err := restmapper.NewDiscoveryRESTMapper(groups).RESTMapping(gvk.GroupKind(), gvk.Version)
+	if err != nil {
+		return nil, fmt.Errorf("%s %s: %w", gvk.Kind, o.GetName(), err)
+	}
+	if o.GetNamespace() == "" {
+		return dyn.Resource(m.Resource), nil
+	}
+	return dyn.Resource(m.Resource).Namespace(o.GetNamespace()), nil
 }
 
 func controllerRef(apiVersion, kind, name string, uid types.UID) []metav1.OwnerReference {
@@ -285,7 +307,9 @@ func (c *cluster) applied(pod *corev1.Pod) *annotations.Applied {
 }
 
 // waitApplied waits until the applied annotation reports the desired value (by its hash)
-// with the given error ("" for success) and returns it.
+// with the given error ("" for success) and returns it. The applied hash is that of the
+// desired state's canonical JSON, which is the annotation's value itself below the compression
+// threshold (as for every spec of these tests), and of an unparsable value the value's.
 func (c *cluster) waitApplied(pod *corev1.Pod, desired, wantErr string) *annotations.Applied {
 	c.t.Helper()
 	var a *annotations.Applied

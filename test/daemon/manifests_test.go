@@ -24,16 +24,16 @@ func TestManifests(t *testing.T) {
 		t.Fatal(err)
 	}
 	var all []*unstructured.Unstructured
-	for _, f := range []string{"rbac.yaml", "configmap.yaml", "daemonset.yaml"} {
+	for _, f := range []string{"admission.yaml", "rbac.yaml", "configmap.yaml", "daemonset.yaml"} {
 		objs := loadManifest(t, f)
 		if len(objs) == 0 {
 			t.Fatalf("%s holds no object", f)
 		}
 		all = append(all, objs...)
 	}
-	allowPrivileged(t, all)
 	createObjects(t, all, true) // server-side dry run first: validation and admission only
 	createObjects(t, all, false)
+	t.Cleanup(func() { deleteObjects(t, all) })
 
 	ctx := context.Background()
 	ds, err := client.AppsV1().DaemonSets("kube-system").Get(ctx, "vpcnat-daemon", metav1.GetOptions{})
@@ -41,6 +41,7 @@ func TestManifests(t *testing.T) {
 		t.Fatal(err)
 	}
 	checkDaemonSet(t, ds)
+	checkAdmission(t, client)
 
 	user := "system:serviceaccount:kube-system:vpcnat-daemon"
 	for _, c := range []struct {
@@ -76,31 +77,6 @@ func TestManifests(t *testing.T) {
 		if sar.Status.Allowed != c.allowed {
 			t.Errorf("%s %s.%s in %q: allowed=%v, want %v", c.verb, c.resource, c.group, c.ns, sar.Status.Allowed, c.allowed)
 		}
-	}
-}
-
-// allowPrivileged adapts the DaemonSet to an API server started without --allow-privileged
-// (kubeadm and kind set it; test/kubeenv does not yet): the daemon container, the only
-// privileged one, goes in unprivileged, everything else exactly as shipped. The server's
-// answer to the manifest as shipped must be that one refusal and nothing else.
-func allowPrivileged(t *testing.T, objs []*unstructured.Unstructured) {
-	t.Helper()
-	for _, o := range objs {
-		if o.GetKind() != "DaemonSet" {
-			continue
-		}
-		err := tryDryRun(t, o)
-		if err == nil {
-			return
-		}
-		const refusal = "spec.template.spec.containers[0].securityContext.privileged: Forbidden: disallowed by cluster policy"
-		if !strings.Contains(err.Error(), refusal) || strings.Count(err.Error(), "Forbidden") != 1 {
-			t.Fatalf("DaemonSet refused: %v", err)
-		}
-		t.Logf("the test API server runs without --allow-privileged: creating the DaemonSet with privileged: false")
-		containers, _, _ := unstructured.NestedSlice(o.Object, "spec", "template", "spec", "containers")
-		_ = unstructured.SetNestedField(containers[0].(map[string]any), false, "securityContext", "privileged")
-		_ = unstructured.SetNestedSlice(o.Object, containers, "spec", "template", "spec", "containers")
 	}
 }
 

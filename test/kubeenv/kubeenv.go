@@ -99,6 +99,9 @@ func Start(ctx context.Context, bin string) (e *Env, err error) {
 		"--service-account-key-file="+pki.saPub, "--service-account-signing-key-file="+pki.saKey,
 		"--token-auth-file="+pki.tokens,
 		"--authorization-mode=RBAC",
+		// As kubeadm and kind set it: the daemon's DaemonSet is privileged (sysctls under a
+		// read-only /proc/sys), and the tests apply the manifests as shipped.
+		"--allow-privileged=true",
 		"--service-cluster-ip-range=10.96.0.0/16",
 		"--v=0"); err != nil {
 		return nil, err

@@ -75,22 +75,27 @@ func (c *cluster) gateway(ctx context.Context, in plan.Inputs) (*corev1.Pod, err
 	return c.client.CoreV1().Pods(c.ns).Create(ctx, pod, metav1.CreateOptions{})
 }
 
-// desired writes the desired state of in on the pod and returns the annotation's value.
-func (c *cluster) desired(ctx context.Context, pod *corev1.Pod, in plan.Inputs) (string, error) {
+// desired writes the desired state of in on the pod and returns the annotation's size and the
+// hash an applied annotation reports for it (annotations.DesiredHash).
+func (c *cluster) desired(ctx context.Context, pod *corev1.Pod, in plan.Inputs) (size int, hash string, err error) {
 	_, d, errs := plan.Build(in)
 	if len(errs) > 0 {
-		return "", fmt.Errorf("gateway %s: %w", in.Gateway.Name, errs.ToAggregate())
+		return 0, "", fmt.Errorf("gateway %s: %w", in.Gateway.Name, errs.ToAggregate())
 	}
 	v, err := annotations.EncodeDesired(d)
 	if err != nil {
-		return "", err
+		return 0, "", err
+	}
+	hash, err = annotations.DesiredHash(d)
+	if err != nil {
+		return 0, "", err
 	}
 	patch, err := json.Marshal(map[string]any{"metadata": map[string]any{"annotations": map[string]string{annotations.DesiredKey: v}}})
 	if err != nil {
-		return "", err
+		return 0, "", err
 	}
 	_, err = c.client.CoreV1().Pods(pod.Namespace).Patch(ctx, pod.Name, types.MergePatchType, patch, metav1.PatchOptions{})
-	return v, err
+	return len(v), hash, err
 }
 
 // applied is the pod's applied annotation (nil when none).

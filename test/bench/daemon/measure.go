@@ -2,8 +2,6 @@ package main
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"fmt"
 	"time"
 
@@ -26,11 +24,6 @@ type memoryResult struct {
 	rss, peak      int // KiB
 	restartRSS     int
 	restartChanges float64
-}
-
-func hashOf(s string) string {
-	sum := sha256.Sum256([]byte(s))
-	return hex.EncodeToString(sum[:])
 }
 
 // latency plumbs the probe gateway through the CNI chain, runs a daemon, and for each size
@@ -80,7 +73,7 @@ func (b *bench) latency(ctx context.Context) ([]latencyRow, error) {
 			port := 20000 + 100*si + i
 			in.Gateway.Generation = gen
 			in.Gateway.Spec.DnatRules[0].ExternalPort = intstr.FromInt(port)
-			l, rep, size, err := b.patchAndProbe(ctx, pod, port, func() (string, error) { return b.c.desired(ctx, pod, in) })
+			l, rep, size, err := b.patchAndProbe(ctx, pod, port, func() (int, string, error) { return b.c.desired(ctx, pod, in) })
 			if err != nil {
 				return nil, fmt.Errorf("%d rules, round %d: %w", n, i, err)
 			}
@@ -98,9 +91,9 @@ func (b *bench) latency(ctx context.Context) ([]latencyRow, error) {
 // patchAndProbe runs patch, then connects from the client to the probe EIP's port every
 // millisecond until pod2 answers (a missing rule is answered at once by a TCP reset from the
 // gateway, which holds the EIP), then waits for the applied annotation of the new value.
-func (b *bench) patchAndProbe(ctx context.Context, pod *corev1.Pod, port int, patch func() (string, error)) (live, reported time.Duration, size int, err error) {
+func (b *bench) patchAndProbe(ctx context.Context, pod *corev1.Pod, port int, patch func() (int, string, error)) (live, reported time.Duration, size int, err error) {
 	start := time.Now()
-	value, err := patch()
+	size, hash, err := patch()
 	if err != nil {
 		return 0, 0, 0, err
 	}
@@ -121,11 +114,11 @@ func (b *bench) patchAndProbe(ctx context.Context, pod *corev1.Pod, port int, pa
 		if err != nil {
 			return 0, 0, 0, err
 		}
-		if a != nil && a.Hash == hashOf(value) {
+		if a != nil && a.Hash == hash {
 			if a.Error != "" {
 				return 0, 0, 0, fmt.Errorf("applied error: %s", a.Error)
 			}
-			return live, time.Since(start), len(value), nil
+			return live, time.Since(start), size, nil
 		}
 		if time.Since(start) > time.Minute {
 			return 0, 0, 0, fmt.Errorf("applied annotation not updated within a minute")
@@ -146,7 +139,7 @@ func (b *bench) memory(ctx context.Context) (memoryResult, error) {
 		return m, err
 	}
 	in.Gateway.Generation = 1 << 20
-	if _, err := b.c.desired(ctx, b.probe, in); err != nil {
+	if _, _, err := b.c.desired(ctx, b.probe, in); err != nil {
 		return m, err
 	}
 	store := state.Store{Dir: b.chain.StateDir}
@@ -167,7 +160,7 @@ func (b *bench) memory(ctx context.Context) (memoryResult, error) {
 			Gateway: in.Gateway.Name, ContainerID: "bench-ctr-" + role, Netns: b.tp.Path(role), IfNames: []string{"net1"}}); err != nil {
 			return m, err
 		}
-		if _, err := b.c.desired(ctx, pod, in); err != nil {
+		if _, _, err := b.c.desired(ctx, pod, in); err != nil {
 			return m, err
 		}
 	}
