@@ -3,6 +3,8 @@ package main
 import (
 	"fmt"
 	"os"
+	"os/exec"
+	"path/filepath"
 	"time"
 
 	"github.com/containernetworking/cni/libcni"
@@ -15,6 +17,7 @@ import (
 // cniResult is the CNI part of the table (medians).
 type cniResult struct {
 	plainAddDel, withAddDel time.Duration // normal pod: bridge+host-local, and the same + vpcnat
+	floorAddDel             time.Duration // normal pod: bridge+host-local + a do-nothing Go plugin
 	plainAdd, gatewayAdd    time.Duration // gateway pod (net1 + 2 subnet NICs): chain ADD without and with vpcnat
 	gatewayDel              time.Duration
 	rounds                  int
@@ -53,9 +56,22 @@ func (b bench) measureCNI(rounds int) (cniResult, error) {
 	// Kubelet's own annotations ride along on every pod.
 	normal := map[string]string{"kubernetes.io/config.seen": "2026-11-26T00:00:00Z", "kubernetes.io/config.source": "api"}
 
-	var plainAD, withAD, plainA, gwA, gwD []time.Duration
+	// The floor: the same chain with a do-nothing Go plugin in vpcnat's place, measured in the
+	// same rounds so that both see the same machine.
+	floorDir := filepath.Join(dir, "floor")
+	if out, err := exec.Command("go", "build", "-o", filepath.Join(floorDir, "vpcnat"), "./test/bench/passthru").CombinedOutput(); err != nil {
+		return r, fmt.Errorf("building the pass-through plugin: %w: %s", err, out)
+	}
+	floor := cnichain.New(t, append([]string{floorDir}, paths[1:]...), filepath.Join(dir, "floor-run"))
+	floorList, err := floor.ConfList("1.1.0", true, "")
+	if err != nil {
+		return r, err
+	}
+
+	var plainAD, withAD, floorAD, plainA, gwA, gwD []time.Duration
 	for i := range rounds {
 		for _, c := range []struct {
+			chain  *cnichain.Chain
 			list   *libcni.NetworkConfigList
 			ns     string
 			annots map[string]string
@@ -63,10 +79,11 @@ func (b bench) measureCNI(rounds int) (cniResult, error) {
 			addDel *[]time.Duration
 			del    *[]time.Duration
 		}{
-			{plain, "default", normal, nil, &plainAD, nil},
-			{with, "default", normal, nil, &withAD, nil},
-			{plain, "kube-system", annots, &plainA, nil, nil},
-			{with, "kube-system", annots, &gwA, nil, &gwD},
+			{chain, plain, "default", normal, nil, &plainAD, nil},
+			{chain, with, "default", normal, nil, &withAD, nil},
+			{floor, floorList, "default", normal, nil, &floorAD, nil},
+			{chain, plain, "kube-system", annots, &plainA, nil, nil},
+			{chain, with, "kube-system", annots, &gwA, nil, &gwD},
 		} {
 			role := fmt.Sprintf("p%d", i)
 			if err := t.AddNS(role); err != nil {
@@ -74,11 +91,11 @@ func (b bench) measureCNI(rounds int) (cniResult, error) {
 			}
 			p := cnichain.Pod{Role: role, Namespace: c.ns, Name: role, UID: "uid-" + role, ContainerID: "ctr-" + role, Annotations: c.annots}
 			start := time.Now()
-			if _, err := chain.Add(c.list, p); err != nil {
+			if _, err := c.chain.Add(c.list, p); err != nil {
 				return r, fmt.Errorf("CNI ADD: %w", err)
 			}
 			added := time.Now()
-			if err := chain.Del(c.list, p); err != nil {
+			if err := c.chain.Del(c.list, p); err != nil {
 				return r, fmt.Errorf("CNI DEL: %w", err)
 			}
 			done := time.Now()
@@ -97,6 +114,8 @@ func (b bench) measureCNI(rounds int) (cniResult, error) {
 		}
 	}
 	r.plainAddDel, r.withAddDel, r.plainAdd, r.gatewayAdd, r.gatewayDel = median(plainAD), median(withAD), median(plainA), median(gwA), median(gwD)
+
+	r.floorAddDel = median(floorAD)
 	return r, nil
 }
 
@@ -121,6 +140,7 @@ func printCNI(r cniResult) {
 	fmt.Printf("\n| CNI chain through libcni (median of %d) | time |\n| --- | --- |\n", r.rounds)
 	fmt.Printf("| normal pod ADD+DEL, bridge + host-local | %s |\n", ms(r.plainAddDel))
 	fmt.Printf("| normal pod ADD+DEL, bridge + host-local + vpcnat | %s (vpcnat adds %s) |\n", ms(r.withAddDel), ms(r.withAddDel-r.plainAddDel))
+	fmt.Printf("| normal pod ADD+DEL, bridge + host-local + a do-nothing Go plugin (the floor) | %s (adds %s) |\n", ms(r.floorAddDel), ms(r.floorAddDel-r.plainAddDel))
 	fmt.Printf("| gateway pod ADD, bridge + host-local only | %s |\n", ms(r.plainAdd))
 	fmt.Printf("| gateway pod ADD with vpcnat (net1 + 2 subnet NICs) | %s (vpcnat's share %s) |\n", ms(r.gatewayAdd), ms(r.gatewayAdd-r.plainAdd))
 	fmt.Printf("| gateway pod DEL with vpcnat | %s |\n", ms(r.gatewayDel))
