@@ -12,6 +12,7 @@ import (
 	"os/exec"
 	"os/signal"
 	"strings"
+	"sync"
 	"syscall"
 	"text/tabwriter"
 	"time"
@@ -33,36 +34,50 @@ func main() {
 
 func run(daemon, spec string, cniPath []string) int {
 	start := time.Now()
-	t, err := topo.NewSeed(topo.NewPrefix())
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "vpcnat-demo:", err)
-		return 1
+	t := &topo.Topology{Prefix: topo.NewPrefix()}
+	// Clean up on every way out: normal return, error, Ctrl-C or SIGTERM. Each step pushes its
+	// undo; they run once, last first, from whichever way out comes first.
+	var (
+		mu    sync.Mutex
+		undos []func()
+	)
+	push := func(f func()) { mu.Lock(); undos = append(undos, f); mu.Unlock() }
+	cleanup := func() {
+		mu.Lock()
+		defer mu.Unlock()
+		for i := len(undos) - 1; i >= 0; i-- {
+			undos[i]()
+		}
+		undos = nil
 	}
-	// Clean up on every way out: normal return, error, Ctrl-C or SIGTERM.
 	sigs := make(chan os.Signal, 1)
 	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM)
 	go func() {
 		<-sigs
 		fmt.Fprintln(os.Stderr, "\nvpcnat-demo: interrupted, cleaning up")
-		_ = t.Close()
+		cleanup()
 		os.Exit(130)
 	}()
-	defer func() {
+	defer cleanup()
+	push(func() {
 		if err := t.Close(); err != nil {
 			fmt.Fprintln(os.Stderr, "vpcnat-demo:", err)
 		}
-	}()
+	})
+	if err := t.BuildSeed(); err != nil {
+		fmt.Fprintln(os.Stderr, "vpcnat-demo:", err)
+		return 1
+	}
 	fmt.Printf("topology %s-* built in %v (namespaces: ext, rtr, inet, cli, node, gw, pods)\n\n",
 		t.Prefix, time.Since(start).Round(time.Millisecond))
 
 	// The container runtime's part: create the gateway pod's sandbox through the node's CNI chain
 	// (bridge + host-local, then vpcnat), with the pod template annotations the controller writes.
-	pod, undo, err := createGatewayPod(t, spec, cniPath)
+	pod, err := createGatewayPod(t, spec, cniPath, push)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "vpcnat-demo:", err)
 		return 1
 	}
-	defer undo()
 	fmt.Printf("CNI ADD of gateway pod %s/%s (bridge + host-local, then vpcnat): %s\n\n", pod.Namespace, pod.Name, pod.summary)
 
 	applyStart := time.Now()

@@ -4,14 +4,19 @@ import "fmt"
 
 // NewSeed builds the seed topology described in the package comment (everything but the
 // gateway's own NICs, which vpcnat creates). On error it removes what it built.
-func NewSeed(prefix string) (t *Topology, err error) {
-	t = &Topology{Prefix: prefix}
-	defer func() {
-		if err != nil {
-			_ = t.Close()
-			t = nil
-		}
-	}()
+func NewSeed(prefix string) (*Topology, error) {
+	t := &Topology{Prefix: prefix}
+	if err := t.BuildSeed(); err != nil {
+		_ = t.Close()
+		return nil, err
+	}
+	return t, nil
+}
+
+// BuildSeed builds the seed topology into t, for a caller that must be able to Close it while it
+// is being built (a demo interrupted early). On error the caller closes t.
+func (t *Topology) BuildSeed() error {
+	prefix := t.Prefix
 	steps := []func() error{
 		func() error { return t.AddNS(Ext) },
 		func() error { return t.Bridge(Ext, "br0") },
@@ -45,8 +50,8 @@ func NewSeed(prefix string) (t *Topology, err error) {
 	}
 	for i, step := range steps {
 		if err := step(); err != nil {
-			return nil, fmt.Errorf("building seed topology %s (step %d): %w", prefix, i, err)
+			return fmt.Errorf("building seed topology %s (step %d): %w", prefix, i, err)
 		}
 	}
-	return t, nil
+	return nil
 }

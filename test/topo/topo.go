@@ -25,6 +25,7 @@ import (
 	"os"
 	"os/exec"
 	"strings"
+	"sync"
 )
 
 // Roles of the namespaces in the seed topology.
@@ -56,10 +57,15 @@ const (
 	LabIP    = "203.0.113.10"
 )
 
-// Topology is a set of network namespaces named <prefix>-<role>.
+// Topology is a set of network namespaces named <prefix>-<role>. Creating and deleting
+// namespaces is serialised, so Close may run from a signal handler while a build is under way:
+// it waits for the namespace being created, deletes every one, and refuses further ones.
 type Topology struct {
 	Prefix string
+
+	mu     sync.Mutex
 	roles  []string
+	closed bool
 }
 
 // NewPrefix returns a short per-run prefix ("vn" + 6 hex digits), so parallel runs and leftovers
@@ -107,6 +113,11 @@ func (t *Topology) Exec(role string, argv ...string) (string, error) {
 
 // AddNS creates an empty namespace for a role with lo up.
 func (t *Topology) AddNS(role string) error {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.closed {
+		return fmt.Errorf("topology %s is closed: not creating %s", t.Prefix, role)
+	}
 	if err := t.ip("", "netns", "add", t.Name(role)); err != nil {
 		return err
 	}
@@ -116,6 +127,8 @@ func (t *Topology) AddNS(role string) error {
 
 // DelNS deletes one role's namespace (as a runtime does when a sandbox goes away).
 func (t *Topology) DelNS(role string) error {
+	t.mu.Lock()
+	defer t.mu.Unlock()
 	if err := t.ip("", "netns", "del", t.Name(role)); err != nil {
 		return err
 	}
@@ -174,8 +187,11 @@ func (t *Topology) Forwarding(role string) error {
 }
 
 // Close deletes every namespace of the topology (their links go with them). It is safe to call
-// twice and after a partial build.
+// twice, after a partial build, and concurrently with one.
 func (t *Topology) Close() error {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.closed = true
 	var errs []string
 	for i := len(t.roles) - 1; i >= 0; i-- {
 		if err := t.ip("", "netns", "del", t.Name(t.roles[i])); err != nil {
