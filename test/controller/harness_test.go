@@ -269,3 +269,22 @@ func condition(t *testing.T, name, typ string, status metav1.ConditionStatus, re
 func notFound(err error) bool { return apierrors.IsNotFound(err) }
 
 func errorf(format string, args ...any) error { return fmt.Errorf(format, args...) }
+
+// fresh starts a test from an empty cluster (the shared API server keeps objects between tests)
+// and leaves one behind.
+func fresh(t *testing.T) {
+	t.Helper()
+	cleanUp(t)
+	t.Cleanup(func() { cleanUp(t) })
+}
+
+// runningSeed is the common start: the seed's objects, a controller, pods that run, and the
+// gateway pod once it carries its desired state.
+func runningSeed(t *testing.T) *corev1.Pod {
+	t.Helper()
+	fresh(t)
+	createSeed(t)
+	startController(t)
+	runPods(t)
+	return waitDesired(t, "ngw")
+}

@@ -23,12 +23,7 @@ import (
 // projected: the condition names the field and the value, long error lists are cut with a count,
 // the pod keeps the previous state and the Deployment is not touched; fixing the spec projects it.
 func TestInvalidSpecKeepsState(t *testing.T) {
-	cleanUp(t)
-	t.Cleanup(func() { cleanUp(t) })
-	createSeed(t)
-	startController(t)
-	runPods(t)
-	pod := waitDesired(t, "ngw")
+	pod := runningSeed(t)
 	deploy := getDeployment(t, "ngw")
 	unchanged := func() {
 		t.Helper()
@@ -86,12 +81,7 @@ func TestInvalidSpecKeepsState(t *testing.T) {
 // already has, a lanIp another gateway already has in the same subnet, a subnet of another Vpc.
 // The newcomer is refused with the other gateway named; the gateway that was first keeps running.
 func TestClusterWideConflicts(t *testing.T) {
-	cleanUp(t)
-	t.Cleanup(func() { cleanUp(t) })
-	createSeed(t)
-	startController(t)
-	runPods(t)
-	pod := waitDesired(t, "ngw")
+	pod := runningSeed(t)
 	// Its status shows the EIPs it holds: from here on, its claim is in force.
 	condition(t, "ngw", controller.CondApplied, metav1.ConditionFalse, controller.ReasonPending)
 
@@ -151,12 +141,7 @@ func TestClusterWideConflicts(t *testing.T) {
 // TestTooLarge: a desired state that would take the pod's annotations past the API server's
 // 256 KiB is refused like an invalid spec (the pod keeps its state), not truncated.
 func TestTooLarge(t *testing.T) {
-	cleanUp(t)
-	t.Cleanup(func() { cleanUp(t) })
-	createSeed(t)
-	startController(t)
-	runPods(t)
-	pod := waitDesired(t, "ngw")
+	pod := runningSeed(t)
 	// Someone else's annotation fills the pod up to 64 bytes below the limit.
 	total := 0
 	for k, v := range pod.Annotations {
@@ -185,8 +170,7 @@ func TestTooLarge(t *testing.T) {
 // TestDeploymentNameTaken: a Deployment of the gateway's name that the gateway does not control
 // is never adopted or changed; the condition says why.
 func TestDeploymentNameTaken(t *testing.T) {
-	cleanUp(t)
-	t.Cleanup(func() { cleanUp(t) })
+	fresh(t)
 	ctx := context.Background()
 	labels := map[string]string{"app": "squatter", "vpcnat-test": "yes"}
 	squatter := &appsv1.Deployment{

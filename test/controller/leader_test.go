@@ -177,8 +177,7 @@ func tail(path string) string {
 // ServiceAccount's token): only the holder of the Lease syncs; when it stops, the other takes
 // the Lease over and carries on.
 func TestTwoControllersOneLeader(t *testing.T) {
-	cleanUp(t)
-	t.Cleanup(func() { cleanUp(t) })
+	fresh(t)
 	dir := t.TempDir()
 	bin := buildController(t, dir)
 	kc := serviceAccountKubeconfig(t, dir)

@@ -20,12 +20,7 @@ import (
 // and every gateway says why; a running gateway is left exactly as it is (a ConfigMap deleted by
 // mistake must not cut every tenant's traffic) and takes no new rules until the switch is back.
 func TestDisabled(t *testing.T) {
-	cleanUp(t)
-	t.Cleanup(func() { cleanUp(t) })
-	createSeed(t)
-	startController(t)
-	runPods(t)
-	pod := waitDesired(t, "ngw")
+	pod := runningSeed(t)
 	deploy := getDeployment(t, "ngw")
 	ctx := context.Background()
 	cms := admin.kube.CoreV1().ConfigMaps(plan.ConfigMapNamespace)
@@ -76,8 +71,7 @@ func TestDisabled(t *testing.T) {
 // TestDeletion: deleting a gateway removes its Deployment and pod (owner references) and
 // nothing else: not the other gateway, not the Vpc, Subnet or ConfigMap it used.
 func TestDeletion(t *testing.T) {
-	cleanUp(t)
-	t.Cleanup(func() { cleanUp(t) })
+	fresh(t)
 	createSeed(t)
 	vpc, sn, gwB := second(t)
 	createObjects(t, vpc, []*v1.Subnet{sn}, gwB)
@@ -134,8 +128,7 @@ func vpcLists(name string, gateways ...string) error {
 // TestRestartChangesNothing: a controller started on a cluster in order writes nothing: no
 // object changes (resource versions stay) and no Event is recorded.
 func TestRestartChangesNothing(t *testing.T) {
-	cleanUp(t)
-	t.Cleanup(func() { cleanUp(t) })
+	fresh(t)
 	createSeed(t)
 	vpc, sn, gwB := second(t)
 	createObjects(t, vpc, []*v1.Subnet{sn}, gwB)

@@ -19,12 +19,7 @@ import (
 // removed) and a Vpc route change reach the running pod's desired annotation, exactly as
 // plan.Build computes it, while the pod and the Deployment's template stay as they were.
 func TestRuleChangesWithoutRestart(t *testing.T) {
-	cleanUp(t)
-	t.Cleanup(func() { cleanUp(t) })
-	createSeed(t)
-	startController(t)
-	runPods(t)
-	pod := waitDesired(t, "ngw")
+	pod := runningSeed(t)
 	deploy := getDeployment(t, "ngw")
 
 	gatewayChange := func(f func(*v1.VpcNatGatewaySpec)) func() {
@@ -103,12 +98,7 @@ func TestRuleChangesWithoutRestart(t *testing.T) {
 // Deployment: a new image in the ConfigMap, a new nic, a new subnet of the Vpc. The new pod gets
 // the desired state, the old one is gone.
 func TestIdentityChanges(t *testing.T) {
-	cleanUp(t)
-	t.Cleanup(func() { cleanUp(t) })
-	createSeed(t)
-	startController(t)
-	runPods(t)
-	pod := waitDesired(t, "ngw")
+	pod := runningSeed(t)
 	ctx := context.Background()
 	configure := func(key, value string) {
 		eventually(t, 10*time.Second, "update ConfigMap", func() error {

@@ -47,8 +47,7 @@ func writeApplied(t *testing.T, pod *corev1.Pod, d *annotations.Desired, syncErr
 // validation) on the CRDs of deploy/crds; the gateway pod gets exactly plan.Build's desired state;
 // after the daemon's report `kubectl get vpc-nat-gw` shows the columns, and the Vpc lists it.
 func TestSeedApplies(t *testing.T) {
-	cleanUp(t)
-	t.Cleanup(func() { cleanUp(t) })
+	fresh(t)
 	ctx := context.Background()
 	if out, err := env.Kubectl(ctx, "apply", "--validate=strict", "-f", filepath.Join(repoRoot, "examples", "seed.yaml")); err != nil {
 		t.Fatal(err)
@@ -102,8 +101,7 @@ func TestSeedApplies(t *testing.T) {
 // TestDeploymentShape: the Deployment a gateway gets, field by field, and the pod the
 // ReplicaSet makes of it.
 func TestDeploymentShape(t *testing.T) {
-	cleanUp(t)
-	t.Cleanup(func() { cleanUp(t) })
+	fresh(t)
 	in := seed(t)
 	gw := in.Gateway
 	gw.Spec.Selector = []string{"kubernetes.io/os: linux", "example.com/nat-node:  yes"}

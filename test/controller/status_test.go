@@ -19,12 +19,7 @@ import (
 // annotation (written here by hand): nothing yet, a report about an older state, a failed rule,
 // a failed sync, a malformed report, and success; with one Event per transition.
 func TestStatusFromApplied(t *testing.T) {
-	cleanUp(t)
-	t.Cleanup(func() { cleanUp(t) })
-	createSeed(t)
-	startController(t)
-	runPods(t)
-	pod := waitDesired(t, "ngw")
+	pod := runningSeed(t)
 	d, err := annotations.ParseDesired(pod.Annotations[annotations.DesiredKey])
 	if err != nil {
 		t.Fatal(err)
