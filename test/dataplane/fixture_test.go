@@ -95,40 +95,22 @@ func (f *fixture) converge(full bool) *netconf.Report {
 	return rep
 }
 
-// expect sends one request and checks what the receiver saw: the source IP after NAT and the
-// receiver's own address (after DNAT).
+// expect sends one request and checks what the receiver saw (topo.Expect).
 func (f *fixture) expect(from, proto, to, wantSeen, wantLocal string) {
 	f.t.Helper()
-	r, err := f.topo.Request(from, proto, to, timeout)
-	if err != nil {
-		f.t.Errorf("%s -> %s/%s: %v", from, to, proto, err)
-		return
-	}
-	if wantLocal == "" {
-		wantLocal = to
-	}
-	if r.SeenIP() != wantSeen || r.Local != wantLocal {
-		f.t.Errorf("%s -> %s/%s: receiver %s saw %s, want receiver %s seeing %s", from, to, proto, r.Local, r.SeenIP(), wantLocal, wantSeen)
-	}
+	f.topo.Expect(f.t, from, proto, to, wantSeen, wantLocal)
 }
 
 // expectNoAnswer checks a request gets no answer.
 func (f *fixture) expectNoAnswer(from, proto, to string) {
 	f.t.Helper()
-	if r, err := f.topo.Request(from, proto, to, 500*time.Millisecond); err == nil {
-		f.t.Errorf("%s -> %s/%s: answered by %s (saw %s), want no answer", from, to, proto, r.Local, r.SeenIP())
-	}
+	f.topo.ExpectNoAnswer(f.t, from, proto, to)
 }
 
 // listen starts a receiver for the test's lifetime.
 func (f *fixture) listen(role, proto, addr string) *topo.Server {
 	f.t.Helper()
-	s, err := f.topo.Listen(role, proto, addr)
-	if err != nil {
-		f.t.Fatal(err)
-	}
-	f.t.Cleanup(s.Close)
-	return s
+	return f.topo.ListenFor(f.t, role, proto, addr)
 }
 
 // gwExec runs a command in the gateway namespace (to inspect it or to cause drift by hand).
