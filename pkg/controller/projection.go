@@ -136,6 +136,16 @@ func (c *Controller) conflicts(gw *v1.VpcNatGateway) field.ErrorList {
 				fmt.Sprintf("EIP %s is already claimed by VpcNatGateway %s", addr, o)))
 		}
 	}
+	// Without an OVN router, a gateway itself holds the gateway address of every subnet of its
+	// Vpc: a second gateway of the same Vpc would answer ARP for the same addresses on the same
+	// bridges. So a Vpc has one gateway; the claim is in force once its Deployment exists.
+	if gw.Spec.Vpc != "" {
+		holds := func(g *v1.VpcNatGateway) bool { return c.deploymentOf(g) != nil }
+		if o := c.winningClaim(gw, indexVpc, gw.Spec.Vpc, holds); o != "" {
+			errs = append(errs, field.Invalid(field.NewPath("spec", "vpc"), gw.Spec.Vpc,
+				fmt.Sprintf("VpcNatGateway %s already serves this Vpc (a gateway holds the gateway address of every subnet of its Vpc, so a Vpc has one gateway)", o)))
+		}
+	}
 	if gw.Spec.LanIP != "" {
 		key := lanKey(gw)
 		holds := func(g *v1.VpcNatGateway) bool { return c.lanInForce(g, key) }
@@ -181,14 +191,23 @@ func eipInForce(g *v1.VpcNatGateway, addr string) bool {
 // lanInForce: the gateway's Deployment, which it controls, was made for this subnet/lanIp (the
 // seed's annotations list spec.subnet and lanIp first).
 func (c *Controller) lanInForce(g *v1.VpcNatGateway, key string) bool {
-	d, err := c.deployments.Get(plan.DeploymentName(g.Name))
-	if err != nil || !metav1.IsControlledBy(d, g) {
+	d := c.deploymentOf(g)
+	if d == nil {
 		return false
 	}
 	a := d.Spec.Template.Annotations
 	sw, _, _ := strings.Cut(a[annotations.LogicalSwitchKey], ",")
 	ip, _, _ := strings.Cut(a[annotations.IPAddressKey], ",")
 	return sw+"/"+ip == key
+}
+
+// deploymentOf is the gateway's Deployment when it exists and the gateway controls it.
+func (c *Controller) deploymentOf(g *v1.VpcNatGateway) *appsv1.Deployment {
+	d, err := c.deployments.Get(plan.DeploymentName(g.Name))
+	if err != nil || !metav1.IsControlledBy(d, g) {
+		return nil
+	}
+	return d
 }
 
 func older(a, b *v1.VpcNatGateway) bool {

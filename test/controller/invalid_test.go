@@ -78,7 +78,8 @@ func TestInvalidSpecKeepsState(t *testing.T) {
 }
 
 // TestClusterWideConflicts: what no single gateway's objects can tell: an EIP another gateway
-// already has, a lanIp another gateway already has in the same subnet, a subnet of another Vpc.
+// already has, a lanIp another gateway already has in the same subnet (and a Vpc that already has
+// its gateway), a subnet of another Vpc.
 // The newcomer is refused with the other gateway named; the gateway that was first keeps running.
 func TestClusterWideConflicts(t *testing.T) {
 	pod := runningSeed(t)
@@ -102,7 +103,8 @@ func TestClusterWideConflicts(t *testing.T) {
 	lanThief.Spec.FloatingIPRules, lanThief.Spec.DnatRules, lanThief.Spec.SnatRules = nil, nil, nil
 	createObjects(t, nil, nil, lanThief)
 	condition(t, "gw-c", controller.CondReady, metav1.ConditionFalse, controller.ReasonInvalidSpec,
-		`spec.lanIp: Invalid value: "10.0.1.254"`, "VpcNatGateway ngw already has this address in subnet sn")
+		`spec.lanIp: Invalid value: "10.0.1.254"`, "VpcNatGateway ngw already has this address in subnet sn",
+		`spec.vpc: Invalid value: "test-vpc-1"`, "VpcNatGateway ngw already serves this Vpc")
 
 	foreign := seed(t).Gateway
 	foreign.Name = "gw-d"
