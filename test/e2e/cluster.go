@@ -6,7 +6,9 @@
 // vpcnat-cni0 (host side 10.244.0.1), made by the bridge plugin; it is the one host-side link
 // with an address, as a real node's cni0 is, and no other test uses that subnet. The tests add
 // no address, route or iptables rule to the host's namespace, and send traffic only to pod IPs
-// on that bridge, after checking that the host routes them there.
+// on that bridge, after checking that the host routes them there. TestVpcNat's networks (see its
+// comment) add links to the host's namespace, registered with the cluster and without any
+// address, and carry traffic only between namespaces the test created.
 package e2e
 
 import (

@@ -156,6 +156,15 @@ func (n *NodeTopology) upWithoutAddress(name string) error {
 	return n.ip("", "link", "set", name, "up")
 }
 
+// Namespaces are the names of the test hosts' namespaces.
+func (n *NodeTopology) Namespaces() []string {
+	var names []string
+	for _, r := range n.roles {
+		names = append(names, n.Name(r))
+	}
+	return names
+}
+
 // HostLinks are the links the topology made in the host's namespace.
 func (n *NodeTopology) HostLinks() []string { return append([]string(nil), n.links...) }
 
