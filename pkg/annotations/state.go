@@ -57,6 +57,10 @@ type SubnetNIC struct {
 	IP string `json:"ip,omitempty"`
 	// Attachment says how the NIC joins the subnet's L2.
 	Attachment Attachment `json:"attachment"`
+	// MAC of the gateway's NIC, derived from the gateway's and the subnet's names, so a recreated
+	// gateway answers with the MAC the subnet's hosts already have in their ARP caches (the
+	// subnet gateway IP and lanIp move with it). Empty for a primary attachment.
+	MAC string `json:"mac,omitempty"`
 }
 
 // Attachment is the L2 attachment of a SubnetNIC.

@@ -96,6 +96,9 @@ func (c *subnetChecker) nic(n *SubnetNIC, i int, p *field.Path) {
 	c.add(fe)
 	c.prefixes[i] = cidr
 	c.attachment(n, i, p)
+	if n.MAC != "" {
+		c.add(CheckMAC(n.MAC, p.Child("mac")))
+	}
 
 	for j, a := range n.Addresses {
 		c.address(a, cidr, n.Subnet, p.Child("addresses").Index(j))

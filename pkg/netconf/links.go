@@ -21,27 +21,41 @@ func EnsureExternalNIC(h *Handles, nic annotations.ExternalNIC) ([]string, error
 	if name == "" {
 		name = annotations.ExternalIfName
 	}
-	var mac net.HardwareAddr
-	if nic.MAC != "" {
-		var err error
-		if mac, err = net.ParseMAC(nic.MAC); err != nil {
-			return nil, fmt.Errorf("external NIC %s: mac %q: %w", name, nic.MAC, err)
-		}
+	mac, err := parseMAC(nic.MAC, "external NIC "+name)
+	if err != nil {
+		return nil, err
 	}
 	return ensureMacvlan(h, name, nic.Master, nic.Mode, mac, nic.MTU)
+}
+
+// parseMAC parses an optional MAC ("" = let the kernel choose).
+func parseMAC(s, what string) (net.HardwareAddr, error) {
+	if s == "" {
+		return nil, nil
+	}
+	mac, err := net.ParseMAC(s)
+	if err != nil {
+		return nil, fmt.Errorf("%s: mac %q: %w", what, s, err)
+	}
+	return mac, nil
 }
 
 // EnsureSubnetNIC makes one subnet NIC of the gateway exist and be up: a veth pair whose host end
 // (Attachment.HostIfName) is a port of Attachment.Bridge, or a macvlan on Attachment.Master. A
 // primary attachment creates nothing: eth0 and its addresses belong to the primary CNI.
 func EnsureSubnetNIC(h *Handles, nic annotations.SubnetNIC) ([]string, error) {
-	switch nic.Attachment.Type {
-	case annotations.AttachPrimary:
+	if nic.Attachment.Type == annotations.AttachPrimary {
 		return nil, nil
+	}
+	mac, err := parseMAC(nic.MAC, "subnet NIC "+nic.IfName)
+	if err != nil {
+		return nil, err
+	}
+	switch nic.Attachment.Type {
 	case annotations.AttachMacvlan:
-		return ensureMacvlan(h, nic.IfName, nic.Attachment.Master, "bridge", nil, nic.Attachment.MTU)
+		return ensureMacvlan(h, nic.IfName, nic.Attachment.Master, "bridge", mac, nic.Attachment.MTU)
 	case annotations.AttachBridge:
-		return ensureBridgeVeth(h, nic)
+		return ensureBridgeVeth(h, nic, mac)
 	default:
 		return nil, fmt.Errorf("subnet NIC %s: unknown attachment type %q", nic.IfName, nic.Attachment.Type)
 	}

@@ -2,6 +2,7 @@ package netconf
 
 import (
 	"fmt"
+	"net"
 
 	"github.com/vishvananda/netlink"
 
@@ -12,7 +13,7 @@ import (
 // the host end nic.Attachment.HostIfName in the node netns as a port of nic.Attachment.Bridge,
 // both up. A pair that is not exactly that (a lone end, ends of two different pairs) is replaced;
 // a non-veth link in the node netns under the host end's name is refused, never deleted.
-func ensureBridgeVeth(h *Handles, nic annotations.SubnetNIC) ([]string, error) {
+func ensureBridgeVeth(h *Handles, nic annotations.SubnetNIC, mac net.HardwareAddr) ([]string, error) {
 	att := nic.Attachment
 	br, err := h.Host.LinkByName(att.Bridge)
 	if err != nil {
@@ -45,7 +46,7 @@ func ensureBridgeVeth(h *Handles, nic annotations.SubnetNIC) ([]string, error) {
 		attrs := netlink.NewLinkAttrs()
 		attrs.Name = att.HostIfName
 		attrs.MTU = att.MTU
-		veth := &netlink.Veth{LinkAttrs: attrs, PeerName: nic.IfName, PeerNamespace: netlink.NsFd(h.GatewayNS)}
+		veth := &netlink.Veth{LinkAttrs: attrs, PeerName: nic.IfName, PeerNamespace: netlink.NsFd(h.GatewayNS), PeerHardwareAddr: mac}
 		if err := h.Host.LinkAdd(veth); err != nil {
 			return nil, fmt.Errorf("creating veth %s (node) / %s (gateway): %w", att.HostIfName, nic.IfName, err)
 		}
@@ -66,7 +67,7 @@ func ensureBridgeVeth(h *Handles, nic annotations.SubnetNIC) ([]string, error) {
 	if changes, err = setMTUUp(h.Host, hostEnd, "link "+att.HostIfName+" (node)", att.MTU, changes); err != nil {
 		return nil, err
 	}
-	return setMTUUp(h.Gateway, gwEnd, "link "+nic.IfName, att.MTU, changes)
+	return fixLink(h, gwEnd, changes, mac, att.MTU)
 }
 
 // lookupPair returns the two ends of a subnet veth (nil when absent).

@@ -39,6 +39,14 @@ func ExternalMAC(gateway string) string {
 	return fmt.Sprintf("02:%s:%s:%s:%s:%s", h[0:2], h[2:4], h[4:6], h[6:8], h[8:10])
 }
 
+// SubnetMAC is the MAC of the gateway's NIC in a subnet, derived like ExternalMAC: a recreated
+// gateway (new sandbox, new netns) keeps it, so the subnet's hosts, whose ARP caches map the
+// subnet gateway IP and lanIp to it, reach the new gateway at once.
+func SubnetMAC(gateway, subnet string) string {
+	h := hashHex("vpcnat/subnet-mac", gateway, subnet)
+	return fmt.Sprintf("02:%s:%s:%s:%s:%s", h[0:2], h[2:4], h[4:6], h[6:8], h[8:10])
+}
+
 // SubnetIfName is the gateway-side NIC name in a subnet: the prefix and 11 hex digits (44 bits) of
 // a hash of the subnet's name, 15 characters, the kernel's limit. Build reports the (unlikely)
 // collision of two subnets' names rather than silently share a NIC.

@@ -114,6 +114,7 @@ func (b *builder) subnetNIC(s *v1.Subnet, isFirst bool, lan netip.Addr) (annotat
 		nic.IfName = annotations.PrimaryIfName // the primary CNI owns eth0 and its addresses
 		return nic, cidr
 	}
+	nic.MAC = SubnetMAC(b.gw.Name, s.Name)
 	if gw.IsValid() && cidr.IsValid() {
 		nic.Addresses = append(nic.Addresses, netip.PrefixFrom(gw, cidr.Bits()).String())
 	}

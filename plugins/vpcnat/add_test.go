@@ -105,6 +105,9 @@ func TestGatewayPod(t *testing.T) {
 			if !strings.Contains(link, "macvlan mode bridge") || !strings.Contains(link, nic.External.MAC) {
 				t.Errorf("net1 is not a bridge-mode macvlan with MAC %s:\n%s", nic.External.MAC, link)
 			}
+			if sl, _ := h.topo.Exec(p.Role, "ip", "link", "show", sub); !strings.Contains(sl, nic.Subnets[0].MAC) {
+				t.Errorf("%s does not have its name-derived MAC %s:\n%s", sub, nic.Subnets[0].MAC, sl)
+			}
 			if h.macvlansOnNode() != 0 {
 				t.Error("a macvlan was left in the node namespace")
 			}

@@ -12,11 +12,14 @@ import (
 	"io/fs"
 	"net"
 	"net/netip"
+	"time"
 
 	"github.com/containernetworking/cni/pkg/skel"
 	"github.com/containernetworking/cni/pkg/types"
 	current "github.com/containernetworking/cni/pkg/types/100"
 	"github.com/containernetworking/cni/pkg/version"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/vpcnat/vpcnat/pkg/annotations"
 	"github.com/vpcnat/vpcnat/pkg/netconf"
@@ -101,7 +104,7 @@ func plumb(args *skel.CmdArgs, plan *annotations.NICPlan, result *current.Result
 	}
 
 	isNew := track(plan.External.IfName)
-	if _, err := netconf.EnsureExternalNIC(h, plan.External); err != nil {
+	if err := ensureExternalNIC(h, plan.External); err != nil {
 		return nil, fmt.Errorf("vpcnat: %w", err)
 	}
 	if isNew {
@@ -142,6 +145,23 @@ func plumb(args *skel.CmdArgs, plan *annotations.NICPlan, result *current.Result
 		}
 	}
 	return rec, nil
+}
+
+// externalNICWait bounds how long ADD waits for net1's MAC to be free on the master.
+const externalNICWait = 5 * time.Second
+
+// ensureExternalNIC creates net1, waiting while its MAC is still taken on the master: when a
+// gateway pod is recreated, the runtime may create the new sandbox while the old one (whose net1
+// has the same, name-derived MAC) is still being torn down, tens of milliseconds later.
+func ensureExternalNIC(h *netconf.Handles, nic annotations.ExternalNIC) error {
+	deadline := time.Now().Add(externalNICWait)
+	for {
+		_, err := netconf.EnsureExternalNIC(h, nic)
+		if !errors.Is(err, unix.EADDRINUSE) || time.Now().After(deadline) {
+			return err
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 }
 
 // addInterface appends one of our interfaces, and its addresses, to the CNI result.
