@@ -23,8 +23,6 @@ type nodeAdaptation struct {
 	// The node's CNI directories: the cluster's own, not the host's /opt/cni/bin and
 	// /etc/cni/net.d (hack/cluster/env.sh CNI_BIN_DIR, CNI_CONF_DIR).
 	cniBinDir, cniConfDir string
-	// runDir: the cluster's run-time state (removed by stop.sh).
-	runDir string
 	// apiHost, apiPort: the API server listens on loopback only and there is no kube-proxy, so
 	// the in-cluster address (the kubernetes Service) does not route; host-network pods reach
 	// it here.
@@ -45,17 +43,7 @@ func (a nodeAdaptation) adapt(docs []*unstructured.Unstructured) ([]string, erro
 		id := o.GetKind() + " " + o.GetNamespace() + "/" + o.GetName()
 		switch {
 		case o.GetKind() == "DaemonSet" && o.GetName() == "vpcnat-daemon":
-			// hostPath /var/run/netns -> /run/netns: containerd checks the propagation of a
-			// HostToContainer mount on the path as written, without following the /var/run ->
-			// /run symlink, so it finds "/" (private on these machines: no systemd) and refuses
-			// the container; /run/netns itself is a shared mount (iproute2 makes it one).
-			paths := map[string]string{
-				"/opt/cni/bin": a.cniBinDir, "/etc/cni/net.d": a.cniConfDir,
-				"/var/run/netns": "/run/netns",
-				// FileOrCreate would leave the file on the host after the cluster is gone;
-				// the image's iptables (nf_tables) does not take the lock anyway.
-				"/run/xtables.lock": filepath.Join(a.runDir, "xtables.lock"),
-			}
+			paths := map[string]string{"/opt/cni/bin": a.cniBinDir, "/etc/cni/net.d": a.cniConfDir}
 			n, err := replaceHostPaths(o, paths)
 			if err != nil {
 				return nil, fmt.Errorf("%s: %w", id, err)

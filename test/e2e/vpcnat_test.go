@@ -373,7 +373,7 @@ func (e *vpcEnv) kubectl(args ...string) string {
 
 func (e *vpcEnv) adaptation() nodeAdaptation {
 	return nodeAdaptation{
-		cniBinDir: e.c.Env["CNI_BIN_DIR"], cniConfDir: e.c.Env["CNI_CONF_DIR"], runDir: e.c.Env["RUN_DIR"],
+		cniBinDir: e.c.Env["CNI_BIN_DIR"], cniConfDir: e.c.Env["CNI_CONF_DIR"],
 		apiHost: e.apiHost, apiPort: e.apiPort, controllerMetricsPort: controllerMetricsPort,
 		nic: extBridge, gatewayImage: gatewayImage,
 	}
