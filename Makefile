@@ -70,8 +70,10 @@ cluster-setup: deps
 	else echo "cluster-setup: not root; skipped (test/e2e skips too)"; fi
 
 # The end-to-end suite on a throwaway one-node cluster, alone and verbose (timings).
+# VPCNAT_E2E=1 runs TestVpcNat too: vpcnat installed on the cluster and checked with packets.
+# It is not reliable enough yet to gate CI (open bugs, see README), so `make test` skips it.
 e2e: cluster-setup
-	$(GO) test -count=1 -v -timeout 30m ./test/e2e/...
+	VPCNAT_E2E=1 $(GO) test -count=1 -v -timeout 30m ./test/e2e/...
 
 # `make test` runs test/e2e with the rest; building the cluster before go test starts keeps a
 # cold Kubernetes build (~20 min) out of the test binary's timeout.
