@@ -1,7 +1,6 @@
 package topo
 
 import (
-	"os"
 	"testing"
 	"time"
 )
@@ -9,14 +8,7 @@ import (
 // TestStream: a stream server answers every line of one open connection, and the one-shot
 // Request too; the answers of one connection all name the same client port (one flow).
 func TestStream(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("needs root: creates network namespaces")
-	}
-	topo, err := NewSeed(NewPrefix())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer topo.Close()
+	topo := seedForTest(t)
 	srv, err := topo.ListenStream(Inet, InetIP+":8080")
 	if err != nil {
 		t.Fatal(err)

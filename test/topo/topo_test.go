@@ -12,14 +12,7 @@ import (
 // through the EIP gateway router, VPC hosts reach each other on their bridge, and Close leaves
 // no namespace behind.
 func TestSeedTopology(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("needs root: creates network namespaces")
-	}
-	topo, err := NewSeed(NewPrefix())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer topo.Close()
+	topo := seedForTest(t)
 
 	srv, err := topo.Listen(Inet, "tcp", InetIP+":8080")
 	if err != nil {
@@ -50,4 +43,19 @@ func TestSeedTopology(t *testing.T) {
 	if strings.Contains(string(out), topo.Prefix+"-") {
 		t.Errorf("namespaces left after Close:\n%s", out)
 	}
+}
+
+// seedForTest builds the seed topology for a test, or skips it when not root; the topology is
+// removed when the test ends.
+func seedForTest(t *testing.T) *Topology {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("needs root: creates network namespaces")
+	}
+	topo, err := NewSeed(NewPrefix())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = topo.Close() })
+	return topo
 }
