@@ -3,7 +3,8 @@
 # (hack/imgtool packs directories into layers), into OUT (default bin/images):
 #
 #   vpcnat-controller.tar  $REGISTRY/vpcnat-controller:$TAG  static binary (skipped while ./controller does not build)
-#   vpcnat-daemon.tar      $REGISTRY/vpcnat-daemon:$TAG      iptables (nft) + the daemon + /opt/vpcnat/bin/vpcnat (CNI plugin)
+#   vpcnat-daemon.tar      $REGISTRY/vpcnat-daemon:$TAG      iptables (nft) + the daemon + the CNI plugin in /opt/vpcnat/bin:
+#                                                            vpcnat (dispatcher) and vpcnat-gateway (full plugin)
 #   vpcnat-gateway.tar     $REGISTRY/vpcnat-gateway:$TAG     the gateway pod: vpcnat-pause, unprivileged
 #   pause.tar              $REGISTRY/pause:3.10              the test cluster's pod sandbox image
 #   e2e-probe.tar          $REGISTRY/e2e-probe:$TAG          the e2e suite's HTTP workload (test/e2e/podprobe)
@@ -45,7 +46,10 @@ build_static() { # OUTPUT PACKAGE
 }
 "$go" build -o "$stage/bin/imgtool" ./hack/imgtool
 build_static "$stage/bin/vpcnat-daemon" ./daemon
+# The CNI plugin is two binaries that must sit side by side: vpcnat, the small dispatcher the
+# runtime executes for every pod, and vpcnat-gateway, the full plugin it hands the rest to.
 build_static "$stage/bin/vpcnat" ./plugins/vpcnat
+build_static "$stage/bin/vpcnat-gateway" ./plugins/vpcnat-gateway
 build_static "$stage/bin/vpcnat-pause" ./cmd/vpcnat-pause
 build_static "$stage/bin/podprobe" ./test/e2e/podprobe
 # The controller is being written: until ./controller is a main package, say so and go on.
@@ -125,7 +129,8 @@ fi
 
 # --- the images -----------------------------------------------------------------------------
 daemon_top="$stage/daemon-top"
-layer "$daemon_top" "$stage/bin/vpcnat-daemon:/usr/local/bin/vpcnat-daemon" "$stage/bin/vpcnat:/opt/vpcnat/bin/vpcnat"
+layer "$daemon_top" "$stage/bin/vpcnat-daemon:/usr/local/bin/vpcnat-daemon" "$stage/bin/vpcnat:/opt/vpcnat/bin/vpcnat" \
+  "$stage/bin/vpcnat-gateway:/opt/vpcnat/bin/vpcnat-gateway"
 "$img" --out "$out/vpcnat-daemon.tar" --tag "$registry/vpcnat-daemon:$tag" \
   --entrypoint /usr/local/bin/vpcnat-daemon --env PATH=/usr/local/bin:/usr/sbin:/usr/bin \
   --layer "$ipt" --layer "$daemon_top"

@@ -111,11 +111,13 @@ start_proc apiserver "$kube_bin/kube-apiserver" --etcd-servers "http://127.0.0.1
 kubectl="$kube_bin/kubectl --kubeconfig $CONF/admin.kubeconfig"
 wait_for apiserver 90 $kubectl get --raw /readyz
 
+# --vmodule: the garbage collector logs its discovery resyncs (a CRD installed after the
+# controller-manager started is watched only from the next one, every 30 s) and each deletion.
 start_proc kcm "$kube_bin/kube-controller-manager" --kubeconfig "$CONF/admin.kubeconfig" \
   --authentication-kubeconfig "$CONF/admin.kubeconfig" --authorization-kubeconfig "$CONF/admin.kubeconfig" \
   --bind-address 127.0.0.1 --secure-port "$kcm_port" --leader-elect=false \
   --service-account-private-key-file "$pki/sa.key" --root-ca-file "$pki/ca.crt" \
-  --service-cluster-ip-range 10.96.0.0/16
+  --service-cluster-ip-range 10.96.0.0/16 --vmodule=garbagecollector=2
 start_proc scheduler "$kube_bin/kube-scheduler" --kubeconfig "$CONF/admin.kubeconfig" \
   --authentication-kubeconfig "$CONF/admin.kubeconfig" --authorization-kubeconfig "$CONF/admin.kubeconfig" \
   --bind-address 127.0.0.1 --secure-port "$scheduler_port" --leader-elect=false

@@ -90,5 +90,14 @@ func inflate(s string) ([]byte, error) {
 	if len(raw) > maxInflated {
 		return nil, fmt.Errorf("annotation %s: data: inflates to more than %d bytes", DesiredKey, maxInflated)
 	}
+	// The envelope's generation is read without inflating (to report which generation was
+	// refused), so it must be the content's; a content that does not decode is the strict
+	// decode's to report.
+	var inner struct {
+		Generation int64 `json:"generation"`
+	}
+	if json.Unmarshal(raw, &inner) == nil && inner.Generation != env.Generation {
+		return nil, fmt.Errorf("annotation %s: generation: the envelope's %d differs from its content's %d", DesiredKey, env.Generation, inner.Generation)
+	}
 	return raw, nil
 }

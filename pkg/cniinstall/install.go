@@ -18,8 +18,12 @@ import (
 
 // Options of one installation.
 type Options struct {
-	// PluginSource is the vpcnat binary to install (in the installer's image).
+	// PluginSource is the vpcnat binary to install (in the installer's image): the dispatcher
+	// the runtime executes.
 	PluginSource string
+	// GatewaySource is the full plugin the dispatcher hands calls to, installed next to it
+	// (default: vpcnat-gateway in PluginSource's directory).
+	GatewaySource string
 	// BinDir is the node's CNI bin directory (/opt/cni/bin, mounted).
 	BinDir string
 	// ConfDir is the node's CNI configuration directory (/etc/cni/net.d, mounted).
@@ -32,6 +36,7 @@ type Options struct {
 
 // Result says what an installation changed.
 type Result struct {
+	// BinaryChanged: either binary was written.
 	BinaryChanged bool
 	// ConfFile is the configuration vpcnat is chained in; ConfChanged whether it was written.
 	ConfFile    string
@@ -50,7 +55,7 @@ var confExtensions = []string{".conf", ".conflist", ".json"}
 func Install(ctx context.Context, o Options) (*Result, error) {
 	res := &Result{}
 	var err error
-	if res.BinaryChanged, err = installBinary(o.PluginSource, o.BinDir); err != nil {
+	if res.BinaryChanged, err = installBinaries(o.PluginSource, o.GatewaySource, o.BinDir); err != nil {
 		return res, err
 	}
 	info, err := libcni.NewCNIConfig([]string{o.BinDir}, nil).GetVersionInfo(ctx, PluginType)
@@ -147,15 +152,39 @@ func waitForConf(ctx context.Context, dir string, wait time.Duration) (string, e
 	}
 }
 
-// installBinary copies src to dir/vpcnat unless it is there already. The new file is renamed
-// over the old one, so a runtime executing the plugin meanwhile runs either version, never a
-// partly written file (and writing into a running binary would fail with ETXTBSY).
-func installBinary(src, dir string) (bool, error) {
-	want, err := os.ReadFile(src)
+// GatewayBinary is the full plugin's file name; the dispatcher (PluginType) executes it from its
+// own directory.
+const GatewayBinary = "vpcnat-gateway"
+
+// installBinaries installs the plugin's two binaries. Both are read before either is written,
+// and the full plugin goes first: the runtime may execute vpcnat at any moment, and every
+// dispatcher it can find (the old one or the new one) then has a full plugin beside it at least
+// as new as itself. (The hand-off between them is an exec with the runtime's own arguments,
+// environment and stdin, the same in every version.)
+func installBinaries(src, gatewaySrc, dir string) (bool, error) {
+	if gatewaySrc == "" {
+		gatewaySrc = filepath.Join(filepath.Dir(src), GatewayBinary)
+	}
+	gw, err := os.ReadFile(gatewaySrc)
+	if err != nil {
+		return false, fmt.Errorf("reading the full plugin binary: %w", err)
+	}
+	disp, err := os.ReadFile(src)
 	if err != nil {
 		return false, fmt.Errorf("reading the plugin binary: %w", err)
 	}
-	dst := filepath.Join(dir, PluginType)
+	gwChanged, err := installBinary(gw, filepath.Join(dir, GatewayBinary))
+	if err != nil {
+		return false, err
+	}
+	dispChanged, err := installBinary(disp, filepath.Join(dir, PluginType))
+	return gwChanged || dispChanged, err
+}
+
+// installBinary writes want to dst unless it is there already. The new file is renamed over
+// the old one, so a runtime executing the plugin meanwhile runs either version, never a partly
+// written file (and writing into a running binary would fail with ETXTBSY).
+func installBinary(want []byte, dst string) (bool, error) {
 	if have, err := os.ReadFile(dst); err == nil && bytes.Equal(have, want) {
 		return false, nil
 	}

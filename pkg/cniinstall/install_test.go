@@ -23,7 +23,9 @@ var (
 	pluginErr  error
 )
 
-// plugin builds the real vpcnat binary once: the installer asks it which versions it speaks.
+// plugin builds the real vpcnat binaries once, side by side as in the daemon image (the
+// dispatcher and the full plugin it hands calls to): the installer asks the installed vpcnat
+// which versions it speaks, which only the full plugin answers.
 func plugin(t *testing.T) string {
 	t.Helper()
 	pluginOnce.Do(func() {
@@ -33,10 +35,14 @@ func plugin(t *testing.T) string {
 			return
 		}
 		pluginPath = filepath.Join(dir, "vpcnat")
-		cmd := exec.Command("go", "build", "-o", pluginPath, "./plugins/vpcnat")
-		cmd.Dir = filepath.Join("..", "..")
-		if out, err := cmd.CombinedOutput(); err != nil {
-			pluginErr = errors.New(string(out))
+		for name, pkg := range map[string]string{PluginType: "./plugins/vpcnat", GatewayBinary: "./plugins/vpcnat-gateway"} {
+			cmd := exec.Command("go", "build", "-o", filepath.Join(dir, name), pkg)
+			cmd.Dir = filepath.Join("..", "..")
+			cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+			if out, err := cmd.CombinedOutput(); err != nil {
+				pluginErr = errors.New(string(out))
+				return
+			}
 		}
 	})
 	if pluginErr != nil {
@@ -114,9 +120,15 @@ func TestInstall(t *testing.T) {
 		res.OldVersion != "0.3.1" || res.NewVersion != "0.4.0" {
 		t.Errorf("result %+v", res)
 	}
-	st, err := os.Stat(filepath.Join(n.bin, PluginType))
-	if err != nil || st.Mode().Perm()&0o111 == 0 {
-		t.Fatalf("plugin not installed executable: %v %v", st, err)
+	for _, name := range []string{PluginType, GatewayBinary} {
+		st, err := os.Stat(filepath.Join(n.bin, name))
+		if err != nil || st.Mode().Perm()&0o111 == 0 {
+			t.Fatalf("%s not installed executable: %v %v", name, st, err)
+		}
+		want, _ := os.ReadFile(filepath.Join(filepath.Dir(plugin(t)), name))
+		if got, _ := os.ReadFile(filepath.Join(n.bin, name)); !bytes.Equal(got, want) {
+			t.Errorf("installed %s differs from its source", name)
+		}
 	}
 	list, err := libcni.ConfListFromFile(res.ConfFile)
 	if err != nil {
@@ -195,7 +207,7 @@ func TestInstallAfterPrimaryRewrite(t *testing.T) {
 	if err := os.WriteFile(conf, orig, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	if err := os.WriteFile(filepath.Join(n.bin, PluginType), []byte("#!/bin/sh\necho old\n"), 0o755); err != nil {
+	if err := os.WriteFile(filepath.Join(n.bin, GatewayBinary), []byte("#!/bin/sh\necho old\n"), 0o755); err != nil {
 		t.Fatal(err)
 	}
 	res, err := n.install(t)
@@ -208,6 +220,45 @@ func TestInstallAfterPrimaryRewrite(t *testing.T) {
 	got, _ := os.ReadFile(conf)
 	if !bytes.Contains(got, []byte(`"type": "vpcnat"`)) {
 		t.Errorf("vpcnat not chained again:\n%s", got)
+	}
+	want, _ := os.ReadFile(filepath.Join(filepath.Dir(plugin(t)), GatewayBinary))
+	if got, _ := os.ReadFile(filepath.Join(n.bin, GatewayBinary)); !bytes.Equal(got, want) {
+		t.Error("an old vpcnat-gateway was not replaced")
+	}
+}
+
+// TestInstallNeedsBothBinaries: the dispatcher alone cannot work (it hands gateway pods and
+// VERSION to the full plugin), so an image without the full plugin beside it is refused before
+// anything is written; and an installed dispatcher whose full plugin is gone fails VERSION,
+// naming the missing file.
+func TestInstallNeedsBothBinaries(t *testing.T) {
+	src := filepath.Join(t.TempDir(), PluginType)
+	b, err := os.ReadFile(plugin(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(src, b, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	n := newNode(t, "10-containerd-net.conflist")
+	before := n.snapshot(t)
+	_, err = Install(context.Background(), Options{PluginSource: src, BinDir: n.bin, ConfDir: n.conf, Entry: entry})
+	if err == nil || !strings.Contains(err.Error(), GatewayBinary) {
+		t.Errorf("install without %s: %v, want an error naming it", GatewayBinary, err)
+	}
+	if after := n.snapshot(t); len(after) != len(before) {
+		t.Errorf("a refused install wrote files: %v", after)
+	}
+
+	if _, err := n.install(t); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Remove(filepath.Join(n.bin, GatewayBinary)); err != nil {
+		t.Fatal(err)
+	}
+	_, err = libcni.NewCNIConfig([]string{n.bin}, nil).GetVersionInfo(context.Background(), PluginType)
+	if err == nil || !strings.Contains(err.Error(), GatewayBinary) {
+		t.Errorf("VERSION without %s: %v, want an error naming it", GatewayBinary, err)
 	}
 }
 

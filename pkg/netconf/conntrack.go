@@ -3,12 +3,15 @@ package netconf
 import (
 	"fmt"
 	"net"
+	"net/netip"
+	"slices"
 	"strconv"
 	"strings"
 
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 
+	"github.com/vpcnat/vpcnat/pkg/annotations"
 	"github.com/vpcnat/vpcnat/pkg/nat"
 )
 
@@ -109,4 +112,127 @@ func mappingsString(ms []nat.Mapping) string {
 		parts = append(parts, mappingString(m))
 	}
 	return strings.Join(parts, ", ")
+}
+
+// sweepFilter matches, level-based, the conntrack entries whose translation contradicts the
+// desired state: translated by a FIP or port forward the state no longer has (or to another
+// target), or source-NATed to an EIP other than the one the state picks for the source now (a
+// changed or removed SNAT or FIP, an EIP gone). Diff-based clean-up (deleteMappings) cannot see
+// what a crash between the nat commit and the clean-up left behind (the restart's diff is empty),
+// nor SNAT changes (SNAT leaves no mapping in the DNAT chains); this can.
+//
+// Only translations that can be vpcnat's are judged: a destination translated while addressed to
+// the EIPs' networks, or a source translated into them. Entries that were never translated are
+// left alone, as is the hairpin MASQUERADE (its new source is a subnet address).
+type sweepFilter struct {
+	extNets []netip.Prefix
+	fipIn   map[netip.Addr]netip.Addr // EIP -> internal IP
+	fipOut  map[netip.Addr]netip.Addr // internal IP -> EIP (the lowest, as EXCLUSIVE_SNAT picks)
+	dnat    map[sweepKey]netip.AddrPort
+	snat    []sweepSNAT // longest prefix first, as SHARED_SNAT matches
+}
+
+type sweepKey struct {
+	proto uint8
+	eip   netip.Addr
+	port  uint16
+}
+
+type sweepSNAT struct {
+	pfx netip.Prefix
+	eip netip.Addr
+}
+
+// newSweepFilter reads d leniently: it is validated, and an entry that does not parse renders no
+// rule either (pkg/nat leaves it out), so it maps nothing here.
+func newSweepFilter(d *annotations.Desired) *sweepFilter {
+	f := &sweepFilter{fipIn: map[netip.Addr]netip.Addr{}, fipOut: map[netip.Addr]netip.Addr{}, dnat: map[sweepKey]netip.AddrPort{}}
+	for _, e := range d.EIPs {
+		if p, err := netip.ParsePrefix(e.EipCIDR); err == nil && p.Addr().Is4() && !slices.Contains(f.extNets, p.Masked()) {
+			f.extNets = append(f.extNets, p.Masked())
+		}
+	}
+	for _, r := range d.FloatingIPs {
+		eip, err1 := netip.ParseAddr(r.EIP)
+		in, err2 := netip.ParseAddr(r.InternalIP)
+		if err1 != nil || err2 != nil {
+			continue
+		}
+		f.fipIn[eip] = in
+		if cur, ok := f.fipOut[in]; !ok || eip.Less(cur) {
+			f.fipOut[in] = eip
+		}
+	}
+	for _, r := range d.DNATs {
+		eip, err1 := netip.ParseAddr(r.EIP)
+		in, err2 := netip.ParseAddr(r.InternalIP)
+		proto := map[string]uint8{"tcp": unix.IPPROTO_TCP, "udp": unix.IPPROTO_UDP}[r.Protocol]
+		if err1 != nil || err2 != nil || proto == 0 {
+			continue
+		}
+		f.dnat[sweepKey{proto, eip, uint16(r.ExternalPort)}] = netip.AddrPortFrom(in, uint16(r.InternalPort))
+	}
+	for _, r := range d.SNATs {
+		p, err := nat.ParseCIDR(r.InternalCIDR)
+		eip, err2 := netip.ParseAddr(r.EIP)
+		if err != nil || err2 != nil {
+			continue
+		}
+		f.snat = append(f.snat, sweepSNAT{pfx: p.Masked(), eip: eip})
+	}
+	slices.SortStableFunc(f.snat, func(a, b sweepSNAT) int { return b.pfx.Bits() - a.pfx.Bits() })
+	return f
+}
+
+func (f *sweepFilter) inExt(a netip.Addr) bool {
+	for _, p := range f.extNets {
+		if p.Contains(a) {
+			return true
+		}
+	}
+	return false
+}
+
+// MatchConntrackFlow implements netlink.CustomConntrackFilter: true for a stale entry.
+func (f *sweepFilter) MatchConntrackFlow(fl *netlink.ConntrackFlow) bool {
+	odst, ok1 := netip.AddrFromSlice(fl.Forward.DstIP.To4())
+	osrc, ok2 := netip.AddrFromSlice(fl.Forward.SrcIP.To4())
+	rsrc, ok3 := netip.AddrFromSlice(fl.Reverse.SrcIP.To4())
+	rdst, ok4 := netip.AddrFromSlice(fl.Reverse.DstIP.To4())
+	if !ok1 || !ok2 || !ok3 || !ok4 {
+		return false
+	}
+	if rsrc != odst && f.inExt(odst) { // destination translated: a FIP or a port forward
+		if in, ok := f.fipIn[odst]; ok {
+			return rsrc != in
+		}
+		if to, ok := f.dnat[sweepKey{fl.Forward.Protocol, odst, fl.Forward.DstPort}]; ok {
+			return rsrc != to.Addr() || fl.Reverse.SrcPort != to.Port()
+		}
+		return true
+	}
+	if rdst != osrc && f.inExt(rdst) { // source translated to an EIP: a FIP or an SNAT
+		if eip, ok := f.fipOut[osrc]; ok {
+			return rdst != eip
+		}
+		for _, s := range f.snat {
+			if s.pfx.Contains(osrc) {
+				return rdst != s.eip
+			}
+		}
+		return true
+	}
+	return false
+}
+
+// sweepConntrack deletes the entries sweepFilter finds stale, in one dump of the table.
+func sweepConntrack(gw *netlink.Handle, d *annotations.Desired) ([]string, error) {
+	n, err := gw.ConntrackDeleteFilters(netlink.ConntrackTable, unix.AF_INET, newSweepFilter(d))
+	if err != nil {
+		return nil, fmt.Errorf("deleting conntrack entries that contradict the desired mappings: %w", err)
+	}
+	if n == 0 {
+		return nil, nil
+	}
+	return []string{fmt.Sprintf("conntrack: deleted %d entries translated by mappings or SNATs no longer desired", n)}, nil
 }

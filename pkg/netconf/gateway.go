@@ -58,8 +58,9 @@ func (g *Gateway) Close() { g.garp.close() }
 
 // Converge makes the gateway netns match d, in this order: forwarding held off on a fresh netns,
 // NAT rules (before any EIP address exists or any packet is forwarded), links, sysctls,
-// addresses, routes and rules, conntrack of removed mappings, forwarding on (after a conntrack
-// flush, only when it was off), gratuitous ARP. Links, addresses, routes and rules are always
+// addresses, routes and rules, conntrack of removed mappings (and, on a full converge or a nat
+// change, of every translation d contradicts), forwarding on (after a conntrack flush, only when
+// it was off), gratuitous ARP. Links, addresses, routes and rules are always
 // read back (netlink dumps cost well under a millisecond); full=true also reads the nat table
 // back (iptables-save) and repairs its drift, full=false trusts the last applied nat state. After
 // any error the next converge is full.
@@ -124,6 +125,7 @@ func (g *Gateway) Converge(ctx context.Context, d *annotations.Desired, full boo
 		last = nil
 	}
 	stale, lines, err := syncNAT(ctx, g.ipt, want, last)
+	natChanged := len(lines) > 0
 	change(lines)
 	if err != nil {
 		return rep, err
@@ -147,6 +149,16 @@ func (g *Gateway) Converge(ctx context.Context, d *annotations.Desired, full boo
 		return rep, err
 	}
 	g.pendingStale = nil
+	// A full converge (a restart, a resync, any converge after an error) or a nat change also
+	// sweeps the table level-based: what a crash left between the nat commit and the clean-up,
+	// and flows of changed SNATs, which the mapping diff does not cover.
+	if full || natChanged {
+		lines, err = sweepConntrack(h.Gateway, d)
+		change(lines)
+		if err != nil {
+			return rep, err
+		}
+	}
 	lines, err = enableForwarding(netNS, h)
 	change(lines)
 	if err != nil {

@@ -25,7 +25,8 @@ const forwardSysctl = "net/ipv4/ip_forward"
 // (and on "all": the effective value is max(all, link)), because replies of policy-routed,
 // NATed flows arrive on interfaces a strict reverse-path check would not choose. The external NIC
 // gets promote_secondaries, so removing the first EIP of a network keeps the others (without it
-// the kernel drops every secondary address together with the primary). Our NICs ignore IPv6
+// the kernel drops every secondary address together with the primary); so do the subnet NICs we
+// create (their subnet gateway address and lanIp are one network too). Our NICs ignore IPv6
 // router advertisements: they hold exactly the desired addresses, and a SLAAC address would be
 // removed by every converge and come back with the next advertisement (Optional: the netns may
 // have IPv6 disabled).
@@ -39,7 +40,11 @@ func linkSysctls(ext string, subnets []string, primary map[string]bool) []sysctl
 	for _, s := range subnets {
 		out = append(out, sysctl{Path: "net/ipv4/conf/" + s + "/rp_filter", Value: "0", Optional: primary[s]})
 		if !primary[s] {
-			out = append(out, sysctl{Path: "net/ipv6/conf/" + s + "/accept_ra", Value: "0", Optional: true})
+			// A subnet NIC holds the subnet gateway and lanIp in one network: without
+			// promote_secondaries, replacing the first of them (a new Subnet gateway) would
+			// drop the just-added new address together with it.
+			out = append(out, sysctl{Path: "net/ipv4/conf/" + s + "/promote_secondaries", Value: "1"},
+				sysctl{Path: "net/ipv6/conf/" + s + "/accept_ra", Value: "0", Optional: true})
 		}
 	}
 	return out

@@ -142,7 +142,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		newRecordWatcher(a.store, a.queue.Add).run(ctx)
+		newRecordWatcher(a.store, a.queue.Add, a.siblingRemoved).run(ctx)
 	}()
 	for range a.cfg.Workers {
 		wg.Add(1)

@@ -2,6 +2,7 @@ package nodeagent
 
 import (
 	"context"
+	"sync/atomic"
 	"time"
 
 	"k8s.io/apimachinery/pkg/types"
@@ -37,6 +38,11 @@ type gateway struct {
 	// lastFull is when the nat table was last read back (full converge); the next full
 	// converge is due a resync period later.
 	lastFull time.Time
+	// recheck asks the next sync to converge even when the desired state is unchanged (links
+	// are read back and repaired), because something outside the daemon may have changed the
+	// sandbox: another sandbox of the same gateway was torn down (siblingRemoved). Set by the
+	// record watcher, taken by the sync.
+	recheck atomic.Bool
 	// parsed is the desired annotation value raw, decoded and validated, with its applied hash
 	// (or why it is not valid): decoding 10 000 rules takes tens of milliseconds, and every
 	// update of the pod (the daemon's own patches included) and every resync would otherwise
@@ -124,6 +130,31 @@ func (a *Agent) forget(key, why string) {
 	delete(a.gateways, key)
 	a.metrics.forget(g.name)
 	a.metrics.gateways.Set(float64(len(a.gateways)))
+}
+
+// siblingRemoved: the attachment record of pod UID podUID, a sandbox of gateway gw, was removed,
+// so its CNI DEL (or GC) ran and deleted the node-side links the record names. Those names are
+// the gateway's (plan.HostIfName: from the gateway's and the subnet's names), and a recreated
+// gateway pod's sandbox is usually plumbed before the old one is torn down, so that DEL may have
+// deleted the node-side veth of the gateway's current sandbox, taking its subnet NIC, with the
+// subnet's routes, along. Every other pod of the gateway on the node is converged again (links
+// are always read back and recreated), whatever its desired state: within milliseconds instead
+// of at the next resync.
+func (a *Agent) siblingRemoved(podUID, gw string) {
+	if gw == "" {
+		return
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	for key, g := range a.gateways {
+		if g.name != gw || string(g.uid) == podUID {
+			continue
+		}
+		klog.V(2).InfoS("Another sandbox of the gateway was torn down: converging this one again",
+			"pod", key, "gateway", gw, "removedPodUID", podUID)
+		g.recheck.Store(true)
+		a.queue.Add(key)
+	}
 }
 
 // closeAll releases every converger at shutdown (pending gratuitous ARP repeats); the data

@@ -18,20 +18,27 @@ import (
 // itself reads the record again (level-based); the watcher only says when to look. inotify
 // makes a new sandbox converge within milliseconds; a slow rescan covers events inotify can
 // lose (queue overflow) and a state directory it could not watch.
+//
+// A record that goes away also concerns the other pods of the same gateway (removed): the
+// plugin removes a record last, after its DEL (or GC) deleted the node-side links the record
+// names, and those names are the gateway's, not the sandbox's (derived from the gateway's and
+// the subnet's names): when the gateway pod is recreated, the new sandbox is usually plumbed
+// before the old one is torn down, under the same names.
 type recordWatcher struct {
 	store   state.Store
 	enqueue func(key string)
+	removed func(podUID, gateway string)
 	// poll is the rescan period with inotify working; without it, fallbackPoll.
 	poll, fallbackPoll time.Duration
 	seen               map[string]recordID
 }
 
 // recordID is what of a record matters to the daemon.
-type recordID struct{ key, containerID, netns string }
+type recordID struct{ key, gateway, containerID, netns string }
 
-func newRecordWatcher(store state.Store, enqueue func(string)) *recordWatcher {
-	return &recordWatcher{store: store, enqueue: enqueue, poll: 30 * time.Second, fallbackPoll: time.Second,
-		seen: map[string]recordID{}}
+func newRecordWatcher(store state.Store, enqueue func(string), removed func(podUID, gateway string)) *recordWatcher {
+	return &recordWatcher{store: store, enqueue: enqueue, removed: removed, poll: 30 * time.Second,
+		fallbackPoll: time.Second, seen: map[string]recordID{}}
 }
 
 // run watches until ctx is done.
@@ -65,7 +72,7 @@ func (w *recordWatcher) scan() {
 	}
 	now := make(map[string]recordID, len(recs))
 	for _, r := range recs {
-		id := recordID{key: r.Namespace + "/" + r.Name, containerID: r.ContainerID, netns: r.Netns}
+		id := recordID{key: r.Namespace + "/" + r.Name, gateway: r.Gateway, containerID: r.ContainerID, netns: r.Netns}
 		now[r.PodUID] = id
 		if w.seen[r.PodUID] != id {
 			klog.V(2).InfoS("Attachment record changed", "pod", id.key, "podUID", r.PodUID, "containerID", r.ContainerID, "netns", r.Netns)
@@ -74,8 +81,9 @@ func (w *recordWatcher) scan() {
 	}
 	for uid, id := range w.seen {
 		if _, ok := now[uid]; !ok {
-			klog.V(2).InfoS("Attachment record removed", "pod", id.key, "podUID", uid)
+			klog.V(2).InfoS("Attachment record removed", "pod", id.key, "podUID", uid, "gateway", id.gateway)
 			w.enqueue(id.key)
+			w.removed(uid, id.gateway)
 		}
 	}
 	w.seen = now

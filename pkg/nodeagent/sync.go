@@ -90,7 +90,8 @@ func (a *Agent) sync(ctx context.Context, key string) (time.Duration, error) {
 
 	newSandbox := g.attach(rec, a.cfg.NewConverger)
 	full := newSandbox || time.Since(g.lastFull) >= a.cfg.Resync
-	if !full && g.hash == hash {
+	recheck := g.recheck.Swap(false)
+	if !full && !recheck && g.hash == hash {
 		// In sync: the usual reaction to our own patch, or to a change of the pod we do not use.
 		return 0, a.reportApplied(ctx, pod, g, newApplied(d.Generation, hash, nil, time.Now()))
 	}

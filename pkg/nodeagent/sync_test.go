@@ -1,10 +1,13 @@
 package nodeagent
 
 import (
+	"context"
 	"fmt"
 	"strings"
 	"testing"
 	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/vpcnat/vpcnat/pkg/annotations"
 )
@@ -149,5 +152,65 @@ func TestAppliedHashIsCanonical(t *testing.T) {
 	a := h.applied(p, func(a *annotations.Applied) bool { return a.Generation == 1 })
 	if a.Hash != want || a.Hash == rawHash(value) || a.Error != "" {
 		t.Errorf("applied hash %s, want the canonical JSON's %s (error %q)", a.Hash, want, a.Error)
+	}
+}
+
+// TestSiblingSandboxRemoved: when a gateway pod is recreated, the new sandbox is usually plumbed
+// before the old one is torn down, and the old one's CNI DEL deletes the node-side links its
+// record names, names the new sandbox shares (they derive from the gateway's and the subnet's
+// names): the new sandbox's subnet NIC goes with them. So the removal of a record of gateway ngw
+// converges the gateway's other pod again, though its desired state did not change (links are
+// read back and recreated); the removal of another gateway's record does not.
+func TestSiblingSandboxRemoved(t *testing.T) {
+	c, other := newChain("ngw"), newChain("other")
+	other.rs.Name, other.rs.UID = "vpc-nat-gw-other-5d8f", "other-rs-uid"
+	other.dep.UID = "other-dep-uid"
+	other.rs.OwnerReferences[0].UID = other.dep.UID
+	other.pod.Name, other.pod.UID = other.rs.Name+"-aaaaa", "other-pod-uid"
+	other.pod.OwnerReferences[0].Name, other.pod.OwnerReferences[0].UID = other.rs.Name, other.rs.UID
+	h := start(t, c, other)
+
+	old := h.createPod(c, desiredValue("ngw", 1))
+	h.writeRecord(old, "ngw", "ctr-old", "/run/netns/old")
+	h.applied(old, func(a *annotations.Applied) bool { return a.Generation == 1 })
+	po := h.createPod(other, desiredValue("other", 1))
+	h.writeRecord(po, "other", "ctr-other", "/run/netns/other")
+	h.applied(po, func(a *annotations.Applied) bool { return a.Generation == 1 })
+
+	// The replacement pod, plumbed while the old one still runs.
+	repl := c.pod.DeepCopy()
+	repl.Name, repl.UID = c.rs.Name+"-b8p4z", "new-pod-uid"
+	np := h.createPod(&chain{pod: repl, rs: c.rs, dep: c.dep}, desiredValue("ngw", 1))
+	h.writeRecord(np, "ngw", "ctr-new", "/run/netns/new")
+	h.applied(np, func(a *annotations.Applied) bool { return a.Generation == 1 })
+	if got := h.kernel.callsFor("/run/netns/new"); len(got) != 1 {
+		t.Fatalf("new sandbox converges %v, want one", got)
+	}
+
+	// Another gateway's sandbox goes: nothing to do for ngw.
+	if err := h.store.Delete(string(po.UID), "ctr-other"); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(200 * time.Millisecond)
+	if got := h.kernel.callsFor("/run/netns/new"); len(got) != 1 {
+		t.Errorf("another gateway's record removed: new sandbox converges %v, want still one", got)
+	}
+
+	// The old pod goes: deleted, then its sandbox's DEL removes its record.
+	if err := h.client.CoreV1().Pods(old.Namespace).Delete(context.Background(), old.Name, metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if err := h.store.Delete(string(old.UID), "ctr-old"); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for len(h.kernel.callsFor("/run/netns/new")) < 2 && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if got := h.kernel.callsFor("/run/netns/new"); len(got) != 2 || got[1] != "/run/netns/new gen=1 full=false" {
+		t.Errorf("after the old sandbox's record went, the new sandbox converges %v, want a second (fast) converge", got)
+	}
+	if got := h.kernel.callsFor("/run/netns/old"); len(got) != 1 {
+		t.Errorf("old sandbox converges %v, want just the first", got)
 	}
 }

@@ -8,6 +8,8 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"slices"
+	"strings"
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -114,6 +116,9 @@ func (in *Inputs) add(kind metav1.TypeMeta, doc []byte, haveConfig *bool) error 
 		if *haveConfig {
 			return errors.New("a second ConfigMap")
 		}
+		if err := stringData(doc); err != nil {
+			return err
+		}
 		var cm corev1.ConfigMap
 		if err := strict(doc, &cm); err != nil {
 			return err
@@ -143,6 +148,36 @@ var decoder = func() *serializerjson.Serializer {
 	return serializerjson.NewSerializerWithOptions(serializerjson.DefaultMetaFactory, scheme, scheme,
 		serializerjson.SerializerOptions{Yaml: true, Strict: true})
 }()
+
+// stringData names a ConfigMap data value that is not a string (the seed's bare
+// "enable-vpc-nat-gw: true"), which the strict decoder reports without its key or value.
+func stringData(doc []byte) error {
+	j, err := yaml.YAMLToJSON(doc)
+	if err != nil {
+		return nil // the strict decode reports it
+	}
+	var cm struct {
+		Data map[string]json.RawMessage `json:"data"`
+	}
+	if json.Unmarshal(j, &cm) != nil {
+		return nil
+	}
+	var errs []error
+	for k, v := range cm.Data {
+		if len(v) == 0 || v[0] == '"' || string(v) == "null" {
+			continue
+		}
+		shown := string(v)
+		if len(shown) > 64 {
+			shown = shown[:64] + "..."
+		}
+		errs = append(errs, fmt.Errorf("configmap.data[%s]: Invalid value: %s: ConfigMap data are strings: quote it", k, shown))
+	}
+	if len(errs) > 1 {
+		slices.SortFunc(errs, func(a, b error) int { return strings.Compare(a.Error(), b.Error()) })
+	}
+	return errors.Join(errs...)
+}
 
 func strict(doc []byte, into runtime.Object) error {
 	if _, _, err := decoder.Decode(doc, nil, into); err != nil {

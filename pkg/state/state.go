@@ -58,9 +58,13 @@ func nameChar(c byte) bool {
 	return 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '.' || c == '_' || c == '-'
 }
 
+// ErrInvalidName is returned for a pod UID that cannot name a record: Write refuses it, so no
+// record of that name exists (DEL has nothing to remove).
+var ErrInvalidName = errors.New("is not a valid record name")
+
 func (s Store) path(podUID string) (string, error) {
 	if !safeName(podUID) {
-		return "", fmt.Errorf("pod UID %q is not a valid record name", podUID)
+		return "", fmt.Errorf("pod UID %q %w", podUID, ErrInvalidName)
 	}
 	return filepath.Join(s.Dir, podUID+".json"), nil
 }

@@ -1,286 +1,119 @@
-// Command vpcnat is a chained CNI meta plugin (type "vpcnat", always last in the chain). For a
-// vpcnat gateway pod it creates net1 (a macvlan on the node's underlay NIC) and one NIC per VPC
-// subnet inside the pod's network namespace, from the NIC plan the controller put in the pod's
-// annotations, and writes the attachment record the daemon reads. Every other pod is passed
-// through untouched: its prevResult is printed as it came, with no kernel work, no API call and
-// no file written.
+// Command vpcnat is the chained CNI meta plugin (type "vpcnat", always last in the chain) that
+// the runtime executes for every pod of the node. It is a small dispatcher: ADD and DEL of a
+// normal pod — the pod network's common case — are answered here (prevResult printed byte for
+// byte as it came; DEL of a pod without an attachment record does nothing), with the standard
+// library only, because the start-up of a larger Go binary is most of what a chained plugin
+// costs. Everything else — gateway pods, a DEL of a pod with a record, CHECK, GC, STATUS,
+// VERSION, and any call it is not sure of — is handed unchanged (arguments, environment,
+// stdin) to the full plugin, vpcnat-gateway, installed next to this binary, by exec: the full
+// plugin's answer (result, error, exit status) is the answer.
 package main
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
-	"io/fs"
-	"net"
-	"net/netip"
-	"time"
-
-	"github.com/containernetworking/cni/pkg/skel"
-	"github.com/containernetworking/cni/pkg/types"
-	current "github.com/containernetworking/cni/pkg/types/100"
-	"github.com/containernetworking/cni/pkg/version"
+	"io"
+	"os"
+	"path/filepath"
+	"syscall"
 
 	"golang.org/x/sys/unix"
 
-	"github.com/vpcnat/vpcnat/pkg/annotations"
-	"github.com/vpcnat/vpcnat/pkg/netconf"
 	"github.com/vpcnat/vpcnat/pkg/state"
+	"github.com/vpcnat/vpcnat/plugins/internal/conf"
 )
 
+// FullPlugin is the full implementation's file name, in the same directory as this binary.
+const FullPlugin = "vpcnat-gateway"
+
 func main() {
-	skel.PluginMainFuncs(skel.CNIFuncs{
-		Add:    cmdAdd,
-		Del:    cmdDel,
-		Check:  cmdCheck,
-		GC:     cmdGC,
-		Status: cmdStatus,
-	}, version.VersionsStartingFrom("0.4.0"), "vpcnat: plumbs vpcnat NAT gateway pods (net1 + subnet NICs)")
+	stdin, err := io.ReadAll(os.Stdin)
+	if err != nil {
+		fail(fmt.Errorf("vpcnat: reading stdin: %w", err))
+	}
+	env := conf.EnvFrom(os.Getenv)
+	if out, ok := conf.FastPath(env, stdin, hasRecord); ok && !(env.CheckNetns() && ownNetns(env.Netns)) {
+		if _, err := os.Stdout.Write(out); err != nil {
+			fail(fmt.Errorf("vpcnat: writing the result: %w", err))
+		}
+		return
+	}
+	fail(handOff(stdin))
 }
 
-// chained parses what ADD and CHECK share: the config (which must carry a prevResult), CNI_ARGS
-// and, for a gateway pod, its NIC plan (nil for any other pod).
-func chained(args *skel.CmdArgs) (*PluginConf, *k8sArgs, *annotations.NICPlan, error) {
-	conf, err := parseConfig(args.StdinData)
-	if err != nil {
-		return nil, nil, nil, err
+// hasRecord looks the pod's attachment record up where the full plugin keeps it.
+func hasRecord(dir, key string) (bool, error) {
+	_, err := state.Store{Dir: dir}.Read(key)
+	if errors.Is(err, state.ErrInvalidName) {
+		return false, conf.ErrNoSuchRecord
 	}
-	// A chained plugin without a previous result has nothing to extend: refuse rather than
-	// invent a result for the pod's primary interface.
-	if conf.PrevResult == nil {
-		return nil, nil, nil, fmt.Errorf("vpcnat: must be chained after a plugin that returns a result (no prevResult)")
-	}
-	k8s, err := parseArgs(args.Args)
-	if err != nil {
-		return nil, nil, nil, err
-	}
-	plan, err := conf.gatewayPlan(k8s)
-	return conf, k8s, plan, err
+	return err == nil, err
 }
 
-func cmdAdd(args *skel.CmdArgs) error {
-	conf, k8s, plan, err := chained(args)
+// ownNetns reports whether path is this process's own network namespace: skel refuses such a
+// CNI_NETNS after ADD and DEL (with an error the full plugin gives). A path that cannot be
+// opened is not (skel's rule too: DEL of an already deleted netns is fine).
+func ownNetns(path string) bool {
+	if path == "" {
+		return false
+	}
+	theirs, err := os.Stat(path)
 	if err != nil {
-		return err
+		return false
 	}
-	if plan == nil {
-		return types.PrintResult(conf.PrevResult, conf.CNIVersion)
-	}
-	result, err := current.NewResultFromResult(conf.PrevResult)
+	ours, err := os.Stat("/proc/thread-self/ns/net")
 	if err != nil {
-		return fmt.Errorf("vpcnat: converting prevResult: %w", err)
+		return true // cannot tell: let the full plugin decide
 	}
-	record, err := plumb(args, plan, result)
-	if err != nil {
-		return err
-	}
-	record.PodUID, record.Namespace, record.Name = k8s.recordKey(), string(k8s.K8S_POD_NAMESPACE), string(k8s.K8S_POD_NAME)
-	if err := (state.Store{Dir: conf.StateDir}).Write(*record); err != nil {
-		_ = unplumb(args.Netns, record)
-		return fmt.Errorf("vpcnat: %w", err)
-	}
-	return types.PrintResult(result, conf.CNIVersion)
+	return os.SameFile(theirs, ours)
 }
 
-// plumb creates the gateway's NICs inside the pod netns and adds them to result. On any error it
-// removes the NICs this call created (a half-done ADD leaves nothing behind).
-func plumb(args *skel.CmdArgs, plan *annotations.NICPlan, result *current.Result) (rec *state.Record, err error) {
-	h, err := netconf.OpenHandles(args.Netns)
+// handOff executes the full plugin in this process, with the same arguments and environment,
+// and stdin restored from a memory file (this process has read the original).
+func handOff(stdin []byte) error {
+	self, err := os.Executable()
 	if err != nil {
-		return nil, fmt.Errorf("vpcnat: %w", err)
+		return fmt.Errorf("vpcnat: finding %s: cannot resolve this binary's path: %w", FullPlugin, err)
 	}
-	defer h.Close()
-
-	rec = &state.Record{Gateway: plan.Gateway, ContainerID: args.ContainerID, Netns: args.Netns}
-	var created []string
-	defer func() {
-		if err != nil {
-			for i := len(created) - 1; i >= 0; i-- {
-				_, _ = netconf.DeleteSubnetNIC(h, created[i])
-			}
-		}
-	}()
-	track := func(name string) bool {
-		_, lerr := h.Gateway.LinkByName(name)
-		return lerr != nil
+	full := filepath.Join(filepath.Dir(self), FullPlugin)
+	f, err := memFile(stdin)
+	if err != nil {
+		return fmt.Errorf("vpcnat: handing the call to %s: %w", full, err)
 	}
-
-	isNew := track(plan.External.IfName)
-	if err := ensureExternalNIC(h, plan.External); err != nil {
-		return nil, fmt.Errorf("vpcnat: %w", err)
+	defer f.Close()
+	// fd 0 becomes the memory file; dup3 without O_CLOEXEC keeps it open across exec.
+	if err := unix.Dup3(int(f.Fd()), 0, 0); err != nil {
+		return fmt.Errorf("vpcnat: handing the call to %s: stdin: %w", full, err)
 	}
-	if isNew {
-		created = append(created, plan.External.IfName)
-	}
-	rec.IfNames = append(rec.IfNames, plan.External.IfName)
-	if err := addInterface(h, result, args.Netns, plan.External.IfName, nil); err != nil {
-		return nil, err
-	}
-	for _, nic := range plan.Subnets {
-		if nic.Attachment.Type == annotations.AttachPrimary {
-			continue // eth0 and its addresses belong to the primary CNI
-		}
-		isNew := track(nic.IfName)
-		if _, err := netconf.EnsureSubnetNIC(h, nic); err != nil {
-			return nil, fmt.Errorf("vpcnat: %w", err)
-		}
-		if isNew {
-			created = append(created, nic.IfName)
-		}
-		rec.IfNames = append(rec.IfNames, nic.IfName)
-		if nic.Attachment.HostIfName != "" {
-			rec.HostIfNames = append(rec.HostIfNames, nic.Attachment.HostIfName)
-		}
-		addrs := make([]netip.Prefix, 0, len(nic.Addresses))
-		for _, a := range nic.Addresses {
-			p, perr := netip.ParsePrefix(a)
-			if perr != nil { // ParseNICPlan validated them; a failure here is a bug
-				return nil, fmt.Errorf("vpcnat: subnet %s: address %q: %w", nic.Subnet, a, perr)
-			}
-			addrs = append(addrs, p)
-		}
-		if _, _, err := netconf.SyncAddresses(h.Gateway, nic.IfName, addrs); err != nil {
-			return nil, fmt.Errorf("vpcnat: %w", err)
-		}
-		if err := addInterface(h, result, args.Netns, nic.IfName, addrs); err != nil {
-			return nil, err
-		}
-	}
-	return rec, nil
+	err = syscall.Exec(full, append([]string{full}, os.Args[1:]...), os.Environ())
+	return fmt.Errorf("vpcnat: executing the full plugin %s (it must be installed next to vpcnat): %w", full, err)
 }
 
-// externalNICWait bounds how long ADD waits for net1's MAC to be free on the master.
-const externalNICWait = 5 * time.Second
-
-// ensureExternalNIC creates net1, waiting while its MAC is still taken on the master: when a
-// gateway pod is recreated, the runtime may create the new sandbox while the old one (whose net1
-// has the same, name-derived MAC) is still being torn down, tens of milliseconds later.
-func ensureExternalNIC(h *netconf.Handles, nic annotations.ExternalNIC) error {
-	deadline := time.Now().Add(externalNICWait)
-	for {
-		_, err := netconf.EnsureExternalNIC(h, nic)
-		if !errors.Is(err, unix.EADDRINUSE) || time.Now().After(deadline) {
-			return err
-		}
-		time.Sleep(50 * time.Millisecond)
+// memFile returns an anonymous memory file (close-on-exec) holding data, at offset 0.
+func memFile(data []byte) (*os.File, error) {
+	fd, err := unix.MemfdCreate("vpcnat-stdin", unix.MFD_CLOEXEC)
+	if err != nil {
+		return nil, fmt.Errorf("memfd_create: %w", err)
 	}
+	f := os.NewFile(uintptr(fd), "vpcnat-stdin")
+	if _, err := f.Write(data); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("writing stdin to a memory file: %w", err)
+	}
+	if _, err := f.Seek(0, io.SeekStart); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("rewinding the memory file: %w", err)
+	}
+	return f, nil
 }
 
-// addInterface appends one of our interfaces, and its addresses, to the CNI result.
-func addInterface(h *netconf.Handles, result *current.Result, sandbox, name string, addrs []netip.Prefix) error {
-	l, err := h.Gateway.LinkByName(name)
-	if err != nil {
-		return fmt.Errorf("vpcnat: looking up %s after creating it: %w", name, err)
-	}
-	result.Interfaces = append(result.Interfaces, &current.Interface{
-		Name: name, Mac: l.Attrs().HardwareAddr.String(), Sandbox: sandbox,
-	})
-	idx := len(result.Interfaces) - 1
-	for _, p := range addrs {
-		result.IPs = append(result.IPs, &current.IPConfig{
-			Interface: current.Int(idx),
-			Address:   net.IPNet{IP: p.Addr().AsSlice(), Mask: net.CIDRMask(p.Bits(), p.Addr().BitLen())},
-		})
-	}
-	return nil
-}
-
-// unplumb deletes a record's NICs from its netns; a netns or link already gone is fine.
-func unplumb(netnsPath string, rec *state.Record) error {
-	h, err := netconf.OpenHandles(netnsPath)
-	if errors.Is(err, fs.ErrNotExist) {
-		return nil // the runtime already destroyed the netns, and our links with it
-	}
-	if err != nil {
-		return fmt.Errorf("vpcnat: %w", err)
-	}
-	defer h.Close()
-	// net1 first: until it is gone its MAC stays taken on the master, and a gateway recreated on
-	// this node (same name, same MAC) could not bring its own net1 up.
-	for _, name := range rec.IfNames {
-		del := netconf.DeleteSubnetNIC
-		if name == annotations.ExternalIfName {
-			del = netconf.DeleteExternalNIC
-		}
-		if _, err := del(h, name); err != nil {
-			return fmt.Errorf("vpcnat: %w", err)
-		}
-	}
-	return nil
-}
-
-func cmdDel(args *skel.CmdArgs) error {
-	conf, err := parseConfig(args.StdinData)
-	if err != nil {
-		return err
-	}
-	k8s, err := parseArgs(args.Args)
-	if err != nil {
-		return err
-	}
-	// DEL needs no annotations: the record says what ADD made. No record, or one of a newer
-	// sandbox of the same pod, means there is nothing of ours to remove.
-	store := state.Store{Dir: conf.StateDir}
-	rec, err := store.Read(k8s.recordKey())
-	if errors.Is(err, fs.ErrNotExist) {
-		return nil
-	}
-	if err != nil {
-		return fmt.Errorf("vpcnat: %w", err)
-	}
-	if rec.ContainerID != args.ContainerID {
-		return nil
-	}
-	if args.Netns != "" {
-		if err := unplumb(args.Netns, rec); err != nil {
-			return err
-		}
-	}
-	if err := deleteHostLinks(rec.HostIfNames); err != nil {
-		return err
-	}
-	return store.Delete(rec.PodUID, args.ContainerID)
-}
-
-func cmdCheck(args *skel.CmdArgs) error {
-	_, _, plan, err := chained(args)
-	if err != nil || plan == nil {
-		return err
-	}
-	return checkPlumbing(args.Netns, plan)
-}
-
-func cmdStatus(args *skel.CmdArgs) error {
-	conf, err := parseConfig(args.StdinData)
-	if err != nil {
-		return err
-	}
-	if err := (state.Store{Dir: conf.StateDir}).Writable(); err != nil {
-		return types.NewError(types.ErrPluginNotAvailable, "vpcnat: state directory not writable", err.Error())
-	}
-	return nil
-}
-
-func cmdGC(args *skel.CmdArgs) error {
-	conf, err := parseConfig(args.StdinData)
-	if err != nil {
-		return err
-	}
-	valid := map[string]bool{}
-	for _, a := range conf.ValidAttachments {
-		valid[a.ContainerID] = true
-	}
-	store := state.Store{Dir: conf.StateDir}
-	recs, errs := store.List()
-	for _, rec := range recs {
-		if valid[rec.ContainerID] {
-			continue
-		}
-		if err := deleteHostLinks(rec.HostIfNames); err != nil {
-			errs = append(errs, err)
-			continue
-		}
-		if err := store.Delete(rec.PodUID, rec.ContainerID); err != nil {
-			errs = append(errs, err)
-		}
-	}
-	return errors.Join(errs...)
+// fail prints a CNI error as skel does (code 999, internal error) and exits 1.
+func fail(err error) {
+	b, _ := json.MarshalIndent(struct {
+		Code int    `json:"code"`
+		Msg  string `json:"msg"`
+	}{999, err.Error()}, "", "    ")
+	_, _ = os.Stdout.Write(b)
+	os.Exit(1)
 }

@@ -18,9 +18,14 @@ import (
 type cniResult struct {
 	plainAddDel, withAddDel time.Duration // normal pod: bridge+host-local, and the same + vpcnat
 	floorAddDel             time.Duration // normal pod: bridge+host-local + a do-nothing Go plugin
-	plainAdd, gatewayAdd    time.Duration // gateway pod (net1 + 2 subnet NICs): chain ADD without and with vpcnat
-	gatewayDel              time.Duration
-	rounds                  int
+	// Paired: the median over rounds of (chain with X) - (chain without), both in the same round.
+	pairedWith, pairedFloor time.Duration
+	// Inside the chain: libcni's execution of the plugin alone (fork, exec, run, exit), ADD + DEL
+	// of the same pod, for vpcnat and for the do-nothing plugin.
+	execWith, execFloor  time.Duration
+	plainAdd, gatewayAdd time.Duration // gateway pod (net1 + 2 subnet NICs): chain ADD without and with vpcnat
+	gatewayDel           time.Duration
+	rounds               int
 }
 
 // measureCNI runs the chain through libcni in the seed topology's node namespace.
@@ -41,6 +46,8 @@ func (b bench) measureCNI(rounds int) (cniResult, error) {
 		return r, err
 	}
 	chain := cnichain.New(t, paths, dir)
+	chainExec := newTimedExec()
+	chain.CNI = libcni.NewCNIConfigWithCacheDir(paths, filepath.Join(dir, "cache"), chainExec)
 	plain, err := chain.ConfList("1.1.0", false, "")
 	if err != nil {
 		return r, err
@@ -59,18 +66,24 @@ func (b bench) measureCNI(rounds int) (cniResult, error) {
 	// The floor: the same chain with a do-nothing Go plugin in vpcnat's place, measured in the
 	// same rounds so that both see the same machine.
 	floorDir := filepath.Join(dir, "floor")
-	if out, err := exec.Command("go", "build", "-o", filepath.Join(floorDir, "vpcnat"), "./test/bench/passthru").CombinedOutput(); err != nil {
+	build := exec.Command("go", "build", "-trimpath", "-o", filepath.Join(floorDir, "vpcnat"), "./test/bench/passthru")
+	build.Env = append(os.Environ(), "CGO_ENABLED=0") // as vpcnat is built (cnichain.BuildPlugin)
+	if out, err := build.CombinedOutput(); err != nil {
 		return r, fmt.Errorf("building the pass-through plugin: %w: %s", err, out)
 	}
-	floor := cnichain.New(t, append([]string{floorDir}, paths[1:]...), filepath.Join(dir, "floor-run"))
+	floorPaths := append([]string{floorDir}, paths[1:]...)
+	floor := cnichain.New(t, floorPaths, filepath.Join(dir, "floor-run"))
+	floorExec := newTimedExec()
+	floor.CNI = libcni.NewCNIConfigWithCacheDir(floorPaths, filepath.Join(dir, "floor-run", "cache"), floorExec)
 	floorList, err := floor.ConfList("1.1.0", true, "")
 	if err != nil {
 		return r, err
 	}
 
-	var plainAD, withAD, floorAD, plainA, gwA, gwD []time.Duration
+	var plainAD, withAD, floorAD, plainA, gwA, gwD, pairedW, pairedF, execW, execF []time.Duration
 	for i := range rounds {
-		for _, c := range []struct {
+		var roundAD [3]time.Duration // plain, with, floor: this round's normal-pod ADD+DEL
+		type benchCase struct {
 			chain  *cnichain.Chain
 			list   *libcni.NetworkConfigList
 			ns     string
@@ -78,13 +91,22 @@ func (b bench) measureCNI(rounds int) (cniResult, error) {
 			add    *[]time.Duration
 			addDel *[]time.Duration
 			del    *[]time.Duration
-		}{
-			{chain, plain, "default", normal, nil, &plainAD, nil},
-			{chain, with, "default", normal, nil, &withAD, nil},
-			{floor, floorList, "default", normal, nil, &floorAD, nil},
-			{chain, plain, "kube-system", annots, &plainA, nil, nil},
-			{chain, with, "kube-system", annots, &gwA, nil, &gwD},
-		} {
+			texec  *timedExec
+			execs  *[]time.Duration // vpcnat's (or the floor's) own ADD + DEL execution
+			round  int              // index in roundAD, or -1
+		}
+		normalCases := []benchCase{
+			{chain, plain, "default", normal, nil, &plainAD, nil, chainExec, nil, 0},
+			{chain, with, "default", normal, nil, &withAD, nil, chainExec, &execW, 1},
+			{floor, floorList, "default", normal, nil, &floorAD, nil, floorExec, &execF, 2},
+		}
+		// The three normal-pod cases take turns at going first: a deleted namespace is torn down
+		// by the kernel after DelNS returns, and that work slows whatever runs next.
+		cases := append(normalCases[i%3:], normalCases[:i%3]...)
+		cases = append(cases,
+			benchCase{chain, plain, "kube-system", annots, &plainA, nil, nil, chainExec, nil, -1},
+			benchCase{chain, with, "kube-system", annots, &gwA, nil, &gwD, chainExec, nil, -1})
+		for _, c := range cases {
 			role := fmt.Sprintf("p%d", i)
 			if err := t.AddNS(role); err != nil {
 				return r, err
@@ -108,11 +130,24 @@ func (b bench) measureCNI(rounds int) (cniResult, error) {
 			if c.del != nil {
 				*c.del = append(*c.del, done.Sub(added))
 			}
+			if c.round >= 0 {
+				roundAD[c.round] = done.Sub(start)
+			}
+			adds, dels := c.texec.take("vpcnat", "ADD"), c.texec.take("vpcnat", "DEL")
+			if c.execs != nil {
+				if len(adds) != 1 || len(dels) != 1 {
+					return r, fmt.Errorf("round %d: vpcnat executed %d times for ADD and %d for DEL, want once each", i, len(adds), len(dels))
+				}
+				*c.execs = append(*c.execs, adds[0]+dels[0])
+			}
 			if err := t.DelNS(role); err != nil {
 				return r, err
 			}
 		}
+		pairedW = append(pairedW, roundAD[1]-roundAD[0])
+		pairedF = append(pairedF, roundAD[2]-roundAD[0])
 	}
+	r.pairedWith, r.pairedFloor, r.execWith, r.execFloor = median(pairedW), median(pairedF), median(execW), median(execF)
 	r.plainAddDel, r.withAddDel, r.plainAdd, r.gatewayAdd, r.gatewayDel = median(plainAD), median(withAD), median(plainA), median(gwA), median(gwD)
 
 	r.floorAddDel = median(floorAD)
@@ -141,6 +176,8 @@ func printCNI(r cniResult) {
 	fmt.Printf("| normal pod ADD+DEL, bridge + host-local | %s |\n", ms(r.plainAddDel))
 	fmt.Printf("| normal pod ADD+DEL, bridge + host-local + vpcnat | %s (vpcnat adds %s) |\n", ms(r.withAddDel), ms(r.withAddDel-r.plainAddDel))
 	fmt.Printf("| normal pod ADD+DEL, bridge + host-local + a do-nothing Go plugin (the floor) | %s (adds %s) |\n", ms(r.floorAddDel), ms(r.floorAddDel-r.plainAddDel))
+	fmt.Printf("| normal pod ADD+DEL, paired per round: (chain + vpcnat) - (chain) / (chain + floor) - (chain) | %s / %s |\n", ms(r.pairedWith), ms(r.pairedFloor))
+	fmt.Printf("| normal pod ADD + DEL execution of the last plugin alone, inside the chain: vpcnat / the floor | %s / %s (%.2f×) |\n", ms(r.execWith), ms(r.execFloor), float64(r.execWith)/float64(r.execFloor))
 	fmt.Printf("| gateway pod ADD, bridge + host-local only | %s |\n", ms(r.plainAdd))
 	fmt.Printf("| gateway pod ADD with vpcnat (net1 + 2 subnet NICs) | %s (vpcnat's share %s) |\n", ms(r.gatewayAdd), ms(r.gatewayAdd-r.plainAdd))
 	fmt.Printf("| gateway pod DEL with vpcnat | %s |\n", ms(r.gatewayDel))

@@ -26,6 +26,7 @@ func main() {
 	connSeconds := flag.Duration("conn-time", 2*time.Second, "how long each connection-rate run lasts")
 	changes := flag.Int("changes", 20, "one-rule changes measured per size (median reported)")
 	cniRounds := flag.Int("cni-rounds", 30, "CNI ADD/DEL rounds per case (median reported); 0 skips the CNI part")
+	cniOnly := flag.Bool("cni-only", false, "measure the CNI chain only (skip the data-plane table)")
 	flag.Parse()
 	if os.Geteuid() != 0 {
 		fmt.Fprintln(os.Stderr, "vpcnat-bench: needs root (it creates network namespaces)")
@@ -36,7 +37,7 @@ func main() {
 		fmt.Fprintln(os.Stderr, "vpcnat-bench:", err)
 		os.Exit(2)
 	}
-	b := bench{baselineMax: *baselineMax, connTime: *connSeconds, changes: *changes, cniRounds: *cniRounds}
+	b := bench{baselineMax: *baselineMax, connTime: *connSeconds, changes: *changes, cniRounds: *cniRounds, cniOnly: *cniOnly}
 	if err := b.run(ns); err != nil {
 		fmt.Fprintln(os.Stderr, "vpcnat-bench:", err)
 		os.Exit(1)
@@ -48,6 +49,7 @@ type bench struct {
 	connTime    time.Duration
 	changes     int
 	cniRounds   int
+	cniOnly     bool
 }
 
 // result is one row of the table.
@@ -63,6 +65,23 @@ type result struct {
 }
 
 func (b bench) run(sizes []int) error {
+	if !b.cniOnly {
+		if err := b.dataPlane(sizes); err != nil {
+			return err
+		}
+	}
+	if b.cniRounds > 0 {
+		c, err := b.measureCNI(b.cniRounds)
+		if err != nil {
+			return err
+		}
+		printCNI(c)
+	}
+	return nil
+}
+
+// dataPlane measures and prints the rule table.
+func (b bench) dataPlane(sizes []int) error {
 	var rows []result
 	base, err := b.measure(1, false)
 	if err != nil {
@@ -80,13 +99,6 @@ func (b bench) run(sizes []int) error {
 		return err
 	}
 	printTable(base, rows, kovn)
-	if b.cniRounds > 0 {
-		c, err := b.measureCNI(b.cniRounds)
-		if err != nil {
-			return err
-		}
-		printCNI(c)
-	}
 	return nil
 }
 

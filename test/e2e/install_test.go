@@ -33,6 +33,13 @@ type nodeAdaptation struct {
 	// nic: the external network's bridge; gatewayImage: the gateway image the node has
 	// (imported, never pulled).
 	nic, gatewayImage string
+	// daemonVerbosity, when not 0, is the daemon's klog -v: a failure's log then shows every
+	// sync's path (no desired state yet, not a gateway, no attachment record) and every
+	// converge, which the shipped verbosity does not.
+	daemonVerbosity int
+	// controllerVerbosity, when not 0, is the controller's klog -v (2: each projection, and why
+	// a gateway is not projected).
+	controllerVerbosity int
 }
 
 // adapt changes docs in place and returns a line per change made, for the log. A change that
@@ -56,6 +63,12 @@ func (a nodeAdaptation) adapt(docs []*unstructured.Unstructured) ([]string, erro
 			if added {
 				did = append(did, id+": KUBERNETES_SERVICE_HOST/PORT set to the API server's loopback address")
 			}
+			if a.daemonVerbosity != 0 {
+				if err := addArgs(o, "vpcnat-daemon", fmt.Sprintf("--v=%d", a.daemonVerbosity)); err != nil {
+					return nil, fmt.Errorf("%s: %w", id, err)
+				}
+				did = append(did, fmt.Sprintf("%s: daemon log verbosity --v=%d", id, a.daemonVerbosity))
+			}
 		case o.GetKind() == "Deployment" && o.GetName() == "vpcnat-controller":
 			// In the node's network namespace to reach the API server on loopback; one replica,
 			// since two would claim the same host port on the one node.
@@ -73,6 +86,12 @@ func (a nodeAdaptation) adapt(docs []*unstructured.Unstructured) ([]string, erro
 			}
 			did = append(did, fmt.Sprintf("%s: hostNetwork, 1 replica, metrics on :%d, API server on %s:%s",
 				id, a.controllerMetricsPort, a.apiHost, a.apiPort))
+			if a.controllerVerbosity != 0 {
+				if err := addArgs(o, "controller", fmt.Sprintf("--v=%d", a.controllerVerbosity)); err != nil {
+					return nil, fmt.Errorf("%s: %w", id, err)
+				}
+				did = append(did, fmt.Sprintf("%s: controller log verbosity --v=%d", id, a.controllerVerbosity))
+			}
 		case o.GetKind() == "ConfigMap" && o.GetNamespace() == plan.ConfigMapNamespace && o.GetName() == plan.ConfigMapName:
 			data, _, _ := unstructured.NestedStringMap(o.Object, "data")
 			if data == nil {
@@ -114,6 +133,27 @@ func replaceHostPaths(o *unstructured.Unstructured, paths map[string]string) (in
 		}
 	}
 	return len(done), unstructured.SetNestedSlice(o.Object, vols, "spec", "template", "spec", "volumes")
+}
+
+// addArgs appends args to the container named name; it must exist.
+func addArgs(o *unstructured.Unstructured, name string, args ...string) error {
+	containers, _, err := unstructured.NestedSlice(o.Object, "spec", "template", "spec", "containers")
+	if err != nil {
+		return err
+	}
+	for _, c := range containers {
+		cm := c.(map[string]any)
+		if cm["name"] != name {
+			continue
+		}
+		have, _ := cm["args"].([]any)
+		for _, a := range args {
+			have = append(have, a)
+		}
+		cm["args"] = have
+		return unstructured.SetNestedSlice(o.Object, containers, "spec", "template", "spec", "containers")
+	}
+	return fmt.Errorf("no container %s", name)
 }
 
 // apiServerEnv sets KUBERNETES_SERVICE_HOST/PORT on every container that does not set them;

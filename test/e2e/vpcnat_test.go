@@ -36,8 +36,9 @@ import (
 // chains the CNI plugin, the ConfigMap), applies examples/seed.yaml and checks the gateway with
 // real packets between test hosts on an external network and a VPC subnet attached to the
 // node; then edits every rule kind, restarts the daemon under an open connection, deletes the
-// gateway pod, rolls the gateway image, runs a normal pod and an impostor, and deletes the
-// gateway, checking what each leaves on the node. The cluster is stopped at the end and
+// gateway pod, kills its sandbox (the kubelet recreates it under the same pod), rolls the gateway
+// image, runs a normal pod and an impostor, and deletes the gateway, checking what each leaves on
+// the node. A failed step logs what it left (diagnoseStep) before the next one starts. The cluster is stopped at the end and
 // nothing of it, or of the test networks, may be left.
 //
 // Address plan (test/topo's NewSeedOnNode, the seed's addresses): the external network is the
@@ -76,14 +77,22 @@ func TestVpcNat(t *testing.T) {
 		{"edits", func() flows { return e.edits(now) }},
 		{"daemon restart", func() flows { e.daemonRestart(now); return now }},
 		{"gateway pod deleted", func() flows { e.gatewayPodDeleted(now); return now }},
+		{"sandbox reboot", func() flows { e.sandboxReboot(now); return now }},
 		{"image roll", func() flows { e.imageRoll(now); return now }},
 		{"gateway deleted", func() flows { e.gatewayDeleted(); return now }},
 	} {
 		// A failed step goes on to the next: each starts from the gateway as it is, and one
 		// that cannot (no gateway pod) says so.
-		t.Run(strings.ReplaceAll(p.name, " ", "_"), func(t *testing.T) {
+		name := strings.ReplaceAll(p.name, " ", "_")
+		t.Run(name, func(t *testing.T) {
 			e.t = t
 			defer func() { e.t = e.top }()
+			// Before the next step changes the gateway: what the failed step left.
+			defer func() {
+				if t.Failed() {
+					e.diagnoseStep(t, name)
+				}
+			}()
 			now = p.run()
 		})
 	}
@@ -103,6 +112,9 @@ const (
 	gatewayImage          = "vpcnat.local/vpcnat-gateway:dev" // deploy/daemonset/configmap.yaml's
 	gatewayImageV2        = "vpcnat.local/vpcnat-gateway:v2"
 	daemonLabel           = "app.kubernetes.io/name=vpcnat-daemon"
+	// daemonVerbosity: the daemon logs every sync's outcome at 4 (a failure's log must show
+	// which path a sync took).
+	daemonVerbosity = 4
 )
 
 // vpcEnv is TestVpcNat's world: the cluster, clients, the test networks and servers, timings.
@@ -302,6 +314,9 @@ func (e *vpcEnv) diagnose() {
 		{"get", "vpc-nat-gw", "-o", "yaml"},
 		{"get", "events", "-A", "--sort-by=.lastTimestamp"},
 		{"-n", "kube-system", "logs", "-l", daemonLabel, "--all-containers", "--tail=60"},
+		// A daemon pod stuck in its init container has no log above (PodInitializing).
+		{"-n", "kube-system", "logs", "-l", daemonLabel, "-c", "install-cni", "--tail=30"},
+		{"-n", "kube-system", "logs", "-l", daemonLabel, "-c", "install-cni", "--previous", "--tail=30"},
 		{"-n", "kube-system", "logs", "deploy/vpcnat-controller", "--tail=60"},
 	} {
 		out, err := e.c.Kubectl(ctx, args...)
@@ -382,7 +397,8 @@ func (e *vpcEnv) adaptation() nodeAdaptation {
 	return nodeAdaptation{
 		cniBinDir: e.c.Env["CNI_BIN_DIR"], cniConfDir: e.c.Env["CNI_CONF_DIR"],
 		apiHost: e.apiHost, apiPort: e.apiPort, controllerMetricsPort: controllerMetricsPort,
-		nic: extBridge, gatewayImage: gatewayImage,
+		nic: extBridge, gatewayImage: gatewayImage, daemonVerbosity: daemonVerbosity,
+		controllerVerbosity: 2,
 	}
 }
 

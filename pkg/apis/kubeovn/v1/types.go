@@ -29,7 +29,7 @@ import (
 // +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
 // The name becomes the label value app=vpc-nat-gw-<name>, and label values have at most 63
 // characters.
-// +kubebuilder:validation:XValidation:rule="self.metadata.name.size() <= 52 && self.metadata.name.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?$')",message="metadata.name must be a DNS label of at most 52 characters (the gateway's pods are labelled app=vpc-nat-gw-<name>)"
+// +kubebuilder:validation:XValidation:rule="self.metadata.name.size() <= 52 && self.metadata.name.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?$')",message="metadata.name must be a DNS label of at most 52 characters (the gateway's pods are labelled app=vpc-nat-gw-<name>)",messageExpression="'metadata.name: Invalid value: \"' + self.metadata.name + '\": must be a DNS label of at most 52 characters (the gateway pods are labelled app=vpc-nat-gw-<name>)'"
 // +k8s:deepcopy-gen:interfaces=k8s.io/apimachinery/pkg/runtime.Object
 type VpcNatGateway struct {
 	metav1.TypeMeta   `json:",inline"`
@@ -102,7 +102,7 @@ type VpcNatGatewaySpec struct {
 
 // Eip is one external address of the gateway.
 //
-// +kubebuilder:validation:XValidation:rule="!isCIDR(self.eipCIDR) || !isIP(self.gateway) || cidr(self.eipCIDR).containsIP(self.gateway)",message="gateway must be inside the network of eipCIDR"
+// +kubebuilder:validation:XValidation:rule="!isCIDR(self.eipCIDR) || !isIP(self.gateway) || cidr(self.eipCIDR).containsIP(self.gateway)",message="gateway must be inside the network of eipCIDR",messageExpression="'gateway must be inside the network of eipCIDR: gateway \"' + self.gateway + '\" is outside \"' + self.eipCIDR + '\"'"
 type Eip struct {
 	// EipCIDR is the address with the external network's prefix length, e.g. 192.168.0.111/24.
 	// +kubebuilder:validation:MaxLength=64
@@ -304,7 +304,7 @@ type Subnet struct {
 
 // SubnetSpec describes the subnet and how a gateway joins its L2 on a node.
 //
-// +kubebuilder:validation:XValidation:rule="!isCIDR(self.cidrBlock) || !isIP(self.gateway) || cidr(self.cidrBlock).containsIP(self.gateway)",message="gateway must be inside cidrBlock"
+// +kubebuilder:validation:XValidation:rule="!isCIDR(self.cidrBlock) || !isIP(self.gateway) || cidr(self.cidrBlock).containsIP(self.gateway)",message="gateway must be inside cidrBlock",messageExpression="'gateway must be inside cidrBlock: gateway \"' + self.gateway + '\" is outside \"' + self.cidrBlock + '\"'"
 type SubnetSpec struct {
 	// Vpc is the Vpc the subnet belongs to.
 	// +kubebuilder:validation:MinLength=1

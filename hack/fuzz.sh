@@ -1,0 +1,91 @@
+#!/usr/bin/env bash
+# hack/fuzz.sh DURATION: runs every Go fuzz target of the module, one at a time, for DURATION
+# each (a Go duration such as 10s or 10m, or a count such as 1000x), then prints a table: target,
+# executions, new interesting inputs, result. Exits 1 if any target failed (a crasher is written by
+# go test to <package>/testdata/fuzz/<Target>/: check it in with the fix), 2 on bad usage.
+#
+# Targets are discovered with `go test -list '^Fuzz'` in every package that has a func Fuzz... in
+# a _test.go file. Environment:
+#   FUZZ_PARALLEL  workers per target (go test -parallel), default: go's (GOMAXPROCS)
+#   FUZZ_MATCH     only targets whose "package.Target" matches this extended regexp
+#   FUZZ_LOGDIR    where the per-target logs go (default: a temporary directory, kept on failure)
+set -euo pipefail
+
+if [[ $# -ne 1 || -z "$1" ]]; then
+	echo "usage: $0 DURATION   (e.g. 10s, 10m, 500x)" >&2
+	exit 2
+fi
+duration=$1
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$root"
+
+logdir=${FUZZ_LOGDIR:-$(mktemp -d /tmp/vpcnat-fuzz.XXXXXX)}
+mkdir -p "$logdir"
+parallel=()
+if [[ -n "${FUZZ_PARALLEL:-}" ]]; then
+	parallel=(-parallel "$FUZZ_PARALLEL")
+fi
+
+# Packages with a fuzz function in a test file (a cheap filter), then the real list from go test.
+mapfile -t dirs < <(grep -rlE --include='*_test.go' --exclude-dir=.git --exclude-dir=bin --exclude-dir=testdata '^func Fuzz[A-Z0-9_a-z]*\(' . |
+	grep -vE '^\./(\.git|bin|vendor)/' | xargs -r -n1 dirname | sort -u)
+targets=()
+for d in "${dirs[@]}"; do
+	if ! out=$(go test -list '^Fuzz' "$d" 2>&1); then
+		echo "go test -list in $d failed:" >&2
+		echo "$out" >&2
+		exit 1
+	fi
+	while read -r name; do
+		[[ $name == Fuzz* ]] || continue
+		if [[ -n "${FUZZ_MATCH:-}" ]] && ! [[ "$d.$name" =~ $FUZZ_MATCH ]]; then
+			continue
+		fi
+		targets+=("$d $name")
+	done <<<"$out"
+done
+if [[ ${#targets[@]} -eq 0 ]]; then
+	echo "no fuzz targets found" >&2
+	exit 1
+fi
+
+rows=()
+failed=0
+total_execs=0
+start=$(date +%s)
+for t in "${targets[@]}"; do
+	read -r dir name <<<"$t"
+	log="$logdir/$(echo "${dir#./}" | tr / _).$name.log"
+	echo "fuzz: $dir $name for $duration (log: $log)" >&2
+	rc=0
+	go test -run '^$' -fuzz "^${name}\$" -fuzztime "$duration" "${parallel[@]}" "$dir" >"$log" 2>&1 || rc=$?
+	# The last progress line: "fuzz: elapsed: 10s, execs: 12345 (1234/sec), new interesting: 3 (total: 25)".
+	last=$(grep -E '^fuzz: elapsed: .*execs: [0-9]+' "$log" | tail -n1 || true)
+	execs=$(sed -nE 's/.*execs: ([0-9]+).*/\1/p' <<<"$last")
+	interesting=$(sed -nE 's/.*new interesting: ([0-9]+).*/\1/p' <<<"$last")
+	execs=${execs:-0}
+	interesting=${interesting:-0}
+	total_execs=$((total_execs + execs))
+	if [[ $rc -eq 0 ]] && grep -qE '^(ok|PASS)' "$log"; then
+		result=PASS
+	else
+		result=FAIL
+		failed=$((failed + 1))
+		input=$(sed -nE 's/.*Failing input written to (.*)$/\1/p' "$log" | head -n1)
+		[[ -n $input ]] && result="FAIL ($dir/$input)"
+		echo "--- $dir $name failed (exit $rc); end of $log:" >&2
+		tail -n 40 "$log" >&2
+	fi
+	rows+=("$(printf '%-20s %-26s %12s %12s  %s' "${dir#./}" "$name" "$execs" "$interesting" "$result")")
+done
+
+printf '\n%-20s %-26s %12s %12s  %s\n' PACKAGE TARGET EXECUTIONS INTERESTING RESULT
+printf '%s\n' "${rows[@]}"
+printf '%d targets, %d executions, %d failed, %ds (%s each); logs in %s\n' \
+	"${#targets[@]}" "$total_execs" "$failed" "$(($(date +%s) - start))" "$duration" "$logdir"
+if [[ $failed -gt 0 ]]; then
+	exit 1
+fi
+if [[ -z "${FUZZ_LOGDIR:-}" ]]; then
+	rm -rf "$logdir"
+fi

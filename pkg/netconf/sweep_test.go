@@ -1,0 +1,111 @@
+package netconf
+
+import (
+	"context"
+	"net"
+	"testing"
+
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
+
+	"github.com/vpcnat/vpcnat/pkg/nat"
+)
+
+// flowOf builds a conntrack entry: proto, original src:sport -> dst:dport, reply src:sport ->
+// dst:dport.
+func flowOf(proto uint8, src string, sport uint16, dst string, dport uint16, rsrc string, rsport uint16, rdst string, rdport uint16) *netlink.ConntrackFlow {
+	f := &netlink.ConntrackFlow{FamilyType: unix.AF_INET}
+	f.Forward = netlink.IPTuple{Protocol: proto, SrcIP: net.ParseIP(src), SrcPort: sport, DstIP: net.ParseIP(dst), DstPort: dport}
+	f.Reverse = netlink.IPTuple{Protocol: proto, SrcIP: net.ParseIP(rsrc), SrcPort: rsport, DstIP: net.ParseIP(rdst), DstPort: rdport}
+	return f
+}
+
+// TestSweepFilter: which entries the level-based sweep finds stale against the seed (FIP .111
+// -> 10.0.1.5, port forward .112:8888/tcp -> 10.0.1.10:80, SNAT 10.0.1.0/24 -> .112).
+func TestSweepFilter(t *testing.T) {
+	f := newSweepFilter(seedDesired())
+	const tcp, udp = unix.IPPROTO_TCP, unix.IPPROTO_UDP
+	for _, c := range []struct {
+		name  string
+		flow  *netlink.ConntrackFlow
+		stale bool
+	}{
+		{"port forward as desired", flowOf(tcp, "192.168.0.50", 1, "192.168.0.112", 8888, "10.0.1.10", 80, "192.168.0.50", 1), false},
+		{"port forward to an old target", flowOf(tcp, "192.168.0.50", 1, "192.168.0.112", 8888, "10.0.1.20", 80, "192.168.0.50", 1), true},
+		{"port forward to an old port", flowOf(tcp, "192.168.0.50", 1, "192.168.0.112", 8888, "10.0.1.10", 81, "192.168.0.50", 1), true},
+		{"removed port forward", flowOf(udp, "192.168.0.50", 1, "192.168.0.112", 9999, "10.0.1.10", 80, "192.168.0.50", 1), true},
+		{"removed EIP, still in the EIP network", flowOf(udp, "192.168.0.50", 1, "192.168.0.113", 53, "10.0.1.10", 53, "192.168.0.50", 1), true},
+		{"FIP in as desired", flowOf(udp, "192.168.0.50", 1, "192.168.0.111", 7, "10.0.1.5", 7, "192.168.0.50", 1), false},
+		{"FIP in to an old internal IP", flowOf(udp, "192.168.0.50", 1, "192.168.0.111", 7, "10.0.1.6", 7, "192.168.0.50", 1), true},
+		{"FIP out as desired", flowOf(udp, "10.0.1.5", 1, "198.51.100.10", 7, "198.51.100.10", 7, "192.168.0.111", 1), false},
+		{"SNAT as desired", flowOf(udp, "10.0.1.10", 1, "198.51.100.10", 7, "198.51.100.10", 7, "192.168.0.112", 1), false},
+		{"FIP source SNATed by the shared rule (FIP added later)", flowOf(udp, "10.0.1.5", 1, "198.51.100.10", 7, "198.51.100.10", 7, "192.168.0.112", 1), true},
+		{"SNAT to an old EIP", flowOf(udp, "10.0.1.10", 1, "198.51.100.10", 7, "198.51.100.10", 7, "192.168.0.113", 1), true},
+		{"SNAT of a source no rule covers now", flowOf(udp, "10.0.2.10", 1, "198.51.100.10", 7, "198.51.100.10", 7, "192.168.0.112", 1), true},
+		{"hairpin (DNAT + MASQUERADE to the subnet address)", flowOf(tcp, "10.0.1.5", 1, "192.168.0.112", 8888, "10.0.1.10", 80, "10.0.1.1", 1), false},
+		{"never translated, to an EIP", flowOf(udp, "192.168.0.50", 1, "192.168.0.112", 5000, "192.168.0.112", 5000, "192.168.0.50", 1), false},
+		{"never translated, from the VPC (not judged)", flowOf(udp, "10.0.1.10", 1, "198.51.100.10", 7, "198.51.100.10", 7, "10.0.1.10", 1), false},
+		{"translated outside the EIP networks (not ours)", flowOf(tcp, "10.0.1.10", 1, "172.16.0.1", 80, "172.16.9.9", 80, "10.0.1.10", 1), false},
+	} {
+		if got := f.MatchConntrackFlow(c.flow); got != c.stale {
+			t.Errorf("%s: stale = %v, want %v", c.name, got, c.stale)
+		}
+	}
+}
+
+// Regression (found by test/reliability's crash test): a daemon killed after the nat commit and
+// before the conntrack clean-up left the removed port forward's flows translated for good; the
+// restarted daemon's read-back found the nat table in sync and deleted nothing. Also: a changed
+// SNAT left its flows on the old EIP.
+func TestSweepAfterCrashAndSNATChange(t *testing.T) {
+	tp := newTopo(t)
+	tp.addPod(rolePod, "10.0.1.5/24", "10.0.1.1")
+	g := tp.gateway()
+	tp.mustConverge(g, seedDesired(), true)
+	plant := func(args ...string) {
+		tp.exec(roleGW, append([]string{"conntrack", "-I", "--timeout", "300"}, args...)...)
+	}
+	plant("-p", "tcp", "--state", "ESTABLISHED", "-s", "192.168.0.254", "-d", "192.168.0.112", "--sport", "4000", "--dport", "8888",
+		"-r", "10.0.1.10", "-q", "192.168.0.254", "--reply-port-src", "80", "--reply-port-dst", "4000")
+	plant("-p", "udp", "-s", "10.0.1.200", "-d", "192.168.0.254", "--sport", "4001", "--dport", "53",
+		"-r", "192.168.0.254", "-q", "192.168.0.112", "--reply-port-src", "53", "--reply-port-dst", "4001")
+	const dnatFlow, snatFlow = "->192.168.0.112:8888 reply 10.0.1.10:80->", "17 10.0.1.200:4001->"
+	for _, f := range []string{dnatFlow, snatFlow} {
+		if !tp.hasFlow(f) {
+			t.Fatalf("planted entry %q missing:\n%s", f, tp.dumpFlows())
+		}
+	}
+
+	// The crashed daemon: the new nat table committed, nothing after it.
+	noDNAT := seedDesired()
+	noDNAT.DNATs = nil
+	if _, _, err := syncNAT(context.Background(), execIptables{nsPath: tp.path(roleGW)}, nat.Render(noDNAT), nil); err != nil {
+		t.Fatal(err)
+	}
+	// The restarted daemon.
+	rep := tp.mustConverge(tp.gateway(), noDNAT, false)
+	t.Logf("restart: %q", rep.Changes)
+	if tp.hasFlow(dnatFlow) {
+		t.Errorf("the removed port forward's entry survived the restart:\n%s", tp.dumpFlows())
+	}
+	if !tp.hasFlow(snatFlow) {
+		t.Errorf("an SNAT entry as desired was deleted:\n%s", tp.dumpFlows())
+	}
+
+	// The SNAT narrows to 10.0.1.0/25: 10.0.1.200 is not SNATed any more; a fast converge.
+	narrow := seedDesired()
+	narrow.DNATs = nil
+	narrow.SNATs[0].InternalCIDR = "10.0.1.0/25"
+	g = tp.gateway()
+	tp.mustConverge(g, noDNAT, true)
+	rep = tp.mustConverge(g, narrow, false)
+	if tp.hasFlow(snatFlow) {
+		t.Errorf("the entry of the changed SNAT survived (changes %q):\n%s", rep.Changes, tp.dumpFlows())
+	}
+	if !hasChange(rep, "conntrack: deleted 1 entries translated by mappings or SNATs no longer desired") {
+		t.Errorf("report: %q", rep.Changes)
+	}
+	if rep := tp.mustConverge(g, narrow, true); len(rep.Changes) != 0 {
+		t.Errorf("converging again: %q", rep.Changes)
+	}
+}

@@ -1,0 +1,291 @@
+// Command vpcnat-gateway is the full implementation of the chained CNI meta plugin vpcnat (type
+// "vpcnat", always last in the chain). The runtime executes the small dispatcher `vpcnat`, which
+// answers ADD and DEL of normal pods itself and hands every other call, unchanged, to this
+// binary installed next to it (see plugins/vpcnat). For a vpcnat gateway pod it creates net1 (a
+// macvlan on the node's underlay NIC) and one NIC per VPC subnet inside the pod's network
+// namespace, from the NIC plan the controller put in the pod's annotations, and writes the
+// attachment record the daemon reads. Every other pod is passed through untouched: its
+// prevResult is printed (converted to the configuration's version where the dispatcher could not
+// print it as it came), with no kernel work, no API call and no file written.
+package main
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"net"
+	"net/netip"
+	"time"
+
+	"github.com/containernetworking/cni/pkg/skel"
+	"github.com/containernetworking/cni/pkg/types"
+	current "github.com/containernetworking/cni/pkg/types/100"
+	"github.com/containernetworking/cni/pkg/version"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/vpcnat/vpcnat/pkg/annotations"
+	"github.com/vpcnat/vpcnat/pkg/netconf"
+	"github.com/vpcnat/vpcnat/pkg/state"
+	"github.com/vpcnat/vpcnat/plugins/internal/conf"
+)
+
+func main() {
+	skel.PluginMainFuncs(skel.CNIFuncs{
+		Add:    cmdAdd,
+		Del:    cmdDel,
+		Check:  cmdCheck,
+		GC:     cmdGC,
+		Status: cmdStatus,
+	}, version.PluginSupports(conf.SupportedVersions...), "vpcnat: plumbs vpcnat NAT gateway pods (net1 + subnet NICs)")
+}
+
+// chained parses what ADD and CHECK share: the config (which must carry a prevResult), CNI_ARGS
+// and, for a gateway pod, its NIC plan (nil for any other pod).
+func chained(args *skel.CmdArgs) (*PluginConf, *conf.Args, *annotations.NICPlan, error) {
+	pc, err := parseConfig(args.StdinData)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	// A chained plugin without a previous result has nothing to extend: refuse rather than
+	// invent a result for the pod's primary interface.
+	if pc.CNI.PrevResult == nil {
+		return nil, nil, nil, fmt.Errorf("vpcnat: must be chained after a plugin that returns a result (no prevResult)")
+	}
+	k8s, err := parseArgs(args.Args)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	plan, err := pc.gatewayPlan(k8s)
+	return pc, k8s, plan, err
+}
+
+func cmdAdd(args *skel.CmdArgs) error {
+	pc, k8s, plan, err := chained(args)
+	if err != nil {
+		return err
+	}
+	if plan == nil {
+		return types.PrintResult(pc.CNI.PrevResult, pc.CNIVersion)
+	}
+	result, err := current.NewResultFromResult(pc.CNI.PrevResult)
+	if err != nil {
+		return fmt.Errorf("vpcnat: converting prevResult: %w", err)
+	}
+	record, err := plumb(args, plan, result)
+	if err != nil {
+		return err
+	}
+	record.PodUID, record.Namespace, record.Name = k8s.RecordKey(), k8s.PodNamespace, k8s.PodName
+	if err := (state.Store{Dir: pc.StateDir}).Write(*record); err != nil {
+		_ = unplumb(args.Netns, record)
+		return fmt.Errorf("vpcnat: %w", err)
+	}
+	return types.PrintResult(result, pc.CNIVersion)
+}
+
+// plumb creates the gateway's NICs inside the pod netns and adds them to result. On any error it
+// removes the NICs this call created (a half-done ADD leaves nothing behind).
+func plumb(args *skel.CmdArgs, plan *annotations.NICPlan, result *current.Result) (rec *state.Record, err error) {
+	h, err := netconf.OpenHandles(args.Netns)
+	if err != nil {
+		return nil, fmt.Errorf("vpcnat: %w", err)
+	}
+	defer h.Close()
+
+	rec = &state.Record{Gateway: plan.Gateway, ContainerID: args.ContainerID, Netns: args.Netns}
+	var created []string
+	defer func() {
+		if err != nil {
+			for i := len(created) - 1; i >= 0; i-- {
+				_, _ = netconf.DeleteSubnetNIC(h, created[i])
+			}
+		}
+	}()
+	track := func(name string) bool {
+		_, lerr := h.Gateway.LinkByName(name)
+		return lerr != nil
+	}
+
+	isNew := track(plan.External.IfName)
+	if err := ensureExternalNIC(h, plan.External); err != nil {
+		return nil, fmt.Errorf("vpcnat: %w", err)
+	}
+	if isNew {
+		created = append(created, plan.External.IfName)
+	}
+	rec.IfNames = append(rec.IfNames, plan.External.IfName)
+	if err := addInterface(h, result, args.Netns, plan.External.IfName, nil); err != nil {
+		return nil, err
+	}
+	for _, nic := range plan.Subnets {
+		if nic.Attachment.Type == annotations.AttachPrimary {
+			continue // eth0 and its addresses belong to the primary CNI
+		}
+		isNew := track(nic.IfName)
+		if _, err := netconf.EnsureSubnetNIC(h, nic); err != nil {
+			return nil, fmt.Errorf("vpcnat: %w", err)
+		}
+		if isNew {
+			created = append(created, nic.IfName)
+		}
+		rec.IfNames = append(rec.IfNames, nic.IfName)
+		if nic.Attachment.HostIfName != "" {
+			rec.HostIfNames = append(rec.HostIfNames, nic.Attachment.HostIfName)
+		}
+		addrs := make([]netip.Prefix, 0, len(nic.Addresses))
+		for _, a := range nic.Addresses {
+			p, perr := netip.ParsePrefix(a)
+			if perr != nil { // ParseNICPlan validated them; a failure here is a bug
+				return nil, fmt.Errorf("vpcnat: subnet %s: address %q: %w", nic.Subnet, a, perr)
+			}
+			addrs = append(addrs, p)
+		}
+		if _, _, err := netconf.SyncAddresses(h.Gateway, nic.IfName, addrs); err != nil {
+			return nil, fmt.Errorf("vpcnat: %w", err)
+		}
+		if err := addInterface(h, result, args.Netns, nic.IfName, addrs); err != nil {
+			return nil, err
+		}
+	}
+	return rec, nil
+}
+
+// externalNICWait bounds how long ADD waits for net1's MAC to be free on the master.
+const externalNICWait = 5 * time.Second
+
+// ensureExternalNIC creates net1, waiting while its MAC is still taken on the master: when a
+// gateway pod is recreated, the runtime may create the new sandbox while the old one (whose net1
+// has the same, name-derived MAC) is still being torn down, tens of milliseconds later.
+func ensureExternalNIC(h *netconf.Handles, nic annotations.ExternalNIC) error {
+	deadline := time.Now().Add(externalNICWait)
+	for {
+		_, err := netconf.EnsureExternalNIC(h, nic)
+		if !errors.Is(err, unix.EADDRINUSE) || time.Now().After(deadline) {
+			return err
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// addInterface appends one of our interfaces, and its addresses, to the CNI result.
+func addInterface(h *netconf.Handles, result *current.Result, sandbox, name string, addrs []netip.Prefix) error {
+	l, err := h.Gateway.LinkByName(name)
+	if err != nil {
+		return fmt.Errorf("vpcnat: looking up %s after creating it: %w", name, err)
+	}
+	result.Interfaces = append(result.Interfaces, &current.Interface{
+		Name: name, Mac: l.Attrs().HardwareAddr.String(), Sandbox: sandbox,
+	})
+	idx := len(result.Interfaces) - 1
+	for _, p := range addrs {
+		result.IPs = append(result.IPs, &current.IPConfig{
+			Interface: current.Int(idx),
+			Address:   net.IPNet{IP: p.Addr().AsSlice(), Mask: net.CIDRMask(p.Bits(), p.Addr().BitLen())},
+		})
+	}
+	return nil
+}
+
+// unplumb deletes a record's NICs from its netns; a netns or link already gone is fine.
+func unplumb(netnsPath string, rec *state.Record) error {
+	h, err := netconf.OpenHandles(netnsPath)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil // the runtime already destroyed the netns, and our links with it
+	}
+	if err != nil {
+		return fmt.Errorf("vpcnat: %w", err)
+	}
+	defer h.Close()
+	// net1 first: until it is gone its MAC stays taken on the master, and a gateway recreated on
+	// this node (same name, same MAC) could not bring its own net1 up.
+	for _, name := range rec.IfNames {
+		del := netconf.DeleteSubnetNIC
+		if name == annotations.ExternalIfName {
+			del = netconf.DeleteExternalNIC
+		}
+		if _, err := del(h, name); err != nil {
+			return fmt.Errorf("vpcnat: %w", err)
+		}
+	}
+	return nil
+}
+
+func cmdDel(args *skel.CmdArgs) error {
+	pc, err := parseConfig(args.StdinData)
+	if err != nil {
+		return err
+	}
+	k8s, err := parseArgs(args.Args)
+	if err != nil {
+		return err
+	}
+	// DEL needs no annotations: the record says what ADD made. No record (also: a key no record
+	// can have, as when the runtime passes no pod identity), or one of a newer sandbox of the
+	// same pod, means there is nothing of ours to remove.
+	store := state.Store{Dir: pc.StateDir}
+	rec, err := store.Read(k8s.RecordKey())
+	if errors.Is(err, fs.ErrNotExist) || errors.Is(err, state.ErrInvalidName) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("vpcnat: %w", err)
+	}
+	if rec.ContainerID != args.ContainerID {
+		return nil
+	}
+	if args.Netns != "" {
+		if err := unplumb(args.Netns, rec); err != nil {
+			return err
+		}
+	}
+	if err := deleteHostLinks(rec.HostIfNames); err != nil {
+		return err
+	}
+	return store.Delete(rec.PodUID, args.ContainerID)
+}
+
+func cmdCheck(args *skel.CmdArgs) error {
+	_, _, plan, err := chained(args)
+	if err != nil || plan == nil {
+		return err
+	}
+	return checkPlumbing(args.Netns, plan)
+}
+
+func cmdStatus(args *skel.CmdArgs) error {
+	pc, err := parseConfig(args.StdinData)
+	if err != nil {
+		return err
+	}
+	if err := (state.Store{Dir: pc.StateDir}).Writable(); err != nil {
+		return types.NewError(types.ErrPluginNotAvailable, "vpcnat: state directory not writable", err.Error())
+	}
+	return nil
+}
+
+func cmdGC(args *skel.CmdArgs) error {
+	pc, err := parseConfig(args.StdinData)
+	if err != nil {
+		return err
+	}
+	valid := map[string]bool{}
+	for _, a := range pc.CNI.ValidAttachments {
+		valid[a.ContainerID] = true
+	}
+	store := state.Store{Dir: pc.StateDir}
+	recs, errs := store.List()
+	for _, rec := range recs {
+		if valid[rec.ContainerID] {
+			continue
+		}
+		if err := deleteHostLinks(rec.HostIfNames); err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		if err := store.Delete(rec.PodUID, rec.ContainerID); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
