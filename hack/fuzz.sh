@@ -7,6 +7,9 @@
 # Targets are discovered with `go test -list '^Fuzz'` in every package that has a func Fuzz... in
 # a _test.go file. Environment:
 #   FUZZ_PARALLEL  workers per target (go test -parallel), default: go's (GOMAXPROCS)
+#   FUZZ_MINIMIZETIME  time spent minimizing each new input (go test -fuzzminimizetime), default
+#                  5s: go's 60s default would spend most of a short run minimizing the large YAML
+#                  and JSON inputs instead of fuzzing
 #   FUZZ_MATCH     only targets whose "package.Target" matches this extended regexp
 #   FUZZ_LOGDIR    where the per-target logs go (default: a temporary directory, kept on failure)
 set -euo pipefail
@@ -58,7 +61,8 @@ for t in "${targets[@]}"; do
 	log="$logdir/$(echo "${dir#./}" | tr / _).$name.log"
 	echo "fuzz: $dir $name for $duration (log: $log)" >&2
 	rc=0
-	go test -run '^$' -fuzz "^${name}\$" -fuzztime "$duration" "${parallel[@]}" "$dir" >"$log" 2>&1 || rc=$?
+	go test -run '^$' -fuzz "^${name}\$" -fuzztime "$duration" -fuzzminimizetime "${FUZZ_MINIMIZETIME:-5s}" \
+		"${parallel[@]}" "$dir" >"$log" 2>&1 || rc=$?
 	# The last progress line: "fuzz: elapsed: 10s, execs: 12345 (1234/sec), new interesting: 3 (total: 25)".
 	last=$(grep -E '^fuzz: elapsed: .*execs: [0-9]+' "$log" | tail -n1 || true)
 	execs=$(sed -nE 's/.*execs: ([0-9]+).*/\1/p' <<<"$last")

@@ -14,22 +14,30 @@ import (
 	"github.com/vpcnat/vpcnat/test/cnichain"
 )
 
-// cniResult is the CNI part of the table (medians).
-type cniResult struct {
-	plainAddDel, withAddDel time.Duration // normal pod: bridge+host-local, and the same + vpcnat
-	floorAddDel             time.Duration // normal pod: bridge+host-local + a do-nothing Go plugin
-	// Paired: the median over rounds of (chain with X) - (chain without), both in the same round.
-	pairedWith, pairedFloor time.Duration
-	// Inside the chain: libcni's execution of the plugin alone (fork, exec, run, exit), ADD + DEL
-	// of the same pod, for vpcnat and for the do-nothing plugin.
-	execWith, execFloor  time.Duration
-	plainAdd, gatewayAdd time.Duration // gateway pod (net1 + 2 subnet NICs): chain ADD without and with vpcnat
-	gatewayDel           time.Duration
-	rounds               int
+// variant is one chain a normal pod is added to and deleted from, and what was measured of it.
+type variant struct {
+	name  string
+	chain *cnichain.Chain
+	list  *libcni.NetworkConfigList
+	exec  *timedExec
+	last  bool // the list ends with a plugin of type vpcnat (whose executions are timed)
+
+	addDel []time.Duration // the chain's ADD+DEL
+	paired []time.Duration // ADD+DEL minus the plain chain's in the same round
+	execs  []time.Duration // the last plugin's own ADD + DEL executions
 }
 
-// measureCNI runs the chain through libcni in the seed topology's node namespace.
-func (b bench) measureCNI(rounds int) (cniResult, error) {
+// cniResult is the CNI part of the table (medians).
+type cniResult struct {
+	rounds   int
+	variants []*variant // plain chain, + vpcnat, + the floor, + each compared binary
+	// gateway pod (net1 + 2 subnet NICs): chain ADD without and with vpcnat, and DEL
+	plainAdd, gatewayAdd, gatewayDel time.Duration
+}
+
+// measureCNI runs the chain through libcni in the seed topology's node namespace. compare are
+// more binaries measured in vpcnat's place (e.g. an older vpcnat), in the same rounds.
+func (b bench) measureCNI(rounds int, compare []string) (cniResult, error) {
 	r := cniResult{rounds: rounds}
 	t, err := newTopology()
 	if err != nil {
@@ -45,16 +53,53 @@ func (b bench) measureCNI(rounds int) (cniResult, error) {
 	if err != nil {
 		return r, err
 	}
-	chain := cnichain.New(t, paths, dir)
-	chainExec := newTimedExec()
-	chain.CNI = libcni.NewCNIConfigWithCacheDir(paths, filepath.Join(dir, "cache"), chainExec)
-	plain, err := chain.ConfList("1.1.0", false, "")
+	newVariant := func(name, binDir string, last bool) (*variant, error) {
+		ps := append([]string{binDir}, paths[1:]...)
+		run := filepath.Join(dir, "run-"+fmt.Sprint(len(r.variants)))
+		v := &variant{name: name, chain: cnichain.New(t, ps, run), exec: newTimedExec(), last: last}
+		v.chain.CNI = libcni.NewCNIConfigWithCacheDir(ps, filepath.Join(run, "cache"), v.exec)
+		list, err := v.chain.ConfList("1.1.0", last, "")
+		v.list = list
+		r.variants = append(r.variants, v)
+		return v, err
+	}
+	plain, err := newVariant("bridge + host-local", paths[0], false)
 	if err != nil {
 		return r, err
 	}
-	with, err := chain.ConfList("1.1.0", true, "")
+	with, err := newVariant("bridge + host-local + vpcnat", paths[0], true)
 	if err != nil {
 		return r, err
+	}
+	// The floor: a do-nothing Go plugin in vpcnat's place.
+	floorDir := filepath.Join(dir, "floor")
+	build := exec.Command("go", "build", "-trimpath", "-o", filepath.Join(floorDir, "vpcnat"), "./test/bench/passthru")
+	build.Env = append(os.Environ(), "CGO_ENABLED=0") // as vpcnat is built (cnichain.BuildPlugin)
+	if out, err := build.CombinedOutput(); err != nil {
+		return r, fmt.Errorf("building the pass-through plugin: %w: %s", err, out)
+	}
+	if _, err := newVariant("bridge + host-local + a do-nothing Go plugin (the floor)", floorDir, true); err != nil {
+		return r, err
+	}
+	for i, bin := range compare {
+		d := filepath.Join(dir, fmt.Sprintf("compare-%d", i))
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			return r, err
+		}
+		// The binary is linked as vpcnat, next to this build's vpcnat-gateway (an older,
+		// single-binary vpcnat ignores it).
+		for name, src := range map[string]string{"vpcnat": bin, "vpcnat-gateway": filepath.Join(paths[0], "vpcnat-gateway")} {
+			data, err := os.ReadFile(src)
+			if err != nil {
+				return r, fmt.Errorf("-compare: %w", err)
+			}
+			if err := os.WriteFile(filepath.Join(d, name), data, 0o755); err != nil {
+				return r, err
+			}
+		}
+		if _, err := newVariant("bridge + host-local + "+bin, d, true); err != nil {
+			return r, err
+		}
 	}
 	annots, err := gatewayAnnotations()
 	if err != nil {
@@ -63,94 +108,60 @@ func (b bench) measureCNI(rounds int) (cniResult, error) {
 	// Kubelet's own annotations ride along on every pod.
 	normal := map[string]string{"kubernetes.io/config.seen": "2026-11-26T00:00:00Z", "kubernetes.io/config.source": "api"}
 
-	// The floor: the same chain with a do-nothing Go plugin in vpcnat's place, measured in the
-	// same rounds so that both see the same machine.
-	floorDir := filepath.Join(dir, "floor")
-	build := exec.Command("go", "build", "-trimpath", "-o", filepath.Join(floorDir, "vpcnat"), "./test/bench/passthru")
-	build.Env = append(os.Environ(), "CGO_ENABLED=0") // as vpcnat is built (cnichain.BuildPlugin)
-	if out, err := build.CombinedOutput(); err != nil {
-		return r, fmt.Errorf("building the pass-through plugin: %w: %s", err, out)
-	}
-	floorPaths := append([]string{floorDir}, paths[1:]...)
-	floor := cnichain.New(t, floorPaths, filepath.Join(dir, "floor-run"))
-	floorExec := newTimedExec()
-	floor.CNI = libcni.NewCNIConfigWithCacheDir(floorPaths, filepath.Join(dir, "floor-run", "cache"), floorExec)
-	floorList, err := floor.ConfList("1.1.0", true, "")
-	if err != nil {
-		return r, err
-	}
-
-	var plainAD, withAD, floorAD, plainA, gwA, gwD, pairedW, pairedF, execW, execF []time.Duration
+	var plainA, gwA, gwD []time.Duration
 	for i := range rounds {
-		var roundAD [3]time.Duration // plain, with, floor: this round's normal-pod ADD+DEL
-		type benchCase struct {
-			chain  *cnichain.Chain
-			list   *libcni.NetworkConfigList
-			ns     string
-			annots map[string]string
-			add    *[]time.Duration
-			addDel *[]time.Duration
-			del    *[]time.Duration
-			texec  *timedExec
-			execs  *[]time.Duration // vpcnat's (or the floor's) own ADD + DEL execution
-			round  int              // index in roundAD, or -1
-		}
-		normalCases := []benchCase{
-			{chain, plain, "default", normal, nil, &plainAD, nil, chainExec, nil, 0},
-			{chain, with, "default", normal, nil, &withAD, nil, chainExec, &execW, 1},
-			{floor, floorList, "default", normal, nil, &floorAD, nil, floorExec, &execF, 2},
-		}
-		// The three normal-pod cases take turns at going first: a deleted namespace is torn down
-		// by the kernel after DelNS returns, and that work slows whatever runs next.
-		cases := append(normalCases[i%3:], normalCases[:i%3]...)
-		cases = append(cases,
-			benchCase{chain, plain, "kube-system", annots, &plainA, nil, nil, chainExec, nil, -1},
-			benchCase{chain, with, "kube-system", annots, &gwA, nil, &gwD, chainExec, nil, -1})
-		for _, c := range cases {
-			role := fmt.Sprintf("p%d", i)
+		role := fmt.Sprintf("p%d", i)
+		addDel := func(v *variant, ns string, annots map[string]string) (add, del time.Duration, err error) {
 			if err := t.AddNS(role); err != nil {
-				return r, err
+				return 0, 0, err
 			}
-			p := cnichain.Pod{Role: role, Namespace: c.ns, Name: role, UID: "uid-" + role, ContainerID: "ctr-" + role, Annotations: c.annots}
+			p := cnichain.Pod{Role: role, Namespace: ns, Name: role, UID: "uid-" + role, ContainerID: "ctr-" + role, Annotations: annots}
 			start := time.Now()
-			if _, err := c.chain.Add(c.list, p); err != nil {
-				return r, fmt.Errorf("CNI ADD: %w", err)
+			if _, err := v.chain.Add(v.list, p); err != nil {
+				return 0, 0, fmt.Errorf("%s: CNI ADD: %w", v.name, err)
 			}
 			added := time.Now()
-			if err := c.chain.Del(c.list, p); err != nil {
-				return r, fmt.Errorf("CNI DEL: %w", err)
+			if err := v.chain.Del(v.list, p); err != nil {
+				return 0, 0, fmt.Errorf("%s: CNI DEL: %w", v.name, err)
 			}
-			done := time.Now()
-			if c.add != nil {
-				*c.add = append(*c.add, added.Sub(start))
-			}
-			if c.addDel != nil {
-				*c.addDel = append(*c.addDel, done.Sub(start))
-			}
-			if c.del != nil {
-				*c.del = append(*c.del, done.Sub(added))
-			}
-			if c.round >= 0 {
-				roundAD[c.round] = done.Sub(start)
-			}
-			adds, dels := c.texec.take("vpcnat", "ADD"), c.texec.take("vpcnat", "DEL")
-			if c.execs != nil {
+			del = time.Since(added)
+			adds, dels := v.exec.take("vpcnat", "ADD"), v.exec.take("vpcnat", "DEL")
+			if v.last && ns == "default" {
 				if len(adds) != 1 || len(dels) != 1 {
-					return r, fmt.Errorf("round %d: vpcnat executed %d times for ADD and %d for DEL, want once each", i, len(adds), len(dels))
+					return 0, 0, fmt.Errorf("%s: vpcnat executed %d times for ADD and %d for DEL, want once each", v.name, len(adds), len(dels))
 				}
-				*c.execs = append(*c.execs, adds[0]+dels[0])
+				v.execs = append(v.execs, adds[0]+dels[0])
 			}
-			if err := t.DelNS(role); err != nil {
+			return added.Sub(start), del, t.DelNS(role)
+		}
+		// The normal-pod variants take turns at going first: a deleted namespace is torn down by
+		// the kernel after DelNS returns, and that work slows whatever runs next.
+		n := len(r.variants)
+		this := make([]time.Duration, n)
+		for k := range n {
+			j := (i + k) % n
+			add, del, err := addDel(r.variants[j], "default", normal)
+			if err != nil {
 				return r, err
 			}
+			this[j] = add + del
+			r.variants[j].addDel = append(r.variants[j].addDel, add+del)
 		}
-		pairedW = append(pairedW, roundAD[1]-roundAD[0])
-		pairedF = append(pairedF, roundAD[2]-roundAD[0])
+		for j, v := range r.variants {
+			v.paired = append(v.paired, this[j]-this[0])
+		}
+		add, _, err := addDel(plain, "kube-system", annots)
+		if err != nil {
+			return r, err
+		}
+		plainA = append(plainA, add)
+		add, del, err := addDel(with, "kube-system", annots)
+		if err != nil {
+			return r, err
+		}
+		gwA, gwD = append(gwA, add), append(gwD, del)
 	}
-	r.pairedWith, r.pairedFloor, r.execWith, r.execFloor = median(pairedW), median(pairedF), median(execW), median(execF)
-	r.plainAddDel, r.withAddDel, r.plainAdd, r.gatewayAdd, r.gatewayDel = median(plainAD), median(withAD), median(plainA), median(gwA), median(gwD)
-
-	r.floorAddDel = median(floorAD)
+	r.plainAdd, r.gatewayAdd, r.gatewayDel = median(plainA), median(gwA), median(gwD)
 	return r, nil
 }
 
@@ -172,12 +183,19 @@ func gatewayAnnotations() (map[string]string, error) {
 }
 
 func printCNI(r cniResult) {
-	fmt.Printf("\n| CNI chain through libcni (median of %d) | time |\n| --- | --- |\n", r.rounds)
-	fmt.Printf("| normal pod ADD+DEL, bridge + host-local | %s |\n", ms(r.plainAddDel))
-	fmt.Printf("| normal pod ADD+DEL, bridge + host-local + vpcnat | %s (vpcnat adds %s) |\n", ms(r.withAddDel), ms(r.withAddDel-r.plainAddDel))
-	fmt.Printf("| normal pod ADD+DEL, bridge + host-local + a do-nothing Go plugin (the floor) | %s (adds %s) |\n", ms(r.floorAddDel), ms(r.floorAddDel-r.plainAddDel))
-	fmt.Printf("| normal pod ADD+DEL, paired per round: (chain + vpcnat) - (chain) / (chain + floor) - (chain) | %s / %s |\n", ms(r.pairedWith), ms(r.pairedFloor))
-	fmt.Printf("| normal pod ADD + DEL execution of the last plugin alone, inside the chain: vpcnat / the floor | %s / %s (%.2f×) |\n", ms(r.execWith), ms(r.execFloor), float64(r.execWith)/float64(r.execFloor))
+	fmt.Printf("\n| CNI chain through libcni, normal pod (median of %d rounds) | ADD+DEL | minus the plain chain's: difference of medians / median of same-round differences | the last plugin's own ADD + DEL executions (ratio to the floor's) |\n| --- | --- | --- | --- |\n", r.rounds)
+	floor := median(r.variants[2].execs)
+	for i, v := range r.variants {
+		diff, exe := "—", "—"
+		if i > 0 {
+			diff = fmt.Sprintf("%s / %s", ms(median(v.addDel)-median(r.variants[0].addDel)), ms(median(v.paired)))
+		}
+		if v.last {
+			exe = fmt.Sprintf("%s (%.2f×)", ms(median(v.execs)), float64(median(v.execs))/float64(floor))
+		}
+		fmt.Printf("| %s | %s | %s | %s |\n", v.name, ms(median(v.addDel)), diff, exe)
+	}
+	fmt.Printf("\n| CNI chain through libcni, gateway pod (median of %d) | time |\n| --- | --- |\n", r.rounds)
 	fmt.Printf("| gateway pod ADD, bridge + host-local only | %s |\n", ms(r.plainAdd))
 	fmt.Printf("| gateway pod ADD with vpcnat (net1 + 2 subnet NICs) | %s (vpcnat's share %s) |\n", ms(r.gatewayAdd), ms(r.gatewayAdd-r.plainAdd))
 	fmt.Printf("| gateway pod DEL with vpcnat | %s |\n", ms(r.gatewayDel))

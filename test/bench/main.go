@@ -27,6 +27,8 @@ func main() {
 	changes := flag.Int("changes", 20, "one-rule changes measured per size (median reported)")
 	cniRounds := flag.Int("cni-rounds", 30, "CNI ADD/DEL rounds per case (median reported); 0 skips the CNI part")
 	cniOnly := flag.Bool("cni-only", false, "measure the CNI chain only (skip the data-plane table)")
+	var compare stringList
+	flag.Var(&compare, "compare", "another vpcnat binary to measure in the chain in the same rounds, e.g. an older build (repeatable)")
 	flag.Parse()
 	if os.Geteuid() != 0 {
 		fmt.Fprintln(os.Stderr, "vpcnat-bench: needs root (it creates network namespaces)")
@@ -37,7 +39,7 @@ func main() {
 		fmt.Fprintln(os.Stderr, "vpcnat-bench:", err)
 		os.Exit(2)
 	}
-	b := bench{baselineMax: *baselineMax, connTime: *connSeconds, changes: *changes, cniRounds: *cniRounds, cniOnly: *cniOnly}
+	b := bench{baselineMax: *baselineMax, connTime: *connSeconds, changes: *changes, cniRounds: *cniRounds, cniOnly: *cniOnly, compare: compare}
 	if err := b.run(ns); err != nil {
 		fmt.Fprintln(os.Stderr, "vpcnat-bench:", err)
 		os.Exit(1)
@@ -50,7 +52,14 @@ type bench struct {
 	changes     int
 	cniRounds   int
 	cniOnly     bool
+	compare     []string
 }
+
+// stringList is a repeatable string flag.
+type stringList []string
+
+func (l *stringList) String() string     { return strings.Join(*l, ",") }
+func (l *stringList) Set(s string) error { *l = append(*l, s); return nil }
 
 // result is one row of the table.
 type result struct {
@@ -71,7 +80,7 @@ func (b bench) run(sizes []int) error {
 		}
 	}
 	if b.cniRounds > 0 {
-		c, err := b.measureCNI(b.cniRounds)
+		c, err := b.measureCNI(b.cniRounds, b.compare)
 		if err != nil {
 			return err
 		}

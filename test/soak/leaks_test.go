@@ -89,8 +89,11 @@ func checkGone(t *testing.T, tp *topo.Topology, chain *cnichain.Chain, k *kubele
 		t.Fatal(err)
 	}
 	for _, l := range strings.Split(out, "\n") {
-		name := strings.Fields(l + " ")[0]
-		if strings.HasPrefix(name, tp.Prefix+"-") && !slices.Contains([]string{topo.Ext, topo.Node, roleCli}, strings.TrimPrefix(name, tp.Prefix+"-")) {
+		f := strings.Fields(l)
+		if len(f) == 0 {
+			continue
+		}
+		if name := f[0]; strings.HasPrefix(name, tp.Prefix+"-") && !slices.Contains([]string{topo.Ext, topo.Node, roleCli}, strings.TrimPrefix(name, tp.Prefix+"-")) {
 			leak("network namespace %s", name)
 		}
 	}
