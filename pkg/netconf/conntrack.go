@@ -64,17 +64,21 @@ func (f mappingFilter) MatchConntrackFlow(fl *netlink.ConntrackFlow) bool {
 
 // deleteMappings deletes the conntrack entries of stale mappings in the gateway netns, with one
 // dump of the table for all of them.
-func deleteMappings(gw *netlink.Handle, stale []nat.Mapping) ([]string, error) {
+//
+// An entry the desired state d still translates exactly so is kept: e.g. the outbound flows of
+// a removed FIP whose internal IP an SNAT rule sends out with the same EIP.
+func deleteMappings(gw *netlink.Handle, stale []nat.Mapping, d *annotations.Desired) ([]string, error) {
 	if len(stale) == 0 {
 		return nil, nil
 	}
+	sweep := newSweepFilter(d)
 	filters := make([]netlink.CustomConntrackFilter, 0, len(stale))
 	for _, m := range stale {
 		f, err := newMappingFilter(m)
 		if err != nil {
 			return nil, err
 		}
-		filters = append(filters, f)
+		filters = append(filters, keepValid{f, sweep})
 	}
 	n, err := gw.ConntrackDeleteFilters(netlink.ConntrackTable, unix.AF_INET, filters...)
 	if err != nil {
@@ -84,6 +88,22 @@ func deleteMappings(gw *netlink.Handle, stale []nat.Mapping) ([]string, error) {
 		return nil, nil
 	}
 	return []string{fmt.Sprintf("conntrack: deleted %d entries of %s", n, mappingsString(stale))}, nil
+}
+
+// keepValid narrows a stale mapping's filter to the entries d does not translate the same way
+// any more. Only translations involving d's EIP networks can be judged against d; an entry of an
+// EIP whose whole network is gone always goes.
+type keepValid struct {
+	mappingFilter
+	sweep *sweepFilter
+}
+
+func (k keepValid) MatchConntrackFlow(fl *netlink.ConntrackFlow) bool {
+	if !k.mappingFilter.MatchConntrackFlow(fl) {
+		return false
+	}
+	eip, ok := netip.AddrFromSlice(k.eip.To4())
+	return !ok || !k.sweep.inExt(eip) || k.sweep.MatchConntrackFlow(fl)
 }
 
 // flushConntrack empties the gateway netns's conntrack table.

@@ -143,7 +143,7 @@ func (g *Gateway) Converge(ctx context.Context, d *annotations.Desired, full boo
 	if err != nil {
 		return rep, err
 	}
-	lines, err = deleteMappings(h.Gateway, g.pendingStale)
+	lines, err = deleteMappings(h.Gateway, g.pendingStale, d)
 	change(lines)
 	if err != nil {
 		return rep, err

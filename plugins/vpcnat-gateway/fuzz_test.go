@@ -3,7 +3,10 @@ package main
 import (
 	"bytes"
 	"encoding/json"
+	"os"
+	"path/filepath"
 	"reflect"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -14,6 +17,7 @@ import (
 
 	"github.com/vpcnat/vpcnat/pkg/annotations"
 	"github.com/vpcnat/vpcnat/plugins/internal/conf"
+	"github.com/vpcnat/vpcnat/plugins/internal/fastpath"
 )
 
 // k8sArgs is CNI_ARGS as the CNI library reads it (types.LoadArgs), the reference conf.ParseArgs
@@ -34,7 +38,7 @@ type k8sArgs struct {
 //   - an accepted configuration re-marshals and re-parses to the same value, names only valid
 //     namespaces (by k8s.io/apimachinery's rule), an absolute state directory and a valid
 //     master; a gateway pod's accepted NIC plan names a valid master and valid interfaces;
-//   - the dispatcher's fast path (conf.FastPath) answers ADD or DEL only where the full plugin
+//   - the dispatcher's fast path (fastpath.Answer, its own strict JSON reader) answers ADD or DEL only where the full plugin
 //     succeeds for a normal pod: for ADD the printed prevResult means exactly what the full
 //     plugin prints, for DEL the full plugin parses the call too and finds no record.
 func FuzzConfig(f *testing.F) {
@@ -56,8 +60,8 @@ func FuzzConfig(f *testing.F) {
 			}
 		}
 		for _, cmd := range []string{"ADD", "DEL"} {
-			env := conf.Env{Command: cmd, ContainerID: "c1", Netns: "/var/run/netns/x", IfName: "eth0", Args: cniArgs, Path: "/opt/cni/bin"}
-			out, ok := conf.FastPath(env, stdin, func(string, string) (bool, error) { return false, nil })
+			env := fastpath.Env{Command: cmd, ContainerID: "c1", Netns: "/var/run/netns/x", IfName: "eth0", Args: cniArgs, Path: "/opt/cni/bin"}
+			out, ok := fastpath.Answer(env, stdin, func(string) (bool, error) { return false, nil })
 			if !ok {
 				continue
 			}
@@ -147,12 +151,12 @@ func checkAccepted(t *testing.T, c *conf.Conf) {
 func checkPlan(t *testing.T, p *annotations.NICPlan) {
 	t.Helper()
 	for _, n := range []string{p.External.Master, p.External.IfName} {
-		if err := conf.CheckIfName(n); err != nil {
+		if err := fastpath.CheckIfName(n); err != nil {
 			t.Fatalf("accepted gateway plan names interface %q: %v", n, err)
 		}
 	}
 	for _, s := range p.Subnets {
-		if err := conf.CheckIfName(s.IfName); err != nil {
+		if err := fastpath.CheckIfName(s.IfName); err != nil {
 			t.Fatalf("accepted gateway plan names subnet interface %q: %v", s.IfName, err)
 		}
 	}
@@ -181,5 +185,32 @@ func checkPassThrough(t *testing.T, pc *PluginConf, out []byte) {
 	wb, _ := json.Marshal(want)
 	if !bytes.Equal(gb, wb) {
 		t.Fatalf("dispatcher's result differs from the full plugin's:\n%s\n%s", gb, wb)
+	}
+}
+
+// TestSeedsTakeFastPath: the normal pods of the seed corpus are answered by the fast path (so
+// FuzzConfig's comparison is not vacuous), the others are not.
+func TestSeedsTakeFastPath(t *testing.T) {
+	fast := map[string]bool{"normal-0.4.0": true, "normal-1.0.0": true, "normal-1.1.0-ipv6": true, "normal-no-annotations": true,
+		"impostor": true, "kube-system-normal": true, "gateway": false, "gateway-custom-ns-master": false, "bad-namespace": false,
+		"no-prevresult": false, "prevresult-older": false, "prevresult-twice": false, "prevresult-case": false, "hostile-strings": false}
+	for name, want := range fast {
+		b, err := os.ReadFile(filepath.Join("testdata", "fuzz", "FuzzConfig", name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		lines := strings.Split(strings.TrimSpace(string(b)), "\n")
+		if len(lines) != 3 {
+			t.Fatalf("%s: not a two-argument corpus file", name)
+		}
+		stdin, err1 := strconv.Unquote(strings.TrimSuffix(strings.TrimPrefix(lines[1], "[]byte("), ")"))
+		args, err2 := strconv.Unquote(strings.TrimSuffix(strings.TrimPrefix(lines[2], "string("), ")"))
+		if err1 != nil || err2 != nil {
+			t.Fatalf("%s: %v %v", name, err1, err2)
+		}
+		env := fastpath.Env{Command: "ADD", ContainerID: "c1", Netns: "/var/run/netns/x", IfName: "eth0", Args: args, Path: "/opt/cni/bin"}
+		if _, got := fastpath.Answer(env, []byte(stdin), func(string) (bool, error) { return false, nil }); got != want {
+			t.Errorf("%s: ADD answered by the fast path: %v, want %v", name, got, want)
+		}
 	}
 }

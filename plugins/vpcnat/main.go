@@ -10,19 +10,20 @@
 package main
 
 import (
-	"encoding/json"
-	"errors"
-	"fmt"
 	"io"
 	"os"
 	"path/filepath"
+	"strconv"
 	"syscall"
+	"unicode/utf8"
 
 	"golang.org/x/sys/unix"
 
-	"github.com/vpcnat/vpcnat/pkg/state"
-	"github.com/vpcnat/vpcnat/plugins/internal/conf"
+	"github.com/vpcnat/vpcnat/plugins/internal/fastpath"
 )
+
+// This binary links nothing that starts slowly (encoding/json, fmt, net, regexp, cgo): see
+// plugins/internal/fastpath.
 
 // FullPlugin is the full implementation's file name, in the same directory as this binary.
 const FullPlugin = "vpcnat-gateway"
@@ -30,24 +31,21 @@ const FullPlugin = "vpcnat-gateway"
 func main() {
 	stdin, err := io.ReadAll(os.Stdin)
 	if err != nil {
-		fail(fmt.Errorf("vpcnat: reading stdin: %w", err))
+		fail("vpcnat: reading stdin", err)
 	}
-	env := conf.EnvFrom(os.Getenv)
-	if out, ok := conf.FastPath(env, stdin, hasRecord); ok && !(env.CheckNetns() && ownNetns(env.Netns)) {
+	env := fastpath.EnvFrom(os.Getenv)
+	if out, ok := fastpath.Answer(env, stdin, exists); ok && !(env.CheckNetns() && ownNetns(env.Netns)) {
 		if _, err := os.Stdout.Write(out); err != nil {
-			fail(fmt.Errorf("vpcnat: writing the result: %w", err))
+			fail("vpcnat: writing the result", err)
 		}
 		return
 	}
-	fail(handOff(stdin))
+	handOff(stdin)
 }
 
-// hasRecord looks the pod's attachment record up where the full plugin keeps it.
-func hasRecord(dir, key string) (bool, error) {
-	_, err := state.Store{Dir: dir}.Read(key)
-	if errors.Is(err, state.ErrInvalidName) {
-		return false, conf.ErrNoSuchRecord
-	}
+// exists is the attachment record look-up: the full plugin (pkg/state) keeps one file per pod.
+func exists(path string) (bool, error) {
+	_, err := os.Stat(path)
 	return err == nil, err
 }
 
@@ -70,50 +68,74 @@ func ownNetns(path string) bool {
 }
 
 // handOff executes the full plugin in this process, with the same arguments and environment,
-// and stdin restored from a memory file (this process has read the original).
-func handOff(stdin []byte) error {
+// and stdin restored from a memory file (this process has read the original). It returns only
+// by exiting with a CNI error.
+func handOff(stdin []byte) {
 	self, err := os.Executable()
 	if err != nil {
-		return fmt.Errorf("vpcnat: finding %s: cannot resolve this binary's path: %w", FullPlugin, err)
+		fail("vpcnat: finding "+FullPlugin+": cannot resolve this binary's path", err)
 	}
 	full := filepath.Join(filepath.Dir(self), FullPlugin)
 	f, err := memFile(stdin)
 	if err != nil {
-		return fmt.Errorf("vpcnat: handing the call to %s: %w", full, err)
+		fail("vpcnat: handing the call to "+full, err)
 	}
 	defer f.Close()
 	// fd 0 becomes the memory file; dup3 without O_CLOEXEC keeps it open across exec.
 	if err := unix.Dup3(int(f.Fd()), 0, 0); err != nil {
-		return fmt.Errorf("vpcnat: handing the call to %s: stdin: %w", full, err)
+		fail("vpcnat: handing the call to "+full+": stdin", err)
 	}
 	err = syscall.Exec(full, append([]string{full}, os.Args[1:]...), os.Environ())
-	return fmt.Errorf("vpcnat: executing the full plugin %s (it must be installed next to vpcnat): %w", full, err)
+	fail("vpcnat: executing the full plugin "+full+" (it must be installed next to vpcnat)", err)
 }
 
 // memFile returns an anonymous memory file (close-on-exec) holding data, at offset 0.
 func memFile(data []byte) (*os.File, error) {
 	fd, err := unix.MemfdCreate("vpcnat-stdin", unix.MFD_CLOEXEC)
 	if err != nil {
-		return nil, fmt.Errorf("memfd_create: %w", err)
+		return nil, wrap("memfd_create", err)
 	}
 	f := os.NewFile(uintptr(fd), "vpcnat-stdin")
 	if _, err := f.Write(data); err != nil {
 		f.Close()
-		return nil, fmt.Errorf("writing stdin to a memory file: %w", err)
+		return nil, wrap("writing stdin to a memory file", err)
 	}
 	if _, err := f.Seek(0, io.SeekStart); err != nil {
 		f.Close()
-		return nil, fmt.Errorf("rewinding the memory file: %w", err)
+		return nil, wrap("rewinding the memory file", err)
 	}
 	return f, nil
 }
 
-// fail prints a CNI error as skel does (code 999, internal error) and exits 1.
-func fail(err error) {
-	b, _ := json.MarshalIndent(struct {
-		Code int    `json:"code"`
-		Msg  string `json:"msg"`
-	}{999, err.Error()}, "", "    ")
-	_, _ = os.Stdout.Write(b)
+// wrapped is an error with context (fmt.Errorf's %w, without linking fmt).
+type wrapped struct {
+	msg string
+	err error
+}
+
+func wrap(msg string, err error) error { return &wrapped{msg, err} }
+func (w *wrapped) Error() string       { return w.msg + ": " + w.err.Error() }
+func (w *wrapped) Unwrap() error       { return w.err }
+
+// fail prints a CNI error as skel does (code 999, internal error; "msg: cause") and exits 1.
+func fail(msg string, err error) {
+	_, _ = os.Stdout.WriteString("{\n    \"code\": 999,\n    \"msg\": " + jsonString(msg+": "+err.Error()) + "\n}")
 	os.Exit(1)
+}
+
+// jsonString quotes s as a JSON string (encoding/json is not linked here).
+func jsonString(s string) string {
+	b := []byte{'"'}
+	for _, r := range s {
+		switch {
+		case r == '"' || r == '\\':
+			b = append(b, '\\', byte(r))
+		case r < 0x20 || r == utf8.RuneError:
+			b = append(b, `\u`...)
+			b = append(b, []byte(strconv.FormatInt(int64(r)+0x10000, 16))[1:]...)
+		default:
+			b = utf8.AppendRune(b, r)
+		}
+	}
+	return string(append(b, '"'))
 }

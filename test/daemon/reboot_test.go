@@ -202,6 +202,24 @@ func TestDaemonReboot(t *testing.T) {
 		return true
 	})
 	g.works()
+	// What the old sandbox had on the node is gone: one record and one node-side veth (sn's),
+	// the new sandbox's.
+	leaks, err := kstate.Leaks(g.n.topo.Path(topo.Node), "", g.n.chain.StateDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	records, links := 0, 0
+	for _, l := range leaks {
+		switch {
+		case strings.HasPrefix(l, "record "):
+			records++
+		case strings.HasPrefix(l, "link "):
+			links++
+		}
+	}
+	if records != 1 || links != 1 {
+		t.Errorf("after the reboot the node holds %v, want one record and one vnat* link", leaks)
+	}
 	for _, eip := range []string{eip111, eip112} {
 		t.Logf("gratuitous ARPs for %s: %d; EIP gateway's entry %s", eip, len(capt.gratuitous(eip)), neighMAC(t, g.n, topo.Router, eip))
 	}

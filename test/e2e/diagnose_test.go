@@ -14,13 +14,15 @@ import (
 	"github.com/vpcnat/vpcnat/pkg/annotations"
 	"github.com/vpcnat/vpcnat/pkg/plan"
 	"github.com/vpcnat/vpcnat/pkg/state"
+	"github.com/vpcnat/vpcnat/test/topo"
 )
 
 // diagnoseStep records what a failed step of TestVpcNat left, before the next step changes it:
 // every pod of the gateway (phase, node, desired generation, applied annotation), the attachment
 // records, each recorded netns' kernel state (iptables-save, addresses, rules, routes), the
-// gateway's status and the daemon's log. It all goes to LOG_DIR/e2e-failed-<step>.txt (kept
-// after stop.sh); the test log gets the pods, the records and the end of the daemon's log.
+// gateway's status, the test hosts' ARP caches and the daemon's log. It all goes to
+// LOG_DIR/e2e-failed-<step>.txt (kept after stop.sh) with the Events; the test log gets all but
+// the Events and the start of the daemon's log.
 func (e *vpcEnv) diagnoseStep(t *testing.T, step string) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
@@ -69,7 +71,14 @@ func (e *vpcEnv) diagnoseStep(t *testing.T, step string) {
 		if err != nil {
 			ks = err.Error()
 		}
-		fmt.Fprintf(&full, "--- kernel state of %s:\n%s\n", r.Netns, ks)
+		both("--- kernel state of %s (iptables-save, addresses, rules, routes):\n%s\n", r.Netns, ks)
+	}
+	if e.net != nil {
+		// Which MAC each test host would send to: a wrong or FAILED entry for an EIP, the
+		// subnet gateway or a VPC host explains a flow that does not come back.
+		for _, role := range []string{topo.Client, topo.Router, topo.Pod1, topo.Pod2, topo.Pod3} {
+			both("ARP cache of %s: %s\n", role, neighbours(ctx, e.net.Name(role)))
+		}
 	}
 
 	daemonLog, err := e.c.Kubectl(ctx, "-n", "kube-system", "logs", "-l", daemonLabel, "--timestamps", "--tail=-1")

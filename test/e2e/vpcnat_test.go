@@ -129,10 +129,12 @@ type vpcEnv struct {
 	began  time.Time
 	// fp is the union of what the running cluster owned at each moment it was recorded:
 	// stop.sh must remove all of it.
-	fp      *Footprint
-	dir     string
-	apiHost string
-	apiPort string
+	fp *Footprint
+	// installed is when deploy/ (the CRDs with it) was applied.
+	installed time.Time
+	dir       string
+	apiHost   string
+	apiPort   string
 }
 
 // startVpcEnv starts a fresh cluster (cleaning a killed run's state first) and registers the
@@ -420,6 +422,7 @@ func (e *vpcEnv) install() {
 	}
 	t.Logf("deploy/ (%d objects) adapted to the node:\n  %s", len(docs), strings.Join(changes, "\n  "))
 	mark := time.Now()
+	e.installed = mark
 	t.Logf("kubectl apply deploy/:\n%s", e.kubectlApply("deploy.yaml", docs))
 
 	daemonReady := pollWithin(e.ctx, t, waitLimit, "DaemonSet vpcnat-daemon ready", func() (bool, error) {
@@ -452,6 +455,16 @@ func (e *vpcEnv) install() {
 		return err == nil && l.Spec.HolderIdentity != nil && *l.Spec.HolderIdentity != "", err
 	})
 	e.times.add("apply deploy/ -> controller leader", leader.Sub(mark))
+	// The leader works once its caches have synced, which can be a second later: its informers
+	// of the CRDs applied with it start before the API server serves them, and their first list
+	// is retried after the reflector's backoff. A seed applied before then would count the
+	// controller's start in "seed apply -> ...". Nothing but its log says so (its /healthz does
+	// not wait for the caches).
+	working := pollWithin(e.ctx, t, waitLimit, "the controller's workers started (caches synced)", func() (bool, error) {
+		out, err := e.c.Kubectl(e.ctx, "-n", "kube-system", "logs", "deploy/vpcnat-controller")
+		return err == nil && strings.Contains(out, controllerWorking), nil
+	})
+	e.times.add("apply deploy/ -> controller workers started", working.Sub(mark))
 
 	// The init container installed the plugin and chained it last in the node's conflist.
 	bin := filepath.Join(e.c.Env["CNI_BIN_DIR"], "vpcnat")
@@ -479,6 +492,10 @@ func (e *vpcEnv) install() {
 		t.Errorf("%s chains %v, want [bridge vpcnat]", conf, types)
 	}
 }
+
+// controllerWorking is what the controller logs when its caches have synced and its workers
+// start (pkg/controller, Controller.Run).
+const controllerWorking = "Caches synced; starting workers"
 
 // seedRules are the status rule keys of examples/seed.yaml.
 var seedRules = []string{"eip 192.168.0.111/24", "eip 192.168.0.112/24", "fip 192.168.0.111",
@@ -1097,6 +1114,7 @@ func (e *vpcEnv) gatewayDeleted() {
 	t := e.t
 	was := e.gateway()
 	mark := time.Now()
+	crdAge := mark.Sub(e.installed)
 	e.kubectl("delete", "vpc-nat-gw", gwName)
 	sel := metav1.ListOptions{LabelSelector: plan.LabelGateway + "=" + gwName}
 	gone := pollWithin(e.ctx, t, waitLimit, "the gateway's Deployment, ReplicaSet, pod, record, links and netns gone", func() (bool, error) {
@@ -1123,6 +1141,16 @@ func (e *vpcEnv) gatewayDeleted() {
 		return !exists(was.netns), nil
 	})
 	e.times.add("VpcNatGateway deleted -> all gone", gone.Sub(mark))
+	if took := gone.Sub(mark); took > 5*time.Second {
+		// kube-controller-manager's garbage collector watches a resource type installed after it
+		// started only from its next discovery resync (every 30 s, fixed); until then it retries
+		// the Deployment's owner, which it cannot look up, with exponential backoff (to ~20 s
+		// apart), and deletes the Deployment at the first retry after that resync. Not ours to
+		// fix; with CRDs older than that, the deletion is seen at once.
+		t.Logf("VpcNatGateway deletion took %.1fs: the CRDs were installed %.1fs before it (kube-controller-manager's "+
+			"garbage collector watches new resource types from its next discovery resync, every 30 s; see kcm.log)",
+			took.Seconds(), crdAge.Seconds())
+	}
 	pollWithin(e.ctx, t, 10*time.Second, "the Vpc's status no longer lists the gateway", func() (bool, error) {
 		vpc, err := e.kovn.Vpcs.Get(e.ctx, vpcName, metav1.GetOptions{})
 		return err == nil && !slices.Contains(vpc.Status.NatGateways, gwName), err

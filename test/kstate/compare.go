@@ -75,7 +75,8 @@ func Check(nsPath string, d *annotations.Desired) (Diff, error) {
 //   - ip rules (IPv4): exactly the kernel's three defaults plus the desired ones, each once;
 //   - nat table: exactly the built-in chains plus the rendered ones (no foreign chain), each
 //     holding exactly its rules as a multiset (a duplicate is reported as such), in order;
-//   - net.ipv4.ip_forward is 1.
+//   - net.ipv4.ip_forward is 1, rp_filter 0 on "all" and every managed link, promote_secondaries
+//     1 on every managed link.
 func Compare(st *State, d *annotations.Desired) Diff {
 	var own []netip.Addr
 	e0 := Expect(d, nil)
@@ -191,6 +192,18 @@ func Compare(st *State, d *annotations.Desired) Diff {
 	}
 	if !st.Forwarding {
 		add(Wrong, "sysctl", "net.ipv4.ip_forward is 0")
+	}
+	// Replies of policy-routed, NATed flows arrive where strict reverse-path filtering would drop
+	// them; removing the first address of a network must keep the others.
+	want := map[string]string{"net.ipv4.conf.all.rp_filter": "0"}
+	for _, name := range sortedKeys(e.Links) {
+		want["net.ipv4.conf."+name+".rp_filter"] = "0"
+		want["net.ipv4.conf."+name+".promote_secondaries"] = "1"
+	}
+	for _, k := range sortedKeys(want) {
+		if got, ok := st.Sysctls[k]; ok && got != want[k] {
+			add(Wrong, "sysctl", fmt.Sprintf("%s is %s, want %s", k, got, want[k]))
+		}
 	}
 	return diff
 }

@@ -2,11 +2,9 @@ package kstate
 
 import (
 	"cmp"
-	"encoding/json"
 	"fmt"
 	"net/netip"
 	"os"
-	"os/exec"
 	"slices"
 	"strconv"
 	"strings"
@@ -285,30 +283,23 @@ func containedIn(list []netip.Prefix, a netip.Addr) bool {
 }
 
 // Leaks lists what vpcnat (or a test of it) may have left on a node: links of the node netns at
-// nodeNS ("" for the caller's own) named like vpcnat's node-side veths (vnat*) or subnet NICs
-// (vpc-*), network namespaces under /run/netns whose name starts with nsPrefix (skipped when
-// nsPrefix is ""), and attachment records in stateDir (skipped when ""). Each leak is one line.
+// nodeNS named like vpcnat's node-side veths (vnat*) or subnet NICs (vpc-*) (skipped when nodeNS
+// is ""; "/proc/self/ns/net" is the caller's own), network namespaces under /run/netns whose
+// name starts with nsPrefix (skipped when ""), and attachment records in stateDir (skipped when
+// ""). Each leak is one line: "link <name>", "netns <name>", "record <path>".
 func Leaks(nodeNS, nsPrefix, stateDir string) ([]string, error) {
 	var out []string
-	var links []struct {
-		Name string `json:"ifname"`
-	}
-	var err error
-	if nodeNS == "" {
-		var b []byte
-		b, err = runHere("ip", "-j", "link", "show")
-		if err == nil {
-			err = jsonInto(b, &links)
+	if nodeNS != "" {
+		var links []struct {
+			Name string `json:"ifname"`
 		}
-	} else {
-		err = runJSON(nodeNS, &links, "ip", "-j", "link", "show")
-	}
-	if err != nil {
-		return nil, err
-	}
-	for _, l := range links {
-		if strings.HasPrefix(l.Name, annotations.HostIfNamePrefix) || strings.HasPrefix(l.Name, subnetPrefix) {
-			out = append(out, "link "+l.Name)
+		if err := runJSON(nodeNS, &links, "ip", "-j", "link", "show"); err != nil {
+			return nil, err
+		}
+		for _, l := range links {
+			if strings.HasPrefix(l.Name, annotations.HostIfNamePrefix) || strings.HasPrefix(l.Name, subnetPrefix) {
+				out = append(out, "link "+l.Name)
+			}
 		}
 	}
 	if nsPrefix != "" {
@@ -332,19 +323,4 @@ func Leaks(nodeNS, nsPrefix, stateDir string) ([]string, error) {
 		}
 	}
 	return out, nil
-}
-
-func runHere(argv ...string) ([]byte, error) {
-	out, err := exec.Command(argv[0], argv[1:]...).Output()
-	if err != nil {
-		return nil, fmt.Errorf("%s: %w", strings.Join(argv, " "), err)
-	}
-	return out, nil
-}
-
-func jsonInto(b []byte, into any) error {
-	if err := json.Unmarshal(b, into); err != nil {
-		return fmt.Errorf("parsing iproute2 JSON: %w", err)
-	}
-	return nil
 }

@@ -109,6 +109,9 @@ type State struct {
 	NATRules map[string][]string
 	// Forwarding is net.ipv4.ip_forward.
 	Forwarding bool
+	// Sysctls: ip_forward, conf.all.rp_filter, and rp_filter and promote_secondaries of every
+	// link ("net.ipv4.conf.net1.rp_filter" -> "0").
+	Sysctls map[string]string
 	// NATText is the raw iptables-save -t nat output, for messages.
 	NATText string
 }
@@ -147,7 +150,7 @@ func runJSON(nsPath string, into any, argv ...string) error {
 }
 
 // Dump reads the kernel state of the netns at nsPath: links, addresses, routes of every table
-// (both families), IPv4 ip rules, the nat table and ip_forward.
+// (both families), IPv4 ip rules, the nat table and the IPv4 sysctls the data plane depends on.
 func Dump(nsPath string) (*State, error) {
 	st := &State{NATRules: map[string][]string{}}
 
@@ -270,11 +273,28 @@ func Dump(nsPath string) (*State, error) {
 		return nil, fmt.Errorf("in netns %s: %w", nsPath, err)
 	}
 
-	fwd, err := run(nsPath, "cat", "/proc/sys/net/ipv4/ip_forward")
+	// ip_forward, and rp_filter and promote_secondaries of "all" and every link, in one exec.
+	paths := []string{"/proc/sys/net/ipv4/ip_forward", "/proc/sys/net/ipv4/conf/all/rp_filter"}
+	keys := []string{"net.ipv4.ip_forward", "net.ipv4.conf.all.rp_filter"}
+	for _, l := range st.Links {
+		for _, k := range []string{"rp_filter", "promote_secondaries"} {
+			paths = append(paths, "/proc/sys/net/ipv4/conf/"+l.Name+"/"+k)
+			keys = append(keys, "net.ipv4.conf."+l.Name+"."+k)
+		}
+	}
+	vals, err := run(nsPath, append([]string{"cat"}, paths...)...)
 	if err != nil {
 		return nil, err
 	}
-	st.Forwarding = strings.TrimSpace(string(fwd)) == "1"
+	lines := strings.Split(strings.TrimSpace(string(vals)), "\n")
+	if len(lines) != len(keys) {
+		return nil, fmt.Errorf("in netns %s: reading %d sysctls gave %d values", nsPath, len(keys), len(lines))
+	}
+	st.Sysctls = map[string]string{}
+	for i, k := range keys {
+		st.Sysctls[k] = strings.TrimSpace(lines[i])
+	}
+	st.Forwarding = st.Sysctls["net.ipv4.ip_forward"] == "1"
 	return st, nil
 }
 

@@ -94,6 +94,8 @@ func TestCheckCatchesEachFault(t *testing.T) {
 		{"wrong MAC", [][]string{{"ip", "link", "set", "net1", "address", "02:00:00:00:00:99"}}, kstate.Wrong, "link", "MAC"},
 		{"foreign link", [][]string{{"ip", "link", "add", "vpc-stray", "type", "veth", "peer", "name", "stray0"}}, kstate.Foreign, "link", "vpc-stray"},
 		{"forwarding off", [][]string{{"sysctl", "-qw", "net.ipv4.ip_forward=0"}}, kstate.Wrong, "sysctl", "ip_forward"},
+		{"rp_filter on", [][]string{{"sysctl", "-qw", "net.ipv4.conf.net1.rp_filter=1"}}, kstate.Wrong, "sysctl", "net1.rp_filter"},
+		{"promote_secondaries off", [][]string{{"sysctl", "-qw", "net.ipv4.conf.net1.promote_secondaries=0"}}, kstate.Wrong, "sysctl", "net1.promote_secondaries"},
 	}
 	for _, f := range faults {
 		for _, argv := range f.argv {

@@ -120,17 +120,31 @@ func edits() []edit {
 		in.Gateway.Spec.FloatingIPRules[0].InternalIP = topo.Pod1IP
 	})
 	// Quick add and remove, one converge each, of every kind.
-	for _, k := range []struct {
-		name      string
-		add, drop func(in *plan.Inputs)
-	}{
+	for _, k := range quickPairs() {
+		add("quick add: "+k.name, k.add)
+		add("quick remove: "+k.name, k.drop)
+	}
+	return out
+}
+
+// quickPair adds one rule and removes it again.
+type quickPair struct {
+	name      string
+	add, drop func(in *plan.Inputs)
+}
+
+// quickPairs is one quickPair per kind: EIP, port forward, FIP, SNAT, static route, subnet.
+func quickPairs() []quickPair {
+	return []quickPair{
 		{"eip .117", func(in *plan.Inputs) {
 			in.Gateway.Spec.Eips = append(in.Gateway.Spec.Eips, v1.Eip{EipCIDR: "192.168.0.117/24", Gateway: topo.RouterIP})
 		}, func(in *plan.Inputs) { in.Gateway.Spec.Eips = in.Gateway.Spec.Eips[:len(in.Gateway.Spec.Eips)-1] }},
 		{"dnat .113:7777/udp", func(in *plan.Inputs) {
 			in.Gateway.Spec.DnatRules = append(in.Gateway.Spec.DnatRules, v1.DnatRule{Eip: "192.168.0.113", ExternalPort: intstr.FromInt32(7777),
 				Protocol: "udp", InternalIP: topo.Pod2IP, InternalPort: intstr.FromInt32(7777)})
-		}, func(in *plan.Inputs) { in.Gateway.Spec.DnatRules = in.Gateway.Spec.DnatRules[:len(in.Gateway.Spec.DnatRules)-1] }},
+		}, func(in *plan.Inputs) {
+			in.Gateway.Spec.DnatRules = in.Gateway.Spec.DnatRules[:len(in.Gateway.Spec.DnatRules)-1]
+		}},
 		{"fip .113 -> pod2 (its port forward moved away first)", func(in *plan.Inputs) {
 			for i := range in.Gateway.Spec.DnatRules {
 				if in.Gateway.Spec.DnatRules[i].Eip == "192.168.0.113" {
@@ -143,25 +157,26 @@ func edits() []edit {
 		}},
 		{"snat 10.0.1.192/26 -> .114", func(in *plan.Inputs) {
 			in.Gateway.Spec.SnatRules = append(in.Gateway.Spec.SnatRules, v1.SnatRule{Eip: "192.168.0.114", InternalCIDR: "10.0.1.192/26"})
-		}, func(in *plan.Inputs) { in.Gateway.Spec.SnatRules = in.Gateway.Spec.SnatRules[:len(in.Gateway.Spec.SnatRules)-1] }},
+		}, func(in *plan.Inputs) {
+			in.Gateway.Spec.SnatRules = in.Gateway.Spec.SnatRules[:len(in.Gateway.Spec.SnatRules)-1]
+		}},
 		{"route 198.18.0.0/15 via vr", func(in *plan.Inputs) {
 			in.Vpc.Spec.StaticRoutes = append(in.Vpc.Spec.StaticRoutes, v1.StaticRoute{Policy: v1.RoutePolicy(annotations.PolicyDst),
 				CIDR: "198.18.0.0/15", NextHopIP: topo.VRIP})
-		}, func(in *plan.Inputs) { in.Vpc.Spec.StaticRoutes = in.Vpc.Spec.StaticRoutes[:len(in.Vpc.Spec.StaticRoutes)-1] }},
+		}, func(in *plan.Inputs) {
+			in.Vpc.Spec.StaticRoutes = in.Vpc.Spec.StaticRoutes[:len(in.Vpc.Spec.StaticRoutes)-1]
+		}},
 		{"subnet sn3 (bridge br-sn2)", func(in *plan.Inputs) {
 			in.Subnets = append(in.Subnets, &v1.Subnet{TypeMeta: in.Subnets[0].TypeMeta, ObjectMeta: objectMeta("sn3"),
 				Spec: v1.SubnetSpec{Vpc: "test-vpc-1", CIDRBlock: "10.0.3.0/24", Gateway: "10.0.3.1", NatGatewayAttachment: &v1.SubnetAttachment{Bridge: "br-sn2"}}})
 		}, func(in *plan.Inputs) { in.Subnets = in.Subnets[:len(in.Subnets)-1] }},
-	} {
-		add("quick add: "+k.name, k.add)
-		add("quick remove: "+k.name, k.drop)
 	}
-	return out
 }
 
 // TestQuickEdits (Kube-OVN 5115, 5799, 6412): starting from editInputs, every field of every rule
 // kind is edited in place, one converge per edit, then one rule of each kind is added and removed
-// again in consecutive converges (milliseconds apart). Before each converge, conntrack entries
+// again in consecutive converges, checked after each, and then in bursts (add and remove
+// converges back to back, milliseconds apart, checked after both). Before each converge, conntrack entries
 // are planted for every current FIP and port forward (both directions, translated as the rules
 // say); after it, test/kstate must find the netns exactly as the new spec, no entry may carry a
 // mapping the spec no longer has (kstate.CheckFlows), and the entries of unchanged mappings must
@@ -175,15 +190,7 @@ func TestQuickEdits(t *testing.T) {
 }
 
 func quickEdits(t *testing.T, full bool) {
-	tp, err := topo.NewSeed(topo.NewPrefix())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if err := tp.Close(); err != nil {
-			t.Error(err)
-		}
-	})
+	tp := newSeed(t)
 	gw := netconf.NewGateway(tp.Path(topo.Gateway))
 	defer gw.Close()
 	in := editInputs(t)
@@ -219,23 +226,88 @@ func quickEdits(t *testing.T, full bool) {
 			t.Errorf("step %d (%s): conntrack entries of mappings the spec no longer has:\n%s", i, e.name, strings.Join(bad, "\n"))
 		}
 		// Entries of mappings unchanged by the step stay.
-		live := map[string]bool{}
-		for _, f := range flows {
-			live[f.String()] = true
-		}
-		now := mappingKeys(d)
 		for _, p := range planted {
-			if now[p.mapping] && !live[p.flow.String()] {
+			if unchanged(p, prev, d) && !hasFlow(flows, p.flow) {
 				t.Errorf("step %d (%s): the entry of an unchanged mapping (%s) was deleted: %s", i, e.name, p.mapping, p.flow)
 			}
 		}
-		_ = prev
 		// Clean slate for the next step's planted entries.
 		if _, err := tp.Exec(topo.Gateway, "conntrack", "-F"); err != nil {
 			t.Fatal(err)
 		}
 	}
 	t.Logf("%d edits (full=%v), slowest converge %s", len(steps), full, fmtDur(slowest))
+
+	// Bursts: a rule added and removed by back-to-back converges (the second starts as soon as
+	// the first returns and a conntrack entry of the new mapping is planted: milliseconds),
+	// checked once after both.
+	var gaps []string
+	for _, k := range quickPairs() {
+		planted := plantMappings(t, tp, d, len(steps))
+		prev := d
+		k.add(&in)
+		in.Gateway.Generation++
+		added := build(t, in)
+		k.drop(&in)
+		in.Gateway.Generation++
+		d = build(t, in)
+		start := time.Now()
+		if _, err := convergeIn(tp, gw, added, full); err != nil {
+			t.Fatalf("burst %s, add: %v", k.name, err)
+		}
+		// A flow of the short-lived mapping, if any, takes it in between.
+		before := mappingKeys(d)
+		plantSome(t, tp, added, len(steps)+1, func(m string) bool { return !before[m] }, 0)
+		between := time.Now()
+		if _, err := convergeIn(tp, gw, d, full); err != nil {
+			t.Fatalf("burst %s, remove: %v", k.name, err)
+		}
+		gaps = append(gaps, fmt.Sprintf("%s %s", k.name, fmtDur(between.Sub(start))))
+		if diff := check(t, tp, d); !diff.Empty() {
+			t.Errorf("burst %s: %s", k.name, diff)
+		}
+		flows, err := kstate.Conntrack(tp.Path(topo.Gateway))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if bad := kstate.CheckFlows(flows, d); len(bad) > 0 {
+			t.Errorf("burst %s: stale conntrack entries:\n%s", k.name, strings.Join(bad, "\n"))
+		}
+		for _, p := range planted {
+			if unchanged(p, prev, added, d) && !hasFlow(flows, p.flow) {
+				t.Errorf("burst %s: the entry of an unchanged mapping (%s) was deleted: %s", k.name, p.mapping, p.flow)
+			}
+		}
+		if _, err := tp.Exec(topo.Gateway, "conntrack", "-F"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	t.Logf("bursts (from the add converge's start to the remove converge's start): %s", strings.Join(gaps, ", "))
+}
+
+// unchanged reports whether a planted entry's mapping is in the last spec and the entry is
+// translated as every spec it went through says (a FIP added for an SNATed source changes its
+// flows' translation although the SNAT rule stays).
+func unchanged(p planted, specs ...*annotations.Desired) bool {
+	if !mappingKeys(specs[len(specs)-1])[p.mapping] {
+		return false
+	}
+	for _, d := range specs {
+		if len(kstate.CheckFlows([]kstate.Flow{p.flow}, d)) > 0 {
+			return false
+		}
+	}
+	return true
+}
+
+// hasFlow reports whether flows hold f (same tuples).
+func hasFlow(flows []kstate.Flow, f kstate.Flow) bool {
+	for _, g := range flows {
+		if g.String() == f.String() {
+			return true
+		}
+	}
+	return false
 }
 
 // planted is a conntrack entry planted for one mapping of the spec.

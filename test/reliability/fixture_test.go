@@ -32,11 +32,7 @@ func newBare(t *testing.T) *bare {
 	t.Helper()
 	needRoot(t)
 	tp := &topo.Topology{Prefix: topo.NewPrefix()}
-	t.Cleanup(func() {
-		if err := tp.Close(); err != nil {
-			t.Error(err)
-		}
-	})
+	cleanup(t, tp)
 	for _, step := range []func() error{
 		func() error { return tp.AddNS(topo.Node) },
 		func() error { return tp.AddNS(topo.Ext) },
@@ -50,6 +46,30 @@ func newBare(t *testing.T) *bare {
 		}
 	}
 	return &bare{tp}
+}
+
+// cleanup deletes the topology when the test ends, failed or not, and then checks with
+// kstate.Leaks that none of its namespaces is left.
+func cleanup(t *testing.T, tp *topo.Topology) {
+	t.Cleanup(func() {
+		if err := tp.Close(); err != nil {
+			t.Error(err)
+		}
+		if leaks, err := kstate.Leaks("", tp.Prefix+"-", ""); err != nil || len(leaks) > 0 {
+			t.Errorf("left on the node: %v %v", leaks, err)
+		}
+	})
+}
+
+// newSeed builds test/topo's seed topology, deleted at the end of the test.
+func newSeed(t *testing.T) *topo.Topology {
+	t.Helper()
+	tp := &topo.Topology{Prefix: topo.NewPrefix()}
+	cleanup(t, tp)
+	if err := tp.BuildSeed(); err != nil {
+		t.Fatal(err)
+	}
+	return tp
 }
 
 // check compares the gateway netns with d through test/kstate.

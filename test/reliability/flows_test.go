@@ -165,15 +165,7 @@ func TestFlowsRacingSetup(t *testing.T) {
 }
 
 func flowsRacingSetup(t *testing.T, via string) {
-	tp, err := topo.NewSeed(topo.NewPrefix())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if err := tp.Close(); err != nil {
-			t.Error(err)
-		}
-	})
+	tp := newSeed(t)
 	in := seedInputs(t)
 	nics, d, errs := plan.Build(in)
 	if len(errs) > 0 {
@@ -344,4 +336,3 @@ func rawFlows(entries []kstate.Flow) string {
 	}
 	return b.String()
 }
-

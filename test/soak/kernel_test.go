@@ -7,7 +7,10 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/vpcnat/vpcnat/pkg/annotations"
+	v1 "github.com/vpcnat/vpcnat/pkg/apis/kubeovn/v1"
 	"github.com/vpcnat/vpcnat/pkg/plan"
+	"github.com/vpcnat/vpcnat/test/kstate"
 	"github.com/vpcnat/vpcnat/test/topo"
 )
 
@@ -440,4 +443,55 @@ func kernelDiff(tp *topo.Topology, role string, m *gwModel) (diffs []string, nat
 	}
 	ctDiffs, natted := compareConntrack(ct, e, pool)
 	return append(diffs, ctDiffs...), natted, nil
+}
+
+// desiredOf is the desired state the model's objects call for (plan.Build, the function every
+// program uses), for test/kstate's checker.
+func (m *gwModel) desiredOf() (*annotations.Desired, error) {
+	gw, vpc, sn := m.objects()
+	_, d, errs := plan.Build(plan.Inputs{Gateway: gw, Vpc: vpc, Subnets: []*v1.Subnet{sn},
+		Config: plan.Config{Image: "x", Enabled: true, NIC: "eth1"}})
+	if len(errs) > 0 {
+		return nil, fmt.Errorf("model of %s: %w", m.name, errs.ToAggregate())
+	}
+	return d, nil
+}
+
+// kstateDiff is test/kstate's view of the gateway netns at nsPath against the model: the
+// kernel state, and the conntrack entries (stale or un-NATed mappings).
+func kstateDiff(nsPath string, m *gwModel) (state, flows []string, err error) {
+	d, err := m.desiredOf()
+	if err != nil {
+		return nil, nil, err
+	}
+	diff, err := kstate.Check(nsPath, d)
+	if err != nil {
+		return nil, nil, fmt.Errorf("kstate: %w", err)
+	}
+	for _, p := range diff {
+		state = append(state, "kstate: "+p.String())
+	}
+	fl, err := kstate.Conntrack(nsPath)
+	if err != nil {
+		return nil, nil, fmt.Errorf("kstate: %w", err)
+	}
+	for _, p := range kstate.CheckFlows(fl, d) {
+		flows = append(flows, "kstate: conntrack "+p)
+	}
+	return state, flows, nil
+}
+
+// unNATed says whether a kstate conntrack problem is an entry that was never translated: its
+// reply comes from the EIP itself ("reply <eip>:<port> -> ..." where the original went to
+// <eip>:<port>). Such an entry was made by a datagram that arrived before the mapping was in
+// the kernel; the daemon leaves untranslated entries alone.
+func unNATed(problem string) bool {
+	// "udp C:p -> E:q (reply E:q -> C:p): ..."
+	f := strings.Fields(problem)
+	for i := 0; i+4 < len(f); i++ {
+		if f[i+1] == "->" && f[i+3] == "(reply" {
+			return f[i+2] == f[i+4]
+		}
+	}
+	return false
 }

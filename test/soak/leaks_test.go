@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/vpcnat/vpcnat/test/cnichain"
+	"github.com/vpcnat/vpcnat/test/kstate"
 	"github.com/vpcnat/vpcnat/test/topo"
 )
 
@@ -117,6 +118,13 @@ func checkGone(t *testing.T, tp *topo.Topology, chain *cnichain.Chain, k *kubele
 		if strings.Contains(save, ":"+c+" ") {
 			leak("chain %s in the node's namespace", c)
 		}
+	}
+	kl, err := kstate.Leaks(tp.Path(topo.Node), tp.Prefix+"-s", chain.StateDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, l := range kl {
+		leak("(test/kstate) %s", l)
 	}
 	if n := k.count(); n > 0 {
 		leak("%d sandboxes", n)

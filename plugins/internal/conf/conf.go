@@ -1,9 +1,8 @@
-// Package conf parses what the vpcnat CNI plugin is given (its conflist entry with the runtime's
-// pod annotations, CNI_ARGS, prevResult) and decides whether a call is the normal-pod pass-through
-// that the small `vpcnat` dispatcher answers itself. It imports the standard library only, and
-// none of it that starts slowly (no net, no regexp, no cgo): `vpcnat` runs for every pod on the
-// node, and its start-up is most of what it costs. The full plugin (`vpcnat-gateway`) parses its
-// configuration with the same code, so the two cannot disagree about what a configuration means.
+// Package conf parses the vpcnat CNI plugin's configuration (its conflist entry with the
+// runtime's pod annotations in runtimeConfig, and prevResult kept as raw JSON) with
+// encoding/json, as the full plugin (vpcnat-gateway) reads it. The checks of single values and
+// CNI_ARGS are plugins/internal/fastpath's, which the small vpcnat dispatcher runs for every
+// pod, so the two cannot disagree about what a value means.
 package conf
 
 import (
@@ -11,25 +10,26 @@ import (
 	"fmt"
 	"path/filepath"
 	"strings"
+
+	"github.com/vpcnat/vpcnat/plugins/internal/fastpath"
 )
 
-// Keys of the annotation contract (pkg/annotations holds the same; a test keeps them equal).
+// The contract's names, defaults and CNI_ARGS, shared with the dispatcher.
 const (
-	// GatewayKey marks a pod as a vpcnat gateway.
-	GatewayKey = "ovn.kubernetes.io/vpc_nat_gw"
-	// PodAnnotationsCapability is how containerd and CRI-O hand pod annotations to plugins.
-	PodAnnotationsCapability = "io.kubernetes.cri.pod-annotations"
+	GatewayKey               = fastpath.GatewayKey
+	PodAnnotationsCapability = fastpath.PodAnnotationsCapability
+	DefaultGatewayNamespace  = fastpath.DefaultGatewayNamespace
+	DefaultStateDir          = fastpath.DefaultStateDir
 )
 
-// DefaultGatewayNamespace is the only namespace whose pods can be gateways unless configured.
-const DefaultGatewayNamespace = "kube-system"
+// Args are the pod's CNI_ARGS.
+type Args = fastpath.Args
 
-// DefaultStateDir is where the attachment records live (pkg/state.DefaultDir; a test keeps them
-// equal).
-const DefaultStateDir = "/run/vpcnat"
+// ParseArgs parses CNI_ARGS as the CNI library does.
+func ParseArgs(s string) (*Args, error) { return fastpath.ParseArgs(s) }
 
-// MaxIfNameLen is the kernel's limit (IFNAMSIZ - 1).
-const MaxIfNameLen = 15
+// SupportedVersions are the CNI versions vpcnat speaks.
+var SupportedVersions = fastpath.SupportedVersions
 
 // Conf is vpcnat's entry in the conflist, as the runtime passes it.
 type Conf struct {
@@ -108,7 +108,7 @@ func Parse(stdin []byte) (*Conf, error) {
 // Validate checks vpcnat's own fields (after defaulting), each error naming the field and value.
 func (c *Conf) Validate() error {
 	for i, ns := range c.GatewayNamespaces {
-		if err := CheckNamespace(ns); err != nil {
+		if err := fastpath.CheckNamespace(ns); err != nil {
 			return fmt.Errorf("vpcnat: gatewayNamespaces[%d]: invalid namespace %q: %w", i, ns, err)
 		}
 	}
@@ -116,7 +116,7 @@ func (c *Conf) Validate() error {
 		return fmt.Errorf("vpcnat: stateDir: %q is not an absolute path", c.StateDir)
 	}
 	if c.Master != "" {
-		if err := CheckIfName(c.Master); err != nil {
+		if err := fastpath.CheckIfName(c.Master); err != nil {
 			return fmt.Errorf("vpcnat: master: invalid value %q: %w", c.Master, err)
 		}
 	}
@@ -140,44 +140,4 @@ func (c *Conf) IsGateway(a *Args) bool {
 	}
 	_, ok := c.RuntimeConfig.PodAnnotations[GatewayKey]
 	return ok
-}
-
-// CheckNamespace checks a Kubernetes namespace name: an RFC 1123 label (at most 63 characters,
-// lowercase letters, digits and '-', starting and ending with a letter or digit), the rule of
-// k8s.io/apimachinery's IsDNS1123Label (a test checks that the two agree).
-func CheckNamespace(s string) error {
-	if s == "" || len(s) > 63 {
-		return fmt.Errorf("must be 1-63 characters long (RFC 1123 label), has %d", len(s))
-	}
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		alnum := 'a' <= c && c <= 'z' || '0' <= c && c <= '9'
-		if !alnum && (c != '-' || i == 0 || i == len(s)-1) {
-			return fmt.Errorf("character %q at %d: an RFC 1123 label is lowercase letters, digits and '-', starting and ending with a letter or digit", c, i)
-		}
-	}
-	return nil
-}
-
-// CheckIfName checks a Linux interface name the way pkg/annotations does for the NIC plan: 1-15
-// characters out of letters, digits, '.', '_' and '-', not "." or "..".
-func CheckIfName(s string) error {
-	switch {
-	case s == "":
-		return fmt.Errorf("an interface name is required")
-	case len(s) > MaxIfNameLen:
-		return fmt.Errorf("an interface name has at most %d characters", MaxIfNameLen)
-	case s == "." || s == "..":
-		return fmt.Errorf("is not an interface name")
-	}
-	for i := 0; i < len(s); i++ {
-		if c := s[i]; !nameChar(c) {
-			return fmt.Errorf("character %q is not allowed in an interface name: use letters, digits, '.', '_' and '-'", c)
-		}
-	}
-	return nil
-}
-
-func nameChar(c byte) bool {
-	return 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '.' || c == '_' || c == '-'
 }

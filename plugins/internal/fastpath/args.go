@@ -1,7 +1,8 @@
-package conf
+package fastpath
 
 import (
-	"fmt"
+	"errors"
+	"strconv"
 	"strings"
 )
 
@@ -26,7 +27,7 @@ func ParseArgs(s string) (*Args, error) {
 	for _, pair := range strings.Split(s, ";") {
 		kv := strings.Split(pair, "=")
 		if len(kv) != 2 {
-			return nil, fmt.Errorf("vpcnat: CNI_ARGS: invalid pair %q", pair)
+			return nil, errors.New("vpcnat: CNI_ARGS: invalid pair " + strconv.Quote(pair))
 		}
 		switch k, v := kv[0], kv[1]; k {
 		case "IgnoreUnknown":
@@ -36,7 +37,7 @@ func ParseArgs(s string) (*Args, error) {
 			case "0", "false":
 				a.IgnoreUnknown = false
 			default:
-				return nil, fmt.Errorf("vpcnat: CNI_ARGS: IgnoreUnknown: %q is not a boolean", v)
+				return nil, errors.New("vpcnat: CNI_ARGS: IgnoreUnknown: " + strconv.Quote(v) + " is not a boolean")
 			}
 		case "K8S_POD_NAMESPACE":
 			a.PodNamespace = v
@@ -51,7 +52,11 @@ func ParseArgs(s string) (*Args, error) {
 		}
 	}
 	if len(unknown) > 0 && !a.IgnoreUnknown {
-		return nil, fmt.Errorf("vpcnat: CNI_ARGS: unknown args %q", unknown)
+		quoted := make([]string, len(unknown))
+		for i, u := range unknown {
+			quoted[i] = strconv.Quote(u)
+		}
+		return nil, errors.New("vpcnat: CNI_ARGS: unknown args [" + strings.Join(quoted, " ") + "]")
 	}
 	return a, nil
 }
