@@ -32,6 +32,7 @@ vet:
 # from competing for the two cores and the xtables lock.
 test: deps build vet
 	$(GO) test -count=1 -p 1 -timeout 30m ./...
+	hack/fuzz.sh 5s
 
 test-unit:
 	$(GO) test -count=1 ./pkg/...
@@ -95,3 +96,13 @@ bench-controller: deps
 	@mkdir -p $(BIN)
 	$(GO) build -o $(BIN)/vpcnat-bench-controller ./test/bench/controller
 	$(BIN)/vpcnat-bench-controller
+
+# --- reliability soak (issue 7): long runs that print figures; not part of `make test` ---------
+.PHONY: soak fuzz
+# Every fuzz target for FUZZTIME each (make test runs them for 5 s each).
+FUZZTIME ?= 10m
+fuzz:
+	hack/fuzz.sh $(FUZZTIME)
+
+soak: deps build
+	FUZZ_LOGDIR=/tmp/vpcnat-fuzz-soak hack/fuzz.sh $(FUZZTIME)

@@ -8,6 +8,7 @@ import (
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 
+	"github.com/vpcnat/vpcnat/pkg/annotations"
 	"github.com/vpcnat/vpcnat/pkg/nat"
 )
 
@@ -107,5 +108,39 @@ func TestSweepAfterCrashAndSNATChange(t *testing.T) {
 	}
 	if rep := tp.mustConverge(g, narrow, true); len(rep.Changes) != 0 {
 		t.Errorf("converging again: %q", rep.Changes)
+	}
+}
+
+// Regression (found by test/reliability's quick edits): removing a FIP deleted the outbound
+// flows of its internal IP even where an SNAT rule still sends them out with the same EIP, which
+// cut established connections the spec did not change. Only entries the new state translates
+// differently go.
+func TestStaleMappingKeepsValidEntries(t *testing.T) {
+	d := seedDesired() // SNAT 10.0.1.0/24 -> .112
+	d.FloatingIPs = nil
+	m, err := newMappingFilter(nat.Mapping{EIP: "192.168.0.112", InternalIP: "10.0.1.10"}) // a removed FIP .112 -> pod2
+	if err != nil {
+		t.Fatal(err)
+	}
+	k := keepValid{m, newSweepFilter(d)}
+	const udp = unix.IPPROTO_UDP
+	for _, c := range []struct {
+		name string
+		flow *netlink.ConntrackFlow
+		del  bool
+	}{
+		{"outbound, still SNATed to .112", flowOf(udp, "10.0.1.10", 1, "198.51.100.10", 7, "198.51.100.10", 7, "192.168.0.112", 1), false},
+		{"inbound to the removed FIP", flowOf(udp, "192.168.0.50", 1, "192.168.0.112", 7, "10.0.1.10", 7, "192.168.0.50", 1), true},
+	} {
+		if got := k.MatchConntrackFlow(c.flow); got != c.del {
+			t.Errorf("%s: deleted = %v, want %v", c.name, got, c.del)
+		}
+	}
+	// An EIP whose whole network is gone: its entries always go.
+	d.EIPs = []annotations.EIP{{EipCIDR: "192.168.5.1/24", Gateway: "192.168.5.254"}}
+	d.SNATs = []annotations.SNAT{{EIP: "192.168.5.1", InternalCIDR: "10.0.1.0/24"}}
+	k = keepValid{m, newSweepFilter(d)}
+	if !k.MatchConntrackFlow(flowOf(udp, "10.0.1.10", 1, "198.51.100.10", 7, "198.51.100.10", 7, "192.168.0.112", 1)) {
+		t.Error("the entry of an EIP outside every remaining EIP network was kept")
 	}
 }

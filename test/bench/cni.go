@@ -73,7 +73,7 @@ func (b bench) measureCNI(rounds int, compare []string) (cniResult, error) {
 	}
 	// The floor: a do-nothing Go plugin in vpcnat's place.
 	floorDir := filepath.Join(dir, "floor")
-	build := exec.Command("go", "build", "-trimpath", "-o", filepath.Join(floorDir, "vpcnat"), "./test/bench/passthru")
+	build := exec.Command("go", "build", "-trimpath", "-ldflags=-s -w", "-o", filepath.Join(floorDir, "vpcnat"), "./test/bench/passthru")
 	build.Env = append(os.Environ(), "CGO_ENABLED=0") // as vpcnat is built (cnichain.BuildPlugin)
 	if out, err := build.CombinedOutput(); err != nil {
 		return r, fmt.Errorf("building the pass-through plugin: %w: %s", err, out)

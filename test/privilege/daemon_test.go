@@ -4,8 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -123,11 +121,7 @@ func TestDaemonPrivileges(t *testing.T) {
 	t.Run("admission: gateway pods only, bound tokens only", func(t *testing.T) {
 		nonGateway := pod(t, systemNS, "kube-proxy-a", "node-a", "default", map[string]string{"other": "1"})
 		unbound := newIdentity(t, daemonSA, tokenConfig(t, daemonSA, nil))
-		policy, err := os.ReadFile(filepath.Join(repoRoot, "deploy", "daemonset", "admission.yaml"))
-		if err != nil {
-			t.Fatal(err)
-		}
-		checkDaemonGaps(t, string(policy), d, unbound, nonGateway, gwB)
+		checkDaemonGaps(t, d, unbound, nonGateway, gwB)
 	})
 
 	t.Run("RBAC: no Secret, no other read, no other write", func(t *testing.T) {
@@ -261,32 +255,24 @@ func checkDaemonPatches(t *testing.T, d *identity, gwA, gwB *corev1.Pod) {
 	t.Logf("%d real pod patches: %d allowed, the rest refused by the admission policy", len(cases), 3)
 }
 
-// checkDaemonGaps covers two holes of deploy/daemonset/admission.yaml as shipped, each enforced
-// as soon as the policy closes it (the test reads the policy's text) and skipped, naming the
-// hole, until then:
-//   - any pod of kube-system on the daemon's node can get an applied annotation, not only gateway
-//     pods (closed by a rule "'ovn.kubernetes.io/vpc_nat_gw' in variables.oldAnnotations");
+// checkDaemonGaps covers two holes this test found in an earlier deploy/daemonset/admission.yaml:
+//   - any pod of kube-system on the daemon's node could get an applied annotation, not only
+//     gateway pods;
 //   - a token of the daemon's ServiceAccount that names no node (TokenRequest without a bound
-//     pod, a legacy Secret token) is not held to the node rule and can patch any node's gateway
-//     pods (closed by requiring the node claim rather than skipping the rule without it).
-func checkDaemonGaps(t *testing.T, policy string, bound, unbound *identity, nonGateway, otherNodeGateway *corev1.Pod) {
+//     pod, a legacy Secret token) was not held to the node rule and could patch any node's
+//     gateway pods.
+func checkDaemonGaps(t *testing.T, bound, unbound *identity, nonGateway, otherNodeGateway *corev1.Pod) {
 	t.Helper()
 	ctx := context.Background()
 	applied := []byte(`{"metadata":{"annotations":{"vpcnat.kubeovn.io/applied":"{\"version\":\"v1\"}"}}}`)
 	t.Run("a pod of its node that is not a gateway", func(t *testing.T) {
 		_, err := bound.kube.CoreV1().Pods(systemNS).Patch(ctx, nonGateway.Name, types.MergePatchType, applied, metav1.PatchOptions{})
-		if !strings.Contains(policy, "'ovn.kubernetes.io/vpc_nat_gw' in variables.oldAnnotations") {
-			t.Skipf("known hole, policy not closed yet: the daemon may set the applied annotation of any kube-system pod of its node (got %v)", err)
-		}
 		if err == nil || !strings.Contains(err.Error(), "only gateway pods") {
 			t.Errorf("applied annotation on a non-gateway pod: %v, want refused", err)
 		}
 	})
 	t.Run("a token without a node", func(t *testing.T) {
 		_, err := unbound.kube.CoreV1().Pods(systemNS).Patch(ctx, otherNodeGateway.Name, types.MergePatchType, applied, metav1.PatchOptions{})
-		if strings.Contains(policy, "!(variables.nodeKey in request.userInfo.extra)") {
-			t.Skipf("known hole, policy not closed yet: a daemon token bound to no pod is not held to the node rule (got %v)", err)
-		}
 		if err == nil || !strings.Contains(err.Error(), policyNodeMsg) {
 			t.Errorf("an unbound token patched another node's gateway pod: %v, want refused", err)
 		}

@@ -33,8 +33,10 @@ const (
 // 10% of every rule kind edited in place, some rules removed and added, EIPs moved, lanIp and a
 // subnet gateway changed now and then) by `vpcnat-daemon apply`, which is SIGKILLed (with its
 // iptables children) at a point inside the converge: at forced points (during the nat read-back,
-// with the restore transaction written but not committed, right after the commit) or after a
-// random delay within the converge's measured duration. Where it stopped is read from the kernel
+// with the restore transaction written but not committed, right after the commit: iptwrap stops
+// there), after a random delay within the first half of the measured rest after the commit
+// (links, addresses, routes, conntrack), or after a random delay within the whole converge's
+// measured duration. Where it stopped is read from the kernel
 // (which parts already match the new spec). Then the daemon is run again (the restart) and
 // test/kstate must find the netns exactly as the new spec: no missing, duplicate or foreign rule,
 // chain, address, route or ip rule, forwarding on; and conntrack entries planted before the kill
@@ -58,8 +60,8 @@ func TestCrashConsistency(t *testing.T) {
 	}
 	r := rand.New(rand.NewPCG(seed, 7))
 
-	// Calibrate: the duration of an uninterrupted change of the same size, twice.
-	// The whole change (process start to exit), and the rest of it after the nat commit.
+	// Calibrate with two uninterrupted changes of the same size: the whole change (process start
+	// to exit), and the rest of it after the nat commit.
 	var conv, tail time.Duration
 	for i := 0; i < 2; i++ {
 		spec = spec.mutate(r, 0.1)

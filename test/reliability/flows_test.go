@@ -181,8 +181,7 @@ func flowsRacingSetup(t *testing.T, via string) {
 		{topo.Pod2, "udp", topo.Pod2IP + ":5353"}, {topo.Pod2, "tcp", topo.Pod2IP + ":80"},
 		{topo.Pod1, "udp", topo.Pod1IP + ":7001"},
 	} {
-		srv := tp.ListenFor(t, l.role, l.proto, l.addr)
-		_ = srv
+		tp.ListenFor(t, l.role, l.proto, l.addr)
 	}
 	flows := []*flow{
 		{name: "snat udp", role: topo.Pod2, proto: "udp", local: topo.Pod2IP + ":40001", remote: topo.InetIP + ":8081", natted: eip112},

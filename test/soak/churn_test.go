@@ -68,7 +68,7 @@ func needRoot(t *testing.T) {
 	}
 }
 
-// node builds the simulated node: the external L2 (ns ext, bridge br0) with the node's eth1 and
+// buildNode builds the simulated node: the external L2 (ns ext, bridge br0) with the node's eth1 and
 // the client, the node's namespace with one bridge per gateway subnet.
 func buildNode(t *testing.T, gateways int) *topo.Topology {
 	t.Helper()
@@ -202,8 +202,8 @@ func TestChurn(t *testing.T) {
 	caughtUp := time.Now()
 	pods := waitConverged(t, ctx, c, k, gws, ctrl, daemon)
 	catchUp := time.Since(caughtUp)
-	// The UDP datagrams' entries and the daemon's clean-up are in; send one more round through
-	// every mapping in force so that the check also sees entries of mappings that must stay.
+	// Every gateway has applied its last spec (and the daemon its conntrack clean-up): compare
+	// the kernel with the models, after planting a fault when asked to.
 	plant(t, tp, k, pods, gws)
 	totalDiffs, natted, flowProblems, unnated := 0, 0, 0, 0
 	for i, g := range gws {
@@ -240,6 +240,11 @@ func TestChurn(t *testing.T) {
 	changes, _ := daemon.sum("vpcnat_daemon_kernel_changes_total")
 	csyncs, _ := ctrl.sum("vpcnat_controller_syncs_total", "kind", "gateway")
 	patches, _ := ctrl.sum("vpcnat_controller_desired_patches_total")
+	// Retried failures, from the logs: a status update that lost to a spec write, and converges
+	// that failed (a pod or sandbox going away under the daemon).
+	conflicts := ctrl.logged("the object has been modified")
+	ctrlFailed := ctrl.logged("Sync failed")
+	daemonFailed := daemon.logged("Gateway sync failed")
 
 	// Delete everything; nothing may be left.
 	deleteAll(t, c, k, md.gateways, tp.Prefix)
@@ -272,6 +277,7 @@ func TestChurn(t *testing.T) {
 	}
 	fmt.Fprintf(&b, "  UDP datagrams through FIPs/DNATs: %d; NATed conntrack entries checked at the end: %d\n", cnt.datagrams, natted)
 	fmt.Fprintf(&b, "  controller gateway syncs %.0f, desired patches %.0f; daemon converges %.0f, kernel changes %.0f\n", csyncs, patches, syncs, changes)
+	fmt.Fprintf(&b, "  retried failures: controller syncs %d (status update conflicts %d), daemon converges %d\n", ctrlFailed, conflicts, daemonFailed)
 	fmt.Fprintf(&b, "  sandboxes created %d, torn down %d, CNI ADD failures %d, DEL failures %d\n", k.created, k.removed, len(k.addErrs), len(k.delErrs))
 	fmt.Fprintf(&b, "  first converge of %d gateways %v; catch-up after the churn %v\n", md.gateways, firstConverge.Round(time.Millisecond), catchUp.Round(time.Millisecond))
 	fmt.Fprintf(&b, "  final kernel diffs %d (own check + test/kstate); kstate conntrack problems %d, of which un-NATed entries of flows older than their mapping %d; leaks while running %d, after deletion %d\n",

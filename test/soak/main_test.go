@@ -11,7 +11,7 @@
 // every gateway's kernel state must equal its spec (derived from what the test wrote, not from
 // the annotations), and after the gateways are deleted nothing may be left on the node.
 //
-// Modes: short by default (4 gateways, 40 s of churn: make test); soak with VPCNAT_SOAK=<duration>
+// Modes: short by default (4 gateways, 30 s of churn: make test); soak with VPCNAT_SOAK=<duration>
 // or -soak.duration (20 gateways unless VPCNAT_SOAK_GATEWAYS or -soak.gateways says otherwise).
 //
 // Address plan (all inside namespaces the test creates; the host's namespace gets nothing):
@@ -74,7 +74,7 @@ func runMode() (mode, error) {
 		}
 	}
 	if d == 0 {
-		return mode{name: "short", gateways: 4, churn: 40 * time.Second, workers: 2, pace: 40 * time.Millisecond, resync: 15 * time.Second}, nil
+		return mode{name: "short", gateways: 4, churn: 30 * time.Second, workers: 2, pace: 40 * time.Millisecond, resync: 15 * time.Second}, nil
 	}
 	n := *soakGateways
 	if n == 0 {
@@ -89,7 +89,7 @@ func runMode() (mode, error) {
 	if n < 1 || n > 20 {
 		return mode{}, fmt.Errorf("soak gateways: %d is not between 1 and 20 (the address plan has room for 20)", n)
 	}
-	return mode{name: "soak", gateways: n, churn: d, workers: 4, pace: 20 * time.Millisecond, resync: time.Minute}, nil
+	return mode{name: "soak", gateways: n, churn: d, workers: 3, pace: 30 * time.Millisecond, resync: time.Minute}, nil
 }
 
 func TestMain(m *testing.M) {
