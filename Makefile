@@ -104,5 +104,9 @@ FUZZTIME ?= 10m
 fuzz:
 	hack/fuzz.sh $(FUZZTIME)
 
+# The churn soak (20 gateways, 10 minutes of rule churn through the API), then every fuzz target
+# for FUZZTIME. Each prints its figures.
+SOAKTIME ?= 10m
 soak: deps build
+	VPCNAT_SOAK=$(SOAKTIME) $(GO) test -count=1 -p 1 -v -timeout 40m -run TestChurn ./test/soak/
 	FUZZ_LOGDIR=/tmp/vpcnat-fuzz-soak hack/fuzz.sh $(FUZZTIME)

@@ -24,7 +24,8 @@ type Converger interface {
 func NewNetconfConverger(nsPath string) Converger { return netconf.NewGateway(nsPath) }
 
 // gateway is what the daemon remembers about one gateway pod of its node. Only the sync of the
-// pod's key touches it (the workqueue never hands one key to two workers at once).
+// pod's key touches it (the workqueue never hands one key to two workers at once), but for the
+// atomic recheck flag.
 type gateway struct {
 	name string
 	uid  types.UID

@@ -1,12 +1,17 @@
 // Command vpcnat is the chained CNI meta plugin (type "vpcnat", always last in the chain) that
 // the runtime executes for every pod of the node. It is a small dispatcher: ADD and DEL of a
 // normal pod — the pod network's common case — are answered here (prevResult printed byte for
-// byte as it came; DEL of a pod without an attachment record does nothing), with the standard
-// library only, because the start-up of a larger Go binary is most of what a chained plugin
-// costs. Everything else — gateway pods, a DEL of a pod with a record, CHECK, GC, STATUS,
-// VERSION, and any call it is not sure of — is handed unchanged (arguments, environment,
-// stdin) to the full plugin, vpcnat-gateway, installed next to this binary, by exec: the full
-// plugin's answer (result, error, exit status) is the answer.
+// byte as it came; DEL of a pod without an attachment record does nothing). Everything else —
+// gateway pods, a DEL of a pod with a record, CHECK, GC, STATUS, VERSION, and any call it is not
+// sure of — is handed unchanged (arguments, environment, stdin) to the full plugin,
+// vpcnat-gateway, installed next to this binary, by exec: the full plugin's answer (result,
+// error, exit status) is the answer.
+//
+// Why two binaries: starting a Go binary is most of what a chained plugin costs, and the full
+// plugin's imports (netlink, the CNI library, Kubernetes validation, klog) and cgo made each
+// start about twice as slow as the least a Go plugin can do. This one links only a few
+// standard packages and golang.org/x/sys/unix — no encoding/json, fmt, net, regexp or cgo (see
+// plugins/internal/fastpath) — and starts about as fast as a Go binary can here.
 package main
 
 import (
@@ -21,9 +26,6 @@ import (
 
 	"github.com/vpcnat/vpcnat/plugins/internal/fastpath"
 )
-
-// This binary links nothing that starts slowly (encoding/json, fmt, net, regexp, cgo): see
-// plugins/internal/fastpath.
 
 // FullPlugin is the full implementation's file name, in the same directory as this binary.
 const FullPlugin = "vpcnat-gateway"

@@ -12,8 +12,17 @@
 //	if err != nil { ... }                                 // the dump failed
 //	if !diff.Empty() { t.Errorf("gateway netns: %s", diff) }
 //
+// What Compare tolerates, because it is not vpcnat's: lo, eth0 and the primary attachments'
+// links with their addresses, the kernel's own routes (protocol kernel) outside vpcnat's tables,
+// IPv6 link-local addresses, the kernel's three default ip rules. Everything else in the netns
+// must be exactly what the desired state implies, once.
+//
 // Flows (conntrack) are checked separately: Conntrack dumps them, CheckFlows reports un-NATed or
 // stale ones. Leaks lists vpcnat-looking links, namespaces and records left on a node.
+//
+// Every function may be called from any goroutine: the dump tools run on a thread locked into
+// the netns for the duration of each command (ns.Do), and need iproute2, iptables-save,
+// conntrack and root.
 package kstate
 
 import (
