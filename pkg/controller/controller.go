@@ -12,6 +12,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/fields"
 	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
@@ -204,7 +205,14 @@ func (c *Controller) processNext(ctx context.Context) bool {
 	result, err := c.sync(ctx, k)
 	c.metrics.syncDuration.WithLabelValues(string(k.kind)).Observe(time.Since(start).Seconds())
 	c.metrics.syncs.WithLabelValues(string(k.kind), result).Inc()
-	if err != nil {
+	switch {
+	case apierrors.IsConflict(err):
+		// Our cache was behind the server (an edit or our own last status write not seen yet):
+		// expected under churn, not a failure; the retry reads the newer object.
+		klog.FromContext(ctx).V(2).Info("Object changed since cached; retrying", "kind", k.kind, "name", k.name, "err", err)
+		c.queue.AddRateLimited(k)
+		return true
+	case err != nil:
 		klog.FromContext(ctx).Error(err, "Sync failed; retrying", "kind", k.kind, "name", k.name, "retries", c.queue.NumRequeues(k))
 		c.queue.AddRateLimited(k)
 		return true
