@@ -104,9 +104,11 @@ FUZZTIME ?= 10m
 fuzz:
 	hack/fuzz.sh $(FUZZTIME)
 
-# The churn soak (20 gateways, 10 minutes of rule churn through the API), then every fuzz target
-# for FUZZTIME. Each prints its figures.
+# The churn soak (20 gateways, 10 minutes of rule churn through the API), 100 kill -9 trials
+# inside converges (make test runs 25), then every fuzz target for FUZZTIME. Each prints its
+# figures.
 SOAKTIME ?= 10m
 soak: deps build
 	VPCNAT_SOAK=$(SOAKTIME) $(GO) test -count=1 -p 1 -v -timeout 40m -run TestChurn ./test/soak/
+	VPCNAT_SOAK=1 $(GO) test -count=1 -p 1 -v -timeout 30m -run TestCrashConsistency ./test/reliability/
 	FUZZ_LOGDIR=/tmp/vpcnat-fuzz-soak hack/fuzz.sh $(FUZZTIME)

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"maps"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -171,5 +172,22 @@ func TestStatus(t *testing.T) {
 	h.chain.StateDir = filepath.Join(f, "state")
 	if err := h.chain.Status(h.list("1.1.0")); err == nil || !strings.Contains(err.Error(), "state") {
 		t.Errorf("STATUS with an unwritable state dir: %v", err)
+	}
+}
+
+// TestDelWithoutPodIdentity: DEL without CNI_ARGS (no pod UID, namespace or name: no record can
+// have such a name) succeeds, in the full plugin as in the dispatcher.
+func TestDelWithoutPodIdentity(t *testing.T) {
+	if len(pluginPaths) == 0 {
+		t.Skip("needs root (plugin binaries built in TestMain)")
+	}
+	conf := `{"cniVersion":"1.1.0","name":"n","type":"vpcnat","stateDir":"` + t.TempDir() + `"}`
+	for _, bin := range []string{"vpcnat", "vpcnat-gateway"} {
+		cmd := exec.Command(filepath.Join(pluginPaths[0], bin))
+		cmd.Env = []string{"CNI_COMMAND=DEL", "CNI_CONTAINERID=c1", "CNI_IFNAME=eth0", "CNI_PATH=" + strings.Join(pluginPaths, ":")}
+		cmd.Stdin = strings.NewReader(conf)
+		if out, err := cmd.CombinedOutput(); err != nil {
+			t.Errorf("%s: DEL without CNI_ARGS: %v\n%s", bin, err, out)
+		}
 	}
 }

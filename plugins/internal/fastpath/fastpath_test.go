@@ -63,6 +63,9 @@ func TestAnswer(t *testing.T) {
 	if out, ok := Answer(env("DEL", normal), stdin("", prev11), noRecord); !ok || len(out) != 0 {
 		t.Errorf("normal DEL: handled %v, printed %q", ok, out)
 	}
+	if out, ok := Answer(env("DEL", ""), stdin("", ""), func(string) (bool, error) { return true, nil }); !ok || len(out) != 0 {
+		t.Errorf("DEL without pod identity (no record can have its name): handled %v, printed %q", ok, out)
+	}
 	if _, ok := Answer(env("ADD", "K8S_POD_NAMESPACE=default"), stdin(gwAnn, prev11), noRecord); !ok {
 		t.Error("an impostor (gateway annotation outside the gateway namespaces) is not a normal pod")
 	}
