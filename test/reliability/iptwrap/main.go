@@ -1,4 +1,4 @@
-// Command iptwrap stands in for iptables-save and iptables-restore (installed under those names
+// Command iptwrap wraps the real iptables-save and iptables-restore (installed under those names
 // in a directory put first in vpcnat-daemon's PATH by test/reliability), so a crash test can
 // stop the daemon at exact points of a converge and SIGKILL it there:
 //
