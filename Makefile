@@ -17,7 +17,8 @@ deps:
 build:
 	@mkdir -p $(BIN)
 	$(GO) build -o $(BIN)/vpcnat-daemon ./daemon
-	$(GO) build -o $(BIN)/vpcnat ./plugins/vpcnat
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags='-s -w' -o $(BIN)/vpcnat ./plugins/vpcnat
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags='-s -w' -o $(BIN)/vpcnat-gateway ./plugins/vpcnat-gateway
 	$(GO) build -o $(BIN)/vpcnat-controller ./controller
 
 demo: deps build

@@ -10,6 +10,7 @@ import (
 
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
+	"k8s.io/klog/v2"
 
 	"github.com/vpcnat/vpcnat/pkg/annotations"
 	"github.com/vpcnat/vpcnat/pkg/nat"
@@ -71,7 +72,11 @@ func deleteMappings(gw *netlink.Handle, stale []nat.Mapping, d *annotations.Desi
 	if len(stale) == 0 {
 		return nil, nil
 	}
-	sweep := newSweepFilter(d)
+	own, err := localAddrs(gw)
+	if err != nil {
+		return nil, err
+	}
+	sweep := newSweepFilter(d, own)
 	filters := make([]netlink.CustomConntrackFilter, 0, len(stale))
 	for _, m := range stale {
 		f, err := newMappingFilter(m)
@@ -135,21 +140,45 @@ func mappingsString(ms []nat.Mapping) string {
 }
 
 // sweepFilter matches, level-based, the conntrack entries whose translation contradicts the
-// desired state: translated by a FIP or port forward the state no longer has (or to another
-// target), or source-NATed to an EIP other than the one the state picks for the source now (a
-// changed or removed SNAT or FIP, an EIP gone). Diff-based clean-up (deleteMappings) cannot see
-// what a crash between the nat commit and the clean-up left behind (the restart's diff is empty),
-// nor SNAT changes (SNAT leaves no mapping in the DNAT chains); this can.
+// desired state. The NAT decision is taken on a flow's first packet and kept in its entry for
+// as long as the flow goes on (a client retrying from one UDP source port refreshes it for
+// ever), so an entry made under other rules keeps those rules alive until it is deleted:
+//   - translated by a FIP or port forward the state no longer has (or to another target), or
+//     source-NATed to an EIP other than the one the state picks for the source now (a changed or
+//     removed SNAT or FIP, an EIP gone);
+//   - never translated, although the state now translates it: sent to an EIP that now has a FIP,
+//     or to an EIP, protocol and port that now have a port forward (the flow began before the
+//     mapping existed, Kube-OVN 4193 for rules added later); or sent from a VPC subnet address
+//     that an SNAT or FIP now covers to a destination the gateway routes out of the external NIC.
+//
+// Diff-based clean-up (deleteMappings) cannot see what a crash between the nat commit and the
+// clean-up left behind (the restart's diff is empty), nor SNAT changes (SNAT leaves no mapping
+// in the DNAT chains), nor mappings added; this can.
 //
 // Only translations that can be vpcnat's are judged: a destination translated while addressed to
-// the EIPs' networks, or a source translated into them. Entries that were never translated are
-// left alone, as is the hairpin MASQUERADE (its new source is a subnet address).
+// the EIPs' networks, or a source translated into them; the hairpin MASQUERADE (its new source is
+// a subnet address) is left alone. Untranslated entries are judged only where the state's rules
+// would have matched the flow's first packet: never an entry whose source is an address of the
+// gateway itself (its own traffic: nat OUTPUT has no DNAT rule, and our SNAT rules are meant for
+// the VPC), never one to the gateway's own addresses on a port without a port forward, and, on
+// the way out, only flows the state's routing sends out of the external NIC (our SNAT rules
+// match "-o <external NIC>" only).
 type sweepFilter struct {
 	extNets []netip.Prefix
 	fipIn   map[netip.Addr]netip.Addr // EIP -> internal IP
 	fipOut  map[netip.Addr]netip.Addr // internal IP -> EIP (the lowest, as EXCLUSIVE_SNAT picks)
 	dnat    map[sweepKey]netip.AddrPort
 	snat    []sweepSNAT // longest prefix first, as SHARED_SNAT matches
+	// own are the gateway's addresses: desired and in the kernel.
+	own map[netip.Addr]bool
+	// vpc are the subnet CIDRs the gateway is on: the sources whose packets enter by a subnet
+	// NIC, so are policy-routed by our rules.
+	vpc []netip.Prefix
+	// routing is the state's policy routing, nil when it cannot be planned (then no outbound
+	// untranslated entry is judged).
+	routing *sweepRouting
+	// stale and untranslated count the matches of each kind, for the report.
+	stale, untranslated int
 }
 
 type sweepKey struct {
@@ -164,12 +193,33 @@ type sweepSNAT struct {
 }
 
 // newSweepFilter reads d leniently: it is validated, and an entry that does not parse renders no
-// rule either (pkg/nat leaves it out), so it maps nothing here.
-func newSweepFilter(d *annotations.Desired) *sweepFilter {
-	f := &sweepFilter{fipIn: map[netip.Addr]netip.Addr{}, fipOut: map[netip.Addr]netip.Addr{}, dnat: map[sweepKey]netip.AddrPort{}}
+// rule either (pkg/nat leaves it out), so it maps nothing here. own are the addresses the
+// gateway netns holds (see localAddrs), besides those d gives it.
+func newSweepFilter(d *annotations.Desired, own []netip.Addr) *sweepFilter {
+	f := &sweepFilter{fipIn: map[netip.Addr]netip.Addr{}, fipOut: map[netip.Addr]netip.Addr{}, dnat: map[sweepKey]netip.AddrPort{},
+		own: map[netip.Addr]bool{}}
+	for _, a := range own {
+		f.own[a.Unmap()] = true
+	}
 	for _, e := range d.EIPs {
-		if p, err := netip.ParsePrefix(e.EipCIDR); err == nil && p.Addr().Is4() && !slices.Contains(f.extNets, p.Masked()) {
-			f.extNets = append(f.extNets, p.Masked())
+		if p, err := netip.ParsePrefix(e.EipCIDR); err == nil && p.Addr().Is4() {
+			f.own[p.Addr()] = true
+			if !slices.Contains(f.extNets, p.Masked()) {
+				f.extNets = append(f.extNets, p.Masked())
+			}
+		}
+	}
+	for _, s := range d.Subnets {
+		if p, err := netip.ParsePrefix(s.CIDR); err == nil && p.Addr().Is4() {
+			f.vpc = append(f.vpc, p.Masked())
+		}
+		for _, a := range s.Addresses {
+			if p, err := netip.ParsePrefix(a); err == nil {
+				f.own[p.Addr()] = true
+			}
+		}
+		if a, err := netip.ParseAddr(s.IP); err == nil {
+			f.own[a] = true
 		}
 	}
 	for _, r := range d.FloatingIPs {
@@ -201,11 +251,20 @@ func newSweepFilter(d *annotations.Desired) *sweepFilter {
 		f.snat = append(f.snat, sweepSNAT{pfx: p.Masked(), eip: eip})
 	}
 	slices.SortStableFunc(f.snat, func(a, b sweepSNAT) int { return b.pfx.Bits() - a.pfx.Bits() })
+	if st, err := planNet(d, own); err == nil {
+		f.routing = newSweepRouting(st, extIfName(d))
+	} else {
+		klog.V(2).InfoS("Conntrack sweep: the desired routing does not plan; untranslated outbound entries are not judged", "err", err)
+	}
 	return f
 }
 
 func (f *sweepFilter) inExt(a netip.Addr) bool {
-	for _, p := range f.extNets {
+	return containedIn(f.extNets, a)
+}
+
+func containedIn(list []netip.Prefix, a netip.Addr) bool {
+	for _, p := range list {
 		if p.Contains(a) {
 			return true
 		}
@@ -215,11 +274,31 @@ func (f *sweepFilter) inExt(a netip.Addr) bool {
 
 // MatchConntrackFlow implements netlink.CustomConntrackFilter: true for a stale entry.
 func (f *sweepFilter) MatchConntrackFlow(fl *netlink.ConntrackFlow) bool {
+	if f.translatedStale(fl) {
+		f.stale++
+		return true
+	}
+	if f.untranslatedStale(fl) {
+		f.untranslated++
+		return true
+	}
+	return false
+}
+
+// tuple is a conntrack entry's addresses: original source and destination, reply source and
+// destination.
+func tuple(fl *netlink.ConntrackFlow) (osrc, odst, rsrc, rdst netip.Addr, ok bool) {
 	odst, ok1 := netip.AddrFromSlice(fl.Forward.DstIP.To4())
 	osrc, ok2 := netip.AddrFromSlice(fl.Forward.SrcIP.To4())
 	rsrc, ok3 := netip.AddrFromSlice(fl.Reverse.SrcIP.To4())
 	rdst, ok4 := netip.AddrFromSlice(fl.Reverse.DstIP.To4())
-	if !ok1 || !ok2 || !ok3 || !ok4 {
+	return osrc, odst, rsrc, rdst, ok1 && ok2 && ok3 && ok4
+}
+
+// translatedStale: translated by vpcnat, otherwise than d says.
+func (f *sweepFilter) translatedStale(fl *netlink.ConntrackFlow) bool {
+	osrc, odst, rsrc, rdst, ok := tuple(fl)
+	if !ok {
 		return false
 	}
 	if rsrc != odst && f.inExt(odst) { // destination translated: a FIP or a port forward
@@ -245,14 +324,128 @@ func (f *sweepFilter) MatchConntrackFlow(fl *netlink.ConntrackFlow) bool {
 	return false
 }
 
+// untranslatedStale: never translated, though d's rules translate the flow's first packet.
+func (f *sweepFilter) untranslatedStale(fl *netlink.ConntrackFlow) bool {
+	osrc, odst, rsrc, rdst, ok := tuple(fl)
+	if !ok || rsrc != odst || rdst != osrc || f.own[osrc] {
+		return false
+	}
+	// Inbound: DNAT_FILTER (PREROUTING, no interface match) translates every packet to a FIP's
+	// EIP, and every packet to a port forward's EIP, protocol and port.
+	if _, ok := f.fipIn[odst]; ok {
+		return true
+	}
+	if _, ok := f.dnat[sweepKey{fl.Forward.Protocol, odst, fl.Forward.DstPort}]; ok {
+		return true
+	}
+	// Outbound: a VPC source with an SNAT or FIP, to a destination routed out of the external
+	// NIC (SNAT_FILTER's "-o <ext>" jumps).
+	if f.routing == nil || f.own[odst] || !containedIn(f.vpc, osrc) || !f.covered(osrc) {
+		return false
+	}
+	return f.routing.leavesExt(osrc, odst)
+}
+
+// covered says whether an SNAT or FIP of d gives src an EIP.
+func (f *sweepFilter) covered(src netip.Addr) bool {
+	if _, ok := f.fipOut[src]; ok {
+		return true
+	}
+	return slices.ContainsFunc(f.snat, func(s sweepSNAT) bool { return s.pfx.Contains(src) })
+}
+
+// sweepRouting is the policy routing d asks for (planNet's rules and tables), to tell which NIC
+// a forwarded packet from a VPC subnet leaves by.
+type sweepRouting struct {
+	ext    string
+	rules  []rule          // by priority
+	tables map[int][]route // table -> routes
+	// local are the addresses the kernel's local table answers for besides our own addresses:
+	// the network and broadcast addresses of our connected networks.
+	local map[netip.Addr]bool
+}
+
+func newSweepRouting(st *netState, ext string) *sweepRouting {
+	r := &sweepRouting{ext: ext, rules: slices.Clone(st.rules), tables: map[int][]route{}, local: map[netip.Addr]bool{}}
+	slices.SortStableFunc(r.rules, func(a, b rule) int { return a.Priority - b.Priority })
+	for _, rt := range st.routes {
+		r.tables[rt.Table] = append(r.tables[rt.Table], rt)
+		if !rt.Via.IsValid() && rt.Dst.Bits() < 31 {
+			r.local[rt.Dst.Addr()] = true
+			r.local[lastAddr(rt.Dst)] = true
+		}
+	}
+	return r
+}
+
+// leavesExt says whether a packet from src (which entered by a subnet NIC, so matches our iif
+// rules) to dst is routed out of the external NIC: the rules in priority order, each table's
+// longest match. A destination our tables do not route (it falls through to tables we do not
+// own) or that the gateway itself answers for is never judged to leave.
+func (r *sweepRouting) leavesExt(src, dst netip.Addr) bool {
+	if !dst.IsGlobalUnicast() || r.local[dst] {
+		return false
+	}
+	for _, ru := range r.rules {
+		if ru.Src.IsValid() && !ru.Src.Contains(src) {
+			continue
+		}
+		best := -1
+		var dev string
+		for _, rt := range r.tables[ru.Table] {
+			if rt.Dst.Contains(dst) && rt.Dst.Bits() > best {
+				best, dev = rt.Dst.Bits(), rt.Dev
+			}
+		}
+		if best >= 0 {
+			return dev == r.ext
+		}
+	}
+	return false
+}
+
+// lastAddr is the highest address of p (its broadcast address).
+func lastAddr(p netip.Prefix) netip.Addr {
+	a := p.Masked().Addr().As4()
+	host := uint32(1)<<(32-p.Bits()) - 1
+	for i := 3; i >= 0; i-- {
+		a[i] |= byte(host >> (8 * (3 - i)))
+	}
+	return netip.AddrFrom4(a)
+}
+
+// localAddrs are the IPv4 addresses the gateway netns holds, on any link.
+func localAddrs(gw *netlink.Handle) ([]netip.Addr, error) {
+	list, err := gw.AddrList(nil, netlink.FAMILY_V4)
+	if err != nil {
+		return nil, fmt.Errorf("listing the addresses of the gateway netns: %w", err)
+	}
+	out := make([]netip.Addr, 0, len(list))
+	for _, a := range list {
+		if ip, ok := netip.AddrFromSlice(a.IP.To4()); ok {
+			out = append(out, ip)
+		}
+	}
+	return out, nil
+}
+
 // sweepConntrack deletes the entries sweepFilter finds stale, in one dump of the table.
 func sweepConntrack(gw *netlink.Handle, d *annotations.Desired) ([]string, error) {
-	n, err := gw.ConntrackDeleteFilters(netlink.ConntrackTable, unix.AF_INET, newSweepFilter(d))
+	own, err := localAddrs(gw)
+	if err != nil {
+		return nil, err
+	}
+	f := newSweepFilter(d, own)
+	n, err := gw.ConntrackDeleteFilters(netlink.ConntrackTable, unix.AF_INET, f)
 	if err != nil {
 		return nil, fmt.Errorf("deleting conntrack entries that contradict the desired mappings: %w", err)
 	}
 	if n == 0 {
 		return nil, nil
 	}
-	return []string{fmt.Sprintf("conntrack: deleted %d entries translated by mappings or SNATs no longer desired", n)}, nil
+	if f.untranslated == 0 {
+		return []string{fmt.Sprintf("conntrack: deleted %d entries translated by mappings or SNATs no longer desired", n)}, nil
+	}
+	return []string{fmt.Sprintf("conntrack: deleted %d entries (%d translated by mappings or SNATs no longer desired, %d never translated by mappings or SNATs desired now)",
+		n, f.stale, f.untranslated)}, nil
 }

@@ -24,7 +24,7 @@ func flowOf(proto uint8, src string, sport uint16, dst string, dport uint16, rsr
 // TestSweepFilter: which entries the level-based sweep finds stale against the seed (FIP .111
 // -> 10.0.1.5, port forward .112:8888/tcp -> 10.0.1.10:80, SNAT 10.0.1.0/24 -> .112).
 func TestSweepFilter(t *testing.T) {
-	f := newSweepFilter(seedDesired())
+	f := newSweepFilter(seedDesired(), nil)
 	const tcp, udp = unix.IPPROTO_TCP, unix.IPPROTO_UDP
 	for _, c := range []struct {
 		name  string
@@ -45,7 +45,29 @@ func TestSweepFilter(t *testing.T) {
 		{"SNAT of a source no rule covers now", flowOf(udp, "10.0.2.10", 1, "198.51.100.10", 7, "198.51.100.10", 7, "192.168.0.112", 1), true},
 		{"hairpin (DNAT + MASQUERADE to the subnet address)", flowOf(tcp, "10.0.1.5", 1, "192.168.0.112", 8888, "10.0.1.10", 80, "10.0.1.1", 1), false},
 		{"never translated, to an EIP", flowOf(udp, "192.168.0.50", 1, "192.168.0.112", 5000, "192.168.0.112", 5000, "192.168.0.50", 1), false},
-		{"never translated, from the VPC (not judged)", flowOf(udp, "10.0.1.10", 1, "198.51.100.10", 7, "198.51.100.10", 7, "10.0.1.10", 1), false},
+		// Never translated, though a mapping or SNAT desired now translates the flow (it began
+		// before the rule existed; Kube-OVN 4193 for rules added later).
+		{"never translated, to a FIP's EIP", flowOf(udp, "192.168.0.50", 40000, "192.168.0.111", 5353, "192.168.0.111", 5353, "192.168.0.50", 40000), true},
+		{"never translated, ICMP to a FIP's EIP", flowOf(unix.IPPROTO_ICMP, "192.168.0.50", 0, "192.168.0.111", 0, "192.168.0.111", 0, "192.168.0.50", 0), true},
+		{"never translated, to a port forward", flowOf(tcp, "192.168.0.50", 40000, "192.168.0.112", 8888, "192.168.0.112", 8888, "192.168.0.50", 40000), true},
+		{"never translated, from the VPC to a port forward (hairpin)", flowOf(tcp, "10.0.1.20", 1, "192.168.0.112", 8888, "192.168.0.112", 8888, "10.0.1.20", 1), true},
+		{"never translated, to a port forward's port in another protocol", flowOf(udp, "192.168.0.50", 1, "192.168.0.112", 8888, "192.168.0.112", 8888, "192.168.0.50", 1), false},
+		{"never translated, from the VPC with an SNAT, out of net1", flowOf(udp, "10.0.1.10", 1, "198.51.100.10", 7, "198.51.100.10", 7, "10.0.1.10", 1), true},
+		{"never translated, from a FIP's internal IP, out of net1", flowOf(udp, "10.0.1.5", 1, "198.51.100.10", 7, "198.51.100.10", 7, "10.0.1.5", 1), true},
+		{"never translated, from the VPC to the EIP network", flowOf(udp, "10.0.1.10", 1, "192.168.0.50", 7, "192.168.0.50", 7, "10.0.1.10", 1), true},
+		// Never translated and right so.
+		{"gateway's own traffic to its FIP EIP", flowOf(udp, "192.168.0.112", 1, "192.168.0.111", 7, "192.168.0.111", 7, "192.168.0.112", 1), false},
+		{"gateway's own traffic to a port forward", flowOf(tcp, "192.168.0.111", 1, "192.168.0.112", 8888, "192.168.0.112", 8888, "192.168.0.111", 1), false},
+		{"gateway's own traffic out of net1", flowOf(udp, "192.168.0.112", 1, "198.51.100.10", 7, "198.51.100.10", 7, "192.168.0.112", 1), false},
+		{"gateway's subnet address out of net1", flowOf(udp, "10.0.1.1", 1, "198.51.100.10", 7, "198.51.100.10", 7, "10.0.1.1", 1), false},
+		{"from the VPC to the gateway's own EIP", flowOf(tcp, "10.0.1.10", 1, "192.168.0.112", 22, "192.168.0.112", 22, "10.0.1.10", 1), false},
+		{"from the VPC to the gateway's subnet address", flowOf(udp, "10.0.1.10", 1, "10.0.1.1", 53, "10.0.1.1", 53, "10.0.1.10", 1), false},
+		{"from the VPC to the EIP network's broadcast", flowOf(udp, "10.0.1.10", 1, "192.168.0.255", 7, "192.168.0.255", 7, "10.0.1.10", 1), false},
+		{"inside the subnet", flowOf(udp, "10.0.1.10", 1, "10.0.1.20", 7, "10.0.1.20", 7, "10.0.1.10", 1), false},
+		{"from the VPC via a policyDst route into the VPC", flowOf(udp, "10.0.1.10", 1, "203.0.113.10", 7, "203.0.113.10", 7, "10.0.1.10", 1), false},
+		{"from a policySrc range (leaves by the VPC router)", flowOf(udp, "10.0.1.70", 1, "198.51.100.10", 7, "198.51.100.10", 7, "10.0.1.70", 1), false},
+		{"from outside the gateway's subnets (not judged)", flowOf(udp, "10.0.2.10", 1, "198.51.100.10", 7, "198.51.100.10", 7, "10.0.2.10", 1), false},
+		{"from outside, routed into the VPC", flowOf(udp, "192.168.0.50", 1, "10.0.1.10", 7, "10.0.1.10", 7, "192.168.0.50", 1), false},
 		{"translated outside the EIP networks (not ours)", flowOf(tcp, "10.0.1.10", 1, "172.16.0.1", 80, "172.16.9.9", 80, "10.0.1.10", 1), false},
 	} {
 		if got := f.MatchConntrackFlow(c.flow); got != c.stale {
@@ -122,7 +144,7 @@ func TestStaleMappingKeepsValidEntries(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	k := keepValid{m, newSweepFilter(d)}
+	k := keepValid{m, newSweepFilter(d, nil)}
 	const udp = unix.IPPROTO_UDP
 	for _, c := range []struct {
 		name string
@@ -139,7 +161,7 @@ func TestStaleMappingKeepsValidEntries(t *testing.T) {
 	// An EIP whose whole network is gone: its entries always go.
 	d.EIPs = []annotations.EIP{{EipCIDR: "192.168.5.1/24", Gateway: "192.168.5.254"}}
 	d.SNATs = []annotations.SNAT{{EIP: "192.168.5.1", InternalCIDR: "10.0.1.0/24"}}
-	k = keepValid{m, newSweepFilter(d)}
+	k = keepValid{m, newSweepFilter(d, nil)}
 	if !k.MatchConntrackFlow(flowOf(udp, "10.0.1.10", 1, "198.51.100.10", 7, "198.51.100.10", 7, "192.168.0.112", 1)) {
 		t.Error("the entry of an EIP outside every remaining EIP network was kept")
 	}

@@ -38,8 +38,8 @@ import (
 // node; then edits every rule kind, restarts the daemon under an open connection, deletes the
 // gateway pod, kills its sandbox (the kubelet recreates it under the same pod), rolls the gateway
 // image, runs a normal pod and an impostor, and deletes the gateway, checking what each leaves on
-// the node. A failed step logs what it left (diagnoseStep) before the next one starts. The cluster is stopped at the end and
-// nothing of it, or of the test networks, may be left.
+// the node. A failed step logs what it left (diagnoseStep) before the next one starts. The
+// cluster is stopped at the end and nothing of it, or of the test networks, may be left.
 //
 // Address plan (test/topo's NewSeedOnNode, the seed's addresses): the external network is the
 // bridge vne2e-ext and the subnet sn the bridge br-sn (the seed's Subnet names it), both in the
