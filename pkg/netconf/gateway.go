@@ -59,7 +59,8 @@ func (g *Gateway) Close() { g.garp.close() }
 // Converge makes the gateway netns match d, in this order: forwarding held off on a fresh netns,
 // NAT rules (before any EIP address exists or any packet is forwarded), links, sysctls,
 // addresses, routes and rules, conntrack of removed mappings (and, on a full converge or a nat
-// change, of every translation d contradicts), forwarding on (after a conntrack flush, only when
+// change, of every entry whose translation d contradicts: translated by rules d no longer has,
+// or never translated though d's FIPs, port forwards or SNATs translate it), forwarding on (after a conntrack flush, only when
 // it was off), gratuitous ARP. Links, addresses, routes and rules are always
 // read back (netlink dumps cost well under a millisecond); full=true also reads the nat table
 // back (iptables-save) and repairs its drift, full=false trusts the last applied nat state. After
@@ -151,7 +152,8 @@ func (g *Gateway) Converge(ctx context.Context, d *annotations.Desired, full boo
 	g.pendingStale = nil
 	// A full converge (a restart, a resync, any converge after an error) or a nat change also
 	// sweeps the table level-based: what a crash left between the nat commit and the clean-up,
-	// and flows of changed SNATs, which the mapping diff does not cover.
+	// flows of changed SNATs, and flows that began before the FIP, port forward or SNAT that now
+	// covers them (untranslated), none of which the mapping diff covers.
 	if full || natChanged {
 		lines, err = sweepConntrack(h.Gateway, d)
 		change(lines)

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"encoding/json"
 	"fmt"
 
 	"github.com/containernetworking/cni/pkg/types"
@@ -21,14 +20,13 @@ type PluginConf struct {
 
 // parseConfig decodes and validates the plugin configuration; prevResult is parsed when present.
 func parseConfig(stdin []byte) (*PluginConf, error) {
-	c, err := conf.Parse(stdin)
+	// The CNI library's view is filled from the same strictly decoded members (not by
+	// encoding/json from stdin, which would read "CNIVersion" or "IPAM" case-insensitively).
+	c, cni, err := conf.ParsePluginConf(stdin)
 	if err != nil {
 		return nil, err
 	}
-	pc := &PluginConf{Conf: c}
-	if err := json.Unmarshal(stdin, &pc.CNI); err != nil {
-		return nil, fmt.Errorf("vpcnat: invalid network configuration JSON: %w", err)
-	}
+	pc := &PluginConf{Conf: c, CNI: *cni}
 	if pc.CNI.RawPrevResult != nil {
 		if err := version.ParsePrevResult(&pc.CNI); err != nil {
 			return nil, fmt.Errorf("vpcnat: prevResult: %w", err)

@@ -22,6 +22,7 @@ import (
 	current "github.com/containernetworking/cni/pkg/types/100"
 	"github.com/containernetworking/cni/pkg/version"
 
+	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 
 	"github.com/vpcnat/vpcnat/pkg/annotations"
@@ -60,7 +61,7 @@ func chained(args *skel.CmdArgs) (*PluginConf, *conf.Args, *annotations.NICPlan,
 	return pc, k8s, plan, err
 }
 
-func cmdAdd(args *skel.CmdArgs) error {
+func cmdAdd(args *skel.CmdArgs) (err error) {
 	pc, k8s, plan, err := chained(args)
 	if err != nil {
 		return err
@@ -72,47 +73,100 @@ func cmdAdd(args *skel.CmdArgs) error {
 	if err != nil {
 		return fmt.Errorf("vpcnat: converting prevResult: %w", err)
 	}
-	record, err := plumb(args, plan, result)
+	h, err := netconf.OpenHandles(args.Netns)
+	if err != nil {
+		return fmt.Errorf("vpcnat: %w", err)
+	}
+	defer h.Close()
+	// Every failure from here on undoes what this ADD made (links in the pod netns, node-side
+	// veth ends, addresses added to links that were already there): no record is written for a
+	// failed ADD, so DEL would not know to remove them.
+	var made undo
+	defer func() {
+		if err != nil {
+			err = errors.Join(err, made.run(h))
+		}
+	}()
+	record, err := plumb(h, args, plan, result, &made)
 	if err != nil {
 		return err
 	}
 	record.PodUID, record.Namespace, record.Name = k8s.RecordKey(), k8s.PodNamespace, k8s.PodName
 	if err := (state.Store{Dir: pc.StateDir}).Write(*record); err != nil {
-		_ = unplumb(args.Netns, record)
 		return fmt.Errorf("vpcnat: %w", err)
 	}
 	return types.PrintResult(result, pc.CNIVersion)
 }
 
-// plumb creates the gateway's NICs inside the pod netns and adds them to result. On any error it
-// removes the NICs this call created (a half-done ADD leaves nothing behind).
-func plumb(args *skel.CmdArgs, plan *annotations.NICPlan, result *current.Result) (rec *state.Record, err error) {
-	h, err := netconf.OpenHandles(args.Netns)
-	if err != nil {
-		return nil, fmt.Errorf("vpcnat: %w", err)
-	}
-	defer h.Close()
+// undo is what an ADD made, in the order it made it, so that a failed ADD can remove it again.
+// Links that were already there (an ADD repeated for the same sandbox) are never deleted; only
+// the addresses this ADD added to them are removed.
+type undo struct {
+	links     []string                  // in the pod netns, absent before this ADD
+	hostLinks []string                  // node-side veth ends, absent before this ADD
+	addrs     map[string][]netip.Prefix // addresses this ADD added, by link
+}
 
-	rec = &state.Record{Gateway: plan.Gateway, ContainerID: args.ContainerID, Netns: args.Netns}
-	var created []string
-	defer func() {
+// run removes what the failed ADD made; already gone is fine.
+func (u *undo) run(h *netconf.Handles) error {
+	var errs []error
+	for i := len(u.links) - 1; i >= 0; i-- { // net1 (made first) last: the reverse of ADD
+		del := netconf.DeleteSubnetNIC
+		if u.links[i] == annotations.ExternalIfName {
+			del = netconf.DeleteExternalNIC
+		}
+		if _, err := del(h, u.links[i]); err != nil {
+			errs = append(errs, fmt.Errorf("vpcnat: rolling back the failed ADD: %w", err))
+		}
+	}
+	if err := deleteHostLinks(u.hostLinks); err != nil {
+		errs = append(errs, fmt.Errorf("vpcnat: rolling back the failed ADD: %w", err))
+	}
+	for name, addrs := range u.addrs {
+		l, err := h.Gateway.LinkByName(name)
 		if err != nil {
-			for i := len(created) - 1; i >= 0; i-- {
-				_, _ = netconf.DeleteSubnetNIC(h, created[i])
+			continue // deleted above, or gone: its addresses went with it
+		}
+		for _, p := range addrs {
+			a := &netlink.Addr{IPNet: &net.IPNet{IP: p.Addr().AsSlice(), Mask: net.CIDRMask(p.Bits(), p.Addr().BitLen())}}
+			if err := h.Gateway.AddrDel(l, a); err != nil && !errors.Is(err, unix.EADDRNOTAVAIL) {
+				errs = append(errs, fmt.Errorf("vpcnat: rolling back the failed ADD: removing %s from %s: %w", p, name, err))
 			}
 		}
-	}()
-	track := func(name string) bool {
-		_, lerr := h.Gateway.LinkByName(name)
-		return lerr != nil
 	}
+	return errors.Join(errs...)
+}
 
-	isNew := track(plan.External.IfName)
-	if err := ensureExternalNIC(h, plan.External); err != nil {
-		return nil, fmt.Errorf("vpcnat: %w", err)
+// absent reports whether nh has no link called name (an error other than "not found" is one).
+func absent(nh *netlink.Handle, name, where string) (bool, error) {
+	_, err := nh.LinkByName(name)
+	var nf netlink.LinkNotFoundError
+	switch {
+	case err == nil:
+		return false, nil
+	case errors.As(err, &nf):
+		return true, nil
+	default:
+		return false, fmt.Errorf("vpcnat: looking up %s in the %s netns: %w", name, where, err)
+	}
+}
+
+// plumb creates the gateway's NICs inside the pod netns and adds them to result. It notes in
+// made, before each step, what that step may create, so the caller can undo a half-done ADD
+// (also a step that failed after creating its link, e.g. net1 that cannot go up).
+func plumb(h *netconf.Handles, args *skel.CmdArgs, plan *annotations.NICPlan, result *current.Result, made *undo) (*state.Record, error) {
+	rec := &state.Record{Gateway: plan.Gateway, ContainerID: args.ContainerID, Netns: args.Netns}
+	made.addrs = map[string][]netip.Prefix{}
+
+	isNew, err := absent(h.Gateway, plan.External.IfName, "pod")
+	if err != nil {
+		return nil, err
 	}
 	if isNew {
-		created = append(created, plan.External.IfName)
+		made.links = append(made.links, plan.External.IfName)
+	}
+	if err := ensureExternalNIC(h, plan.External); err != nil {
+		return nil, fmt.Errorf("vpcnat: %w", err)
 	}
 	rec.IfNames = append(rec.IfNames, plan.External.IfName)
 	if err := addInterface(h, result, args.Netns, plan.External.IfName, nil); err != nil {
@@ -122,12 +176,24 @@ func plumb(args *skel.CmdArgs, plan *annotations.NICPlan, result *current.Result
 		if nic.Attachment.Type == annotations.AttachPrimary {
 			continue // eth0 and its addresses belong to the primary CNI
 		}
-		isNew := track(nic.IfName)
-		if _, err := netconf.EnsureSubnetNIC(h, nic); err != nil {
-			return nil, fmt.Errorf("vpcnat: %w", err)
+		isNew, err := absent(h.Gateway, nic.IfName, "pod")
+		if err != nil {
+			return nil, err
 		}
 		if isNew {
-			created = append(created, nic.IfName)
+			made.links = append(made.links, nic.IfName)
+		}
+		if hn := nic.Attachment.HostIfName; hn != "" {
+			isNew, err := absent(h.Host, hn, "node")
+			if err != nil {
+				return nil, err
+			}
+			if isNew {
+				made.hostLinks = append(made.hostLinks, hn)
+			}
+		}
+		if _, err := netconf.EnsureSubnetNIC(h, nic); err != nil {
+			return nil, fmt.Errorf("vpcnat: %w", err)
 		}
 		rec.IfNames = append(rec.IfNames, nic.IfName)
 		if nic.Attachment.HostIfName != "" {
@@ -141,7 +207,9 @@ func plumb(args *skel.CmdArgs, plan *annotations.NICPlan, result *current.Result
 			}
 			addrs = append(addrs, p)
 		}
-		if _, _, err := netconf.SyncAddresses(h.Gateway, nic.IfName, addrs); err != nil {
+		_, added, err := netconf.SyncAddresses(h.Gateway, nic.IfName, addrs)
+		made.addrs[nic.IfName] = append(made.addrs[nic.IfName], added...)
+		if err != nil {
 			return nil, fmt.Errorf("vpcnat: %w", err)
 		}
 		if err := addInterface(h, result, args.Netns, nic.IfName, addrs); err != nil {

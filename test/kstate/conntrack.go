@@ -120,7 +120,8 @@ func (f Flow) String() string {
 //   - to any other address: not DNATed (only EIPs are; a DNATed one is a removed EIP's mapping).
 //
 // Each problem is one line naming the flow and what was expected. Entries of other flows (to the
-// gateway's own subnet addresses, between subnets, via VPC routers) are not judged.
+// gateway's own subnet addresses, between subnets, via VPC routers, and the gateway's own traffic
+// from its EIPs or subnet addresses as long as it is untranslated) are not judged.
 func CheckFlows(flows []Flow, d *annotations.Desired) []string {
 	eips := map[netip.Addr]bool{}
 	var extNets []netip.Prefix
@@ -234,6 +235,9 @@ func CheckFlows(flows []Flow, d *annotations.Desired) []string {
 	var problems []string
 	for _, f := range flows {
 		switch {
+		case (eips[f.OrigSrc] || ownAddr[f.OrigSrc]) && f.ReplySrc == f.OrigDst && f.ReplyDst == f.OrigSrc:
+			// The gateway's own traffic, never translated: nat OUTPUT holds no DNAT, and the
+			// SNAT rules are the VPC's (the daemon leaves such entries alone too).
 		case eips[f.OrigDst]:
 			if internal, ok := fipIn[f.OrigDst]; ok {
 				if f.ReplySrc != internal {

@@ -149,6 +149,11 @@ func TestCheckFlows(t *testing.T) {
 		// A port of the DNAT EIP without a rule: untranslated is right, translated is stale.
 		{"tcp 6 120 SYN_SENT src=192.168.0.50 dst=192.168.0.112 sport=5 dport=9999 [UNREPLIED] src=192.168.0.112 dst=192.168.0.50 sport=9999 dport=5 mark=0 use=1", false},
 		{"tcp 6 120 SYN_SENT src=192.168.0.50 dst=192.168.0.112 sport=5 dport=9999 [UNREPLIED] src=10.0.1.20 dst=192.168.0.50 sport=80 dport=5 mark=0 use=1", true},
+		// The gateway's own traffic, untranslated: not judged (nat OUTPUT has no DNAT); translated
+		// to a FIP target it is still stale-checked like any other.
+		{"udp 17 29 src=192.168.0.112 dst=192.168.0.111 sport=1 dport=2 [UNREPLIED] src=192.168.0.111 dst=192.168.0.112 sport=2 dport=1 mark=0 use=1", false},
+		{"udp 17 29 src=10.0.1.1 dst=198.51.100.10 sport=1 dport=2 [UNREPLIED] src=198.51.100.10 dst=10.0.1.1 sport=2 dport=1 mark=0 use=1", false},
+		{"udp 17 29 src=192.168.0.112 dst=192.168.0.111 sport=1 dport=2 [UNREPLIED] src=10.0.1.6 dst=192.168.0.112 sport=2 dport=1 mark=0 use=1", true},
 		// To the gateway's own subnet address: not judged.
 		{"icmp 1 29 src=10.0.1.5 dst=10.0.1.1 type=8 code=0 id=7 src=10.0.1.1 dst=10.0.1.5 type=0 code=0 id=7 mark=0 use=1", false},
 	}

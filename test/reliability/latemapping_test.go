@@ -30,9 +30,11 @@ func TestMappingAddedAfterFlow(t *testing.T) {
 	needRoot(t)
 	for _, c := range []lateCase{
 		{
-			name:   "dnat",
-			remove: func(in *plan.Inputs) { in.Gateway.Spec.DnatRules = in.Gateway.Spec.DnatRules[:len(in.Gateway.Spec.DnatRules)-1] },
-			role:   topo.Client, local: topo.ClientIP, sport: 40000, remote: eip112 + ":5353",
+			name: "dnat",
+			remove: func(in *plan.Inputs) {
+				in.Gateway.Spec.DnatRules = in.Gateway.Spec.DnatRules[:len(in.Gateway.Spec.DnatRules)-1]
+			},
+			role: topo.Client, local: topo.ClientIP, sport: 40000, remote: eip112 + ":5353",
 			server: topo.Pod2, serverAddr: topo.Pod2IP + ":5353", wantSeen: topo.ClientIP,
 		},
 		{
@@ -170,6 +172,13 @@ func mappingAddedAfterFlow(t *testing.T, c lateCase, restart bool) {
 	t.Logf("converge: %q", rep.Changes)
 	if e, ok := find("udp", c.local, c.sport, dst, dport); ok && e.ReplySrc == e.OrigDst && e.ReplyDst == e.OrigSrc {
 		t.Errorf("the untranslated entry of %s:%d -> %s survived the converge: %s", c.local, c.sport, c.remote, e.Raw)
+	}
+	all, err := kstate.Conntrack(gwNS)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if bad := kstate.CheckFlows(all, dWith); len(bad) > 0 {
+		t.Errorf("%d conntrack entries contradict the state after the converge:\n%s", len(bad), strings.Join(bad, "\n"))
 	}
 	for _, k := range keepers {
 		if _, ok := find(k.proto, k.src, k.sport, k.dst, k.dport); !ok {

@@ -484,7 +484,8 @@ func kstateDiff(nsPath string, m *gwModel) (state, flows []string, err error) {
 // unNATed says whether a kstate conntrack problem is an entry that was never translated: its
 // reply comes from the EIP itself ("reply <eip>:<port> -> ..." where the original went to
 // <eip>:<port>). Such an entry was made by a datagram that arrived before the mapping was in
-// the kernel; the daemon leaves untranslated entries alone.
+// the kernel; the daemon's conntrack sweep deletes it when the mapping is added, so the churn
+// reports it as a failure (counted apart in the figures).
 func unNATed(problem string) bool {
 	// "udp C:p -> E:q (reply E:q -> C:p): ..."
 	f := strings.Fields(problem)

@@ -19,12 +19,51 @@ func TestParse(t *testing.T) {
 		`{"stateDir":"run/x"}`:                  `stateDir: "run/x"`,
 		`{"master":"eth0:1"}`:                   `master: invalid value "eth0:1"`,
 		`{"prevResult":[1]}`:                    `prevResult`,
-		`{"capabilities":5}`:                    `invalid network configuration JSON`,
-		`{"runtimeConfig":{"io.kubernetes.cri.pod-annotations":{"a":1}}}`: `invalid network configuration JSON`,
+		`{"capabilities":5}`:                    `capabilities: invalid value 5`,
+		`{"runtimeConfig":{"io.kubernetes.cri.pod-annotations":{"a":1}}}`: `runtimeConfig.io.kubernetes.cri.pod-annotations["a"]: invalid value 1`,
+		// Strict and case-sensitive: no member is read under another name, none is ignored.
+		`{"Master":"eth1"}`:                   `unknown field "Master" with value "eth1" (did you mean "master"`,
+		`{"statedir":"/x"}`:                   `unknown field "statedir" with value "/x"`,
+		`{"ipMasq":true}`:                     `unknown field "ipMasq" with value true`,
+		`{"master":5}`:                        `master: invalid value 5 (want a string)`,
+		`{"stateDir":7}`:                      `stateDir: invalid value 7 (want a string)`,
+		`{"gatewayNamespaces":"kube-system"}`: `gatewayNamespaces: invalid value "kube-system"`,
+		`{"master":"eth1","master":"eth2"}`:   `duplicate field "master"`,
+		`{"dns":{"nameserver":["1.1.1.1"]}}`:  `dns: invalid value {"nameserver":["1.1.1.1"]}`,
+		`{"cni.dev/valid-attachments":[{"containerID":"c","ifName":"eth0"}]}`: `cni.dev/valid-attachments: invalid value`,
+		`{"args":"x"}`:        `args: invalid value "x"`,
+		`{"ipam":{"type":1}}`: `ipam.type: invalid value 1`,
+		`{"name":"n"} x`:      `invalid network configuration JSON`,
+		// stateDir must be absolute and clean.
+		`{"stateDir":"/run/vpcnat/../../etc"}`: `stateDir: "/run/vpcnat/../../etc" is not a clean path (it would be "/etc"`,
+		`{"stateDir":"/run/vpcnat/"}`:          `stateDir: "/run/vpcnat/" is not a clean path`,
+		`{"stateDir":"/run//vpcnat"}`:          `stateDir: "/run//vpcnat" is not a clean path`,
+		`{"stateDir":"/run/./vpcnat"}`:         `stateDir: "/run/./vpcnat" is not a clean path`,
 	} {
 		if _, err := Parse([]byte(in)); err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("%s: error %v, want one containing %q", in, err, want)
 		}
+	}
+}
+
+// TestParseAcceptsStandardKeys: every member the CNI spec defines, or a runtime / libcni puts in
+// a plugin's configuration, is accepted; unknown capabilities, ipam's and args' contents and
+// other reserved cni.dev/ members are ignored.
+func TestParseAcceptsStandardKeys(t *testing.T) {
+	in := `{"cniVersion":"1.1.0","name":"n","type":"vpcnat","capabilities":{"io.kubernetes.cri.pod-annotations":true,"portMappings":true},` +
+		`"ipam":{"type":"host-local","ranges":[[{"subnet":"10.0.0.0/24"}]]},"dns":{"nameservers":["10.0.0.10"],"domain":"d","search":["s"],"options":["o"]},` +
+		`"args":{"cni":{"ips":["10.0.0.5"]}},"runtimeConfig":{"portMappings":[{"hostPort":80}],"IO.kubernetes.cri.pod-annotations":5,` +
+		`"io.kubernetes.cri.pod-annotations":{"ovn.kubernetes.io/vpc_nat_gw":"g"}},"prevResult":{"cniVersion":"1.1.0"},` +
+		`"cni.dev/valid-attachments":[{"containerID":"c","ifname":"eth0"}],"cni.dev/future-thing":{"x":1},` +
+		`"gatewayNamespaces":["kube-system"],"stateDir":"/run/vpcnat","master":"eth1"}`
+	c, pc, err := ParsePluginConf([]byte(in))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Master != "eth1" || c.RuntimeConfig.PodAnnotations[GatewayKey] != "g" || pc.IPAM.Type != "host-local" ||
+		len(pc.ValidAttachments) != 1 || pc.ValidAttachments[0].IfName != "eth0" || !pc.Capabilities["portMappings"] ||
+		pc.DNS.Domain != "d" || pc.RawPrevResult["cniVersion"] != "1.1.0" || pc.CNIVersion != "1.1.0" || pc.Name != "n" {
+		t.Errorf("parsed %+v / %+v", c, pc)
 	}
 }
 

@@ -111,11 +111,31 @@ func (c *conf) isGateway(a *Args) bool {
 	return false
 }
 
-// topLevel are the members encoding/json reads into the full plugin's configuration (vpcnat's
-// fields and the CNI library's PluginConf). A member whose name differs from one of them only
-// in case (which encoding/json would read into it) is not handled.
+// topLevel are the members the full plugin's configuration may have (plugins/internal/conf:
+// vpcnat's fields and the CNI spec's), besides the spec's reserved "cni.dev/" ones. The full
+// plugin refuses any other member (also one differing from these only in case): such a call is
+// not handled here.
 var topLevel = []string{"cniVersion", "name", "type", "gatewayNamespaces", "stateDir", "master", "runtimeConfig",
-	"prevResult", "capabilities", "ipam", "dns", "cni.dev/valid-attachments"}
+	"prevResult", "capabilities", "ipam", "dns", "args", "cni.dev/valid-attachments"}
+
+// knownTopLevel: every member is one of topLevel, exact case, or in the reserved "cni.dev/"
+// namespace.
+func knownTopLevel(o *value) bool {
+	for _, k := range o.keys {
+		found := strings.HasPrefix(k, "cni.dev/")
+		for _, n := range topLevel {
+			found = found || k == n
+		}
+		if !found {
+			return false
+		}
+	}
+	return true
+}
+
+// CleanPath reports whether p is already clean (filepath.Clean(p) == p): no "..", ".",
+// repeated or trailing slash.
+func CleanPath(p string) bool { return filepath.Clean(p) == p }
 
 // readConf reads and checks the configuration as the full plugin does; ok=false for anything
 // the full plugin would refuse, and for anything this reader does not interpret exactly as
@@ -123,7 +143,7 @@ var topLevel = []string{"cniVersion", "name", "type", "gatewayNamespaces", "stat
 // or a non-ASCII byte in a string whose value matters).
 func readConf(stdin []byte) (*conf, bool) {
 	top, err := parseJSON(stdin)
-	if err != nil || top.kind != kObject || !membersOK(top, topLevel) {
+	if err != nil || top.kind != kObject || !membersOK(top, topLevel) || !knownTopLevel(top) {
 		return nil, false
 	}
 	c := &conf{gatewayNamespaces: []string{DefaultGatewayNamespace}, stateDir: DefaultStateDir}
@@ -157,7 +177,7 @@ func readConf(stdin []byte) (*conf, bool) {
 			if dir != "" {
 				c.stateDir = dir
 			}
-			ok = ok && strings.HasPrefix(c.stateDir, "/")
+			ok = ok && strings.HasPrefix(c.stateDir, "/") && CleanPath(c.stateDir)
 		case "master":
 			var m string
 			m, ok = v.str()
@@ -174,11 +194,13 @@ func readConf(stdin []byte) (*conf, bool) {
 		case "ipam":
 			ok = v.kind == kObject && membersOK(v, []string{"type"}) && (v.get("type") == nil || v.get("type").kind == kString)
 		case "dns":
-			ok = dnsOK(v)
+			ok = dnsOK(v) && exactly(v, "nameservers", "domain", "search", "options")
+		case "args":
+			ok = v.kind == kObject && membersOK(v, nil) // its content is the runtime's, ignored
 		case "cni.dev/valid-attachments":
 			ok = v.kind == kArray
 			for _, a := range v.elems {
-				ok = ok && a.kind == kObject && membersOK(a, []string{"containerID", "ifname"})
+				ok = ok && a.kind == kObject && exactly(a, "containerID", "ifname")
 				for _, f := range []string{"containerID", "ifname"} {
 					ok = ok && (a.get(f) == nil || a.get(f).kind == kString)
 				}
