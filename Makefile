@@ -104,8 +104,8 @@ FUZZTIME ?= 10m
 fuzz:
 	hack/fuzz.sh $(FUZZTIME)
 
-# The churn soak (20 gateways, 10 minutes of rule churn through the API), 100 kill -9 trials
-# inside converges (make test runs 25), then every fuzz target for FUZZTIME. Each prints its
+# The churn soak (20 gateways, 10 minutes of rule churn through the API), 500 kill -9 trials
+# inside converges (make test runs 100), then every fuzz target for FUZZTIME. Each prints its
 # figures.
 SOAKTIME ?= 10m
 soak: deps build

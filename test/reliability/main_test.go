@@ -9,8 +9,8 @@
 // per-run prefix (topo.NewPrefix) and deleted at the end, also on failure; nothing is added to
 // the host's own namespace.
 //
-// Long mode: VPCNAT_SOAK=1 (or -soak) runs the full trial counts (100 crash trials); the default
-// is a shorter run for `make test`.
+// Long mode: VPCNAT_SOAK=1 (or -soak) runs longer trial counts (500 crash trials instead of the
+// 100 of `make test`).
 package reliability
 
 import (
