@@ -194,7 +194,7 @@ func TestSeedsTakeFastPath(t *testing.T) {
 	fast := map[string]bool{"normal-0.4.0": true, "normal-1.0.0": true, "normal-1.1.0-ipv6": true, "normal-no-annotations": true,
 		"impostor": true, "kube-system-normal": true, "gateway": false, "gateway-custom-ns-master": false, "bad-namespace": false,
 		"no-prevresult": false, "prevresult-older": false, "prevresult-twice": false, "prevresult-case": false, "hostile-strings": false,
-		"standard-members": true, "unknown-field-case": false, "statedir-not-clean": false}
+		"standard-members": true, "unknown-field-case": false, "unknown-field": false, "statedir-not-clean": false}
 	for name, want := range fast {
 		b, err := os.ReadFile(filepath.Join("testdata", "fuzz", "FuzzConfig", name))
 		if err != nil {
