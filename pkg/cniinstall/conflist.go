@@ -12,6 +12,8 @@ import (
 
 	"github.com/containernetworking/cni/libcni"
 	"github.com/containernetworking/cni/pkg/version"
+
+	"github.com/vpcnat/vpcnat/pkg/cniconf"
 )
 
 // PluginType is vpcnat's "type" in a conflist.
@@ -21,8 +23,11 @@ const PluginType = "vpcnat"
 // plugin in runtimeConfig: without it the plugin cannot see that a pod is a gateway.
 const podAnnotationsCapability = "io.kubernetes.cri.pod-annotations"
 
-// Entry is what the installer sets in vpcnat's conflist entry. Other fields of an existing
-// entry (say a "master" an administrator set for this node) are kept.
+// Entry is what the installer sets in vpcnat's conflist entry. Other members of an existing
+// entry that the plugin accepts (say a "master" an administrator set for this node) are kept;
+// members the plugin does not accept are dropped (see Chained.Dropped): the plugin refuses a
+// configuration with an unknown member, so keeping one would make every pod creation on the
+// node fail.
 type Entry struct {
 	// GatewayNamespaces: the only namespaces whose pods can be gateways (empty: the plugin's
 	// default, kube-system).
@@ -39,54 +44,74 @@ type Entry struct {
 // supported one (the result format is the same from 0.3.0 to 0.4.0, and the primary plugins of
 // such lists speak both); a newer one is refused rather than downgraded.
 func Chain(conf []byte, e Entry, supported []string) ([]byte, bool, error) {
+	c, err := ChainReport(conf, e, supported)
+	if err != nil {
+		return nil, false, err
+	}
+	return c.Conf, c.Changed, nil
+}
+
+// Chained is the outcome of ChainReport.
+type Chained struct {
+	// Conf is the network configuration with vpcnat chained last; Changed whether it differs
+	// from the input.
+	Conf    []byte
+	Changed bool
+	// Dropped are the members of the existing vpcnat entry that were not kept because the
+	// plugin does not accept them, each saying which member, its value and why.
+	Dropped []string
+}
+
+// ChainReport is Chain that also reports what it dropped from an existing vpcnat entry.
+func ChainReport(conf []byte, e Entry, supported []string) (*Chained, error) {
 	doc, err := parseObject(conf)
 	if err != nil {
-		return nil, false, fmt.Errorf("network configuration: %w", err)
+		return nil, fmt.Errorf("network configuration: %w", err)
 	}
 	in, err := doc.MarshalJSON()
 	if err != nil {
-		return nil, false, fmt.Errorf("network configuration: %w", err)
+		return nil, fmt.Errorf("network configuration: %w", err)
 	}
 	if _, isList := doc.get("plugins"); !isList {
 		if doc, err = toList(doc); err != nil {
-			return nil, false, err
+			return nil, err
 		}
 	}
 	if err := setVersion(&doc, supported); err != nil {
-		return nil, false, err
+		return nil, err
 	}
 	var plugins []json.RawMessage
 	raw, _ := doc.get("plugins")
 	if err := json.Unmarshal(raw, &plugins); err != nil {
-		return nil, false, fmt.Errorf("network configuration: plugins: %w", err)
+		return nil, fmt.Errorf("network configuration: plugins: %w", err)
 	}
 	kept, old, err := withoutVpcnat(plugins)
 	if err != nil {
-		return nil, false, err
+		return nil, err
 	}
 	if len(kept) == 0 {
-		return nil, false, fmt.Errorf("network configuration: no plugin before %s to chain after", PluginType)
+		return nil, fmt.Errorf("network configuration: no plugin before %s to chain after", PluginType)
 	}
-	entry, err := e.render(old)
+	entry, dropped, err := e.render(old)
 	if err != nil {
-		return nil, false, err
+		return nil, err
 	}
 	doc.set("plugins", mustRaw(append(kept, entry)))
 	out, err := doc.MarshalJSON()
 	if err != nil {
-		return nil, false, err
+		return nil, err
 	}
 	if _, err := libcni.ConfListFromBytes(out); err != nil {
-		return nil, false, fmt.Errorf("the chained configuration is not valid for libcni: %w", err)
+		return nil, fmt.Errorf("the chained configuration is not valid for libcni: %w", err)
 	}
 	var pretty bytes.Buffer
 	if err := json.Indent(&pretty, out, "", "  "); err != nil {
-		return nil, false, err
+		return nil, err
 	}
 	pretty.WriteByte('\n')
 	// Compare content (order included), not layout: a file that already says the same thing
 	// in another layout is left alone.
-	return pretty.Bytes(), !bytes.Equal(in, out), nil
+	return &Chained{Conf: pretty.Bytes(), Changed: !bytes.Equal(in, out), Dropped: dropped}, nil
 }
 
 // toList turns a single-plugin configuration into a conflist of that one plugin: name and
@@ -168,15 +193,26 @@ func withoutVpcnat(plugins []json.RawMessage) (kept []json.RawMessage, old objec
 	return kept, old, nil
 }
 
-// render is the entry: old's fields in their order, with ours set.
-func (e Entry) render(old object) (json.RawMessage, error) {
-	o := old
+// render is the entry: old's members the plugin accepts, in their order, with ours set; dropped
+// says which of old's members were left out and why. The entry is then checked with the
+// plugin's own rules (pkg/cniconf): an entry the plugin would refuse is an error, never written.
+func (e Entry) render(old object) (json.RawMessage, []string, error) {
+	var o object
+	var dropped []string
+	for _, m := range old {
+		if cniconf.Known(m.key) {
+			o = append(o, m)
+			continue
+		}
+		dropped = append(dropped, fmt.Sprintf("member %q with value %s: the %s plugin accepts no such member%s (it would refuse the configuration and fail every pod creation on the node)",
+			m.key, cniconf.Clip(m.value), PluginType, cniconf.Hint(m.key)))
+	}
 	o.set("type", mustRaw(PluginType))
 	caps := object{}
 	if raw, ok := o.get("capabilities"); ok {
 		var err error
 		if caps, err = parseObject(raw); err != nil {
-			return nil, fmt.Errorf("network configuration: %s capabilities: %w", PluginType, err)
+			return nil, nil, fmt.Errorf("network configuration: %s capabilities: %w", PluginType, err)
 		}
 	}
 	caps.set(podAnnotationsCapability, mustRaw(true))
@@ -190,5 +226,40 @@ func (e Entry) render(old object) (json.RawMessage, error) {
 	if e.Master != "" {
 		o.set("master", mustRaw(e.Master))
 	}
-	return o.MarshalJSON()
+	if err := checkEntry(o); err != nil {
+		return nil, nil, fmt.Errorf("network configuration: %s entry: %w", PluginType, err)
+	}
+	raw, err := o.MarshalJSON()
+	return raw, dropped, err
+}
+
+// checkEntry checks an entry with the plugin's rules: only members it accepts, and valid values
+// of vpcnat's own members. (libcni's parse of the whole list checks the types of the standard
+// members.)
+func checkEntry(o object) error {
+	var own cniconf.Own
+	for _, m := range o {
+		if !cniconf.Known(m.key) {
+			return fmt.Errorf("unknown member %q with value %s%s", m.key, cniconf.Clip(m.value), cniconf.Hint(m.key))
+		}
+		var into any
+		want := "a string"
+		switch m.key {
+		case "gatewayNamespaces":
+			into, want = &own.GatewayNamespaces, "a list of namespace names"
+		case "stateDir":
+			into = &own.StateDir
+		case "master":
+			into = &own.Master
+		default:
+			continue
+		}
+		if err := json.Unmarshal(m.value, into); err != nil {
+			return fmt.Errorf("%s: invalid value %s (want %s): %w", m.key, cniconf.Clip(m.value), want, err)
+		}
+	}
+	if err := own.Validate(); err != nil {
+		return err
+	}
+	return nil
 }

@@ -120,19 +120,20 @@ func golden(t *testing.T, name string, got []byte) {
 }
 
 // TestChainExistingEntry: an existing vpcnat entry that is not last, with a stale stateDir, no
-// capability and an administrator's per-node master, is moved last and updated; the master and
-// the plugin's unknown fields are kept; duplicates collapse into one entry.
+// capability and an administrator's per-node master, is moved last and updated; the master is
+// kept, members the plugin does not accept are dropped (and reported, with a hint for one that
+// differs only in case), and duplicates collapse into one entry.
 func TestChainExistingEntry(t *testing.T) {
 	in := `{"cniVersion":"1.0.0","name":"n","plugins":[
 	  {"type":"vpcnat","stateDir":"/old"},
 	  {"type":"bridge","bridge":"cni0"},
-	  {"type":"vpcnat","stateDir":"/tmp/x","master":"ens5","custom":{"a":1}},
+	  {"type":"vpcnat","stateDir":"/tmp/x","master":"ens5","custom":{"a":1},"StateDir":"/y","cni.dev/future":1,"args":{"x":1}},
 	  {"type":"portmap","capabilities":{"portMappings":true}}]}`
-	out, changed, err := Chain([]byte(in), entry, supported)
-	if err != nil || !changed {
-		t.Fatalf("changed=%v err=%v", changed, err)
+	c, err := ChainReport([]byte(in), entry, supported)
+	if err != nil || !c.Changed {
+		t.Fatalf("chained=%+v err=%v", c, err)
 	}
-	list, err := libcni.ConfListFromBytes(out)
+	list, err := libcni.ConfListFromBytes(c.Conf)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -143,11 +144,60 @@ func TestChainExistingEntry(t *testing.T) {
 	if got := strings.Join(types, ","); got != "bridge,portmap,vpcnat" {
 		t.Errorf("chain %s, want bridge,portmap,vpcnat", got)
 	}
-	got := primaries(t, out)[2]
-	want := `{"type":"vpcnat","stateDir":"/run/vpcnat","master":"ens5","custom":{"a":1},` +
+	got := primaries(t, c.Conf)[2]
+	want := `{"type":"vpcnat","stateDir":"/run/vpcnat","master":"ens5","cni.dev/future":1,"args":{"x":1},` +
 		`"capabilities":{"io.kubernetes.cri.pod-annotations":true},"gatewayNamespaces":["kube-system"]}`
 	if got != want {
 		t.Errorf("entry\n got %s\nwant %s", got, want)
+	}
+	if len(c.Dropped) != 2 || !strings.Contains(c.Dropped[0], `"custom" with value {"a":1}`) ||
+		!strings.Contains(c.Dropped[1], `"StateDir" with value "/y"`) || !strings.Contains(c.Dropped[1], `did you mean "stateDir"`) {
+		t.Errorf("dropped %q, want custom and StateDir (with a hint), each with its value", c.Dropped)
+	}
+	// The plain Chain drops the same, and a second run over its output changes nothing.
+	out, _, err := Chain([]byte(in), entry, supported)
+	if err != nil || !bytes.Equal(out, c.Conf) {
+		t.Fatalf("Chain: %v\n%s", err, out)
+	}
+	again, err := ChainReport(out, entry, supported)
+	if err != nil || again.Changed || len(again.Dropped) != 0 {
+		t.Errorf("second run: %+v, %v", again, err)
+	}
+}
+
+// TestChainRefusesInvalidEntry: an entry whose own members the plugin would refuse (kept from
+// the node's file or set by the installer's options) is not written; the error names the member
+// and the value.
+func TestChainRefusesInvalidEntry(t *testing.T) {
+	list := func(vpcnat string) []byte {
+		return []byte(`{"cniVersion":"1.0.0","name":"n","plugins":[{"type":"bridge"},{"type":"vpcnat"` + vpcnat + `}]}`)
+	}
+	for _, c := range []struct {
+		name  string
+		in    []byte
+		entry Entry
+		want  string
+	}{
+		{"kept master invalid", list(`,"master":"eth0/../x"`), entry, `master: invalid value "eth0/../x"`},
+		{"kept master not a string", list(`,"master":5`), entry, `master: invalid value 5`},
+		{"kept namespaces invalid", list(`,"gatewayNamespaces":["Kube_System"]`), Entry{}, `gatewayNamespaces[0]: invalid namespace "Kube_System"`},
+		{"option stateDir relative", list(``), Entry{StateDir: "run/vpcnat"}, `stateDir: "run/vpcnat" is not an absolute path`},
+		{"option master invalid", list(``), Entry{Master: "a b"}, `master: invalid value "a b"`},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			out, err := ChainReport(c.in, c.entry, supported)
+			if err == nil || !strings.Contains(err.Error(), c.want) {
+				t.Errorf("err %v, want one containing %q", err, c.want)
+			}
+			if out != nil {
+				t.Errorf("output produced: %s", out.Conf)
+			}
+		})
+	}
+	// A valid master an administrator set is kept when the options set none.
+	c, err := ChainReport(list(`,"master":"ens5"`), Entry{}, supported)
+	if err != nil || !strings.Contains(string(c.Conf), `"master": "ens5"`) {
+		t.Errorf("valid kept master: %v\n%v", err, c)
 	}
 }
 

@@ -45,6 +45,9 @@ type Result struct {
 	Replaced string
 	// OldVersion is the configuration's cniVersion when it was raised to one the plugin speaks.
 	OldVersion, NewVersion string
+	// Dropped are the members of an existing vpcnat entry left out because the plugin does not
+	// accept them (each logged as a warning too), each naming the member, its value and why.
+	Dropped []string
 }
 
 // confExtensions are the files libcni (and so containerd and CRI-O) read, in its order.
@@ -71,9 +74,14 @@ func Install(ctx context.Context, o Options) (*Result, error) {
 	if err != nil {
 		return res, fmt.Errorf("reading %s: %w", file, err)
 	}
-	out, changed, err := Chain(conf, o.Entry, info.SupportedVersions())
+	chained, err := ChainReport(conf, o.Entry, info.SupportedVersions())
 	if err != nil {
 		return res, fmt.Errorf("%s: %w", file, err)
+	}
+	out, changed := chained.Conf, chained.Changed
+	res.Dropped = chained.Dropped
+	for _, d := range chained.Dropped {
+		klog.Warningf("%s: dropped from the %s entry: %s", file, PluginType, d)
 	}
 	if !changed {
 		return res, nil

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"io/fs"
+	"maps"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -280,5 +281,49 @@ func TestInstallRefuses(t *testing.T) {
 	}
 	if got, _ := os.ReadFile(bad); string(got) != `{"name": "x", "plugins": [` {
 		t.Errorf("broken file modified: %s", got)
+	}
+}
+
+// TestInstallDropsUnknownMembers: an existing vpcnat entry with members the (strict) plugin
+// refuses is rewritten without them, each reported with its value; the installed plugin accepts
+// the written conflist (STATUS through libcni parses every entry); an entry the plugin would
+// refuse for a value of its own is not written at all.
+func TestInstallDropsUnknownMembers(t *testing.T) {
+	n := newNode(t)
+	file := filepath.Join(n.conf, "10-net.conflist")
+	in := `{"cniVersion":"1.1.0","name":"n","plugins":[{"type":"bridge"},
+	  {"type":"vpcnat","custom":{"a":1},"Master":"eth1","stateDir":"/old"}]}`
+	if err := os.WriteFile(file, []byte(in), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	stateDir := filepath.Join(t.TempDir(), "state")
+	res, err := Install(context.Background(), Options{PluginSource: plugin(t), BinDir: n.bin, ConfDir: n.conf,
+		Entry: Entry{StateDir: stateDir}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !res.ConfChanged || len(res.Dropped) != 2 || !strings.Contains(res.Dropped[0], `"custom" with value {"a":1}`) ||
+		!strings.Contains(res.Dropped[1], `"Master"`) || !strings.Contains(res.Dropped[1], `did you mean "master"`) {
+		t.Errorf("result %+v, want custom and Master reported as dropped", res)
+	}
+	list, err := libcni.ConfListFromFile(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Only the vpcnat entry: the bridge plugin is not installed in this bin directory.
+	list.Plugins = list.Plugins[len(list.Plugins)-1:]
+	if err := libcni.NewCNIConfig([]string{n.bin}, nil).GetStatusNetworkList(context.Background(), list); err != nil {
+		t.Errorf("the installed plugin refuses the written entry: %v\n%s", err, list.Bytes)
+	}
+
+	if err := os.WriteFile(file, []byte(`{"cniVersion":"1.1.0","name":"n","plugins":[{"type":"bridge"},{"type":"vpcnat","master":"eth0/../x"}]}`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	before := n.snapshot(t)
+	if _, err := n.install(t); err == nil || !strings.Contains(err.Error(), `master: invalid value "eth0/../x"`) {
+		t.Errorf("entry with an invalid master: %v", err)
+	}
+	if after := n.snapshot(t); !maps.Equal(before, after) {
+		t.Error("files changed although the entry was refused")
 	}
 }

@@ -34,6 +34,31 @@ type Record struct {
 	IfNames []string `json:"ifnames"`
 	// HostIfNames are node-side interfaces the plugin created (veth peers), for GC.
 	HostIfNames []string `json:"hostIfnames,omitempty"`
+	// HostLinks identify the same node-side interfaces by name and ifindex. Every sandbox of a
+	// gateway uses the same node-side names, so a name alone does not say whose link it is: a
+	// DEL or GC removes a node-side link only if it is the one this attachment made. Records
+	// written before this field existed have none (see HostLinkOf).
+	HostLinks []HostLink `json:"hostLinks,omitempty"`
+}
+
+// HostLink is one node-side veth end an attachment made.
+type HostLink struct {
+	Name string `json:"name"`
+	// Index is its ifindex in the node netns (the kernel does not reuse one soon: it counts up).
+	Index int `json:"ifindex"`
+	// PeerIndex is the ifindex of its peer in the pod netns.
+	PeerIndex int `json:"peerIfindex"`
+}
+
+// HostLinkOf returns what the record knows of the node-side link called name: ok is false for a
+// record written before HostLinks existed (or one that lacks the name).
+func (r *Record) HostLinkOf(name string) (HostLink, bool) {
+	for _, l := range r.HostLinks {
+		if l.Name == name && l.Index > 0 {
+			return l, true
+		}
+	}
+	return HostLink{}, false
 }
 
 // Store reads and writes records in one directory.

@@ -88,3 +88,36 @@ func TestWritable(t *testing.T) {
 		t.Error("a directory under a regular file reported writable")
 	}
 }
+
+// TestOldRecordReadable: a record written before host links carried their ifindexes (names
+// only) still reads, and says it knows no ifindex; a new one round-trips its host links.
+func TestOldRecordReadable(t *testing.T) {
+	s := Store{Dir: t.TempDir()}
+	old := `{"version":"v1","podUID":"u1","namespace":"kube-system","name":"gw-0","gateway":"ngw",` +
+		`"containerID":"c1","netns":"/var/run/netns/cni-1","ifnames":["net1","vpc-1"],"hostIfnames":["vnat1"]}`
+	if err := os.WriteFile(filepath.Join(s.Dir, "u1.json"), []byte(old), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	r, err := s.Read("u1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := r.HostLinkOf("vnat1"); ok || len(r.HostIfNames) != 1 {
+		t.Errorf("old record: %+v; want host names and no ifindex", r)
+	}
+	r.PodUID = "u2"
+	r.HostLinks = []HostLink{{Name: "vnat1", Index: 42, PeerIndex: 4}}
+	if err := s.Write(*r); err != nil {
+		t.Fatal(err)
+	}
+	r2, err := s.Read("u2")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if hl, ok := r2.HostLinkOf("vnat1"); !ok || hl != (HostLink{Name: "vnat1", Index: 42, PeerIndex: 4}) {
+		t.Errorf("HostLinkOf(vnat1) = %+v, %v after a round trip", hl, ok)
+	}
+	if _, ok := r2.HostLinkOf("vnat2"); ok {
+		t.Error("HostLinkOf(vnat2): a name the record lacks is known")
+	}
+}

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"errors"
 	"fmt"
 	"net"
 	"strings"
@@ -60,24 +59,4 @@ func hasAddr(have []netlink.Addr, want string) bool {
 		}
 	}
 	return false
-}
-
-// deleteHostLinks removes node-side veth ends a record names, if they are still there (their
-// peer normally takes them along). Only veths are deleted: a name reused by something else is
-// not ours.
-func deleteHostLinks(names []string) error {
-	var errs []error
-	for _, name := range names {
-		l, err := netlink.LinkByName(name)
-		if err != nil {
-			continue // gone already
-		}
-		if l.Type() != "veth" {
-			continue
-		}
-		if err := netlink.LinkDel(l); err != nil && !errors.Is(err, unix.ENODEV) {
-			errs = append(errs, fmt.Errorf("vpcnat: deleting node-side link %s: %w", name, err))
-		}
-	}
-	return errors.Join(errs...)
 }

@@ -16,6 +16,7 @@ import (
 	"k8s.io/apimachinery/pkg/util/validation/field"
 
 	"github.com/vpcnat/vpcnat/pkg/annotations"
+	"github.com/vpcnat/vpcnat/pkg/cniconf"
 	"github.com/vpcnat/vpcnat/plugins/internal/conf"
 	"github.com/vpcnat/vpcnat/plugins/internal/fastpath"
 )
@@ -151,12 +152,12 @@ func checkAccepted(t *testing.T, c *conf.Conf) {
 func checkPlan(t *testing.T, p *annotations.NICPlan) {
 	t.Helper()
 	for _, n := range []string{p.External.Master, p.External.IfName} {
-		if err := fastpath.CheckIfName(n); err != nil {
+		if err := cniconf.CheckIfName(n); err != nil {
 			t.Fatalf("accepted gateway plan names interface %q: %v", n, err)
 		}
 	}
 	for _, s := range p.Subnets {
-		if err := fastpath.CheckIfName(s.IfName); err != nil {
+		if err := cniconf.CheckIfName(s.IfName); err != nil {
 			t.Fatalf("accepted gateway plan names subnet interface %q: %v", s.IfName, err)
 		}
 	}

@@ -119,7 +119,9 @@ func (u *undo) run(h *netconf.Handles) error {
 			errs = append(errs, fmt.Errorf("vpcnat: rolling back the failed ADD: %w", err))
 		}
 	}
-	if err := deleteHostLinks(u.hostLinks); err != nil {
+	// Only node-side ends whose peer is in this sandbox's netns: a replacement sandbox of the
+	// same gateway may have made its own of the same name meanwhile.
+	if err := (hostOwner{host: h.Host, ns: h.GatewayNS}).deleteHostLinks(u.hostLinks); err != nil {
 		errs = append(errs, fmt.Errorf("vpcnat: rolling back the failed ADD: %w", err))
 	}
 	for name, addrs := range u.addrs {
@@ -196,8 +198,13 @@ func plumb(h *netconf.Handles, args *skel.CmdArgs, plan *annotations.NICPlan, re
 			return nil, fmt.Errorf("vpcnat: %w", err)
 		}
 		rec.IfNames = append(rec.IfNames, nic.IfName)
-		if nic.Attachment.HostIfName != "" {
-			rec.HostIfNames = append(rec.HostIfNames, nic.Attachment.HostIfName)
+		if hn := nic.Attachment.HostIfName; hn != "" {
+			hl, err := noteHostLink(h.Host, h.Gateway, hn, nic.IfName)
+			if err != nil {
+				return nil, err
+			}
+			rec.HostIfNames = append(rec.HostIfNames, hn)
+			rec.HostLinks = append(rec.HostLinks, hl)
 		}
 		addrs := make([]netip.Prefix, 0, len(nic.Addresses))
 		for _, a := range nic.Addresses {
@@ -255,25 +262,49 @@ func addInterface(h *netconf.Handles, result *current.Result, sandbox, name stri
 	return nil
 }
 
-// unplumb deletes a record's NICs from its netns; a netns or link already gone is fine.
+// unplumb removes what a record's ADD made: its node-side veth ends (only those it can prove are
+// its own: see hostOwner), then its NICs in netnsPath ("": the runtime passed no netns, so only
+// node-side ends are looked at, their ownership proven by the record's netns when it is still
+// there). A netns or link already gone is fine.
 func unplumb(netnsPath string, rec *state.Record) error {
-	h, err := netconf.OpenHandles(netnsPath)
-	if errors.Is(err, fs.ErrNotExist) {
-		return nil // the runtime already destroyed the netns, and our links with it
+	ownerNS := netnsPath
+	if ownerNS == "" {
+		ownerNS = rec.Netns
 	}
+	ns, err := openNetns(ownerNS)
+	if err != nil {
+		return err
+	}
+	defer ns.Close()
+	if netnsPath == "" || !ns.IsOpen() {
+		// No pod netns to clean (or the runtime already destroyed it, and our NICs with it).
+		host, err := netlink.NewHandle(unix.NETLINK_ROUTE)
+		if err != nil {
+			return fmt.Errorf("vpcnat: netlink socket in the node netns: %w", err)
+		}
+		defer host.Close()
+		return hostOwner{host: host, ns: ns, rec: rec}.deleteHostLinks(rec.HostIfNames)
+	}
+	h, err := netconf.NewHandles(ns)
 	if err != nil {
 		return fmt.Errorf("vpcnat: %w", err)
 	}
 	defer h.Close()
-	// net1 first: until it is gone its MAC stays taken on the master, and a gateway recreated on
-	// this node (same name, same MAC) could not bring its own net1 up.
-	for _, name := range rec.IfNames {
-		del := netconf.DeleteSubnetNIC
-		if name == annotations.ExternalIfName {
+	if err := (hostOwner{host: h.Host, ns: ns, rec: rec}).deleteHostLinks(rec.HostIfNames); err != nil {
+		return err
+	}
+	// Subnet NICs first and net1 last: until net1 is gone its MAC stays taken on the master, so
+	// a replacement sandbox of the same gateway (same net1 MAC) cannot finish its ADD before this
+	// DEL has removed everything else of the old sandbox. Deleting net1 also frees that MAC at
+	// once rather than when the kernel gets round to tearing the netns down.
+	// (The record lists net1 first.)
+	for i := range rec.IfNames {
+		name, del := rec.IfNames[(i+1)%len(rec.IfNames)], netconf.DeleteSubnetNIC
+		if i == len(rec.IfNames)-1 {
 			del = netconf.DeleteExternalNIC
 		}
 		if _, err := del(h, name); err != nil {
-			return fmt.Errorf("vpcnat: %w", err)
+			return fmt.Errorf("vpcnat: netns %s: %w", netnsPath, err)
 		}
 	}
 	return nil
@@ -302,12 +333,7 @@ func cmdDel(args *skel.CmdArgs) error {
 	if rec.ContainerID != args.ContainerID {
 		return nil
 	}
-	if args.Netns != "" {
-		if err := unplumb(args.Netns, rec); err != nil {
-			return err
-		}
-	}
-	if err := deleteHostLinks(rec.HostIfNames); err != nil {
+	if err := unplumb(args.Netns, rec); err != nil {
 		return err
 	}
 	return store.Delete(rec.PodUID, args.ContainerID)
@@ -347,8 +373,10 @@ func cmdGC(args *skel.CmdArgs) error {
 		if valid[rec.ContainerID] {
 			continue
 		}
-		if err := deleteHostLinks(rec.HostIfNames); err != nil {
-			errs = append(errs, err)
+		// Only the node-side ends this attachment made (the pod-side NICs go with the netns the
+		// runtime destroys): another sandbox of the same gateway may use the same names now.
+		if err := unplumb("", &rec); err != nil {
+			errs = append(errs, fmt.Errorf("vpcnat: GC of container %s (pod %s/%s): %w", rec.ContainerID, rec.Namespace, rec.Name, err))
 			continue
 		}
 		if err := store.Delete(rec.PodUID, rec.ContainerID); err != nil {

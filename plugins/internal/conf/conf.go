@@ -6,7 +6,8 @@
 // plugins/internal/fastpath's, which the small vpcnat dispatcher runs for every pod, so the two
 // cannot disagree about what a value means.
 //
-// Which members are accepted (CNI spec, "Network configuration" and "Plugin configuration
+// Which members are accepted (the list is pkg/cniconf's, shared with the dispatcher and the
+// installer; CNI spec, "Network configuration" and "Plugin configuration
 // objects": a plugin may refuse fields it does not know, except inside args and runtimeConfig):
 //   - vpcnat's own: gatewayNamespaces, stateDir, master;
 //   - what the spec defines for every plugin and a runtime or libcni puts there: cniVersion,
@@ -28,12 +29,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"path/filepath"
-	"strings"
 
 	"github.com/containernetworking/cni/pkg/types"
 	sigsjson "sigs.k8s.io/json"
 
+	"github.com/vpcnat/vpcnat/pkg/cniconf"
 	"github.com/vpcnat/vpcnat/plugins/internal/fastpath"
 )
 
@@ -83,14 +83,10 @@ type RuntimeConfig struct {
 
 // ReservedPrefix is the spec's namespace of member names ("cni.dev/..."): accepted and, except
 // cni.dev/valid-attachments, ignored.
-const ReservedPrefix = "cni.dev/"
+const ReservedPrefix = cniconf.ReservedPrefix
 
 // ValidAttachmentsKey is the member libcni adds for GC.
-const ValidAttachmentsKey = "cni.dev/valid-attachments"
-
-// Fields are the top-level members accepted (besides ReservedPrefix ones), exact case.
-var Fields = []string{"cniVersion", "name", "type", "gatewayNamespaces", "stateDir", "master",
-	"runtimeConfig", "prevResult", "capabilities", "ipam", "dns", "args", ValidAttachmentsKey}
+const ValidAttachmentsKey = cniconf.ValidAttachmentsKey
 
 // Parse decodes and validates the configuration, filling in the defaults. prevResult is kept as
 // raw JSON (it must be an object or absent); the full plugin parses it with the CNI library.
@@ -130,11 +126,11 @@ func ParsePluginConf(stdin []byte) (*Conf, *types.PluginConf, error) {
 			err = c.readRuntimeConfig(m.raw)
 		case "prevResult":
 			if m.raw[0] != '{' {
-				return nil, nil, fmt.Errorf("vpcnat: prevResult: not a JSON object: %s", clip(m.raw))
+				return nil, nil, fmt.Errorf("vpcnat: prevResult: not a JSON object: %s", cniconf.Clip(m.raw))
 			}
 			c.PrevResult = m.raw
 			if err = json.Unmarshal(m.raw, &pc.RawPrevResult); err != nil {
-				err = fmt.Errorf("vpcnat: prevResult: invalid value %s: %w", clip(m.raw), err)
+				err = fmt.Errorf("vpcnat: prevResult: invalid value %s: %w", cniconf.Clip(m.raw), err)
 			}
 		case "capabilities":
 			err = decode(m.key, m.raw, &pc.Capabilities, "an object of capability names to true or false")
@@ -151,7 +147,7 @@ func ParsePluginConf(stdin []byte) (*Conf, *types.PluginConf, error) {
 		case ValidAttachmentsKey:
 			err = decode(m.key, m.raw, &pc.ValidAttachments, "a list of {containerID, ifname}")
 		default:
-			if !strings.HasPrefix(m.key, ReservedPrefix) {
+			if !cniconf.Known(m.key) {
 				return nil, nil, unknownField(m.key, m.raw)
 			}
 		}
@@ -173,13 +169,7 @@ func ParsePluginConf(stdin []byte) (*Conf, *types.PluginConf, error) {
 }
 
 func unknownField(key string, raw json.RawMessage) error {
-	hint := ""
-	for _, f := range Fields {
-		if strings.EqualFold(f, key) {
-			hint = fmt.Sprintf(" (did you mean %q? names are case-sensitive)", f)
-		}
-	}
-	return fmt.Errorf("vpcnat: network configuration: unknown field %q with value %s%s", key, clip(raw), hint)
+	return fmt.Errorf("vpcnat: network configuration: unknown field %q with value %s%s", key, cniconf.Clip(raw), cniconf.Hint(key))
 }
 
 func (c *Conf) readRuntimeConfig(raw json.RawMessage) error {
@@ -219,7 +209,7 @@ func readObject(b []byte) ([]member, error) {
 	if t, err := d.Token(); err != nil {
 		return nil, err
 	} else if t != json.Delim('{') {
-		return nil, fmt.Errorf("not a JSON object: %s", clip(b))
+		return nil, fmt.Errorf("not a JSON object: %s", cniconf.Clip(b))
 	}
 	var ms []member
 	seen := map[string]bool{}
@@ -234,7 +224,7 @@ func readObject(b []byte) ([]member, error) {
 			return nil, fmt.Errorf("field %q: %w", key, err)
 		}
 		if seen[key] {
-			return nil, fmt.Errorf("duplicate field %q (value %s)", key, clip(raw))
+			return nil, fmt.Errorf("duplicate field %q (value %s)", key, cniconf.Clip(raw))
 		}
 		seen[key] = true
 		ms = append(ms, member{key, raw})
@@ -243,7 +233,7 @@ func readObject(b []byte) ([]member, error) {
 		return nil, err
 	}
 	if _, err := d.Token(); err != io.EOF {
-		return nil, fmt.Errorf("data after the top-level object: %s", clip(b[d.InputOffset():]))
+		return nil, fmt.Errorf("data after the top-level object: %s", cniconf.Clip(b[d.InputOffset():]))
 	}
 	return ms, nil
 }
@@ -255,46 +245,21 @@ func decode(path string, raw json.RawMessage, into any, want string) error {
 		err = errors.Join(strict...)
 	}
 	if err != nil {
-		return fmt.Errorf("vpcnat: %s: invalid value %s (want %s): %w", path, clip(raw), want, err)
+		return fmt.Errorf("vpcnat: %s: invalid value %s (want %s): %w", path, cniconf.Clip(raw), want, err)
 	}
 	return nil
 }
 
-// clip shortens a raw JSON value for an error message.
-func clip(raw []byte) string {
-	const max = 256
-	if len(raw) > max {
-		return string(raw[:max]) + "..."
-	}
-	return string(raw)
-}
-
-// Validate checks vpcnat's own fields (after defaulting), each error naming the field and value.
+// Validate checks vpcnat's own fields (after defaulting), each error naming the field and value
+// (the rules are pkg/cniconf's, which the installer checks the entries it writes with).
 func (c *Conf) Validate() error {
-	for i, ns := range c.GatewayNamespaces {
-		if err := fastpath.CheckNamespace(ns); err != nil {
-			return fmt.Errorf("vpcnat: gatewayNamespaces[%d]: invalid namespace %q: %w", i, ns, err)
-		}
+	own := cniconf.Own{GatewayNamespaces: c.GatewayNamespaces, StateDir: c.StateDir, Master: c.Master}
+	if c.StateDir == "" {
+		// Parse defaults it; a Conf built by hand must still name one.
+		return fmt.Errorf("vpcnat: stateDir: %w", cniconf.CheckStateDir(c.StateDir))
 	}
-	if err := CheckStateDir(c.StateDir); err != nil {
-		return fmt.Errorf("vpcnat: stateDir: %w", err)
-	}
-	if c.Master != "" {
-		if err := fastpath.CheckIfName(c.Master); err != nil {
-			return fmt.Errorf("vpcnat: master: invalid value %q: %w", c.Master, err)
-		}
-	}
-	return nil
-}
-
-// CheckStateDir accepts only an absolute, clean path (no "..", ".", repeated or trailing
-// slash): the records must land exactly where the daemon looks for them.
-func CheckStateDir(p string) error {
-	if !filepath.IsAbs(p) {
-		return fmt.Errorf("%q is not an absolute path", p)
-	}
-	if !fastpath.CleanPath(p) {
-		return fmt.Errorf("%q is not a clean path (it would be %q: no \"..\", \".\", repeated or trailing slash)", p, filepath.Clean(p))
+	if err := own.Validate(); err != nil {
+		return fmt.Errorf("vpcnat: %w", err)
 	}
 	return nil
 }

@@ -1,8 +1,11 @@
 package conf
 
 import (
+	"encoding/json"
 	"strings"
 	"testing"
+
+	"github.com/vpcnat/vpcnat/pkg/cniinstall"
 )
 
 // TestParse: defaults, and each bad field refused with its name and value.
@@ -81,5 +84,31 @@ func TestIsGateway(t *testing.T) {
 	c.RuntimeConfig.PodAnnotations = map[string]string{"ovn.kubernetes.io/vpc_nat_gw_other": "g"}
 	if c.IsGateway(&Args{PodNamespace: "kube-system"}) {
 		t.Error("a pod without the gateway annotation is a gateway")
+	}
+}
+
+// TestInstallerEntryAccepted: the vpcnat entry the installer (pkg/cniinstall) writes from an
+// existing entry full of members the plugin refuses is one this parser accepts, with the
+// administrator's valid members kept.
+func TestInstallerEntryAccepted(t *testing.T) {
+	in := `{"cniVersion":"1.0.0","name":"n","plugins":[{"type":"bridge"},
+	  {"type":"vpcnat","master":"ens5","custom":{"a":1},"Master":"x","statedir":"/y","ipMasq":true,"cni.dev/future":1,
+	   "args":{"k":"v"},"dns":{"nameservers":["10.0.0.10"]},"ipam":{"type":"x"}}]}`
+	out, _, err := cniinstall.Chain([]byte(in), cniinstall.Entry{StateDir: "/run/vpcnat-test"}, SupportedVersions)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var list struct {
+		Plugins []json.RawMessage `json:"plugins"`
+	}
+	if err := json.Unmarshal(out, &list); err != nil {
+		t.Fatal(err)
+	}
+	c, err := Parse(list.Plugins[len(list.Plugins)-1])
+	if err != nil {
+		t.Fatalf("the plugin refuses the installer's entry: %v\n%s", err, out)
+	}
+	if c.Master != "ens5" || c.StateDir != "/run/vpcnat-test" {
+		t.Errorf("parsed %+v, want master ens5 and stateDir /run/vpcnat-test", c)
 	}
 }

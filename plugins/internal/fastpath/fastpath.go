@@ -13,6 +13,8 @@ import (
 	"net/netip"
 	"path/filepath"
 	"strings"
+
+	"github.com/vpcnat/vpcnat/pkg/cniconf"
 )
 
 // Env is what the runtime passes in the environment (CNI spec, "Parameters").
@@ -111,31 +113,16 @@ func (c *conf) isGateway(a *Args) bool {
 	return false
 }
 
-// topLevel are the members the full plugin's configuration may have (plugins/internal/conf:
-// vpcnat's fields and the CNI spec's), besides the spec's reserved "cni.dev/" ones. The full
-// plugin refuses any other member (also one differing from these only in case): such a call is
-// not handled here.
-var topLevel = []string{"cniVersion", "name", "type", "gatewayNamespaces", "stateDir", "master", "runtimeConfig",
-	"prevResult", "capabilities", "ipam", "dns", "args", "cni.dev/valid-attachments"}
-
-// knownTopLevel: every member is one of topLevel, exact case, or in the reserved "cni.dev/"
-// namespace.
+// knownTopLevel: every member is one the full plugin accepts (cniconf.Known: exact case, or in
+// the reserved "cni.dev/" namespace).
 func knownTopLevel(o *value) bool {
 	for _, k := range o.keys {
-		found := strings.HasPrefix(k, "cni.dev/")
-		for _, n := range topLevel {
-			found = found || k == n
-		}
-		if !found {
+		if !cniconf.Known(k) {
 			return false
 		}
 	}
 	return true
 }
-
-// CleanPath reports whether p is already clean (filepath.Clean(p) == p): no "..", ".",
-// repeated or trailing slash.
-func CleanPath(p string) bool { return filepath.Clean(p) == p }
 
 // readConf reads and checks the configuration as the full plugin does; ok=false for anything
 // the full plugin would refuse, and for anything this reader does not interpret exactly as
@@ -143,7 +130,7 @@ func CleanPath(p string) bool { return filepath.Clean(p) == p }
 // or a non-ASCII byte in a string whose value matters).
 func readConf(stdin []byte) (*conf, bool) {
 	top, err := parseJSON(stdin)
-	if err != nil || top.kind != kObject || !membersOK(top, topLevel) || !knownTopLevel(top) {
+	if err != nil || top.kind != kObject || !membersOK(top, cniconf.Fields) || !knownTopLevel(top) {
 		return nil, false
 	}
 	c := &conf{gatewayNamespaces: []string{DefaultGatewayNamespace}, stateDir: DefaultStateDir}
@@ -165,7 +152,7 @@ func readConf(stdin []byte) (*conf, bool) {
 			var nss []string
 			for _, e := range v.elems {
 				ns, plain := e.str()
-				ok = ok && plain && CheckNamespace(ns) == nil
+				ok = ok && plain && cniconf.CheckNamespace(ns) == nil
 				nss = append(nss, ns)
 			}
 			if len(nss) > 0 {
@@ -177,11 +164,11 @@ func readConf(stdin []byte) (*conf, bool) {
 			if dir != "" {
 				c.stateDir = dir
 			}
-			ok = ok && strings.HasPrefix(c.stateDir, "/") && CleanPath(c.stateDir)
+			ok = ok && cniconf.CheckStateDir(c.stateDir) == nil
 		case "master":
 			var m string
 			m, ok = v.str()
-			ok = ok && (m == "" || CheckIfName(m) == nil)
+			ok = ok && (m == "" || cniconf.CheckIfName(m) == nil)
 		case "runtimeConfig":
 			ok = c.readRuntimeConfig(v)
 		case "prevResult":
