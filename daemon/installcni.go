@@ -53,6 +53,9 @@ func runInstallCNI(args []string) int {
 	if res.Replaced != "" {
 		conf += fmt.Sprintf(" (converted from %s, kept as %s.vpcnat-orig)", res.Replaced, res.Replaced)
 	}
+	if len(res.Dropped) > 0 {
+		conf += fmt.Sprintf(" (dropped from the existing vpcnat entry, the plugin would refuse them: %s)", strings.Join(res.Dropped, "; "))
+	}
 	fmt.Printf("%s: %s; %s: %s\n", filepath.Join(o.BinDir, cniinstall.PluginType), bin, res.ConfFile, conf)
 	return 0
 }
