@@ -95,11 +95,14 @@ done
 
 printf '\n%-24s %-24s %12s %12s  %s\n' PACKAGE TARGET EXECUTIONS INTERESTING RESULT
 printf '%s\n' "${rows[@]}"
-printf '%d targets, %d executions, %d failed, %ds (%s each); logs in %s\n' \
-	"${#targets[@]}" "$total_execs" "$failed" "$(($(date +%s) - start))" "$duration" "$logdir"
+printf '%d targets, %d executions, %d failed, %ds (%s each)' \
+	"${#targets[@]}" "$total_execs" "$failed" "$(($(date +%s) - start))" "$duration"
+if [[ $failed -eq 0 && -z "${FUZZ_LOGDIR:-}" ]]; then
+	rm -rf "$logdir"
+	printf '\n'
+else
+	printf '; logs in %s\n' "$logdir"
+fi
 if [[ $failed -gt 0 ]]; then
 	exit 1
-fi
-if [[ -z "${FUZZ_LOGDIR:-}" ]]; then
-	rm -rf "$logdir"
 fi
