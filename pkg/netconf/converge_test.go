@@ -61,8 +61,8 @@ func TestFirstConvergeCreatesEverything(t *testing.T) {
 			t.Errorf("report lacks %q: %q", want, rep.Changes)
 		}
 	}
-	if len(rep.Announced) != 2 {
-		t.Errorf("announced %v, want both EIPs on the first converge", rep.Announced)
+	if got := strings.Join(rep.Announced, " "); got != "192.168.0.111 192.168.0.112 10.0.1.1 10.0.1.254" {
+		t.Errorf("announced %v, want both EIPs and both subnet addresses on the first converge", rep.Announced)
 	}
 
 	link := tp.ip(roleGW, "-d", "-o", "link", "show", "net1")

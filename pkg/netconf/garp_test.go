@@ -108,8 +108,10 @@ func TestGratuitousARP(t *testing.T) {
 	if took > time.Second {
 		t.Errorf("first converge with 100 EIPs took %v: announcing must not block", took)
 	}
-	if len(rep.Announced) != 100 {
-		t.Errorf("first converge announced %d EIPs, want all 100", len(rep.Announced))
+	// All 100 EIPs, then the subnet NIC's gateway IP and lanIp.
+	if len(rep.Announced) != 102 || rep.Announced[99] != "192.168.0.107" || rep.Announced[100] != "10.0.1.1" {
+		t.Errorf("first converge announced %d addresses (%v), want all 100 EIPs and 2 subnet addresses",
+			len(rep.Announced), rep.Announced)
 	}
 
 	d.EIPs = append(d.EIPs, annotations.EIP{EipCIDR: "192.168.0.200/24", Gateway: "192.168.0.254"})

@@ -44,7 +44,8 @@ type Report struct {
 	Full bool
 	// Changes has one human line per kernel change; empty when the netns was already in sync.
 	Changes []string
-	// Announced are the EIPs gratuitous ARPs were sent for (not a change of the netns).
+	// Announced are the addresses gratuitous ARPs were sent for (not a change of the netns):
+	// EIPs on the external NIC, then the addresses of the subnet NICs, in desired order.
 	Announced []string
 }
 
@@ -135,7 +136,7 @@ func (g *Gateway) Converge(ctx context.Context, d *annotations.Desired, full boo
 	// mappings are not in want by construction.
 	g.pendingStale = append(stillStale(g.pendingStale, want), stale...)
 
-	added, extChanged, err := g.syncInterfaces(netNS, h, d, st, primaries, change)
+	added, nicChanged, err := g.syncInterfaces(netNS, h, d, st, primaries, change)
 	if err != nil {
 		return rep, err
 	}
@@ -168,11 +169,16 @@ func (g *Gateway) Converge(ctx context.Context, d *annotations.Desired, full boo
 	}
 	g.last, g.initialised = want, true
 
-	announce := addrsOf(added)
-	if first || extChanged {
-		announce = addrsOf(st.addrs[extIfName(d)])
+	// Every address of a NIC on a fresh netns or a changed NIC (upstream and VPC hosts may hold a
+	// wrong or expired entry), else the addresses added. Primary NICs' addresses are the primary
+	// CNI's: st.addrs has none for them.
+	for _, name := range ownNICs(d) {
+		announce := added[name]
+		if first || nicChanged[name] {
+			announce = st.addrs[name]
+		}
+		rep.Announced = append(rep.Announced, g.announce(netNS, h, name, addrsOf(announce))...)
 	}
-	rep.Announced = g.announce(netNS, h, extIfName(d), announce)
 	return rep, nil
 }
 
@@ -237,11 +243,20 @@ func (g *Gateway) plan(h *Handles, d *annotations.Desired) (*netState, map[strin
 	return st, primaries, nil
 }
 
-// syncInterfaces converges links, their sysctls and their addresses. It returns the EIPs added,
-// and whether the external NIC itself changed (recreated, new MAC, brought up): then every EIP
-// is announced again, since upstream caches may hold a wrong or expired entry.
+// ownNICs are the external NIC, then the subnet NICs, in desired order.
+func ownNICs(d *annotations.Desired) []string {
+	names := []string{extIfName(d)}
+	for _, s := range d.Subnets {
+		names = append(names, s.IfName)
+	}
+	return names
+}
+
+// syncInterfaces converges links, their sysctls and their addresses. It returns the addresses
+// added per NIC, and which NICs themselves changed (recreated, new MAC, brought up): all their
+// addresses are announced again, since neighbours may hold a wrong or expired entry.
 func (g *Gateway) syncInterfaces(netNS ns.NetNS, h *Handles, d *annotations.Desired, st *netState,
-	primaries map[string]bool, change func([]string)) (added []netip.Prefix, extChanged bool, err error) {
+	primaries map[string]bool, change func([]string)) (added map[string][]netip.Prefix, changed map[string]bool, err error) {
 	want := map[string]bool{}
 	var subnets []string
 	for _, s := range d.Subnets {
@@ -252,28 +267,30 @@ func (g *Gateway) syncInterfaces(netNS ns.NetNS, h *Handles, d *annotations.Desi
 	lines, err := pruneSubnetNICs(h, want)
 	change(lines)
 	if err != nil {
-		return nil, false, err
+		return nil, nil, err
 	}
 	lines, err = EnsureExternalNIC(h, d.External)
 	change(lines)
 	if err != nil {
-		return nil, false, err
+		return nil, nil, err
 	}
-	extChanged = len(lines) > 0
+	changed = map[string]bool{extIfName(d): len(lines) > 0}
 	for _, s := range d.Subnets {
 		lines, err := EnsureSubnetNIC(h, s)
 		change(lines)
 		if err != nil {
-			return nil, false, err
+			return nil, nil, err
 		}
+		changed[s.IfName] = changed[s.IfName] || len(lines) > 0
 	}
 	ext := extIfName(d)
 	// promote_secondaries before any address is removed.
 	lines, err = syncSysctls(netNS, linkSysctls(ext, subnets, primaries))
 	change(lines)
 	if err != nil {
-		return nil, false, err
+		return nil, nil, err
 	}
+	added = map[string][]netip.Prefix{}
 	for _, name := range append([]string{ext}, subnets...) {
 		if primaries[name] {
 			continue // eth0's addresses belong to the primary CNI
@@ -281,32 +298,38 @@ func (g *Gateway) syncInterfaces(netNS ns.NetNS, h *Handles, d *annotations.Desi
 		lines, addedHere, err := SyncAddresses(h.Gateway, name, st.addrs[name])
 		change(lines)
 		if err != nil {
-			return nil, false, err
+			return nil, nil, err
 		}
-		if name == ext {
-			added = addedHere
-		}
+		added[name] = addedHere
 	}
-	return added, extChanged, nil
+	return added, changed, nil
 }
 
-// announce sends gratuitous ARPs for eips on the external NIC; failures are logged, never
-// returned: the netns is converged, and an upstream cache will learn the MAC on its next ARP.
-func (g *Gateway) announce(netNS ns.NetNS, h *Handles, ext string, eips []netip.Addr) []string {
-	if len(eips) == 0 {
+// announce sends gratuitous ARPs for the IPv4 addresses among addrs (EIPs on the external NIC,
+// a subnet's gateway IP and lanIp on its subnet NIC) out of the gateway link ifName, and returns
+// those addresses. Failures are logged, never returned: the netns is converged, and a neighbour
+// will learn the MAC on its next ARP.
+func (g *Gateway) announce(netNS ns.NetNS, h *Handles, ifName string, addrs []netip.Addr) []string {
+	var v4 []netip.Addr
+	for _, a := range addrs {
+		if a.Is4() { // ARP is IPv4 only
+			v4 = append(v4, a)
+		}
+	}
+	if len(v4) == 0 {
 		return nil
 	}
-	l, err := h.Gateway.LinkByName(ext)
+	l, err := h.Gateway.LinkByName(ifName)
 	if err == nil {
-		err = g.garp.announce(netNS, ext, l.Attrs().Index, l.Attrs().HardwareAddr, eips)
+		err = g.garp.announce(netNS, ifName, l.Attrs().Index, l.Attrs().HardwareAddr, v4)
 	}
 	if err != nil {
-		klog.ErrorS(err, "Gratuitous ARP failed", "netns", g.nsPath, "interface", ext)
+		klog.ErrorS(err, "Gratuitous ARP failed", "netns", g.nsPath, "interface", ifName)
 	}
-	out := make([]string, len(eips))
-	for i, a := range eips {
+	out := make([]string, len(v4))
+	for i, a := range v4 {
 		out[i] = a.String()
 	}
-	klog.V(2).InfoS("Announced EIPs", "netns", g.nsPath, "interface", ext, "eips", out)
+	klog.V(2).InfoS("Announced addresses", "netns", g.nsPath, "interface", ifName, "addresses", out)
 	return out
 }
