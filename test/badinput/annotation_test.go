@@ -43,7 +43,7 @@ type annCluster struct {
 
 func newAnnCluster(t *testing.T, prefix string) *annCluster {
 	t.Helper()
-	client, err := apiServer(t).Clientset()
+	client, err := apiServer.Get(t).Clientset()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -168,7 +168,7 @@ func startDaemon(t *testing.T, c *annCluster, tp *topo.Topology, stateDir string
 		t.Fatal(err)
 	}
 	defer logf.Close()
-	cmd := exec.Command(daemonBin, "--kubeconfig="+apiServer(t).Kubeconfig, "--node-name="+c.node,
+	cmd := exec.Command(daemonBin, "--kubeconfig="+apiServer.Get(t).Kubeconfig, "--node-name="+c.node,
 		"--gateway-namespace="+c.ns, "--state-dir="+stateDir, "--node-netns="+tp.Path(topo.Node),
 		"--metrics-addr="+addr, "--resync=1m", "-v=2")
 	cmd.Stdout, cmd.Stderr = logf, logf
@@ -306,7 +306,7 @@ func desiredValue(c Case, good string) (value string, annots map[string]any, err
 // hands them over in runtimeConfig. The node's other gateway (ngw2) is unchanged and carries
 // traffic at the end, and the seed gateway works again once given its good state back.
 func TestAnnotation(t *testing.T) {
-	needRoot(t)
+	topo.NeedRoot(t)
 	cases := casesOf(t, "annotation")
 	tp := newTopology(t)
 	c := newAnnCluster(t, tp.Prefix)

@@ -143,7 +143,7 @@ func cliSpec(t *testing.T, c Case) (string, []string, error) {
 // netns (converged from the good seed first) byte-identical afterwards. The healthy gateway
 // ngw2 in its own netns is unchanged and passes traffic at the end.
 func TestCLI(t *testing.T) {
-	needRoot(t)
+	topo.NeedRoot(t)
 	cases := casesOf(t, "cli")
 	tp := newTopology(t)
 	if err := tp.AddNS("gw2"); err != nil {

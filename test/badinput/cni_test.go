@@ -344,7 +344,7 @@ func (f *cniFixture) runCases(t *testing.T, k *counter, cases []Case) {
 // TestCNI: the cni cases through libcni with the real chain; afterwards the healthy gateway's
 // NICs, addresses and record are as they were, and a good ADD + DEL of the case pod still works.
 func TestCNI(t *testing.T) {
-	needRoot(t)
+	topo.NeedRoot(t)
 	cases := casesOf(t, "cni")
 	tp := newTopology(t)
 	f := newCNIFixture(t, tp, "kube-system")

@@ -104,7 +104,7 @@ type crEnv struct {
 
 func newCREnv(t *testing.T) *crEnv {
 	t.Helper()
-	e := apiServer(t)
+	e := apiServer.Get(t)
 	ctx := context.Background()
 	if _, err := e.Kubectl(ctx, "apply", "--server-side", "-f", filepath.Join(repoRoot(), "deploy", "crds")); err != nil {
 		t.Fatal(err)

@@ -1,16 +1,13 @@
 package badinput
 
 import (
-	"context"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
-	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
@@ -27,9 +24,9 @@ var (
 	daemonBin string
 	cniPaths  []string
 
-	envOnce sync.Once
-	env     *kubeenv.Env
-	envErr  error
+	// apiServer is the package's API server (etcd + kube-apiserver), started on first use and
+	// shared by the CR and annotation layers (each works on objects and namespaces of its own).
+	apiServer = &kubeenv.Shared{RepoRoot: repoRoot()}
 )
 
 func TestMain(m *testing.M) {
@@ -57,39 +54,10 @@ func run(m *testing.M) int {
 		}
 	}
 	code := m.Run()
-	if env != nil {
-		if err := env.Stop(); err != nil {
-			fmt.Fprintln(os.Stderr, err)
-		}
+	if err := apiServer.Stop(); err != nil {
+		fmt.Fprintln(os.Stderr, err)
 	}
 	return code
-}
-
-// apiServer is the package's API server (etcd + kube-apiserver), started on first use and shared
-// by the CR and annotation layers (each works on objects and namespaces of its own).
-func apiServer(t *testing.T) *kubeenv.Env {
-	t.Helper()
-	envOnce.Do(func() {
-		bin, err := kubeenv.BinDir(repoRoot())
-		if err != nil {
-			envErr = err
-			return
-		}
-		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-		defer cancel()
-		env, envErr = kubeenv.Start(ctx, bin)
-	})
-	if envErr != nil {
-		t.Fatalf("starting the API server: %v", envErr)
-	}
-	return env
-}
-
-func needRoot(t *testing.T) {
-	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("needs root: creates network namespaces, links and iptables rules")
-	}
 }
 
 // newTopology builds the seed topology under a per-run prefix, removed when the test ends

@@ -62,7 +62,7 @@ func checkAdmission(t *testing.T, admin kubernetes.Interface) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	e := apiServer(t)
+	e := apiServer.Get(t)
 	daemon, err := kubernetes.NewForConfig(&rest.Config{Host: e.URL, BearerToken: tr.Status.Token,
 		TLSClientConfig: rest.TLSClientConfig{CAFile: e.Config.TLSClientConfig.CAFile}})
 	if err != nil {

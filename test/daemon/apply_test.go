@@ -18,7 +18,7 @@ import (
 // and are reported, one applied patch per generation. The metrics count the syncs and the
 // rules. When the pod is deleted the daemon forgets it without touching its netns.
 func TestDaemonAppliesDesired(t *testing.T) {
-	needRoot(t)
+	topo.NeedRoot(t)
 	tp := newTopology(t)
 	c := newCluster(t, tp.Prefix)
 	n := newNode(t, c, tp)

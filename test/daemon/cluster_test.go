@@ -43,7 +43,7 @@ type cluster struct {
 
 func newCluster(t *testing.T, prefix string) *cluster {
 	t.Helper()
-	e := apiServer(t)
+	e := apiServer.Get(t)
 	client, err := e.Clientset()
 	if err != nil {
 		t.Fatal(err)
@@ -93,7 +93,7 @@ func (c *cluster) serviceAccountKubeconfig(sa string) string {
 	if err != nil {
 		c.t.Fatalf("token for ServiceAccount %s/%s: %v", c.ns, sa, err)
 	}
-	e := apiServer(c.t)
+	e := apiServer.Get(c.t)
 	path := filepath.Join(c.t.TempDir(), sa+".kubeconfig")
 	kc := fmt.Sprintf("apiVersion: v1\nkind: Config\nclusters:\n- name: test\n  cluster: {server: %q, certificate-authority: %q}\n"+
 		"users:\n- name: sa\n  user: {token: %q}\ncontexts:\n- name: test\n  context: {cluster: test, user: sa}\ncurrent-context: test\n",
@@ -171,7 +171,7 @@ func deleteObjects(t *testing.T, objs []*unstructured.Unstructured) {
 // resourceOf is the dynamic client of an object's resource, found through discovery.
 func resourceOf(t *testing.T, o *unstructured.Unstructured) (dynamic.ResourceInterface, error) {
 	t.Helper()
-	e := apiServer(t)
+	e := apiServer.Get(t)
 	client, err := e.Clientset()
 	if err != nil {
 		return nil, err

@@ -16,7 +16,7 @@ import (
 // its pods egress through the gateway; removed, the NIC goes (with its node-side veth) and so
 // does the traffic, while the first subnet keeps working.
 func TestDaemonSubnetHotplug(t *testing.T) {
-	needRoot(t)
+	topo.NeedRoot(t)
 	g := newSeedGateway(t)
 	in := seedInputs(t, 2)
 	in.Subnets = append(in.Subnets, &v1.Subnet{ObjectMeta: metav1.ObjectMeta{Name: "sn2"},

@@ -50,7 +50,7 @@ func (g *seedGateway) works() {
 // gateway's netns come back by the next periodic resync, exactly as they were, without any
 // applied patch (nothing changed for the controller).
 func TestDaemonRepairsDrift(t *testing.T) {
-	needRoot(t)
+	topo.NeedRoot(t)
 	g := newSeedGateway(t, "--resync=1s")
 	want := g.n.dump(topo.Gateway)
 	changes := g.dm.metric("vpcnat_daemon_kernel_changes_total", "gateway", "ngw")
@@ -83,7 +83,7 @@ func TestDaemonRepairsDrift(t *testing.T) {
 // reads everything back and changes nothing at all in the kernel (not even transiently: no
 // kernel change is logged or counted), and does not patch the pod.
 func TestDaemonRestartChangesNothing(t *testing.T) {
-	needRoot(t)
+	topo.NeedRoot(t)
 	g := newSeedGateway(t)
 	before := g.n.dump(topo.Gateway)
 	pod := g.c.getPod(g.pod)
@@ -124,7 +124,7 @@ func TestDaemonRestartChangesNothing(t *testing.T) {
 // converge the new, empty netns from scratch, and traffic flows through it. Nothing new is
 // reported: the same desired state is applied.
 func TestDaemonSandboxRecreated(t *testing.T) {
-	needRoot(t)
+	topo.NeedRoot(t)
 	g := newSeedGateway(t)
 	if err := g.n.chain.Del(g.n.list, g.sandbox); err != nil {
 		t.Fatal(err)

@@ -17,14 +17,11 @@
 package daemon
 
 import (
-	"context"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"sync"
 	"testing"
-	"time"
 
 	"github.com/vpcnat/vpcnat/test/cnichain"
 	"github.com/vpcnat/vpcnat/test/kubeenv"
@@ -38,9 +35,9 @@ var (
 	daemonBin string
 	cniPaths  []string
 
-	envOnce sync.Once
-	env     *kubeenv.Env
-	envErr  error
+	// apiServer is the package's API server, started on first use (one for all tests: each test
+	// works in namespaces and on a node name of its own).
+	apiServer = &kubeenv.Shared{RepoRoot: repoRoot}
 )
 
 func TestMain(m *testing.M) {
@@ -63,39 +60,9 @@ func TestMain(m *testing.M) {
 		}
 	}
 	code := m.Run()
-	if env != nil {
-		if err := env.Stop(); err != nil {
-			fmt.Fprintln(os.Stderr, err)
-		}
+	if err := apiServer.Stop(); err != nil {
+		fmt.Fprintln(os.Stderr, err)
 	}
 	os.RemoveAll(dir)
 	os.Exit(code)
-}
-
-// apiServer is the package's API server, started on first use (one for all tests: each test
-// works in namespaces and on a node name of its own).
-func apiServer(t *testing.T) *kubeenv.Env {
-	t.Helper()
-	envOnce.Do(func() {
-		bin, err := kubeenv.BinDir(repoRoot)
-		if err != nil {
-			envErr = err
-			return
-		}
-		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-		defer cancel()
-		env, envErr = kubeenv.Start(ctx, bin)
-	})
-	if envErr != nil {
-		t.Fatalf("starting the API server: %v", envErr)
-	}
-	return env
-}
-
-// needRoot skips a test that creates network namespaces.
-func needRoot(t *testing.T) {
-	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("needs root: creates network namespaces, links and iptables rules")
-	}
 }

@@ -18,7 +18,7 @@ import (
 // DaemonSet comes back as written (hostNetwork, the mount propagation of the netns mount); and
 // the Role grants the daemon's ServiceAccount exactly what it uses and nothing around it.
 func TestManifests(t *testing.T) {
-	e := apiServer(t)
+	e := apiServer.Get(t)
 	client, err := e.Clientset()
 	if err != nil {
 		t.Fatal(err)

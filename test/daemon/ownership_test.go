@@ -22,7 +22,7 @@ import (
 // complete owner chain there), without any owner, or owned by a Deployment no VpcNatGateway
 // controls — are never converged nor annotated, while the real gateway next to them is.
 func TestDaemonIgnoresImpostors(t *testing.T) {
-	needRoot(t)
+	topo.NeedRoot(t)
 	tp := newTopology(t)
 	c := newCluster(t, tp.Prefix)
 	n := newNode(t, c, tp)
@@ -99,7 +99,7 @@ func TestDaemonIgnoresImpostors(t *testing.T) {
 // reported and retried with backoff. Meanwhile the node's other gateway is converged and
 // updated as usual. Once fixed, the first gateway works.
 func TestDaemonBadDesired(t *testing.T) {
-	needRoot(t)
+	topo.NeedRoot(t)
 	tp := newTopology(t)
 	c := newCluster(t, tp.Prefix)
 	n := newNode(t, c, tp)

@@ -142,7 +142,7 @@ func neighMAC(t *testing.T, n *node, role, ip string) string {
 // net1's MAC: the EIP gateway's neighbour entries, made stale on purpose (a wrong MAC) before
 // the reboot, are updated by them.
 func TestDaemonReboot(t *testing.T) {
-	needRoot(t)
+	topo.NeedRoot(t)
 	g := newSeedGateway(t)
 	_, d := build(t, seedInputs(t, 1))
 	uid := g.c.getPod(g.pod).UID

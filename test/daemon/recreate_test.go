@@ -26,7 +26,7 @@ import (
 // e2e test, the recreated gateway forwarded nothing for the subnet for minutes: until the
 // resync).
 func TestDaemonReplacementPodOldSandboxLast(t *testing.T) {
-	needRoot(t)
+	topo.NeedRoot(t)
 	g := newSeedGateway(t)
 	g.works()
 	old := g.c.getPod(g.pod)

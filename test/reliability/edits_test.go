@@ -183,7 +183,7 @@ func quickPairs() []quickPair {
 // still be there (no over-eager clean-up). "fast" converges as the daemon does on an update (the
 // nat diff against the last applied ruleset), "full" reads the nat table back every time.
 func TestQuickEdits(t *testing.T) {
-	needRoot(t)
+	topo.NeedRoot(t)
 	for _, mode := range []string{"fast", "full"} {
 		t.Run(mode, func(t *testing.T) { quickEdits(t, mode == "full") })
 	}

@@ -15,13 +15,6 @@ import (
 	"github.com/vpcnat/vpcnat/test/topo"
 )
 
-func needRoot(t *testing.T) {
-	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("needs root: creates network namespaces, links and iptables rules")
-	}
-}
-
 // bare is the crash and edit tests' topology: a simulated node (eth1, the external NIC's master,
 // a veth into "ext"; bridges br-sn and br-sn2) and an empty gateway netns. No traffic flows.
 type bare struct {
@@ -30,7 +23,7 @@ type bare struct {
 
 func newBare(t *testing.T) *bare {
 	t.Helper()
-	needRoot(t)
+	topo.NeedRoot(t)
 	tp := &topo.Topology{Prefix: topo.NewPrefix()}
 	cleanup(t, tp)
 	for _, step := range []func() error{

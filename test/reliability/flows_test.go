@@ -158,7 +158,7 @@ func (tr *traffic) Stop() {
 // to make the gateway: the CNI chain (bridge + host-local + vpcnat) then `vpcnat-daemon apply`,
 // and netconf alone (in-process converge of an empty netns).
 func TestFlowsRacingSetup(t *testing.T) {
-	needRoot(t)
+	topo.NeedRoot(t)
 	for _, via := range []string{"cni", "netconf"} {
 		t.Run(via, func(t *testing.T) { flowsRacingSetup(t, via) })
 	}

@@ -27,7 +27,7 @@ import (
 // is in the kernel (as a crash between the nat commit and the clean-up leaves it), and a
 // restarted daemon's converge, whose nat diff is empty, deletes it.
 func TestMappingAddedAfterFlow(t *testing.T) {
-	needRoot(t)
+	topo.NeedRoot(t)
 	for _, c := range []lateCase{
 		{
 			name: "dnat",

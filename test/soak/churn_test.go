@@ -61,13 +61,6 @@ func (c *counts) fail(err error) {
 	c.mu.Unlock()
 }
 
-func needRoot(t *testing.T) {
-	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("needs root: creates network namespaces, links and iptables rules")
-	}
-}
-
 // buildNode builds the simulated node: the external L2 (ns ext, bridge br0) with the node's eth1 and
 // the client, the node's namespace with one bridge per gateway subnet.
 func buildNode(t *testing.T, gateways int) *topo.Topology {
@@ -101,7 +94,7 @@ func buildNode(t *testing.T, gateways int) *topo.Topology {
 }
 
 func TestChurn(t *testing.T) {
-	needRoot(t)
+	topo.NeedRoot(t)
 	md, err := runMode()
 	if err != nil {
 		t.Fatal(err)
