@@ -5,7 +5,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"slices"
 	"strings"
 	"testing"
 
@@ -76,40 +75,14 @@ func newTopology(t *testing.T) *topo.Topology {
 	return tp
 }
 
-// dump is a netns's kernel state as text: links, IPv4 addresses, ip rules, routes, the nat
-// table (without counters) and forwarding.
+// dump is a netns's kernel state as text (topo.Dump).
 func dump(t *testing.T, tp *topo.Topology, role string) string {
 	t.Helper()
-	var b strings.Builder
-	for _, argv := range [][]string{
-		{"ip", "-o", "link", "show"},
-		{"ip", "-o", "-4", "addr", "show"},
-		{"ip", "-4", "rule", "show"},
-		{"ip", "-4", "route", "show", "table", "all"},
-		{"iptables-save", "-t", "nat"},
-		{"sysctl", "net.ipv4.ip_forward"},
-	} {
-		out, err := tp.Exec(role, argv...)
-		if err != nil {
-			t.Fatal(err)
-		}
-		lines := strings.Split(out, "\n")
-		if len(argv) > 2 && argv[2] == "rule" {
-			slices.Sort(lines)
-		}
-		for _, l := range lines {
-			if strings.HasPrefix(l, "#") {
-				continue
-			}
-			if strings.HasPrefix(l, ":") {
-				if i := strings.LastIndex(l, " ["); i > 0 {
-					l = l[:i]
-				}
-			}
-			b.WriteString(l + "\n")
-		}
+	out, err := tp.Dump(role)
+	if err != nil {
+		t.Fatal(err)
 	}
-	return b.String()
+	return out
 }
 
 // links lists the link names of a role's netns.

@@ -4,8 +4,6 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"path/filepath"
-	"slices"
-	"strings"
 	"testing"
 	"time"
 
@@ -133,37 +131,14 @@ func (n *node) exec(role string, argv ...string) string {
 	return out
 }
 
-// dump is a gateway netns's kernel state as text: links, IPv4 addresses, ip rules and routes
-// (the daemon manages IPv4 only; IPv6 link-local addresses change state on their own as DAD
-// completes), the nat table (without counters and timestamps) and forwarding.
+// dump is a netns's kernel state as text (topo.Dump).
 func (n *node) dump(role string) string {
 	n.t.Helper()
-	var b strings.Builder
-	for _, argv := range [][]string{
-		{"ip", "-o", "link", "show"},
-		{"ip", "-o", "-4", "addr", "show"},
-		{"ip", "-4", "rule", "show"},
-		{"ip", "-4", "route", "show", "table", "all"},
-		{"iptables-save", "-t", "nat"},
-		{"sysctl", "net.ipv4.ip_forward"},
-	} {
-		lines := strings.Split(n.exec(role, argv...), "\n")
-		if len(argv) > 2 && argv[2] == "rule" {
-			slices.Sort(lines) // rules of one priority list in insertion order: no meaning
-		}
-		for _, l := range lines {
-			if strings.HasPrefix(l, "#") {
-				continue
-			}
-			if strings.HasPrefix(l, ":") {
-				if i := strings.LastIndex(l, " ["); i > 0 {
-					l = l[:i]
-				}
-			}
-			b.WriteString(l + "\n")
-		}
+	out, err := n.topo.Dump(role)
+	if err != nil {
+		n.t.Fatal(err)
 	}
-	return b.String()
+	return out
 }
 
 // nat is the gateway's nat table.

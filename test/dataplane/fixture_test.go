@@ -11,8 +11,6 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
-	"slices"
-	"strings"
 	"testing"
 	"time"
 
@@ -123,66 +121,14 @@ func (f *fixture) gwExec(argv ...string) string {
 	return out
 }
 
-// dump is the gateway's kernel state as text: links, addresses, ip rules, our routes, NAT table.
+// dump is the gateway's kernel state as text (topo.Dump).
 func (f *fixture) dump() string {
 	f.t.Helper()
-	var b strings.Builder
-	for _, argv := range [][]string{
-		{"ip", "-o", "link", "show"},
-		{"ip", "-o", "addr", "show"},
-		{"ip", "rule", "show"},
-		{"ip", "route", "show", "table", "all"},
-		{"iptables-save", "-t", "nat"},
-		{"sysctl", "net.ipv4.ip_forward"},
-	} {
-		out := f.gwExec(argv...)
-		lines := strings.Split(out, "\n")
-		if argv[1] == "rule" {
-			// Rules of one priority list in insertion order; ours at one priority match disjoint
-			// input interfaces, so their order carries no meaning and a repair may change it.
-			slices.Sort(lines)
-		}
-		for _, l := range lines {
-			// iptables-save stamps the time and packet counters change with traffic.
-			if strings.HasPrefix(l, "#") {
-				continue
-			}
-			l, keep := ignoreIPv6DAD(l)
-			if !keep {
-				continue
-			}
-			b.WriteString(stripCounters(l) + "\n")
-		}
+	out, err := f.topo.Dump(topo.Gateway)
+	if err != nil {
+		f.t.Fatal(err)
 	}
-	return b.String()
-}
-
-// ignoreIPv6DAD takes out of a dump line what the kernel's IPv6 duplicate address detection
-// changes by itself, a second or two after a link comes up, with nothing of vpcnat involved: the
-// "tentative" flag of a link-local (fe80::/10) address, and the kernel's local and anycast
-// routes for link-local addresses, which appear only once DAD is done. vpcnat sets no IPv6
-// link-local address and no such route, so nothing of its own state is hidden: the addresses
-// themselves stay in the dump, as does every other address, flag and route. keep=false drops
-// the line.
-func ignoreIPv6DAD(l string) (string, bool) {
-	f := strings.Fields(l)
-	if len(f) >= 2 && (f[0] == "local" || f[0] == "anycast") && strings.HasPrefix(f[1], "fe80:") &&
-		strings.Contains(l, " table local ") && strings.Contains(l, " proto kernel ") {
-		return "", false
-	}
-	if i := slices.Index(f, "inet6"); i >= 0 && i+1 < len(f) && strings.HasPrefix(f[i+1], "fe80:") {
-		l = strings.Replace(l, " tentative", "", 1)
-	}
-	return l, true
-}
-
-func stripCounters(l string) string {
-	if strings.HasPrefix(l, ":") {
-		if i := strings.LastIndex(l, " ["); i > 0 {
-			return l[:i]
-		}
-	}
-	return l
+	return out
 }
 
 func dnat(eip string, port int32, proto, ip string, iport int32) v1.DnatRule {
