@@ -161,6 +161,11 @@ func (c *Controller) gatewayHandler() cache.ResourceEventHandler {
 				for _, addr := range changedEIPsInForce(o, n) {
 					c.enqueueIndexed(indexEIP, addr)
 				}
+				// The gateway itself is looked at again once its status write reaches the cache:
+				// a sync that ran before (on the daemon's report, say) compared its result with
+				// the stale cached status, found them equal and wrote nothing, which would leave
+				// the older write in force. That sync computes the same status and writes nothing.
+				c.enqueueGateway(n.Name)
 			}
 		},
 		DeleteFunc: each,
