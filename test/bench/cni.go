@@ -30,7 +30,8 @@ type variant struct {
 // cniResult is the CNI part of the table (medians).
 type cniResult struct {
 	rounds   int
-	variants []*variant // plain chain, + vpcnat, + the floor, + each compared binary
+	variants []*variant // plain chain, + vpcnat, + the floor, [+ the C exec floor], + each compared binary
+	cFloor   *variant   // the static C exec floor (nil: no C compiler)
 	// gateway pod (net1 + 2 subnet NICs): chain ADD without and with vpcnat, and DEL
 	plainAdd, gatewayAdd, gatewayDel time.Duration
 }
@@ -80,6 +81,23 @@ func (b bench) measureCNI(rounds int, compare []string) (cniResult, error) {
 	}
 	if _, err := newVariant("bridge + host-local + a do-nothing Go plugin (the floor)", floorDir, true); err != nil {
 		return r, err
+	}
+	// The exec floor: the same do-nothing plugin as a static C program (no language runtime),
+	// when this machine has a C compiler; what one plugin execution costs here at the least.
+	cFloorDir := filepath.Join(dir, "floor-c")
+	if cc, err := exec.LookPath("cc"); err != nil {
+		fmt.Fprintln(os.Stderr, "vpcnat-bench: no C compiler (cc): the static C exec floor is not measured")
+	} else {
+		if err := os.MkdirAll(cFloorDir, 0o755); err != nil {
+			return r, err
+		}
+		build := exec.Command(cc, "-O2", "-static", "-o", filepath.Join(cFloorDir, "vpcnat"), "test/bench/passthru-c/passthru.c")
+		if out, err := build.CombinedOutput(); err != nil {
+			return r, fmt.Errorf("building the C pass-through plugin: %w: %s", err, out)
+		}
+		if r.cFloor, err = newVariant("bridge + host-local + the same do-nothing plugin in static C (the exec floor)", cFloorDir, true); err != nil {
+			return r, err
+		}
 	}
 	for i, bin := range compare {
 		d := filepath.Join(dir, fmt.Sprintf("compare-%d", i))
@@ -195,6 +213,12 @@ func printCNI(r cniResult) {
 		}
 		fmt.Printf("| %s | %s | %s | %s |\n", v.name, ms(median(v.addDel)), diff, exe)
 	}
+	fmt.Printf("\nTarget (issue 3): vpcnat adds at most 2 ms to a normal pod's ADD+DEL. Two plugin executions are the least any chained plugin adds; their medians here: vpcnat %s, the do-nothing Go plugin %s",
+		ms(median(r.variants[1].execs)), ms(floor))
+	if r.cFloor != nil {
+		fmt.Printf(", the do-nothing static C program %s", ms(median(r.cFloor.execs)))
+	}
+	fmt.Println(".")
 	fmt.Printf("\n| CNI chain through libcni, gateway pod (median of %d) | time |\n| --- | --- |\n", r.rounds)
 	fmt.Printf("| gateway pod ADD, bridge + host-local only | %s |\n", ms(r.plainAdd))
 	fmt.Printf("| gateway pod ADD with vpcnat (net1 + 2 subnet NICs) | %s (vpcnat's share %s) |\n", ms(r.gatewayAdd), ms(r.gatewayAdd-r.plainAdd))
