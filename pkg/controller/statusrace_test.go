@@ -11,7 +11,6 @@ package controller
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -27,7 +26,6 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/cache"
@@ -506,21 +504,7 @@ func rolledOut(d *appsv1.Deployment) bool {
 
 // gatewayPod is the gateway's one pod that is not being deleted, from the server.
 func (r *raceRig) gatewayPod(name string) (*corev1.Pod, error) {
-	ps, err := r.kube.CoreV1().Pods(plan.GatewayNamespace).List(context.Background(),
-		metav1.ListOptions{LabelSelector: plan.LabelGateway + "=" + name})
-	if err != nil {
-		return nil, err
-	}
-	var live []*corev1.Pod
-	for i := range ps.Items {
-		if ps.Items[i].DeletionTimestamp == nil {
-			live = append(live, &ps.Items[i])
-		}
-	}
-	if len(live) != 1 {
-		return nil, fmt.Errorf("gateway %s has %d live pods", name, len(live))
-	}
-	return live[0], nil
+	return kubeenv.LiveGatewayPod(context.Background(), r.kube, plan.GatewayNamespace, name)
 }
 
 // daemonReports does what the daemon does once it applied the pod's desired state: it patches
@@ -535,21 +519,7 @@ func (r *raceRig) daemonReports(name string) {
 	if err != nil {
 		r.t.Fatal(err)
 	}
-	hash, err := annotations.DesiredHash(d)
-	if err != nil {
-		r.t.Fatal(err)
-	}
-	value, err := annotations.Marshal(&annotations.Applied{Version: annotations.Version, Generation: d.Generation,
-		Hash: hash, Time: time.Now().UTC().Format(time.RFC3339)})
-	if err != nil {
-		r.t.Fatal(err)
-	}
-	patch, err := json.Marshal(map[string]any{"metadata": map[string]any{"annotations": map[string]string{annotations.AppliedKey: value}}})
-	if err != nil {
-		r.t.Fatal(err)
-	}
-	if _, err := r.kube.CoreV1().Pods(p.Namespace).Patch(context.Background(), p.Name, types.MergePatchType, patch,
-		metav1.PatchOptions{FieldManager: "vpcnat-daemon"}); err != nil {
+	if err := kubeenv.ReportApplied(context.Background(), r.kube, p, d, "", nil, "vpcnat-daemon"); err != nil {
 		r.t.Fatal(err)
 	}
 }

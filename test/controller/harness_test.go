@@ -18,6 +18,7 @@ import (
 	v1 "github.com/vpcnat/vpcnat/pkg/apis/kubeovn/v1"
 	"github.com/vpcnat/vpcnat/pkg/controller"
 	"github.com/vpcnat/vpcnat/pkg/plan"
+	"github.com/vpcnat/vpcnat/test/kubeenv"
 )
 
 var listAll = metav1.ListOptions{}
@@ -163,20 +164,7 @@ func cleanUp(t *testing.T) {
 
 // livePod is the gateway's one pod that is not being deleted.
 func livePod(name string) (*corev1.Pod, error) {
-	ps, err := admin.kube.CoreV1().Pods(ns).List(context.Background(), metav1.ListOptions{LabelSelector: plan.LabelGateway + "=" + name})
-	if err != nil {
-		return nil, err
-	}
-	var live []*corev1.Pod
-	for i := range ps.Items {
-		if ps.Items[i].DeletionTimestamp == nil {
-			live = append(live, &ps.Items[i])
-		}
-	}
-	if len(live) != 1 {
-		return nil, fmt.Errorf("gateway %s has %d live pods", name, len(live))
-	}
-	return live[0], nil
+	return kubeenv.LiveGatewayPod(context.Background(), admin.kube, ns, name)
 }
 
 // waitDesired waits until the gateway's running, bound pod carries exactly the desired state

@@ -2,7 +2,6 @@ package controller
 
 import (
 	"context"
-	"encoding/json"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -11,34 +10,22 @@ import (
 	"slices"
 	"strings"
 	"testing"
-	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/types"
 
 	"github.com/vpcnat/vpcnat/pkg/annotations"
 	"github.com/vpcnat/vpcnat/pkg/controller"
 	"github.com/vpcnat/vpcnat/pkg/plan"
+	"github.com/vpcnat/vpcnat/test/kubeenv"
 )
 
 // writeApplied plays the daemon: it writes an applied annotation on the pod reporting d (by
 // hash) applied, with the rule errors given.
 func writeApplied(t *testing.T, pod *corev1.Pod, d *annotations.Desired, syncErr string, ruleErrors map[string]string) {
 	t.Helper()
-	hash, err := annotations.DesiredHash(d)
-	if err != nil {
-		t.Fatal(err)
-	}
-	a := annotations.Applied{Version: annotations.Version, Generation: d.Generation, Hash: hash,
-		Time: time.Now().UTC().Format(time.RFC3339), Error: syncErr, RuleErrors: ruleErrors}
-	s, err := annotations.Marshal(a)
-	if err != nil {
-		t.Fatal(err)
-	}
-	patch, _ := json.Marshal(map[string]any{"metadata": map[string]any{"annotations": map[string]string{annotations.AppliedKey: s}}})
-	if _, err := admin.kube.CoreV1().Pods(pod.Namespace).Patch(context.Background(), pod.Name, types.MergePatchType, patch, metav1.PatchOptions{}); err != nil {
+	if err := kubeenv.ReportApplied(context.Background(), admin.kube, pod, d, syncErr, ruleErrors, ""); err != nil {
 		t.Fatal(err)
 	}
 }
