@@ -57,7 +57,7 @@ func parseFlags(args []string) (*flags, error) {
 	fs.StringVar(&f.opts.ExternalNetwork, "external-network", controller.DefaultExternalNetwork, "external network attachment named in the pods' k8s.v1.cni.cncf.io/networks annotation")
 	fs.IntVar(&f.opts.Workers, "workers", 4, "gateways synced in parallel")
 	fs.DurationVar(&f.opts.Resync, "resync", 10*time.Minute, "periodic re-check of every gateway (0: none)")
-	fs.StringVar(&f.metricsAddr, "metrics-addr", ":8080", "address of /metrics and /healthz; empty: none")
+	fs.StringVar(&f.metricsAddr, "metrics-addr", ":8080", "address of /metrics, /healthz (liveness) and /readyz (readiness); empty: none")
 	fs.BoolVar(&f.profiling, "profiling", false, "also serve Go's /debug/pprof/ on the metrics address")
 	fs.BoolVar(&f.leaderElect, "leader-elect", true, "run only while holding the Lease (one active controller per cluster)")
 	fs.StringVar(&f.le.Namespace, "leader-elect-namespace", plan.GatewayNamespace, "namespace of the Lease")
@@ -123,11 +123,13 @@ func run(ctx context.Context, f *flags) error {
 	if err != nil {
 		return err
 	}
+	ready := controller.NewReadiness(c, f.leaderElect)
 	if f.leaderElect {
 		f.le.Healthz = leaderelection.NewLeaderHealthzAdaptor(20 * time.Second)
+		f.le.Readiness = ready
 	}
 	if f.metricsAddr != "" {
-		if err := serveMetrics(ctx, f.metricsAddr, reg, f.le.Healthz, f.profiling); err != nil {
+		if err := serveMetrics(ctx, f.metricsAddr, reg, f.le.Healthz, ready, f.profiling); err != nil {
 			return err
 		}
 	}
@@ -152,9 +154,16 @@ func restConfig(kubeconfig string) (*rest.Config, error) {
 	return cfg, nil
 }
 
-// serveMetrics serves /metrics and /healthz until ctx ends. The address actually bound (":0"
-// picks a port) is logged, for tests and benchmarks.
-func serveMetrics(ctx context.Context, addr string, reg *prometheus.Registry, le *leaderelection.HealthzAdaptor, profiling bool) error {
+// serveMetrics serves /metrics, /healthz and /readyz until ctx ends. The address actually bound
+// (":0" picks a port) is logged, for tests and benchmarks.
+//
+// /healthz is liveness: 200 while the process serves, unless it leads on a Lease it has not
+// renewed for 20 s past its expiry (a stuck leader, which a restart cures). It does not wait for
+// the informer caches, unlike the daemon's /healthz: a controller started before the CRDs are
+// served would otherwise be restarted in a loop. /readyz is readiness (controller.Readiness): the
+// leader once its caches have synced, a standby once it has read the Lease; both also fail the
+// stuck-leader check, as kube-scheduler's /readyz does.
+func serveMetrics(ctx context.Context, addr string, reg *prometheus.Registry, le *leaderelection.HealthzAdaptor, ready http.Handler, profiling bool) error {
 	l, err := net.Listen("tcp", addr)
 	if err != nil {
 		return fmt.Errorf("metrics listener: %w", err)
@@ -175,6 +184,15 @@ func serveMetrics(ctx context.Context, addr string, reg *prometheus.Registry, le
 			}
 		}
 		_, _ = w.Write([]byte("ok"))
+	})
+	mux.HandleFunc("/readyz", func(w http.ResponseWriter, r *http.Request) {
+		if le != nil {
+			if err := le.Check(r); err != nil {
+				http.Error(w, err.Error(), http.StatusServiceUnavailable)
+				return
+			}
+		}
+		ready.ServeHTTP(w, r)
 	})
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 	go func() { _ = srv.Serve(l) }()

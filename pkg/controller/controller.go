@@ -6,8 +6,8 @@ package controller
 
 import (
 	"context"
-	"errors"
 	"fmt"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -69,6 +69,8 @@ type Controller struct {
 	gwIndexer    cache.Indexer
 	subnetIndex  cache.Indexer
 	synced       []cache.InformerSynced
+	// working is set once the caches have synced and the workers started (Readiness).
+	working atomic.Bool
 
 	queue       workqueue.TypedRateLimitingInterface[key]
 	broadcaster record.EventBroadcaster
@@ -179,12 +181,16 @@ func (c *Controller) Run(ctx context.Context) error {
 	// No write before every cache is full: a sync on a partial cache would see a missing
 	// ConfigMap or a missing Subnet and report a problem that does not exist.
 	if !cache.WaitForNamedCacheSync("vpcnat-controller", ctx.Done(), c.synced...) {
-		return errors.New("caches did not sync")
+		// Only an ended ctx stops the wait: a stop (or a lost Lease, which RunAsLeader reports)
+		// before the caches synced, e.g. while the CRDs are not served yet. Not an error of Run.
+		logger.Info("Stopped before the caches synced")
+		return nil
 	}
 	logger.Info("Caches synced; starting workers", "workers", c.opts.Workers)
 	for range c.opts.Workers {
 		go wait.UntilWithContext(ctx, c.worker, time.Second)
 	}
+	c.working.Store(true)
 	<-ctx.Done()
 	logger.Info("Stopping")
 	return nil

@@ -22,6 +22,8 @@ type LeaderElection struct {
 	LeaseDuration, RenewDeadline, RetryPeriod time.Duration
 	// Healthz, when set, fails /healthz when this process holds an expired Lease.
 	Healthz *leaderelection.HealthzAdaptor
+	// Readiness, when set, is told who holds the Lease (see Readiness).
+	Readiness *Readiness
 }
 
 // ErrLeadershipLost is returned by RunAsLeader when the Lease was lost before ctx ended; the
@@ -83,6 +85,9 @@ func RunAsLeader(ctx context.Context, kube kubernetes.Interface, le LeaderElecti
 	}
 	if le.Healthz != nil {
 		le.Healthz.SetLeaderElection(elector)
+	}
+	if le.Readiness != nil {
+		le.Readiness.setLease(elector)
 	}
 	logger.Info("Waiting for the Lease")
 	// OnStartedLeading runs in a goroutine of its own; the elector's Run returns when the Lease

@@ -82,7 +82,7 @@ func run(m *testing.M) int {
 // user would, and then starts kube-controller-manager: its garbage collector learns the kinds
 // that can own objects from discovery, which it refreshes only every 30 s.
 func setUp(ctx context.Context) error {
-	for _, dir := range []string{"deploy/crds", "deploy/controller/serviceaccount.yaml", "deploy/controller/rbac.yaml"} {
+	for _, dir := range []string{"deploy/crds", "deploy/controller/00-serviceaccount.yaml", "deploy/controller/10-rbac.yaml"} {
 		if _, err := env.Kubectl(ctx, "apply", "--server-side", "-f", filepath.Join(repoRoot, dir)); err != nil {
 			return err
 		}

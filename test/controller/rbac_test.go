@@ -11,7 +11,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
 
-// TestRBAC: deploy/controller/rbac.yaml grants the controller what it uses (every other test runs
+// TestRBAC: deploy/controller/10-rbac.yaml grants the controller what it uses (every other test runs
 // the controller as this ServiceAccount, which proves it enough) and nothing more: no Secrets, no
 // exec, no pod or Deployment deletion, no writes outside the gateway namespace, no other
 // ConfigMap, no change to a gateway's spec.

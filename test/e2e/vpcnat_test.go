@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"net/url"
@@ -414,6 +415,10 @@ func (e *vpcEnv) install() {
 		t.Fatalf("deploy/ adapted in %d places, want the DaemonSet, the controller and the ConfigMap: %q", len(changes), changes)
 	}
 	t.Logf("deploy/ (%d objects) adapted to the node:\n  %s", len(docs), strings.Join(changes, "\n  "))
+	// The wait for the controller below means "caches synced" only through this probe.
+	if err := probesReadyz(docs, "vpcnat-controller"); err != nil {
+		t.Fatal(err)
+	}
 	mark := time.Now()
 	e.installed = mark
 	t.Logf("kubectl apply deploy/:\n%s", e.kubectlApply("deploy.yaml", docs))
@@ -435,29 +440,19 @@ func (e *vpcEnv) install() {
 		return resp.StatusCode == http.StatusOK, nil
 	})
 	e.times.add("apply deploy/ -> daemon synced", healthy.Sub(mark))
-	available := pollWithin(e.ctx, t, waitLimit, "Deployment vpcnat-controller Available", func() (bool, error) {
+	// The controller is Ready (its one pod, through the kubelet's readinessProbe on /readyz)
+	// once it leads and its caches have synced, which can be a second after it took the Lease:
+	// its informers of the CRDs applied with it start before the API server serves them, and
+	// their first list is retried after the reflector's backoff. A seed applied before then
+	// would count the controller's start in "seed apply -> ...".
+	ready := pollWithin(e.ctx, t, waitLimit, "Deployment vpcnat-controller Available (its pod Ready)", func() (bool, error) {
 		return deploymentAvailable(e.ctx, e.client, "kube-system", "vpcnat-controller")
 	})
-	e.times.add("apply deploy/ -> controller Available", available.Sub(mark))
-	// Available is not active: the controller works once it holds the leader Lease.
-	leader := pollWithin(e.ctx, t, waitLimit, "the controller holds the Lease kube-system/vpcnat-controller", func() (bool, error) {
-		l, err := e.client.CoordinationV1().Leases("kube-system").Get(e.ctx, "vpcnat-controller", metav1.GetOptions{})
-		if isNotFound(err) {
-			return false, nil
-		}
-		return err == nil && l.Spec.HolderIdentity != nil && *l.Spec.HolderIdentity != "", err
-	})
-	e.times.add("apply deploy/ -> controller leader", leader.Sub(mark))
-	// The leader works once its caches have synced, which can be a second later: its informers
-	// of the CRDs applied with it start before the API server serves them, and their first list
-	// is retried after the reflector's backoff. A seed applied before then would count the
-	// controller's start in "seed apply -> ...". Nothing but its log says so (its /healthz does
-	// not wait for the caches).
-	working := pollWithin(e.ctx, t, waitLimit, "the controller's workers started (caches synced)", func() (bool, error) {
-		out, err := e.c.Kubectl(e.ctx, "-n", "kube-system", "logs", "deploy/vpcnat-controller")
-		return err == nil && strings.Contains(out, controllerWorking), nil
-	})
-	e.times.add("apply deploy/ -> controller workers started", working.Sub(mark))
+	e.times.add("apply deploy/ -> controller Ready (leader, caches synced)", ready.Sub(mark))
+	// A standby is Ready too (pkg/controller Readiness); this one replica must be the leader.
+	if code, body, err := httpGet(fmt.Sprintf("http://127.0.0.1:%d/readyz", controllerMetricsPort)); err != nil || code != http.StatusOK || body != "ok: leader\n" {
+		t.Fatalf("controller Ready, but its /readyz answers %d %q (%v), want the leader's ok", code, body, err)
+	}
 
 	// The init container installed the plugin and chained it last in the node's conflist.
 	bin := filepath.Join(e.c.Env["CNI_BIN_DIR"], "vpcnat")
@@ -486,9 +481,37 @@ func (e *vpcEnv) install() {
 	}
 }
 
-// controllerWorking is what the controller logs when its caches have synced and its workers
-// start (pkg/controller, Controller.Run).
-const controllerWorking = "Caches synced; starting workers"
+// probesReadyz checks that the Deployment's containers have a readinessProbe GETting /readyz.
+func probesReadyz(docs []*unstructured.Unstructured, name string) error {
+	for _, o := range docs {
+		if o.GetKind() != "Deployment" || o.GetName() != name {
+			continue
+		}
+		containers, _, err := unstructured.NestedSlice(o.Object, "spec", "template", "spec", "containers")
+		if err != nil || len(containers) == 0 {
+			return fmt.Errorf("Deployment %s: no containers (%v)", name, err)
+		}
+		for _, c := range containers {
+			path, _, _ := unstructured.NestedString(c.(map[string]any), "readinessProbe", "httpGet", "path")
+			if path != "/readyz" {
+				return fmt.Errorf("Deployment %s: container %v probes readiness on %q, want /readyz", name, c.(map[string]any)["name"], path)
+			}
+		}
+		return nil
+	}
+	return fmt.Errorf("no Deployment %s in deploy/", name)
+}
+
+// httpGet returns the status code and body of a GET.
+func httpGet(url string) (int, string, error) {
+	resp, err := http.Get(url)
+	if err != nil {
+		return 0, "", err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b), err
+}
 
 // seedRules are the status rule keys of examples/seed.yaml.
 var seedRules = []string{"eip 192.168.0.111/24", "eip 192.168.0.112/24", "fip 192.168.0.111",

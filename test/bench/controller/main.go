@@ -57,7 +57,7 @@ func run(gateways, samples, rules int, heap string) error {
 		return err
 	}
 	defer env.Stop()
-	for _, f := range []string{"deploy/crds", "deploy/controller/serviceaccount.yaml", "deploy/controller/rbac.yaml"} {
+	for _, f := range []string{"deploy/crds", "deploy/controller/00-serviceaccount.yaml", "deploy/controller/10-rbac.yaml"} {
 		if _, err := env.Kubectl(ctx, "apply", "--server-side", "-f", filepath.Join(root, f)); err != nil {
 			return err
 		}
