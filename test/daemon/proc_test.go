@@ -12,10 +12,8 @@ import (
 	"testing"
 	"time"
 
-	dto "github.com/prometheus/client_model/go"
-	"github.com/prometheus/common/expfmt"
-	"github.com/prometheus/common/model"
 
+	"github.com/vpcnat/vpcnat/test/promscrape"
 	"github.com/vpcnat/vpcnat/test/topo"
 )
 
@@ -107,49 +105,16 @@ func (d *daemon) stop() {
 	}
 }
 
-// scrape reads the daemon's metrics.
-func (d *daemon) scrape() map[string]*dto.MetricFamily {
-	d.t.Helper()
-	resp, err := http.Get("http://" + d.metrics + "/metrics")
-	if err != nil {
-		d.t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	p := expfmt.NewTextParser(model.UTF8Validation)
-	fams, err := p.TextToMetricFamilies(resp.Body)
-	if err != nil {
-		d.t.Fatal(err)
-	}
-	return fams
-}
-
-// metric is the value of a counter or gauge series ("name" plus label=value pairs); -1 when
-// the series does not exist.
+// metric is the sum of the series of a counter, gauge or histogram (sample count) family whose
+// labels include the given name=value pairs; -1 when no series matches.
 func (d *daemon) metric(name string, labels ...string) float64 {
 	d.t.Helper()
-	fam, ok := d.scrape()[name]
-	if !ok {
-		return -1
+	fams, err := promscrape.Families(d.metrics)
+	if err != nil {
+		d.t.Fatal(err)
 	}
-next:
-	for _, m := range fam.Metric {
-		have := map[string]string{}
-		for _, l := range m.Label {
-			have[l.GetName()] = l.GetValue()
-		}
-		for i := 0; i+1 < len(labels); i += 2 {
-			if have[labels[i]] != labels[i+1] {
-				continue next
-			}
-		}
-		switch {
-		case m.Counter != nil:
-			return m.Counter.GetValue()
-		case m.Gauge != nil:
-			return m.Gauge.GetValue()
-		case m.Histogram != nil:
-			return float64(m.Histogram.GetSampleCount())
-		}
+	if v, found := promscrape.Sum(fams, name, labels...); found {
+		return v
 	}
 	return -1
 }

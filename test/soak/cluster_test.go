@@ -18,12 +18,10 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 
-	"github.com/prometheus/common/expfmt"
-	"github.com/prometheus/common/model"
-
 	"github.com/vpcnat/vpcnat/pkg/controller/kubeovn"
 	"github.com/vpcnat/vpcnat/pkg/plan"
 	"github.com/vpcnat/vpcnat/test/kubeenv"
+	"github.com/vpcnat/vpcnat/test/promscrape"
 )
 
 // cluster is the API server with vpcnat installed as a user would (CRDs, the controller's and
@@ -203,41 +201,11 @@ func (p *proc) stop(t *testing.T) {
 
 // sum adds up every series of a counter or gauge family whose labels include the given pairs.
 func (p *proc) sum(name string, labels ...string) (float64, error) {
-	resp, err := http.Get("http://" + p.metrics + "/metrics")
+	fams, err := promscrape.Families(p.metrics)
 	if err != nil {
-		return 0, fmt.Errorf("scraping %s: %w", p.name, err)
+		return 0, fmt.Errorf("%s: %w", p.name, err)
 	}
-	defer resp.Body.Close()
-	parser := expfmt.NewTextParser(model.UTF8Validation)
-	fams, err := parser.TextToMetricFamilies(resp.Body)
-	if err != nil {
-		return 0, fmt.Errorf("parsing %s's metrics: %w", p.name, err)
-	}
-	fam, ok := fams[name]
-	if !ok {
-		return 0, nil
-	}
-	total := 0.0
-next:
-	for _, m := range fam.Metric {
-		have := map[string]string{}
-		for _, l := range m.Label {
-			have[l.GetName()] = l.GetValue()
-		}
-		for i := 0; i+1 < len(labels); i += 2 {
-			if have[labels[i]] != labels[i+1] {
-				continue next
-			}
-		}
-		switch {
-		case m.Counter != nil:
-			total += m.Counter.GetValue()
-		case m.Gauge != nil:
-			total += m.Gauge.GetValue()
-		case m.Histogram != nil:
-			total += float64(m.Histogram.GetSampleCount())
-		}
-	}
+	total, _ := promscrape.Sum(fams, name, labels...)
 	return total, nil
 }
 

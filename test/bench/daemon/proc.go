@@ -13,8 +13,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/prometheus/common/expfmt"
-	"github.com/prometheus/common/model"
+	"github.com/vpcnat/vpcnat/test/promscrape"
 )
 
 // daemon is one vpcnat-daemon process the benchmark started and stops by its PID.
@@ -79,38 +78,11 @@ func (d *daemon) stop() {
 
 // counter sums a metric's series whose labels include the given pairs.
 func (d *daemon) counter(name string, labels ...string) (float64, error) {
-	resp, err := http.Get("http://" + d.metrics + "/metrics")
+	fams, err := promscrape.Families(d.metrics)
 	if err != nil {
 		return 0, err
 	}
-	defer resp.Body.Close()
-	p := expfmt.NewTextParser(model.UTF8Validation)
-	fams, err := p.TextToMetricFamilies(resp.Body)
-	if err != nil {
-		return 0, err
-	}
-	var sum float64
-	fam, ok := fams[name]
-	if !ok {
-		return 0, nil
-	}
-next:
-	for _, m := range fam.Metric {
-		for i := 0; i+1 < len(labels); i += 2 {
-			found := false
-			for _, l := range m.Label {
-				found = found || (l.GetName() == labels[i] && l.GetValue() == labels[i+1])
-			}
-			if !found {
-				continue next
-			}
-		}
-		if m.Counter != nil {
-			sum += m.Counter.GetValue()
-		} else if m.Gauge != nil {
-			sum += m.Gauge.GetValue()
-		}
-	}
+	sum, _ := promscrape.Sum(fams, name, labels...)
 	return sum, nil
 }
 
