@@ -1,13 +1,17 @@
 package main
 
 import (
+	"maps"
 	"os"
 	"path/filepath"
+	"reflect"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
 	"sigs.k8s.io/yaml"
 )
 
@@ -72,6 +76,12 @@ func TestInstallFlagsRefused(t *testing.T) {
 		{[]string{"--gateway-namespace=a_b"}, `--gateway-namespace: "a_b"`},
 		{[]string{"--master=a b"}, `--master: Invalid value: "a b"`},
 		{[]string{"--wait=-1s"}, "--wait: -1s is negative"},
+		{[]string{"--watch", "--recheck=0s"}, "--recheck: 0s is not between 1s and 24h0m0s"},
+		{[]string{"--watch", "--recheck=500ms"}, "--recheck: 500ms is not between 1s and 24h0m0s"},
+		{[]string{"--watch", "--recheck=48h"}, "--recheck: 48h0m0s is not between"},
+		{[]string{"--watch", "--recheck=soon"}, `invalid value "soon" for flag -recheck`},
+		{[]string{"--recheck=2m"}, "--recheck: 2m0s given without --watch"},
+		{[]string{"--watch=maybe"}, `invalid boolean value "maybe" for -watch`},
 	} {
 		_, err := parseInstallFlags(c.args)
 		if err == nil || !strings.Contains(err.Error(), c.want) {
@@ -80,9 +90,37 @@ func TestInstallFlagsRefused(t *testing.T) {
 	}
 }
 
+// TestInstallCNIBadFlagExits2: a bad flag ends install-cni (with --watch too) at once with exit
+// status 2 and a message naming the flag and the value, before anything is installed.
+func TestInstallCNIBadFlagExits2(t *testing.T) {
+	for _, c := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--watch", "--recheck=0s"}, "vpcnat-daemon install-cni: --recheck: 0s is not between"},
+		{[]string{"--watch", "--cni-bin-dir=" + t.TempDir(), "--cni-conf-dir=net.d"}, `--cni-conf-dir: "net.d" is not an absolute path`},
+	} {
+		stderr, err := os.CreateTemp(t.TempDir(), "stderr")
+		if err != nil {
+			t.Fatal(err)
+		}
+		saved := os.Stderr
+		os.Stderr = stderr
+		code := runInstallCNI(c.args)
+		os.Stderr = saved
+		out, _ := os.ReadFile(stderr.Name())
+		stderr.Close()
+		if code != 2 || !strings.Contains(string(out), c.want) {
+			t.Errorf("%v: exit %d, stderr %q; want 2 and %q", c.args, code, out, c.want)
+		}
+	}
+}
+
 // TestDaemonSetArgs: the shipped DaemonSet's commands and arguments are accepted by the flag
 // parsers of this binary, and its paths agree with each other and with the image (hack/images.sh
-// puts the daemon at /usr/local/bin/vpcnat-daemon and the plugin at /opt/vpcnat/bin/vpcnat).
+// puts the daemon at /usr/local/bin/vpcnat-daemon and the plugin at /opt/vpcnat/bin/vpcnat). The
+// cni-keeper sidecar installs exactly what the init container does (same command, arguments but
+// --watch and --recheck, mounts and privileges), and watches.
 func TestDaemonSetArgs(t *testing.T) {
 	b, err := os.ReadFile(filepath.Join("..", "deploy", "daemonset", "daemonset.yaml"))
 	if err != nil {
@@ -93,7 +131,16 @@ func TestDaemonSetArgs(t *testing.T) {
 		t.Fatal(err)
 	}
 	spec := ds.Spec.Template.Spec
-	init, daemon := spec.InitContainers[0], spec.Containers[0]
+	containers := map[string]corev1.Container{}
+	for _, c := range append(slices.Clone(spec.InitContainers), spec.Containers...) {
+		containers[c.Name] = c
+	}
+	init, daemon, keeper := containers["install-cni"], containers["vpcnat-daemon"], containers["cni-keeper"]
+	if len(spec.InitContainers) != 1 || init.Name == "" || len(spec.Containers) != 2 || daemon.Name == "" || keeper.Name == "" ||
+		spec.Containers[0].Name != "vpcnat-daemon" {
+		t.Fatalf("init containers %d, containers %d (%v): want install-cni; vpcnat-daemon first, then cni-keeper",
+			len(spec.InitContainers), len(spec.Containers), slices.Collect(maps.Keys(containers)))
+	}
 	if got := strings.Join(init.Command, " "); got != "/usr/local/bin/vpcnat-daemon install-cni" {
 		t.Errorf("init command %q", got)
 	}
@@ -127,5 +174,20 @@ func TestDaemonSetArgs(t *testing.T) {
 	}
 	if !mounts[inst.BinDir] || !mounts[inst.ConfDir] {
 		t.Errorf("the installer does not mount %s and %s", inst.BinDir, inst.ConfDir)
+	}
+
+	keep, err := parseInstallFlags(keeper.Args)
+	if err != nil {
+		t.Fatalf("cni-keeper args: %v", err)
+	}
+	if !keep.watch || inst.watch {
+		t.Errorf("--watch: cni-keeper %v, init container %v; want only the sidecar to watch", keep.watch, inst.watch)
+	}
+	if !reflect.DeepEqual(keep.Options, inst.Options) {
+		t.Errorf("cni-keeper installs %+v, the init container %+v", keep.Options, inst.Options)
+	}
+	if !slices.Equal(keeper.Command, init.Command) || !reflect.DeepEqual(keeper.VolumeMounts, init.VolumeMounts) ||
+		!reflect.DeepEqual(keeper.SecurityContext, init.SecurityContext) {
+		t.Errorf("cni-keeper's command, mounts or securityContext differ from the init container's:\n%+v\n%+v", keeper, init)
 	}
 }

@@ -14,6 +14,7 @@ import (
 
 	"k8s.io/apimachinery/pkg/util/validation"
 	"k8s.io/apimachinery/pkg/util/validation/field"
+	"k8s.io/klog/v2"
 
 	"github.com/vpcnat/vpcnat/pkg/annotations"
 	"github.com/vpcnat/vpcnat/pkg/cniinstall"
@@ -22,7 +23,9 @@ import (
 )
 
 // runInstallCNI is the DaemonSet's init container: install the plugin binary and chain it into
-// the node's network configuration, then exit. Running it again changes nothing.
+// the node's network configuration, then exit. Running it again changes nothing. With --watch
+// (the DaemonSet's cni-keeper sidecar) it then keeps the installation in place until SIGTERM or
+// SIGINT: a primary CNI that rewrites its configuration drops the vpcnat entry.
 func runInstallCNI(args []string) int {
 	o, err := parseInstallFlags(args)
 	if errors.Is(err, flag.ErrHelp) {
@@ -34,7 +37,17 @@ func runInstallCNI(args []string) int {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
-	res, err := cniinstall.Install(ctx, *o)
+	if o.watch {
+		defer klog.Flush()
+		klog.InfoS("Starting vpcnat-daemon install-cni --watch", "binDir", o.BinDir, "confDir", o.ConfDir, "recheck", o.recheck)
+		if err := cniinstall.Watch(ctx, o.Options, cniinstall.WatchOptions{Recheck: o.recheck}); err != nil {
+			fmt.Fprintf(os.Stderr, "vpcnat-daemon install-cni: %v\n", err)
+			return 1
+		}
+		klog.InfoS("Stopped watching the CNI installation")
+		return 0
+	}
+	res, err := cniinstall.Install(ctx, o.Options)
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "vpcnat-daemon install-cni: %v\n", err)
 		return 1
@@ -60,8 +73,21 @@ func runInstallCNI(args []string) int {
 	return 0
 }
 
-func parseInstallFlags(args []string) (*cniinstall.Options, error) {
-	o := &cniinstall.Options{}
+// installOptions are install-cni's flags.
+type installOptions struct {
+	cniinstall.Options
+	// watch: keep the installation in place after installing; recheck: the period of a full
+	// check without any inotify event.
+	watch   bool
+	recheck time.Duration
+}
+
+// Bounds of --recheck: under a second it would exec the plugin (VERSION) continuously; over a
+// day, a change inotify missed would go unrepaired for too long to be useful.
+const minRecheck, maxRecheck = time.Second, 24 * time.Hour
+
+func parseInstallFlags(args []string) (*installOptions, error) {
+	o := &installOptions{}
 	var ns string
 	fs := flag.NewFlagSet("install-cni", flag.ContinueOnError)
 	fs.StringVar(&o.PluginSource, "plugin", "/opt/vpcnat/bin/vpcnat", "the vpcnat plugin binary to install (its place in the daemon image)")
@@ -71,6 +97,9 @@ func parseInstallFlags(args []string) (*cniinstall.Options, error) {
 	fs.StringVar(&o.Entry.StateDir, "state-dir", state.DefaultDir, "where the plugin writes attachment records for the daemon")
 	fs.StringVar(&o.Entry.Master, "master", "", "this node's NIC for net1 (empty: leave the entry's as it is)")
 	fs.DurationVar(&o.Wait, "wait", 5*time.Minute, "how long to wait for the primary CNI's network configuration")
+	fs.BoolVar(&o.watch, "watch", false, "after installing, keep vpcnat installed and chained (inotify on both directories) until SIGTERM")
+	fs.DurationVar(&o.recheck, "recheck", time.Minute, "with --watch: period of a full check without any change seen")
+	klog.InitFlags(fs)
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}
@@ -95,6 +124,14 @@ func parseInstallFlags(args []string) (*cniinstall.Options, error) {
 	}
 	if o.Wait < 0 {
 		return nil, fmt.Errorf("--wait: %v is negative", o.Wait)
+	}
+	if o.recheck < minRecheck || o.recheck > maxRecheck {
+		return nil, fmt.Errorf("--recheck: %v is not between %v and %v", o.recheck, minRecheck, maxRecheck)
+	}
+	recheckSet := false
+	fs.Visit(func(f *flag.Flag) { recheckSet = recheckSet || f.Name == "recheck" })
+	if recheckSet && !o.watch {
+		return nil, fmt.Errorf("--recheck: %v given without --watch (a single installation does not re-check)", o.recheck)
 	}
 	return o, nil
 }

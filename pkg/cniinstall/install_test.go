@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io/fs"
 	"maps"
 	"os"
@@ -12,6 +13,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -88,7 +90,8 @@ func (n node) install(t *testing.T) (*Result, error) {
 	return Install(context.Background(), Options{PluginSource: plugin(t), BinDir: n.bin, ConfDir: n.conf, Entry: entry})
 }
 
-// snapshot is every file of the node's two directories with its content and modification time.
+// snapshot is every file of the node's two directories with its inode, modification time and
+// content: a file rewritten with the same content still shows (a rename-over gets a new inode).
 func (n node) snapshot(t *testing.T) map[string]string {
 	t.Helper()
 	out := map[string]string{}
@@ -101,7 +104,7 @@ func (n node) snapshot(t *testing.T) map[string]string {
 			p := filepath.Join(d, e.Name())
 			b, _ := os.ReadFile(p)
 			st, _ := os.Stat(p)
-			out[p] = st.ModTime().String() + "\n" + string(b)
+			out[p] = fmt.Sprintf("inode %d, mtime %s\n%s", st.Sys().(*syscall.Stat_t).Ino, st.ModTime(), b)
 		}
 	}
 	return out

@@ -87,8 +87,12 @@ func checkDaemonSet(t *testing.T, ds *appsv1.DaemonSet) {
 	if !spec.HostNetwork || spec.ServiceAccountName != "vpcnat-daemon" {
 		t.Errorf("hostNetwork=%v serviceAccount=%q", spec.HostNetwork, spec.ServiceAccountName)
 	}
-	if len(spec.InitContainers) != 1 || len(spec.Containers) != 1 {
-		t.Fatalf("%d init containers, %d containers", len(spec.InitContainers), len(spec.Containers))
+	// install-cni (init), then the daemon and the cni-keeper sidecar (daemon/flags_test.go
+	// checks that the sidecar installs what the init container does).
+	if len(spec.InitContainers) != 1 || len(spec.Containers) != 2 || spec.Containers[0].Name != "vpcnat-daemon" ||
+		spec.Containers[1].Name != "cni-keeper" {
+		t.Fatalf("%d init containers, %d containers (first %q): want install-cni; vpcnat-daemon, cni-keeper",
+			len(spec.InitContainers), len(spec.Containers), spec.Containers[0].Name)
 	}
 	mounts := map[string]corev1.VolumeMount{}
 	for _, m := range spec.Containers[0].VolumeMounts {

@@ -12,7 +12,6 @@ import (
 	"testing"
 	"time"
 
-
 	"github.com/vpcnat/vpcnat/test/promscrape"
 	"github.com/vpcnat/vpcnat/test/topo"
 )
