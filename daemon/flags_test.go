@@ -122,7 +122,7 @@ func TestInstallCNIBadFlagExits2(t *testing.T) {
 // cni-keeper sidecar installs exactly what the init container does (same command, arguments but
 // --watch and --recheck, mounts and privileges), and watches.
 func TestDaemonSetArgs(t *testing.T) {
-	b, err := os.ReadFile(filepath.Join("..", "deploy", "daemonset", "daemonset.yaml"))
+	b, err := os.ReadFile(filepath.Join("..", "deploy", "daemonset", "30-daemonset.yaml"))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -18,7 +18,7 @@ import (
 	"github.com/vpcnat/vpcnat/pkg/annotations"
 )
 
-// checkAdmission: with deploy/daemonset/admission.yaml in place, a token of the daemon's
+// checkAdmission: with deploy/daemonset/10-admission.yaml in place, a token of the daemon's
 // ServiceAccount bound to a daemon pod on node-a (as the kubelet projects it) may set the
 // applied annotation of a pod on node-a, and nothing else: not another annotation, not a label,
 // not a pod of node-b. Other users are not affected.

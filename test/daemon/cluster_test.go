@@ -50,7 +50,7 @@ func newCluster(t *testing.T, prefix string) *cluster {
 	}
 	c := &cluster{t: t, client: client, ns: "t-" + prefix, node: "node-" + prefix}
 	c.createNamespace(c.ns)
-	objs := loadManifest(t, "rbac.yaml")
+	objs := loadManifest(t, "00-rbac.yaml")
 	for _, o := range objs {
 		// The manifest's objects, moved from kube-system to the test's namespace.
 		o.SetNamespace(c.ns)

@@ -4,7 +4,7 @@
 // the pod template annotations of plan.TemplateAnnotations), runs the CNI chain for the pod
 // through libcni (so the attachment record is the plugin's own), writes the desired annotation
 // as the controller would, and runs the daemon binary with the ServiceAccount, Role and
-// RoleBinding of deploy/daemonset/rbac.yaml (in a namespace of the test's own), from the host's
+// RoleBinding of deploy/daemonset/00-rbac.yaml (in a namespace of the test's own), from the host's
 // network namespace (it reaches the API server on loopback) with --node-netns pointing at the
 // topology's simulated node.
 //

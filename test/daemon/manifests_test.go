@@ -24,7 +24,7 @@ func TestManifests(t *testing.T) {
 		t.Fatal(err)
 	}
 	var all []*unstructured.Unstructured
-	for _, f := range []string{"admission.yaml", "rbac.yaml", "configmap.yaml", "daemonset.yaml"} {
+	for _, f := range []string{"00-rbac.yaml", "10-admission.yaml", "20-configmap.yaml", "30-daemonset.yaml"} {
 		objs := loadManifest(t, f)
 		if len(objs) == 0 {
 			t.Fatalf("%s holds no object", f)

@@ -103,7 +103,7 @@ const (
 	// is moved to controllerMetricsPort (hostNetwork here). Both must be free on the host.
 	daemonMetricsPort     = 9490
 	controllerMetricsPort = 10361
-	gatewayImage          = "vpcnat.local/vpcnat-gateway:dev" // deploy/daemonset/configmap.yaml's
+	gatewayImage          = "vpcnat.local/vpcnat-gateway:dev" // deploy/daemonset/20-configmap.yaml's
 	gatewayImageV2        = "vpcnat.local/vpcnat-gateway:v2"
 	daemonLabel           = "app.kubernetes.io/name=vpcnat-daemon"
 	// daemonVerbosity: the daemon logs every sync's outcome at 4 (a failure's log must show

@@ -255,7 +255,7 @@ func checkDaemonPatches(t *testing.T, d *identity, gwA, gwB *corev1.Pod) {
 	t.Logf("%d real pod patches: %d allowed, the rest refused by the admission policy", len(cases), 3)
 }
 
-// checkDaemonGaps covers two holes this test found in an earlier deploy/daemonset/admission.yaml:
+// checkDaemonGaps covers two holes this test found in an earlier deploy/daemonset/10-admission.yaml:
 //   - any pod of kube-system on the daemon's node could get an applied annotation, not only
 //     gateway pods;
 //   - a token of the daemon's ServiceAccount that names no node (TokenRequest without a bound

@@ -21,7 +21,7 @@ var installerMounts = map[string]string{"cni-bin": "/opt/cni/bin", "cni-conf": "
 // root-owned host directories and to exec the installed plugin: no privilege, no escalation, a
 // read-only root filesystem, every capability dropped, only those two directories mounted. The
 // daemon's container is the only privileged one (it writes sysctls of gateway netns under the
-// read-only /proc/sys; deploy/daemonset/daemonset.yaml says why). The installer checks catch
+// read-only /proc/sys; deploy/daemonset/30-daemonset.yaml says why). The installer checks catch
 // each loosening of a compliant container, so they can fail.
 func TestDaemonSetContainers(t *testing.T) {
 	ds, err := admin.AppsV1().DaemonSets(systemNS).Get(context.Background(), "vpcnat-daemon", metav1.GetOptions{})

@@ -49,7 +49,7 @@ func startCluster(t *testing.T) *cluster {
 			t.Error(err)
 		}
 	})
-	for _, f := range []string{"deploy/crds", "deploy/controller/00-serviceaccount.yaml", "deploy/controller/10-rbac.yaml", "deploy/daemonset/rbac.yaml"} {
+	for _, f := range []string{"deploy/crds", "deploy/controller/00-serviceaccount.yaml", "deploy/controller/10-rbac.yaml", "deploy/daemonset/00-rbac.yaml"} {
 		if _, err := env.Kubectl(ctx, "apply", "--server-side", "-f", filepath.Join(repoRoot, f)); err != nil {
 			t.Fatal(err)
 		}
