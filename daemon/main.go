@@ -3,6 +3,7 @@
 //	vpcnat-daemon [flags]                                         node mode (the DaemonSet): watch this node's gateway pods
 //	vpcnat-daemon apply --netns PATH --spec FILE [--master NIC]   no cluster: converge one netns once
 //	vpcnat-daemon install-cni [flags]                             install the CNI plugin and chain it (init container)
+//	vpcnat-daemon install-cni --watch [flags]                     install, then keep it so (the cni-keeper sidecar)
 package main
 
 import (
