@@ -60,6 +60,7 @@ fi
 slow=${FUZZ_SLOW_MATCH:-'Kernel$'}
 rows=()
 failed=0
+corpus_only=0
 total_execs=0
 start=$(date +%s)
 for t in "${targets[@]}"; do
@@ -82,6 +83,12 @@ for t in "${targets[@]}"; do
 	total_execs=$((total_execs + execs))
 	if [[ $rc -eq 0 ]] && grep -qE '^(ok|PASS)' "$log"; then
 		result=PASS
+		if [[ $execs -eq 0 ]]; then
+			# The whole duration went to running the seed corpus and the cached inputs (the
+			# baseline coverage): they passed, but nothing new was tried. Say so.
+			result="PASS (corpus only: $duration ran out before the first new input)"
+			corpus_only=$((corpus_only + 1))
+		fi
 	else
 		result=FAIL
 		failed=$((failed + 1))
@@ -95,8 +102,8 @@ done
 
 printf '\n%-24s %-24s %12s %12s  %s\n' PACKAGE TARGET EXECUTIONS INTERESTING RESULT
 printf '%s\n' "${rows[@]}"
-printf '%d targets, %d executions, %d failed, %ds (%s each)' \
-	"${#targets[@]}" "$total_execs" "$failed" "$(($(date +%s) - start))" "$duration"
+printf '%d targets, %d executions, %d failed, %d corpus only, %ds (%s each)' \
+	"${#targets[@]}" "$total_execs" "$failed" "$corpus_only" "$(($(date +%s) - start))" "$duration"
 if [[ $failed -eq 0 && -z "${FUZZ_LOGDIR:-}" ]]; then
 	rm -rf "$logdir"
 	printf '\n'
