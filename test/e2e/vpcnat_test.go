@@ -460,9 +460,19 @@ func (e *vpcEnv) install() {
 		t.Errorf("plugin %s not installed as an executable: %v", bin, err)
 	}
 	conf := filepath.Join(e.c.Env["CNI_CONF_DIR"], "10-vpcnat-node.conflist")
+	if types, err := chainTypes(conf); err != nil {
+		t.Fatal(err)
+	} else if !slices.Equal(types, []string{"bridge", "vpcnat"}) {
+		t.Errorf("%s chains %v, want [bridge vpcnat]", conf, types)
+	}
+	e.primaryRewritesConflist(conf)
+}
+
+// chainTypes are the plugin types of a conflist, in order.
+func chainTypes(conf string) ([]string, error) {
 	b, err := os.ReadFile(conf)
 	if err != nil {
-		t.Fatal(err)
+		return nil, err
 	}
 	var list struct {
 		Plugins []struct {
@@ -470,15 +480,54 @@ func (e *vpcEnv) install() {
 		} `json:"plugins"`
 	}
 	if err := json.Unmarshal(b, &list); err != nil {
-		t.Fatalf("%s: %v", conf, err)
+		return nil, fmt.Errorf("%s: %w", conf, err)
 	}
 	var types []string
 	for _, p := range list.Plugins {
 		types = append(types, p.Type)
 	}
-	if !slices.Equal(types, []string{"bridge", "vpcnat"}) {
-		t.Errorf("%s chains %v, want [bridge vpcnat]", conf, types)
+	return types, nil
+}
+
+// primaryRewritesConflist does what a primary CNI's agent does when it (re)writes its network
+// configuration: the conflist without the vpcnat entry, written to a temporary file and renamed
+// over it. The DaemonSet's cni-keeper must chain vpcnat again; the gateway created next goes
+// through the restored chain.
+func (e *vpcEnv) primaryRewritesConflist(conf string) {
+	t := e.t
+	b, err := os.ReadFile(conf)
+	if err != nil {
+		t.Fatal(err)
 	}
+	var list map[string]any
+	if err := json.Unmarshal(b, &list); err != nil {
+		t.Fatalf("%s: %v", conf, err)
+	}
+	plugins, _ := list["plugins"].([]any)
+	var kept []any
+	for _, p := range plugins {
+		if m, ok := p.(map[string]any); ok && m["type"] != "vpcnat" {
+			kept = append(kept, p)
+		}
+	}
+	list["plugins"] = kept
+	out, err := json.MarshalIndent(list, "", "  ")
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmp := conf + ".primary-tmp"
+	if err := os.WriteFile(tmp, out, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	mark := time.Now()
+	if err := os.Rename(tmp, conf); err != nil {
+		t.Fatal(err)
+	}
+	back := pollWithin(e.ctx, t, 30*time.Second, "cni-keeper chains vpcnat again after the primary CNI rewrote "+conf, func() (bool, error) {
+		types, err := chainTypes(conf)
+		return err == nil && slices.Equal(types, []string{"bridge", "vpcnat"}), err
+	})
+	e.times.add("primary CNI rewrites its conflist -> vpcnat chained again (cni-keeper)", back.Sub(mark))
 }
 
 // probesReadyz checks that the Deployment's containers have a readinessProbe GETting /readyz.
