@@ -53,7 +53,7 @@ func parseNodeFlags(args []string, getenv func(string) string) (*nodeOptions, er
 	fs.StringVar(&o.stateDir, "state-dir", state.DefaultDir, "directory of the CNI plugin's attachment records")
 	fs.DurationVar(&o.resync, "resync", 5*time.Minute, "period of full converges (nat table read back, drift repaired)")
 	fs.DurationVar(&o.syncTimeout, "sync-timeout", 2*time.Minute, "give up one converge after this long")
-	fs.StringVar(&o.metricsAddr, "metrics-addr", ":9490", "host:port of /metrics and /healthz; empty to serve neither")
+	fs.StringVar(&o.metricsAddr, "metrics-addr", ":9490", "host:port of /metrics, /healthz and /readyz; empty to serve none")
 	fs.IntVar(&o.workers, "workers", 2, "gateways converged in parallel")
 	fs.StringVar(&o.nodeNetns, "node-netns", "", "netns of the node side (tests and benchmarks); empty for this process's (hostNetwork)")
 	fs.StringVar(&o.master, "master", "", "this node's NIC for net1, overriding the desired state's; must match the CNI plugin's master")

@@ -100,7 +100,7 @@ func serveNode(ctx context.Context, o *nodeOptions) error {
 	return agent.Run(ctx)
 }
 
-// serveMetrics serves /metrics and /healthz (200 once the caches have synced, 503 before) on
+// serveMetrics serves /metrics, /healthz and /readyz (200 once the caches have synced, 503 before) on
 // addr. It listens before returning, so a bad address fails the start and the actual address
 // (":0" in tests) is logged.
 func serveMetrics(addr string, reg *prometheus.Registry, ready func() bool) (*http.Server, error) {
@@ -110,19 +110,24 @@ func serveMetrics(addr string, reg *prometheus.Registry, ready func() bool) (*ht
 	}
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
-	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) {
+	synced := func(w http.ResponseWriter, _ *http.Request) {
 		if !ready() {
 			http.Error(w, "caches not synced", http.StatusServiceUnavailable)
 			return
 		}
 		fmt.Fprintln(w, "ok")
-	})
+	}
+	// The same answer on both: the livenessProbe (/healthz) allows the first sync a minute and a
+	// half; the readinessProbe (/readyz) keeps a rolling update from moving to the next node
+	// before this daemon has synced.
+	mux.HandleFunc("/healthz", synced)
+	mux.HandleFunc("/readyz", synced)
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 	go func() {
 		if err := srv.Serve(l); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			klog.ErrorS(err, "Metrics server stopped")
 		}
 	}()
-	klog.InfoS("Serving /metrics and /healthz", "address", l.Addr().String())
+	klog.InfoS("Serving /metrics, /healthz and /readyz", "address", l.Addr().String())
 	return srv, nil
 }

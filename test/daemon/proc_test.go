@@ -27,7 +27,7 @@ type daemon struct {
 
 // startDaemon runs vpcnat-daemon in node mode for the cluster's node, its node side in the
 // topology's node netns, with the records of n's CNI chain; extra flags are appended. It
-// returns once /healthz says the caches have synced.
+// returns once /readyz says the caches have synced.
 func startDaemon(t *testing.T, c *cluster, n *node, extra ...string) *daemon {
 	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
@@ -65,10 +65,16 @@ func startDaemon(t *testing.T, c *cluster, n *node, extra ...string) *daemon {
 	})
 	deadline := time.Now().Add(20 * time.Second)
 	for {
-		resp, err := http.Get("http://" + addr + "/healthz")
+		resp, err := http.Get("http://" + addr + "/readyz")
 		if err == nil {
 			resp.Body.Close()
 			if resp.StatusCode == http.StatusOK {
+				// Synced: the livenessProbe's /healthz says so too.
+				if resp, err := http.Get("http://" + addr + "/healthz"); err != nil || resp.StatusCode != http.StatusOK {
+					t.Fatalf("daemon ready but /healthz answers %v (%v)", resp, err)
+				} else {
+					resp.Body.Close()
+				}
 				return d
 			}
 		}

@@ -431,8 +431,8 @@ func (e *vpcEnv) install() {
 		return ds.Status.DesiredNumberScheduled == 1 && ds.Status.NumberReady == 1, nil
 	})
 	e.times.add("apply deploy/ -> daemon pod Ready", daemonReady.Sub(mark))
-	healthy := pollWithin(e.ctx, t, waitLimit, "daemon /healthz (caches synced)", func() (bool, error) {
-		resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/healthz", daemonMetricsPort))
+	healthy := pollWithin(e.ctx, t, waitLimit, "daemon /readyz (caches synced)", func() (bool, error) {
+		resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/readyz", daemonMetricsPort))
 		if err != nil {
 			return false, err
 		}
