@@ -221,18 +221,10 @@ const raceWait = 60 * time.Second
 // retry is left to fire at a moment the test did not choose.
 func (r *raceRig) syncUntil(what string, done func() error) {
 	r.t.Helper()
-	deadline := time.Now().Add(raceWait)
-	for {
+	waitFor(r.t, what, func() error {
 		err := done()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			r.t.Fatalf("%s: not after %v: %v", what, raceWait, err)
-		}
-		if r.c.queue.Len() == 0 {
-			time.Sleep(10 * time.Millisecond)
-			continue
+		if err == nil || r.c.queue.Len() == 0 {
+			return err
 		}
 		k, _ := r.c.queue.Get()
 		_, serr := r.c.sync(r.ctx, k)
@@ -240,9 +232,9 @@ func (r *raceRig) syncUntil(what string, done func() error) {
 		if serr != nil {
 			r.t.Logf("sync %s %s: %v (again)", k.kind, k.name, serr)
 			r.c.queue.Add(k)
-			time.Sleep(10 * time.Millisecond)
 		}
-	}
+		return err
+	})
 }
 
 // waitFor polls done, syncing nothing, until it returns nil.
