@@ -69,6 +69,10 @@ type Controller struct {
 	gwIndexer    cache.Indexer
 	subnetIndex  cache.Indexer
 	synced       []cache.InformerSynced
+
+	// events holds the kubelet's FailedCreatePodSandBox Events of the gateway namespace, by pod
+	// UID (podfailure.go).
+	events cache.Indexer
 	// working is set once the caches have synced and the workers started (Readiness).
 	working atomic.Bool
 
@@ -100,12 +104,17 @@ func New(kube kubernetes.Interface, ovn *kubeovn.Client, opts Options) (*Control
 		informers.WithTweakListOptions(func(o *metav1.ListOptions) {
 			o.FieldSelector = fields.OneTermEqualSelector("metadata.name", plan.ConfigMapName).String()
 		}))
+	// No resync: the pod informer's already re-checks every gateway, and an Event matters only
+	// when it arrives or changes.
+	evFactory := informers.NewSharedInformerFactoryWithOptions(kube, 0,
+		informers.WithNamespace(opts.GatewayNamespace),
+		informers.WithTweakListOptions(func(o *metav1.ListOptions) { o.FieldSelector = sandboxEventSelector() }))
 	c := &Controller{
 		opts:         opts,
 		kube:         kube,
 		ovn:          ovn,
 		ovnInformers: kubeovn.NewInformers(ovn, opts.Resync),
-		factories:    []informers.SharedInformerFactory{gwFactory, cmFactory},
+		factories:    []informers.SharedInformerFactory{gwFactory, cmFactory, evFactory},
 		queue: workqueue.NewTypedRateLimitingQueueWithConfig(workqueue.DefaultTypedControllerRateLimiter[key](),
 			workqueue.TypedRateLimitingQueueConfig[key]{Name: "vpcnat-controller"}),
 		metrics: newMetrics(opts.Registerer),
@@ -130,6 +139,14 @@ func New(kube kubernetes.Interface, ovn *kubeovn.Client, opts Options) (*Control
 		return nil, fmt.Errorf("pod transform: %w", err)
 	}
 	cmInf := cmFactory.Core().V1().ConfigMaps()
+	evInf := evFactory.Core().V1().Events().Informer()
+	if err := evInf.SetTransform(compactEvent); err != nil {
+		return nil, fmt.Errorf("event transform: %w", err)
+	}
+	if err := evInf.AddIndexers(cache.Indexers{indexInvolvedUID: eventInvolvedUID}); err != nil {
+		return nil, fmt.Errorf("event indexers: %w", err)
+	}
+	c.events = evInf.GetIndexer()
 	c.deployments = deployInf.Lister().Deployments(opts.GatewayNamespace)
 	c.pods = podInf.Lister().Pods(opts.GatewayNamespace)
 	c.configMaps = cmInf.Lister().ConfigMaps(plan.ConfigMapNamespace)
@@ -144,6 +161,7 @@ func New(kube kubernetes.Interface, ovn *kubeovn.Client, opts Options) (*Control
 		{deployInf.Informer(), c.childHandler()},
 		{podInf.Informer(), c.childHandler()},
 		{cmInf.Informer(), c.configMapHandler()},
+		{evInf, c.eventHandler()},
 	} {
 		reg, err := h.inf.AddEventHandler(h.h)
 		if err != nil {

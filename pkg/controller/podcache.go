@@ -41,8 +41,9 @@ func digestLen(d string) int {
 }
 
 // compactPod is the pod informer's transform: it keeps what the controller reads of a gateway
-// pod (metadata, node, phase and conditions) and replaces the desired annotation by its digest.
-// The object is fresh from the decoder, not yet shared, so changing it here is safe.
+// pod (metadata, node, phase, conditions and why its containers wait, the message bounded) and
+// replaces the desired annotation by its digest. The object is fresh from the decoder, not yet
+// shared, so changing it here is safe.
 func compactPod(obj any) (any, error) {
 	p, ok := obj.(*corev1.Pod)
 	if !ok {
@@ -53,7 +54,14 @@ func compactPod(obj any) (any, error) {
 		p.Annotations[annotations.DesiredKey] = desiredDigest(v)
 	}
 	p.Spec = corev1.PodSpec{NodeName: p.Spec.NodeName}
-	p.Status = corev1.PodStatus{Phase: p.Status.Phase, Conditions: p.Status.Conditions}
+	var waiting []corev1.ContainerStatus
+	for _, cs := range p.Status.ContainerStatuses {
+		if w := cs.State.Waiting; w != nil {
+			waiting = append(waiting, corev1.ContainerStatus{Name: cs.Name, State: corev1.ContainerState{
+				Waiting: &corev1.ContainerStateWaiting{Reason: w.Reason, Message: truncate(w.Message, maxEventMessage)}}})
+		}
+	}
+	p.Status = corev1.PodStatus{Phase: p.Status.Phase, Conditions: p.Status.Conditions, ContainerStatuses: waiting}
 	return p, nil
 }
 

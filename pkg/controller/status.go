@@ -36,6 +36,8 @@ const (
 	ReasonNoPod              = "NoPod"
 	ReasonUnscheduled        = "Unscheduled"
 	ReasonPodNotReady        = "PodNotReady"
+	ReasonPodSandboxFailed   = "PodSandboxFailed" // the kubelet's FailedCreatePodSandBox (a CNI refusal)
+	ReasonPodFailing         = "PodFailing"       // a container waits on an error (image pull, crash loop)
 	ReasonNotApplied         = "NotApplied"
 	ReasonPending            = "Pending"
 	ReasonFailed             = "Failed"
@@ -53,8 +55,10 @@ type problem struct {
 type observation struct {
 	generation int64
 	problem    *problem
-	// pod is the gateway's newest live pod.
-	pod *corev1.Pod
+	// pod is the gateway's newest live pod, and podTrouble why it cannot start when something
+	// (its container states, the kubelet's Events) says so.
+	pod        *corev1.Pod
+	podTrouble *problem
 	// desired is the state in force on the pod (or about to be, when the spec is projected and
 	// the pod does not exist yet), and hash its DesiredHash.
 	desired *annotations.Desired
@@ -155,6 +159,8 @@ func readyCondition(o *observation, applied metav1.Condition) metav1.Condition {
 		c.Reason, c.Message = ReasonNoPod, "the gateway Deployment has no pod yet"
 	case p.Spec.NodeName == "":
 		c.Reason, c.Message = ReasonUnscheduled, fmt.Sprintf("pod %s is not scheduled", p.Name)
+	case !podReady(p) && o.podTrouble != nil:
+		c.Reason, c.Message = o.podTrouble.reason, o.podTrouble.message
 	case !podReady(p):
 		c.Reason, c.Message = ReasonPodNotReady, fmt.Sprintf("pod %s on node %q is %s, not ready", p.Name, p.Spec.NodeName, p.Status.Phase)
 	case applied.Status != metav1.ConditionTrue:
@@ -171,6 +177,10 @@ func degradedCondition(o *observation, applied metav1.Condition) metav1.Conditio
 	switch {
 	case o.problem != nil:
 		c.Reason, c.Message = o.problem.reason, o.problem.message
+	case o.podTrouble != nil && o.pod != nil && !podReady(o.pod):
+		// A node without the ConfigMap's nic or a Subnet's bridge, an image that does not
+		// exist: the kubelet retries forever, and someone has to act.
+		c.Reason, c.Message = o.podTrouble.reason, o.podTrouble.message
 	case applied.Reason == ReasonFailed || applied.Reason == ReasonRulesFailed || applied.Reason == ReasonBadReport:
 		c.Reason, c.Message = applied.Reason, applied.Message
 	default:

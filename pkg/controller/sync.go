@@ -66,6 +66,9 @@ func (c *Controller) syncGateway(ctx context.Context, name string) (string, erro
 		if s, ok := obs.pod.Annotations[annotations.AppliedKey]; ok {
 			obs.report, obs.reportErr = annotations.ParseApplied(s)
 		}
+		if obs.pod.Spec.NodeName != "" && !podReady(obs.pod) {
+			obs.podTrouble = c.podTrouble(obs.pod)
+		}
 	}
 	if err := c.updateStatus(ctx, gw, obs); err != nil {
 		return resultError, err

@@ -14,7 +14,7 @@ import (
 // TestRBAC: deploy/controller/10-rbac.yaml grants the controller what it uses (every other test runs
 // the controller as this ServiceAccount, which proves it enough) and nothing more: no Secrets, no
 // exec, no pod or Deployment deletion, no writes outside the gateway namespace, no other
-// ConfigMap, no change to a gateway's spec.
+// ConfigMap, no change to a gateway's spec, no Events read outside the gateway namespace.
 func TestRBAC(t *testing.T) {
 	type access struct {
 		verb, group, resource, sub, ns, name string
@@ -29,6 +29,8 @@ func TestRBAC(t *testing.T) {
 		{"patch", "", "pods", "", "kube-system", "vpc-nat-gw-ngw-1"},
 		{"watch", "", "configmaps", "", "kube-system", "ovn-vpc-nat-gw-config"},
 		{"create", "", "events", "", "default", ""},
+		{"list", "", "events", "", "kube-system", ""},
+		{"watch", "", "events", "", "kube-system", ""},
 		{"update", "coordination.k8s.io", "leases", "", "kube-system", "vpcnat-controller"},
 	}
 	denied := []access{
@@ -49,6 +51,11 @@ func TestRBAC(t *testing.T) {
 		{"create", "kubeovn.io", "subnets", "", "", ""},
 		{"update", "coordination.k8s.io", "leases", "", "kube-system", "kube-controller-manager"},
 		{"create", "", "serviceaccounts", "token", "kube-system", "vpcnat-controller"},
+		{"get", "", "events", "", "kube-system", "vpc-nat-gw-ngw-1.18a0"},
+		{"create", "", "events", "", "kube-system", ""},
+		{"delete", "", "events", "", "kube-system", "vpc-nat-gw-ngw-1.18a0"},
+		{"list", "", "events", "", "default", ""},
+		{"list", "", "events", "", "", ""},
 	}
 	check := func(a access) (bool, error) {
 		r, err := admin.kube.AuthorizationV1().SubjectAccessReviews().Create(context.Background(), &authorizationv1.SubjectAccessReview{

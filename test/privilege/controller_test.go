@@ -17,7 +17,8 @@ import (
 
 // TestControllerPrivileges: with a real token of deploy/controller's ServiceAccount, the
 // controller can do what it needs (read its kinds, create and update gateway Deployments and
-// patch gateway pods in kube-system, hold its Lease, record Events) and nothing else, shown with
+// patch gateway pods in kube-system, hold its Lease, record Events, read the kubelet's Events in
+// kube-system) and nothing else, shown with
 // real requests: it cannot exec into (or attach to, port-forward to, proxy to, evict, debug) any
 // pod, read any Secret, read or change Nodes, delete anything, change a gateway's spec, write
 // outside kube-system (but Events in default), or touch RBAC, admission or CRDs.
@@ -60,6 +61,9 @@ func TestControllerPrivileges(t *testing.T) {
 		if _, err := c.kube.CoreV1().ConfigMaps(systemNS).List(ctx, metav1.ListOptions{FieldSelector: "metadata.name=ovn-vpc-nat-gw-config"}); err != nil {
 			t.Errorf("listing its ConfigMap by name: %v", err)
 		}
+		if _, err := c.kube.CoreV1().Events(systemNS).List(ctx, metav1.ListOptions{FieldSelector: "involvedObject.kind=Pod,reason=FailedCreatePodSandBox,source=kubelet,type=Warning"}); err != nil {
+			t.Errorf("listing the kubelet's sandbox Events: %v", err)
+		}
 	})
 
 	t.Run("RBAC: no Secret, no Node, no other read, no other write", func(t *testing.T) {
@@ -84,6 +88,7 @@ func TestControllerPrivileges(t *testing.T) {
 			extra = append(extra, readsOf(find("pods"), "", ns)...)
 			extra = append(extra, readsOf(find("deployments"), "", ns)...)
 			extra = append(extra, readsOf(find("replicasets"), "", ns)...)
+			extra = append(extra, readsOf(find("events"), "vpc-nat-gw-c.18a0", ns)...)
 		}
 		extra = append(extra, readsOf(find("nodes"), "node-a", "")...)
 		extra = append(extra, readsOf(find("namespaces"), "default", "")...)
@@ -105,6 +110,8 @@ func TestControllerPrivileges(t *testing.T) {
 				return v == "get" || v == "list" || v == "watch" || v == "create" || v == "update"
 			case res == "pods":
 				return v == "get" || v == "list" || v == "watch" || v == "patch"
+			case res == "events":
+				return v == "list" || v == "watch"
 			case res == "leases":
 				return v == "create" || q.name == "vpcnat-controller" && (v == "get" || v == "update")
 			}
