@@ -27,7 +27,7 @@ func kubeletMessage(sandbox, pluginType, pluginErr string) string {
 // TestSandboxError: the plugin's own message is what a condition shows, without the sandbox ID
 // (new at each retry), on one line and bounded; other failures keep naming the plugin.
 func TestSandboxError(t *testing.T) {
-	ours := `vpcnat: link net1: master "eth9" in the node netns: Link not found`
+	ours := `vpcnat: link net1: master (the ConfigMap's nic, or master in the node's vpcnat CNI entry) "eth9" in the node netns: Link not found`
 	id1, id2 := strings.Repeat("a1", 32), strings.Repeat("b2", 32)
 	for name, tc := range map[string]struct{ in, want string }{
 		"ours":       {kubeletMessage(id1, "vpcnat", ours), ours},

@@ -149,7 +149,7 @@ func TestForwardingStaysOffOnFailure(t *testing.T) {
 	bad := seedDesired()
 	bad.External.Master = "nonexistent0"
 	_, err := tp.converge(g, bad, true)
-	if err == nil || !strings.Contains(err.Error(), `master "nonexistent0"`) {
+	if err == nil || !strings.Contains(err.Error(), `the ConfigMap's nic, or master in the node's vpcnat CNI entry) "nonexistent0"`) {
 		t.Fatalf("converge with a missing master: err %v", err)
 	}
 	if got := tp.sysctl(roleGW, "net.ipv4.ip_forward"); got != "0" {

@@ -25,7 +25,7 @@ func EnsureExternalNIC(h *Handles, nic annotations.ExternalNIC) ([]string, error
 	if err != nil {
 		return nil, err
 	}
-	return ensureMacvlan(h, name, nic.Master, nic.Mode, mac, nic.MTU)
+	return ensureMacvlan(h, name, "master (the ConfigMap's nic, or master in the node's vpcnat CNI entry)", nic.Master, nic.Mode, mac, nic.MTU)
 }
 
 // parseMAC parses an optional MAC ("" = let the kernel choose).
@@ -53,7 +53,7 @@ func EnsureSubnetNIC(h *Handles, nic annotations.SubnetNIC) ([]string, error) {
 	}
 	switch nic.Attachment.Type {
 	case annotations.AttachMacvlan:
-		return ensureMacvlan(h, nic.IfName, nic.Attachment.Master, "bridge", mac, nic.Attachment.MTU)
+		return ensureMacvlan(h, nic.IfName, "subnet "+nic.Subnet+": natGatewayAttachment.master", nic.Attachment.Master, "bridge", mac, nic.Attachment.MTU)
 	case annotations.AttachBridge:
 		return ensureBridgeVeth(h, nic, mac)
 	default:
@@ -120,15 +120,16 @@ var macvlanModes = map[string]netlink.MacvlanMode{
 }
 
 // ensureMacvlan makes name a macvlan of the given mode on master (node netns) inside the gateway
-// netns, with mac (nil: any) and mtu (0: the master's), and up.
-func ensureMacvlan(h *Handles, name, master, mode string, mac net.HardwareAddr, mtu int) ([]string, error) {
+// netns, with mac (nil: any) and mtu (0: the master's), and up. masterFrom says where master was
+// configured, for the error when the node has no such link.
+func ensureMacvlan(h *Handles, name, masterFrom, master, mode string, mac net.HardwareAddr, mtu int) ([]string, error) {
 	m, ok := macvlanModes[mode]
 	if !ok {
 		return nil, fmt.Errorf("link %s: macvlan mode %q not supported", name, mode)
 	}
 	parent, err := h.Host.LinkByName(master)
 	if err != nil {
-		return nil, fmt.Errorf("link %s: master %q in the node netns: %w", name, master, err)
+		return nil, fmt.Errorf("link %s: %s %q in the node netns: %w", name, masterFrom, master, err)
 	}
 	var changes []string
 	l, err := h.Gateway.LinkByName(name)

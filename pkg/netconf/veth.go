@@ -17,7 +17,7 @@ func ensureBridgeVeth(h *Handles, nic annotations.SubnetNIC, mac net.HardwareAdd
 	att := nic.Attachment
 	br, err := h.Host.LinkByName(att.Bridge)
 	if err != nil {
-		return nil, fmt.Errorf("subnet NIC %s: bridge %q in the node netns: %w", nic.IfName, att.Bridge, err)
+		return nil, fmt.Errorf("subnet NIC %s: subnet %s: natGatewayAttachment.bridge %q in the node netns: %w", nic.IfName, nic.Subnet, att.Bridge, err)
 	}
 	gwEnd, hostEnd, err := lookupPair(h, nic.IfName, att.HostIfName)
 	if err != nil {

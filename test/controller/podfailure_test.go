@@ -52,9 +52,9 @@ func TestPodCannotStart(t *testing.T) {
 	}
 	// What the plugin says (plugins/vpcnat-gateway via pkg/netconf) when the node lacks the
 	// ConfigMap's nic, and when it lacks the Subnet's bridge.
-	noNIC := fmt.Sprintf(`vpcnat: link net1: master %q in the node netns: Link not found`, nics.External.Master)
-	noBridge := fmt.Sprintf(`vpcnat: subnet NIC %s: bridge %q in the node netns: Link not found`,
-		nics.Subnets[0].IfName, nics.Subnets[0].Attachment.Bridge)
+	noNIC := fmt.Sprintf(`vpcnat: link net1: master (the ConfigMap's nic, or master in the node's vpcnat CNI entry) %q in the node netns: Link not found`, nics.External.Master)
+	noBridge := fmt.Sprintf(`vpcnat: subnet NIC %s: subnet %s: natGatewayAttachment.bridge %q in the node netns: Link not found`,
+		nics.Subnets[0].IfName, nics.Subnets[0].Subnet, nics.Subnets[0].Attachment.Bridge)
 	now := time.Now()
 	sandbox1 := kubeletSandboxEvent(t, pod.Name, pod.UID, now.Add(-2*time.Second), noNIC)
 	cond := condition(t, "ngw", controller.CondReady, metav1.ConditionFalse, controller.ReasonPodSandboxFailed,

@@ -73,6 +73,7 @@ func TestVpcNat(t *testing.T) {
 		{"gateway pod deleted", func() flows { e.gatewayPodDeleted(now); return now }},
 		{"sandbox reboot", func() flows { e.sandboxReboot(now); return now }},
 		{"image roll", func() flows { e.imageRoll(now); return now }},
+		{"pod cannot start", func() flows { e.podCannotStart(now); return now }},
 		{"gateway deleted", func() flows { e.gatewayDeleted(); return now }},
 	} {
 		// A failed step goes on to the next: each starts from the gateway as it is, and one
@@ -1170,6 +1171,89 @@ func (e *vpcEnv) imageRoll(now flows) {
 	if img := d.Spec.Template.Spec.Containers[0].Image; img != gatewayImageV2 {
 		t.Errorf("Deployment %s has image %s, want %s", d.Name, img, gatewayImageV2)
 	}
+}
+
+// brokenGateway is a second gateway whose Subnet joins the gateway through a Linux bridge the
+// node does not have: the plugin refuses its sandbox, and the kubelet retries for ever.
+const brokenGateway = `apiVersion: kubeovn.io/v1
+kind: Vpc
+metadata:
+  name: vpc-broken
+---
+apiVersion: kubeovn.io/v1
+kind: Subnet
+metadata:
+  name: sn-broken
+spec:
+  vpc: vpc-broken
+  cidrBlock: 10.9.1.0/24
+  gateway: 10.9.1.1
+  natGatewayAttachment:
+    bridge: vne2e-nobr
+---
+apiVersion: kubeovn.io/v1
+kind: VpcNatGateway
+metadata:
+  name: ngw-broken
+spec:
+  vpc: vpc-broken
+  subnet: sn-broken
+  lanIp: 10.9.1.254
+  eips:
+    - eipCIDR: 192.168.0.121/24
+      gateway: 192.168.0.254
+  snatRules:
+    - eip: 192.168.0.121
+      internalCIDR: 10.9.1.0/24
+`
+
+// podCannotStart: the status of a gateway whose pod the plugin refuses says why, with the
+// plugin's own error (the bridge's name) taken from the kubelet's Event; deleted, it leaves
+// nothing, and the seed's gateway carries on.
+func (e *vpcEnv) podCannotStart(now flows) {
+	t := e.t
+	path := filepath.Join(e.dir, "broken.yaml")
+	if err := os.WriteFile(path, []byte(brokenGateway), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	mark := time.Now()
+	e.kubectl("apply", "-f", path)
+	var msg string
+	said := pollWithin(e.ctx, t, waitLimit, "ngw-broken's Ready condition names the missing bridge", func() (bool, error) {
+		gw, err := e.kovn.VpcNatGateways.Get(e.ctx, "ngw-broken", metav1.GetOptions{})
+		if err != nil {
+			return false, err
+		}
+		c := findCondition(gw.Status.Conditions, "Ready")
+		if c == nil {
+			return false, nil
+		}
+		msg = c.Reason + ": " + c.Message
+		return c.Status == metav1.ConditionFalse && c.Reason == "PodSandboxFailed" && strings.Contains(c.Message, `subnet sn-broken: natGatewayAttachment.bridge "vne2e-nobr"`), nil
+	})
+	e.times.add("gateway whose pod cannot start -> status names the plugin's error", said.Sub(mark))
+	t.Logf("ngw-broken: Ready=False, %s", msg)
+	if strings.Contains(msg, "rpc error") {
+		t.Errorf("the condition keeps the runtime's wrapping: %s", msg)
+	}
+	e.kubectl("delete", "-f", path)
+	sel := metav1.ListOptions{LabelSelector: plan.LabelGateway + "=ngw-broken"}
+	pollWithin(e.ctx, t, waitLimit, "ngw-broken's Deployment and pod gone", func() (bool, error) {
+		_, err := e.client.AppsV1().Deployments(plan.GatewayNamespace).Get(e.ctx, plan.DeploymentName("ngw-broken"), metav1.GetOptions{})
+		if !isNotFound(err) {
+			return false, err
+		}
+		pods, err := e.client.CoreV1().Pods(plan.GatewayNamespace).List(e.ctx, sel)
+		return err == nil && len(pods.Items) == 0, err
+	})
+	// The refused ADDs rolled back: no node-side veth of the subnet NIC, no attachment record.
+	if hostEnd := plan.HostIfName("ngw-broken", "sn-broken"); exec.CommandContext(e.ctx, "ip", "link", "show", "dev", hostEnd).Run() == nil {
+		t.Errorf("the refused sandbox's node-side veth %s is on the node", hostEnd)
+	}
+	if recs, err := records(); err != nil || len(recs) != 1 {
+		t.Errorf("attachment records on the node: %v (%v), want the seed gateway's only", recs, err)
+	}
+	checkFlows(t, e.net, "after a gateway whose pod cannot start came and went", now)
 }
 
 // gatewayDeleted: deleting the VpcNatGateway removes its Deployment and pod, and on the node
