@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
@@ -106,11 +105,7 @@ func newCREnv(t *testing.T) *crEnv {
 	t.Helper()
 	e := apiServer.Get(t)
 	ctx := context.Background()
-	if _, err := e.Kubectl(ctx, "apply", "--server-side", "-f", filepath.Join(repoRoot(), "deploy", "crds")); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := e.Kubectl(ctx, "wait", "--for=condition=Established", "--timeout=60s",
-		"crd/vpcnatgateways.kubeovn.io", "crd/vpcs.kubeovn.io", "crd/subnets.kubeovn.io"); err != nil {
+	if err := e.Install(ctx, repoRoot(), "deploy/crds"); err != nil {
 		t.Fatal(err)
 	}
 	kube, err := e.Clientset()

@@ -59,36 +59,17 @@ func TestMain(m *testing.M) {
 func run(m *testing.M) int {
 	_, file, _, _ := runtime.Caller(0)
 	repoRoot = filepath.Join(filepath.Dir(file), "..", "..")
-	bin, err := kubeenv.BinDir(repoRoot)
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "kube binaries:", err)
-		return 1
-	}
-	ctx := context.Background()
-	env, err = kubeenv.Start(ctx, bin)
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "kubeenv:", err)
-		return 1
-	}
-	defer env.Stop()
-	if err := setUp(ctx); err != nil {
-		fmt.Fprintln(os.Stderr, "set-up:", err, "logs in", env.Dir)
-		return 1
-	}
-	return m.Run()
+	return kubeenv.Main(m, repoRoot, func(ctx context.Context, e *kubeenv.Env) error {
+		env = e
+		return setUp(ctx)
+	})
 }
 
 // setUp installs deploy/crds and the controller's ServiceAccount and RBAC with kubectl, as a
 // user would, and then starts kube-controller-manager: its garbage collector learns the kinds
 // that can own objects from discovery, which it refreshes only every 30 s.
 func setUp(ctx context.Context) error {
-	for _, dir := range []string{"deploy/crds", "deploy/controller/00-serviceaccount.yaml", "deploy/controller/10-rbac.yaml"} {
-		if _, err := env.Kubectl(ctx, "apply", "--server-side", "-f", filepath.Join(repoRoot, dir)); err != nil {
-			return err
-		}
-	}
-	if _, err := env.Kubectl(ctx, "wait", "--for=condition=Established", "--timeout=60s",
-		"crd/vpcnatgateways.kubeovn.io", "crd/vpcs.kubeovn.io", "crd/subnets.kubeovn.io"); err != nil {
+	if err := env.Install(ctx, repoRoot, "deploy/crds", "deploy/controller/00-serviceaccount.yaml", "deploy/controller/10-rbac.yaml"); err != nil {
 		return err
 	}
 	if err := env.StartControllerManager(ctx); err != nil {

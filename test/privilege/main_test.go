@@ -54,23 +54,10 @@ func run(m *testing.M) int {
 	b := make([]byte, 3)
 	_, _ = rand.Read(b)
 	runID = "vpcnat-priv-" + hex.EncodeToString(b)
-	bin, err := kubeenv.BinDir(repoRoot)
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "kube binaries:", err)
-		return 1
-	}
-	ctx := context.Background()
-	env, err = kubeenv.Start(ctx, bin)
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "kubeenv:", err)
-		return 1
-	}
-	defer env.Stop()
-	if err := setUp(ctx); err != nil {
-		fmt.Fprintln(os.Stderr, "set-up:", err, "logs in", env.Dir)
-		return 1
-	}
-	return m.Run()
+	return kubeenv.Main(m, repoRoot, func(ctx context.Context, e *kubeenv.Env) error {
+		env = e
+		return setUp(ctx)
+	})
 }
 
 // setUp applies deploy/ as shipped: the CRDs, then everything of the controller and the daemon
@@ -81,14 +68,8 @@ func setUp(ctx context.Context) error {
 	if admin, err = env.Clientset(); err != nil {
 		return err
 	}
-	for _, dir := range []string{"deploy/crds", "deploy/controller", "deploy/daemonset"} {
-		if out, err := env.Kubectl(ctx, "apply", "--server-side", "-f", filepath.Join(repoRoot, dir)); err != nil {
-			return fmt.Errorf("kubectl apply -f %s: %w: %s", dir, err, out)
-		}
-	}
-	if out, err := env.Kubectl(ctx, "wait", "--for=condition=Established", "--timeout=60s",
-		"crd/vpcnatgateways.kubeovn.io", "crd/vpcs.kubeovn.io", "crd/subnets.kubeovn.io"); err != nil {
-		return fmt.Errorf("waiting for the CRDs: %w: %s", err, out)
+	if err := env.Install(ctx, repoRoot, "deploy/crds", "deploy/controller", "deploy/daemonset"); err != nil {
+		return err
 	}
 	// No kube-controller-manager: make the "default" ServiceAccount pods without one refer to.
 	for _, ns := range []string{systemNS, "default"} {

@@ -49,13 +49,7 @@ func startCluster(t *testing.T) *cluster {
 			t.Error(err)
 		}
 	})
-	for _, f := range []string{"deploy/crds", "deploy/controller/00-serviceaccount.yaml", "deploy/controller/10-rbac.yaml", "deploy/daemonset/00-rbac.yaml"} {
-		if _, err := env.Kubectl(ctx, "apply", "--server-side", "-f", filepath.Join(repoRoot, f)); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if _, err := env.Kubectl(ctx, "wait", "--for=condition=Established", "--timeout=60s",
-		"crd/vpcnatgateways.kubeovn.io", "crd/vpcs.kubeovn.io", "crd/subnets.kubeovn.io"); err != nil {
+	if err := env.Install(ctx, repoRoot, "deploy/crds", "deploy/controller/00-serviceaccount.yaml", "deploy/controller/10-rbac.yaml", "deploy/daemonset/00-rbac.yaml"); err != nil {
 		t.Fatal(err)
 	}
 	// After the CRDs: the garbage collector learns the kinds that can own objects at its start.

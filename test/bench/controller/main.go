@@ -57,12 +57,7 @@ func run(gateways, samples, rules int, heap string) error {
 		return err
 	}
 	defer env.Stop()
-	for _, f := range []string{"deploy/crds", "deploy/controller/00-serviceaccount.yaml", "deploy/controller/10-rbac.yaml"} {
-		if _, err := env.Kubectl(ctx, "apply", "--server-side", "-f", filepath.Join(root, f)); err != nil {
-			return err
-		}
-	}
-	if _, err := env.Kubectl(ctx, "wait", "--for=condition=Established", "--timeout=60s", "crd/vpcnatgateways.kubeovn.io"); err != nil {
+	if err := env.Install(ctx, root, "deploy/crds", "deploy/controller/00-serviceaccount.yaml", "deploy/controller/10-rbac.yaml"); err != nil {
 		return err
 	}
 	if err := env.StartControllerManager(ctx); err != nil {
