@@ -308,7 +308,7 @@ func desiredValue(c Case, good string) (value string, annots map[string]any, err
 func TestAnnotation(t *testing.T) {
 	topo.NeedRoot(t)
 	cases := casesOf(t, "annotation")
-	tp := newTopology(t)
+	tp := topo.SeedForTest(t)
 	c := newAnnCluster(t, tp.Prefix)
 	f := newCNIFixture(t, tp, c.ns)
 

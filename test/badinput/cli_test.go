@@ -145,7 +145,7 @@ func cliSpec(t *testing.T, c Case) (string, []string, error) {
 func TestCLI(t *testing.T) {
 	topo.NeedRoot(t)
 	cases := casesOf(t, "cli")
-	tp := newTopology(t)
+	tp := topo.SeedForTest(t)
 	if err := tp.AddNS("gw2"); err != nil {
 		t.Fatal(err)
 	}

@@ -346,7 +346,7 @@ func (f *cniFixture) runCases(t *testing.T, k *counter, cases []Case) {
 func TestCNI(t *testing.T) {
 	topo.NeedRoot(t)
 	cases := casesOf(t, "cni")
-	tp := newTopology(t)
+	tp := topo.SeedForTest(t)
 	f := newCNIFixture(t, tp, "kube-system")
 	f.setHealthy(nil)
 	k := &counter{layer: "cni"}

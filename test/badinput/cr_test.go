@@ -21,6 +21,7 @@ import (
 	"github.com/vpcnat/vpcnat/pkg/controller"
 	"github.com/vpcnat/vpcnat/pkg/controller/kubeovn"
 	"github.com/vpcnat/vpcnat/pkg/plan"
+	"github.com/vpcnat/vpcnat/test/kubeenv"
 )
 
 // The CR layer's base objects; {n} is the case's number.
@@ -90,6 +91,18 @@ func crObjects(c Case, n int) ([]crObject, error) {
 	if !found {
 		return nil, fmt.Errorf("%s: unknown base %q for the cr layer", c, c.Base)
 	}
+	// The gateway's own subnet goes last: the controller cannot project the gateway before it
+	// has that subnet, and by then its cache holds every subnet created before it (one watch
+	// stream, in order). Otherwise a second subnet that makes the gateway invalid (cr-088, an
+	// overlap) could reach the controller after the gateway, which it would then project from
+	// a view without that subnet, Deployment and all.
+	for i, b := range crBases {
+		if b.base == "subnet" && i < len(out) {
+			own := out[i]
+			out = append(append(out[:i:i], out[i+1:]...), own)
+			break
+		}
+	}
 	return out, nil
 }
 
@@ -136,20 +149,7 @@ func newCREnv(t *testing.T) *crEnv {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cctx, cancel := context.WithCancel(ctx)
-	done := make(chan error, 1)
-	go func() { done <- ctrl.Run(cctx) }()
-	t.Cleanup(func() {
-		cancel()
-		select {
-		case err := <-done:
-			if err != nil {
-				t.Errorf("controller: %v", err)
-			}
-		case <-time.After(30 * time.Second):
-			t.Error("controller did not stop in 30s")
-		}
-	})
+	kubeenv.RunInBackground(t, "controller", ctrl.Run)
 	return env
 }
 
@@ -282,7 +282,12 @@ func TestCR(t *testing.T) {
 				}
 				created = append(created, o)
 			}
-			gw := objs[len(objs)-1]
+			var gw crObject
+			for _, o := range objs {
+				if o.resource == "vpcnatgateways" {
+					gw = o
+				}
+			}
 			switch {
 			case c.Stage == "api":
 				if verdict := checkError(c, refused); verdict != nil {

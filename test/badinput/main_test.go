@@ -59,22 +59,6 @@ func run(m *testing.M) int {
 	return code
 }
 
-// newTopology builds the seed topology under a per-run prefix, removed when the test ends
-// (also when it fails).
-func newTopology(t *testing.T) *topo.Topology {
-	t.Helper()
-	tp, err := topo.NewSeed(topo.NewPrefix())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if err := tp.Close(); err != nil {
-			t.Error(err)
-		}
-	})
-	return tp
-}
-
 // dump is a netns's kernel state as text (topo.Dump).
 func dump(t *testing.T, tp *topo.Topology, role string) string {
 	t.Helper()

@@ -50,28 +50,7 @@ func startController(t *testing.T) *running {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- ctrl.Run(ctx) }()
-	stopped := false
-	r := &running{reg: reg}
-	r.stop = func() {
-		if stopped {
-			return
-		}
-		stopped = true
-		cancel()
-		select {
-		case err := <-done:
-			if err != nil {
-				t.Errorf("controller: %v", err)
-			}
-		case <-time.After(30 * time.Second):
-			t.Errorf("controller did not stop in 30s")
-		}
-	}
-	t.Cleanup(r.stop)
-	return r
+	return &running{reg: reg, stop: kubeenv.RunInBackground(t, "controller", ctrl.Run)}
 }
 
 // syncs is how many gateway syncs the controller has finished, whatever their result.

@@ -19,7 +19,7 @@ import (
 // rules. When the pod is deleted the daemon forgets it without touching its netns.
 func TestDaemonAppliesDesired(t *testing.T) {
 	topo.NeedRoot(t)
-	tp := newTopology(t)
+	tp := topo.SeedForTest(t)
 	c := newCluster(t, tp.Prefix)
 	n := newNode(t, c, tp)
 	in := seedInputs(t, 1)

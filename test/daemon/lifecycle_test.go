@@ -24,7 +24,7 @@ type seedGateway struct {
 
 func newSeedGateway(t *testing.T, flags ...string) *seedGateway {
 	t.Helper()
-	tp := newTopology(t)
+	tp := topo.SeedForTest(t)
 	g := &seedGateway{c: newCluster(t, tp.Prefix)}
 	g.n = newNode(t, g.c, tp)
 	templ, d := build(t, seedInputs(t, 1))

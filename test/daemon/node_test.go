@@ -51,20 +51,6 @@ func newNode(t *testing.T, c *cluster, tp *topo.Topology) *node {
 	return &node{t: t, topo: tp, chain: chain, list: list}
 }
 
-func newTopology(t *testing.T) *topo.Topology {
-	t.Helper()
-	tp, err := topo.NewSeed(topo.NewPrefix())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if err := tp.Close(); err != nil {
-			t.Error(err)
-		}
-	})
-	return tp
-}
-
 // sandbox creates the pod's sandbox in role's netns through the CNI chain, as containerd
 // would, with the pod template's annotations; the vpcnat plugin writes the attachment record.
 // Cleanup runs DEL.

@@ -23,7 +23,7 @@ import (
 // controls — are never converged nor annotated, while the real gateway next to them is.
 func TestDaemonIgnoresImpostors(t *testing.T) {
 	topo.NeedRoot(t)
-	tp := newTopology(t)
+	tp := topo.SeedForTest(t)
 	c := newCluster(t, tp.Prefix)
 	n := newNode(t, c, tp)
 	other := c.ns + "-x"
@@ -100,7 +100,7 @@ func TestDaemonIgnoresImpostors(t *testing.T) {
 // updated as usual. Once fixed, the first gateway works.
 func TestDaemonBadDesired(t *testing.T) {
 	topo.NeedRoot(t)
-	tp := newTopology(t)
+	tp := topo.SeedForTest(t)
 	c := newCluster(t, tp.Prefix)
 	n := newNode(t, c, tp)
 	in := seedInputs(t, 1)

@@ -45,15 +45,7 @@ func newFixture(t *testing.T) *fixture {
 	if os.Geteuid() != 0 {
 		t.Skip("needs root: creates network namespaces, macvlans and iptables rules")
 	}
-	tp, err := topo.NewSeed(topo.NewPrefix())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if err := tp.Close(); err != nil {
-			t.Error(err)
-		}
-	})
+	tp := topo.SeedForTest(t)
 	in, err := plan.LoadFile(seedPath(t))
 	if err != nil {
 		t.Fatal(err)

@@ -37,15 +37,7 @@ func TestCheckCatchesEachFault(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("needs root")
 	}
-	tp, err := topo.NewSeed(topo.NewPrefix())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if err := tp.Close(); err != nil {
-			t.Error(err)
-		}
-	})
+	tp := topo.SeedForTest(t)
 	d := seedDesired(t)
 	gw := netconf.NewGateway(tp.Path(topo.Gateway))
 	defer gw.Close()

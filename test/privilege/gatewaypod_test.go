@@ -16,6 +16,7 @@ import (
 	"github.com/vpcnat/vpcnat/pkg/controller"
 	"github.com/vpcnat/vpcnat/pkg/controller/kubeovn"
 	"github.com/vpcnat/vpcnat/pkg/plan"
+	"github.com/vpcnat/vpcnat/test/kubeenv"
 )
 
 // TestGatewayPodRestricted: the gateway pod template the controller generates (running as its
@@ -43,20 +44,7 @@ func TestGatewayPodRestricted(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	runCtx, cancel := context.WithCancel(ctx)
-	done := make(chan error, 1)
-	go func() { done <- ctrl.Run(runCtx) }()
-	t.Cleanup(func() {
-		cancel()
-		select {
-		case err := <-done:
-			if err != nil {
-				t.Errorf("controller: %v", err)
-			}
-		case <-time.After(30 * time.Second):
-			t.Errorf("controller did not stop in 30s")
-		}
-	})
+	kubeenv.RunInBackground(t, "controller", ctrl.Run)
 	var dep *appsv1.Deployment
 	eventually(t, "the controller creates the gateway's Deployment", 60*time.Second, func() bool {
 		dep, err = admin.AppsV1().Deployments(plan.GatewayNamespace).Get(ctx, plan.DeploymentName("ngw"), metav1.GetOptions{})
