@@ -154,20 +154,27 @@ func New(kube kubernetes.Interface, ovn *kubeovn.Client, opts Options) (*Control
 	for _, h := range []struct {
 		inf cache.SharedIndexInformer
 		h   cache.ResourceEventHandler
+		// optional: the workers do not wait for this cache. The Events only add a pod's
+		// sandbox error to a status; a controller whose RBAC predates them (an image updated
+		// without deploy/controller) must still work, and each Event, once listed, queues its
+		// gateway anyway.
+		optional bool
 	}{
-		{c.ovnInformers.VpcNatGateways, c.gatewayHandler()},
-		{c.ovnInformers.Vpcs, c.vpcHandler()},
-		{c.ovnInformers.Subnets, c.subnetHandler()},
-		{deployInf.Informer(), c.childHandler()},
-		{podInf.Informer(), c.childHandler()},
-		{cmInf.Informer(), c.configMapHandler()},
-		{evInf, c.eventHandler()},
+		{c.ovnInformers.VpcNatGateways, c.gatewayHandler(), false},
+		{c.ovnInformers.Vpcs, c.vpcHandler(), false},
+		{c.ovnInformers.Subnets, c.subnetHandler(), false},
+		{deployInf.Informer(), c.childHandler(), false},
+		{podInf.Informer(), c.childHandler(), false},
+		{cmInf.Informer(), c.configMapHandler(), false},
+		{evInf, c.eventHandler(), true},
 	} {
 		reg, err := h.inf.AddEventHandler(h.h)
 		if err != nil {
 			return nil, fmt.Errorf("event handler: %w", err)
 		}
-		c.synced = append(c.synced, reg.HasSynced)
+		if !h.optional {
+			c.synced = append(c.synced, reg.HasSynced)
+		}
 	}
 
 	// The default spam filter lets an object emit 25 Events and then one per 5 minutes: too few

@@ -3,16 +3,23 @@ package controller
 import (
 	"context"
 	"fmt"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/rest"
 
 	"github.com/vpcnat/vpcnat/pkg/annotations"
 	"github.com/vpcnat/vpcnat/pkg/controller"
+	"github.com/vpcnat/vpcnat/test/kubeenv"
 )
 
 // TestPodCannotStart: a gateway pod whose sandbox the CNI plugin refuses (the kubelet's Warning
@@ -158,4 +165,70 @@ func kubeletSandboxEvent(t *testing.T, pod string, uid types.UID, at time.Time, 
 		t.Fatal(err)
 	}
 	return sandbox
+}
+
+// TestWorksWithoutEventsRBAC: a controller whose RBAC predates the Events informer (its image
+// updated without deploy/controller) still projects gateways; only the sandbox errors are missing.
+func TestWorksWithoutEventsRBAC(t *testing.T) {
+	fresh(t)
+	ctx := context.Background()
+	const user = "vpcnat-controller-without-events"
+	role, err := admin.kube.RbacV1().Roles(ns).Get(ctx, "vpcnat-controller", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var rules []rbacv1.PolicyRule
+	for _, r := range role.Rules {
+		if !slices.Contains(r.Resources, "events") {
+			rules = append(rules, r)
+		}
+	}
+	if len(rules) == len(role.Rules) {
+		t.Fatalf("Role %s/vpcnat-controller has no rule for events: %+v", ns, role.Rules)
+	}
+	subject := []rbacv1.Subject{{Kind: rbacv1.UserKind, APIGroup: rbacv1.GroupName, Name: user}}
+	older := &rbacv1.Role{ObjectMeta: metav1.ObjectMeta{Name: user, Namespace: ns}, Rules: rules}
+	objs := []func() error{
+		func() error {
+			_, err := admin.kube.RbacV1().Roles(ns).Create(ctx, older, metav1.CreateOptions{})
+			return err
+		},
+		func() error {
+			_, err := admin.kube.RbacV1().RoleBindings(ns).Create(ctx, &rbacv1.RoleBinding{ObjectMeta: metav1.ObjectMeta{Name: user, Namespace: ns},
+				RoleRef: rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "Role", Name: user}, Subjects: subject}, metav1.CreateOptions{})
+			return err
+		},
+		func() error {
+			_, err := admin.kube.RbacV1().ClusterRoleBindings().Create(ctx, &rbacv1.ClusterRoleBinding{ObjectMeta: metav1.ObjectMeta{Name: user},
+				RoleRef: rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: "vpcnat-controller"}, Subjects: subject}, metav1.CreateOptions{})
+			return err
+		},
+	}
+	for _, create := range objs {
+		if err := create(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	t.Cleanup(func() {
+		_ = admin.kube.RbacV1().ClusterRoleBindings().Delete(ctx, user, metav1.DeleteOptions{})
+		_ = admin.kube.RbacV1().RoleBindings(ns).Delete(ctx, user, metav1.DeleteOptions{})
+		_ = admin.kube.RbacV1().Roles(ns).Delete(ctx, user, metav1.DeleteOptions{})
+	})
+	cfg := rest.CopyConfig(env.Config)
+	cfg.Impersonate = rest.ImpersonationConfig{UserName: user}
+	c, err := newClients(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.kube.CoreV1().Events(ns).List(ctx, metav1.ListOptions{}); !apierrors.IsForbidden(err) {
+		t.Fatalf("listing events as %s: %v, want forbidden", user, err)
+	}
+	ctrl, err := controller.New(c.kube, c.ovn, controller.Options{Workers: 2, Registerer: prometheus.NewRegistry()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	kubeenv.RunInBackground(t, "controller", ctrl.Run)
+	createSeed(t)
+	runPods(t)
+	waitDesired(t, "ngw")
 }
