@@ -130,9 +130,18 @@ func mappingAddedAfterFlow(t *testing.T, c lateCase, restart bool) {
 		}
 		return kstate.Flow{}, false
 	}
-	e, ok := find("udp", c.local, c.sport, dst, dport)
+	// The entry appears when the gateway has received the datagram, which on a loaded machine
+	// can be after the request gave up (the kernel's packet processing deferred to ksoftirqd, an
+	// ARP resolution first): wait for it, so that the converge below comes after it.
+	var e kstate.Flow
+	ok := false
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		if e, ok = find("udp", c.local, c.sport, dst, dport); ok || time.Now().After(deadline) {
+			break
+		}
+	}
 	if !ok || e.ReplySrc != e.OrigDst || e.ReplyDst != e.OrigSrc {
-		t.Fatalf("want an untranslated entry of %s:%d -> %s, got %v (found %v)", c.local, c.sport, c.remote, e, ok)
+		t.Fatalf("want an untranslated entry of %s:%d -> %s, got %v (found %v)\nconntrack:\n%s", c.local, c.sport, c.remote, e, ok, conntrackDump(tp))
 	}
 	if bad := kstate.CheckFlows([]kstate.Flow{e}, dWith); len(bad) != 1 {
 		t.Fatalf("kstate.CheckFlows does not see the untranslated entry as wrong for the state with the mapping: %q", bad)
