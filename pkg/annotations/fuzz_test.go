@@ -180,6 +180,9 @@ func FuzzParseApplied(f *testing.F) {
 	f.Add(mustMarshal(f, &Applied{Version: Version, Generation: 3, Hash: strings.Repeat("ab", 32),
 		Time: "2026-11-26T03:00:00Z", RuleErrors: map[string]string{"dnat/192.168.0.112/tcp/8888": "no such EIP"}}))
 	f.Add(`{"version":"v1","generation":0,"hash":"","time":"","error":"netns gone"}`)
+	f.Add(mustMarshal(f, &Applied{Version: Version, Generation: 3, Hash: "x", Time: "2026-11-26T03:00:00Z",
+		Conflicts: []AddressConflict{{Address: "192.168.0.111", Interface: "net1", MAC: "02:42:c0:a8:00:6f",
+			Since: "2026-11-26T02:59:58Z"}}}))
 	f.Fuzz(func(t *testing.T, s string) {
 		a, err := ParseApplied(s)
 		if err != nil {

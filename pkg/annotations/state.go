@@ -155,6 +155,10 @@ type Applied struct {
 	Error string `json:"error,omitempty"`
 	// RuleErrors maps a rule key (as in VpcNatGateway.status.rules[].key) to its error.
 	RuleErrors map[string]string `json:"ruleErrors,omitempty"`
+	// Conflicts are the gateway's addresses another host claims, in the daemon's order
+	// (interface, then address). Added after v1's first release without a version change: absent
+	// when there is none, so a report without conflicts reads the same to an older controller.
+	Conflicts []AddressConflict `json:"conflicts,omitempty"`
 }
 
 // Marshal encodes a document canonically (Go's encoding/json is deterministic for structs).
@@ -209,6 +213,9 @@ func ParseApplied(s string) (*Applied, error) {
 	}
 	if err := checkVersion(AppliedKey, a.Version); err != nil {
 		return nil, err
+	}
+	if err := validateConflicts(a.Conflicts); err != nil {
+		return nil, fmt.Errorf("annotation %s: %w", AppliedKey, err)
 	}
 	return &a, nil
 }
