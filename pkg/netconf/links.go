@@ -159,6 +159,9 @@ func ensureMacvlan(h *Handles, name, masterFrom, master, mode string, mac net.Ha
 		return nil, fmt.Errorf("creating macvlan %s on %s in the gateway netns: %w", name, master, err)
 	}
 	changes = append(changes, fmt.Sprintf("link %s: created macvlan on %s", name, master))
+	if err := ipv6OffIn(h.GatewayNS, name); err != nil {
+		return nil, fmt.Errorf("link %s: %w", name, err)
+	}
 	if l, err = h.Gateway.LinkByName(name); err != nil {
 		return nil, fmt.Errorf("looking up link %s after creating it: %w", name, err)
 	}

@@ -8,6 +8,7 @@ import (
 	"strings"
 
 	"github.com/containernetworking/plugins/pkg/ns"
+	"github.com/vishvananda/netns"
 )
 
 // sysctl is one value under /proc/sys/net of the gateway netns. Path is slash-separated below
@@ -27,15 +28,17 @@ const forwardSysctl = "net/ipv4/ip_forward"
 // gets promote_secondaries, so removing the first EIP of a network keeps the others (without it
 // the kernel drops every secondary address together with the primary); so do the subnet NICs we
 // create (their subnet gateway address and lanIp are one network too). Our NICs ignore IPv6
-// router advertisements: they hold exactly the desired addresses, and a SLAAC address would be
-// removed by every converge and come back with the next advertisement (Optional: the netns may
-// have IPv6 disabled).
+// IPv6 is off on the NICs we create (disable_ipv6, see ipv6Off): the data plane is IPv4 only,
+// and an IPv6-enabled link sends router and neighbour solicitations and MLD reports onto the
+// external and tenant segments from its link-local address. Set when the link is created, before
+// it goes up, and kept here for links made by an older version (Optional: a kernel without IPv6
+// has no such file).
 func linkSysctls(ext string, subnets []string, primary map[string]bool) []sysctl {
 	out := []sysctl{
 		{Path: "net/ipv4/conf/all/rp_filter", Value: "0"},
 		{Path: "net/ipv4/conf/" + ext + "/rp_filter", Value: "0"},
 		{Path: "net/ipv4/conf/" + ext + "/promote_secondaries", Value: "1"},
-		{Path: "net/ipv6/conf/" + ext + "/accept_ra", Value: "0", Optional: true},
+		{Path: ipv6OffPath(ext), Value: "1", Optional: true},
 	}
 	for _, s := range subnets {
 		out = append(out, sysctl{Path: "net/ipv4/conf/" + s + "/rp_filter", Value: "0", Optional: primary[s]})
@@ -44,7 +47,7 @@ func linkSysctls(ext string, subnets []string, primary map[string]bool) []sysctl
 			// promote_secondaries, replacing the first of them (a new Subnet gateway) would
 			// drop the just-added new address together with it.
 			out = append(out, sysctl{Path: "net/ipv4/conf/" + s + "/promote_secondaries", Value: "1"},
-				sysctl{Path: "net/ipv6/conf/" + s + "/accept_ra", Value: "0", Optional: true})
+				sysctl{Path: ipv6OffPath(s), Value: "1", Optional: true})
 		}
 	}
 	return out
@@ -90,6 +93,39 @@ func getSysctl(netNS ns.NetNS, path string) (string, error) {
 // setSysctl writes one value inside the gateway netns.
 func setSysctl(netNS ns.NetNS, path, value string) error {
 	return netNS.Do(func(ns.NetNS) error { return writeSysctl(path, value) })
+}
+
+func ipv6OffPath(ifName string) string { return "net/ipv6/conf/" + ifName + "/disable_ipv6" }
+
+// ipv6Off turns IPv6 off on a link of the calling thread's netns, before the link goes up, so it
+// never gets a link-local address nor sends a frame of IPv6 (DAD, router solicitation, MLD).
+// A kernel without IPv6 has nothing to turn off.
+func ipv6Off(ifName string) error {
+	err := writeSysctl(ipv6OffPath(ifName), "1")
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	return err
+}
+
+// ipv6OffIn is ipv6Off for a link of the gateway netns.
+func ipv6OffIn(gatewayNS netns.NsHandle, ifName string) error {
+	n, err := ns.GetNS(fmt.Sprintf("/proc/self/fd/%d", int(gatewayNS)))
+	if err != nil {
+		return fmt.Errorf("entering the gateway netns to turn IPv6 off on %s: %w", ifName, err)
+	}
+	defer n.Close()
+	return n.Do(func(ns.NetNS) error { return ipv6Off(ifName) })
+}
+
+// ipv6IsOff reports whether IPv6 is off on a link of the calling thread's netns (true also where
+// the kernel has no IPv6).
+func ipv6IsOff(ifName string) (bool, error) {
+	v, err := readSysctl(ipv6OffPath(ifName))
+	if errors.Is(err, fs.ErrNotExist) {
+		return true, nil
+	}
+	return v == "1", err
 }
 
 // readSysctl and writeSysctl must run on a thread inside the target netns.

@@ -51,12 +51,25 @@ func ensureBridgeVeth(h *Handles, nic annotations.SubnetNIC, mac net.HardwareAdd
 			return nil, fmt.Errorf("creating veth %s (node) / %s (gateway): %w", att.HostIfName, nic.IfName, err)
 		}
 		changes = append(changes, fmt.Sprintf("link %s: created veth, peer %s on bridge %s", nic.IfName, att.HostIfName, att.Bridge))
+		if err := ipv6OffIn(h.GatewayNS, nic.IfName); err != nil {
+			return nil, fmt.Errorf("link %s: %w", nic.IfName, err)
+		}
 		if gwEnd, hostEnd, err = lookupPair(h, nic.IfName, att.HostIfName); err != nil {
 			return nil, err
 		}
 		if gwEnd == nil || hostEnd == nil {
 			return nil, fmt.Errorf("veth %s / %s vanished right after creation", att.HostIfName, nic.IfName)
 		}
+	}
+	// The host end is a port of a tenant bridge: with IPv6 on, it would send IPv6 frames onto the
+	// tenant's segment too. Checked on every converge (links made by an older version).
+	if off, err := ipv6IsOff(att.HostIfName); err != nil {
+		return nil, fmt.Errorf("link %s (node): %w", att.HostIfName, err)
+	} else if !off {
+		if err := ipv6Off(att.HostIfName); err != nil {
+			return nil, fmt.Errorf("link %s (node): %w", att.HostIfName, err)
+		}
+		changes = append(changes, fmt.Sprintf("link %s (node): IPv6 off", att.HostIfName))
 	}
 	if hostEnd.Attrs().MasterIndex != br.Attrs().Index {
 		if err := h.Host.LinkSetMasterByIndex(hostEnd, br.Attrs().Index); err != nil {
