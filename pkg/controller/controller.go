@@ -7,6 +7,7 @@ package controller
 import (
 	"context"
 	"fmt"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -29,6 +30,7 @@ import (
 	"k8s.io/klog/v2"
 
 	v1 "github.com/vpcnat/vpcnat/pkg/apis/kubeovn/v1"
+	"github.com/vpcnat/vpcnat/pkg/claims"
 	"github.com/vpcnat/vpcnat/pkg/controller/kubeovn"
 	"github.com/vpcnat/vpcnat/pkg/plan"
 )
@@ -68,7 +70,13 @@ type Controller struct {
 	configMaps   corelisters.ConfigMapNamespaceLister
 	gwIndexer    cache.Indexer
 	subnetIndex  cache.Indexer
-	synced       []cache.InformerSynced
+	// claims reads the caches for the cluster-wide conflict rules (pkg/claims), which the
+	// admission webhook shares.
+	claims claims.Caches
+	synced []cache.InformerSynced
+	// startCaches starts the informers once: by Run, or earlier by StartCaches (the webhook
+	// answers on every replica, leader or not).
+	startCaches sync.Once
 
 	// events holds the kubelet's FailedCreatePodSandBox Events of the gateway namespace, by pod
 	// UID (podfailure.go).
@@ -124,10 +132,10 @@ func New(kube kubernetes.Interface, ovn *kubeovn.Client, opts Options) (*Control
 	c.subnets = c.ovnInformers.SubnetLister()
 	c.gwIndexer = c.ovnInformers.VpcNatGateways.GetIndexer()
 	c.subnetIndex = c.ovnInformers.Subnets.GetIndexer()
-	if err := c.ovnInformers.VpcNatGateways.AddIndexers(gatewayIndexers); err != nil {
+	if err := c.ovnInformers.VpcNatGateways.AddIndexers(claims.GatewayIndexers); err != nil {
 		return nil, fmt.Errorf("gateway indexers: %w", err)
 	}
-	if err := c.ovnInformers.Subnets.AddIndexers(cache.Indexers{indexVpc: subnetVpcIndex}); err != nil {
+	if err := c.ovnInformers.Subnets.AddIndexers(claims.SubnetIndexers); err != nil {
 		return nil, fmt.Errorf("subnet indexers: %w", err)
 	}
 	deployInf := gwFactory.Apps().V1().Deployments()
@@ -150,6 +158,7 @@ func New(kube kubernetes.Interface, ovn *kubeovn.Client, opts Options) (*Control
 	c.deployments = deployInf.Lister().Deployments(opts.GatewayNamespace)
 	c.pods = podInf.Lister().Pods(opts.GatewayNamespace)
 	c.configMaps = cmInf.Lister().ConfigMaps(plan.ConfigMapNamespace)
+	c.claims = claims.Caches{Gateways: c.gwIndexer, Subnets: c.subnetIndex, Deployments: c.deployments}
 
 	for _, h := range []struct {
 		inf cache.SharedIndexInformer
@@ -184,7 +193,8 @@ func New(kube kubernetes.Interface, ovn *kubeovn.Client, opts Options) (*Control
 	return c, nil
 }
 
-// Run starts the informers and workers and blocks until ctx ends. Call it once.
+// Run starts the informers (unless StartCaches did) and workers and blocks until ctx ends. Call
+// it once.
 func (c *Controller) Run(ctx context.Context) error {
 	defer utilruntime.HandleCrash()
 	defer c.queue.ShutDown()
@@ -193,15 +203,13 @@ func (c *Controller) Run(ctx context.Context) error {
 	defer sink.Stop()
 	defer c.broadcaster.Shutdown()
 
-	c.ovnInformers.Start(ctx)
-	for _, f := range c.factories {
-		f.Start(ctx.Done())
+	if c.StartCaches(ctx) {
+		defer func() {
+			for _, f := range c.factories {
+				f.Shutdown()
+			}
+		}()
 	}
-	defer func() {
-		for _, f := range c.factories {
-			f.Shutdown()
-		}
-	}()
 	logger.Info("Waiting for caches", "gatewayNamespace", c.opts.GatewayNamespace)
 	// No write before every cache is full: a sync on a partial cache would see a missing
 	// ConfigMap or a missing Subnet and report a problem that does not exist.
@@ -219,6 +227,36 @@ func (c *Controller) Run(ctx context.Context) error {
 	<-ctx.Done()
 	logger.Info("Stopping")
 	return nil
+}
+
+// StartCaches starts the informers until ctx ends and says whether this call started them:
+// only the first call does. Without it, Run starts them, so that a standby replica holds no
+// caches; the admission webhook calls it before leader election, as it reads the same caches on
+// every replica.
+func (c *Controller) StartCaches(ctx context.Context) bool {
+	started := false
+	c.startCaches.Do(func() {
+		started = true
+		c.ovnInformers.Start(ctx)
+		for _, f := range c.factories {
+			f.Start(ctx.Done())
+		}
+	})
+	return started
+}
+
+// Claims is the Lookup over the controller's caches for the conflict rules of pkg/claims, for
+// the admission webhook.
+func (c *Controller) Claims() claims.Lookup { return c.claims }
+
+// ClaimsSynced says whether the caches Claims reads have listed once.
+func (c *Controller) ClaimsSynced() bool {
+	for _, f := range c.synced {
+		if !f() {
+			return false
+		}
+	}
+	return true
 }
 
 func (c *Controller) worker(ctx context.Context) {
@@ -258,6 +296,8 @@ func (c *Controller) sync(ctx context.Context, k key) (string, error) {
 		return c.syncGateway(ctx, k.name)
 	case kindVpc:
 		return c.syncVpc(ctx, k.name)
+	case kindSubnet:
+		return c.syncSubnet(ctx, k.name)
 	}
 	return resultOK, nil
 }

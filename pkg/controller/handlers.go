@@ -1,16 +1,12 @@
 package controller
 
 import (
-	"net/netip"
-	"strings"
-
 	appsv1 "k8s.io/api/apps/v1"
-
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/tools/cache"
 
-	"github.com/vpcnat/vpcnat/pkg/annotations"
 	v1 "github.com/vpcnat/vpcnat/pkg/apis/kubeovn/v1"
+	"github.com/vpcnat/vpcnat/pkg/claims"
 	"github.com/vpcnat/vpcnat/pkg/plan"
 )
 
@@ -20,81 +16,27 @@ type kind string
 const (
 	kindGateway kind = "gateway"
 	kindVpc     kind = "vpc"
+	kindSubnet  kind = "subnet"
 )
 
-// key is one item of the workqueue: a VpcNatGateway or a Vpc (whose status lists its gateways).
+// key is one item of the workqueue: a VpcNatGateway, a Vpc (whose status lists its gateways) or
+// a Subnet (whose status says whether its segment is its own).
 type key struct {
 	kind kind
 	name string
 }
 
-// Indexes of the informer caches, so that an event finds the gateways it affects without a scan.
+// Indexes of the informer caches (pkg/claims), so that an event finds the objects it affects
+// without a scan.
 const (
-	indexVpc    = "vpc"    // gateways and subnets by spec.vpc
-	indexEIP    = "eip"    // gateways by EIP address
-	indexLan    = "lan"    // gateways by subnet/lanIp
-	indexSubnet = "subnet" // gateways by spec.subnet
+	indexVpc     = claims.IndexVpc
+	indexEIP     = claims.IndexEIP
+	indexLan     = claims.IndexLan
+	indexSubnet  = claims.IndexSubnet
+	indexSegment = claims.IndexSegment
 )
 
-var gatewayIndexers = cache.Indexers{
-	indexVpc: func(obj any) ([]string, error) {
-		gw, ok := obj.(*v1.VpcNatGateway)
-		if !ok || gw.Spec.Vpc == "" {
-			return nil, nil
-		}
-		return []string{gw.Spec.Vpc}, nil
-	},
-	indexSubnet: func(obj any) ([]string, error) {
-		gw, ok := obj.(*v1.VpcNatGateway)
-		if !ok || gw.Spec.Subnet == "" {
-			return nil, nil
-		}
-		return []string{gw.Spec.Subnet}, nil
-	},
-	indexEIP: func(obj any) ([]string, error) {
-		gw, ok := obj.(*v1.VpcNatGateway)
-		if !ok {
-			return nil, nil
-		}
-		out := make([]string, 0, len(gw.Spec.Eips))
-		for _, e := range gw.Spec.Eips {
-			out = append(out, eipKey(e.EipCIDR))
-		}
-		return out, nil
-	},
-	indexLan: func(obj any) ([]string, error) {
-		gw, ok := obj.(*v1.VpcNatGateway)
-		if !ok || gw.Spec.LanIP == "" {
-			return nil, nil
-		}
-		return []string{lanKey(gw)}, nil
-	},
-}
-
-func subnetVpcIndex(obj any) ([]string, error) {
-	s, ok := obj.(*v1.Subnet)
-	if !ok || s.Spec.Vpc == "" {
-		return nil, nil
-	}
-	return []string{s.Spec.Vpc}, nil
-}
-
-// eipKey is the address of an EIP, so that 192.168.0.111/24 and 192.168.0.111/25 collide.
-func eipKey(cidr string) string {
-	if p, err := netip.ParsePrefix(cidr); err == nil {
-		return p.Addr().String()
-	}
-	return cidr
-}
-
-// lanKey: two gateways conflict when they hold the same address in the same subnet.
-func lanKey(gw *v1.VpcNatGateway) string {
-	ip := gw.Spec.LanIP
-	if a, err := netip.ParseAddr(ip); err == nil {
-		ip = a.String()
-	}
-	return gw.Spec.Subnet + "/" + ip
-}
+func eipKey(cidr string) string { return claims.EIPKey(cidr) }
 
 // object unwraps the tombstone a delete event may carry.
 func object(obj any) metav1.Object {
@@ -125,7 +67,7 @@ func (c *Controller) enqueueAffected(gw *v1.VpcNatGateway) {
 		c.enqueueIndexed(indexEIP, eipKey(e.EipCIDR))
 	}
 	if gw.Spec.LanIP != "" {
-		c.enqueueIndexed(indexLan, lanKey(gw))
+		c.enqueueIndexed(indexLan, claims.LanKey(gw))
 	}
 	if gw.Spec.Vpc != "" {
 		c.queue.Add(key{kindVpc, gw.Spec.Vpc})
@@ -213,7 +155,9 @@ func (c *Controller) vpcHandler() cache.ResourceEventHandler {
 
 // subnetHandler: a Subnet change re-projects every gateway of its Vpc, before and after (a
 // Subnet moved to another Vpc leaves one and joins the other), and any gateway naming it as
-// spec.subnet whatever its Vpc (it may now be "a subnet of another VPC").
+// spec.subnet whatever its Vpc (it may now be "a subnet of another VPC"). A Subnet with an
+// attachment also makes or ends a conflict on its segment: every Subnet on the segment, before
+// and after, and the gateways of their Vpcs are looked at again.
 func (c *Controller) subnetHandler() cache.ResourceEventHandler {
 	each := func(obj any) {
 		s, ok := object(obj).(*v1.Subnet)
@@ -224,6 +168,8 @@ func (c *Controller) subnetHandler() cache.ResourceEventHandler {
 			c.enqueueIndexed(indexVpc, s.Spec.Vpc)
 		}
 		c.enqueueIndexed(indexSubnet, s.Name)
+		c.queue.Add(key{kindSubnet, s.Name})
+		c.enqueueSegment(claims.SegmentKey(s))
 	}
 	return cache.ResourceEventHandlerFuncs{
 		AddFunc: func(obj any) { each(obj) },
@@ -234,6 +180,22 @@ func (c *Controller) subnetHandler() cache.ResourceEventHandler {
 			}
 		},
 		DeleteFunc: each,
+	}
+}
+
+// enqueueSegment queues every Subnet on the segment and the gateways of their Vpcs.
+func (c *Controller) enqueueSegment(segment string) {
+	if segment == "" {
+		return
+	}
+	objs, _ := c.subnetIndex.ByIndex(indexSegment, segment)
+	for _, o := range objs {
+		if s, ok := o.(*v1.Subnet); ok {
+			c.queue.Add(key{kindSubnet, s.Name})
+			if s.Spec.Vpc != "" {
+				c.enqueueIndexed(indexVpc, s.Spec.Vpc)
+			}
+		}
 	}
 }
 
@@ -253,7 +215,8 @@ func (c *Controller) configMapHandler() cache.ResourceEventHandler {
 
 // childHandler maps a gateway Deployment or Pod to its gateway by the gateway label; sync
 // checks ownership before touching anything. A Deployment also holds its gateway's lanIp claim
-// in force, so its changes concern the gateways claiming the same address.
+// and its Subnets' segment claims in force, so its changes concern the gateways claiming the
+// same address and the Subnets on the same segments.
 func (c *Controller) childHandler() cache.ResourceEventHandler {
 	each := func(obj any) {
 		m := object(obj)
@@ -265,10 +228,11 @@ func (c *Controller) childHandler() cache.ResourceEventHandler {
 		}
 		if d, ok := m.(*appsv1.Deployment); ok {
 			a := d.Spec.Template.Annotations
-			sw, _, _ := strings.Cut(a[annotations.LogicalSwitchKey], ",")
-			ip, _, _ := strings.Cut(a[annotations.IPAddressKey], ",")
-			if sw != "" && ip != "" {
-				c.enqueueIndexed(indexLan, sw+"/"+ip)
+			if k := claims.DeploymentLanKey(a); k != "" {
+				c.enqueueIndexed(indexLan, k)
+			}
+			for _, segment := range claims.DeploymentSegments(a) {
+				c.enqueueSegment(segment)
 			}
 		}
 	}

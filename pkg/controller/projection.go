@@ -3,17 +3,16 @@ package controller
 import (
 	"encoding/json"
 	"fmt"
-	"strings"
 
 	appsv1 "k8s.io/api/apps/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/validation"
 	"k8s.io/apimachinery/pkg/util/validation/field"
 
 	"github.com/vpcnat/vpcnat/pkg/annotations"
 	v1 "github.com/vpcnat/vpcnat/pkg/apis/kubeovn/v1"
+	"github.com/vpcnat/vpcnat/pkg/claims"
 	"github.com/vpcnat/vpcnat/pkg/plan"
 )
 
@@ -43,7 +42,7 @@ func (c *Controller) project(gw *v1.VpcNatGateway) (*projection, *problem, error
 		vpc = nil
 	}
 	nics, desired, errs := plan.Build(plan.Inputs{Gateway: gw, Vpc: vpc, Subnets: c.subnetsFor(gw), Config: cfg})
-	errs = append(errs, c.conflicts(gw)...)
+	errs = append(errs, claims.GatewayConflicts(c.claims, gw)...)
 	nodeSelector, selErrs := parseSelector(gw.Spec.Selector)
 	errs = append(errs, selErrs...)
 	// The app label's value is vpc-nat-gw-<name> (Kube-OVN's), and label values are limited.
@@ -119,102 +118,6 @@ func (c *Controller) subnetsFor(gw *v1.VpcNatGateway) []*v1.Subnet {
 		out = append(out, s)
 	}
 	return out
-}
-
-// conflicts are the cluster-wide checks no single gateway's objects can answer: an EIP, or a
-// lanIp in the same subnet, that another gateway claims too. A claim in force (on a running
-// gateway) beats a new one, so that a newcomer can never take an address from a gateway that
-// already serves it; between two claims both in force or both new, the older gateway wins
-// (creation time, then name), as with Gateway API's route conflicts.
-func (c *Controller) conflicts(gw *v1.VpcNatGateway) field.ErrorList {
-	var errs field.ErrorList
-	for i, e := range gw.Spec.Eips {
-		addr := eipKey(e.EipCIDR)
-		holds := func(g *v1.VpcNatGateway) bool { return eipInForce(g, addr) }
-		if o := c.winningClaim(gw, indexEIP, addr, holds); o != "" {
-			errs = append(errs, field.Invalid(field.NewPath("spec", "eips").Index(i).Child("eipCIDR"), e.EipCIDR,
-				fmt.Sprintf("EIP %s is already claimed by VpcNatGateway %s", addr, o)))
-		}
-	}
-	// Without an OVN router, a gateway itself holds the gateway address of every subnet of its
-	// Vpc: a second gateway of the same Vpc would answer ARP for the same addresses on the same
-	// bridges. So a Vpc has one gateway; the claim is in force once its Deployment exists.
-	if gw.Spec.Vpc != "" {
-		holds := func(g *v1.VpcNatGateway) bool { return c.deploymentOf(g) != nil }
-		if o := c.winningClaim(gw, indexVpc, gw.Spec.Vpc, holds); o != "" {
-			errs = append(errs, field.Invalid(field.NewPath("spec", "vpc"), gw.Spec.Vpc,
-				fmt.Sprintf("VpcNatGateway %s already serves this Vpc (a gateway holds the gateway address of every subnet of its Vpc, so a Vpc has one gateway)", o)))
-		}
-	}
-	if gw.Spec.LanIP != "" {
-		key := lanKey(gw)
-		holds := func(g *v1.VpcNatGateway) bool { return c.lanInForce(g, key) }
-		if o := c.winningClaim(gw, indexLan, key, holds); o != "" {
-			errs = append(errs, field.Invalid(field.NewPath("spec", "lanIp"), gw.Spec.LanIP,
-				fmt.Sprintf("VpcNatGateway %s already has this address in subnet %s", o, gw.Spec.Subnet)))
-		}
-	}
-	return errs
-}
-
-// winningClaim names a gateway other than gw whose claim on value (in index) beats gw's.
-func (c *Controller) winningClaim(gw *v1.VpcNatGateway, index, value string, inForce func(*v1.VpcNatGateway) bool) string {
-	objs, _ := c.gwIndexer.ByIndex(index, value)
-	mine := inForce(gw)
-	best := ""
-	for _, o := range objs {
-		other, ok := o.(*v1.VpcNatGateway)
-		if !ok || other.Name == gw.Name || other.DeletionTimestamp != nil {
-			continue
-		}
-		theirs := inForce(other)
-		if (theirs && !mine) || (theirs == mine && older(other, gw)) {
-			if best == "" || other.Name < best {
-				best = other.Name
-			}
-		}
-	}
-	return best
-}
-
-// eipInForce: the gateway's status (written after each projection) lists the EIP among the
-// rules of the state in force on its pod.
-func eipInForce(g *v1.VpcNatGateway, addr string) bool {
-	for _, r := range g.Status.Rules {
-		if r.Kind == KindEIP && eipKey(r.Key) == addr {
-			return true
-		}
-	}
-	return false
-}
-
-// lanInForce: the gateway's Deployment, which it controls, was made for this subnet/lanIp (the
-// seed's annotations list spec.subnet and lanIp first).
-func (c *Controller) lanInForce(g *v1.VpcNatGateway, key string) bool {
-	d := c.deploymentOf(g)
-	if d == nil {
-		return false
-	}
-	a := d.Spec.Template.Annotations
-	sw, _, _ := strings.Cut(a[annotations.LogicalSwitchKey], ",")
-	ip, _, _ := strings.Cut(a[annotations.IPAddressKey], ",")
-	return sw+"/"+ip == key
-}
-
-// deploymentOf is the gateway's Deployment when it exists and the gateway controls it.
-func (c *Controller) deploymentOf(g *v1.VpcNatGateway) *appsv1.Deployment {
-	d, err := c.deployments.Get(plan.DeploymentName(g.Name))
-	if err != nil || !metav1.IsControlledBy(d, g) {
-		return nil
-	}
-	return d
-}
-
-func older(a, b *v1.VpcNatGateway) bool {
-	if !a.CreationTimestamp.Equal(&b.CreationTimestamp) {
-		return a.CreationTimestamp.Before(&b.CreationTimestamp)
-	}
-	return a.Name < b.Name
 }
 
 // annotationsSize counts annotations as the API server does against MaxTotalSize.

@@ -101,7 +101,7 @@ func TestControllerPrivileges(t *testing.T) {
 			case q.r.gvr.Group == "kubeovn.io" && q.sub == "":
 				return v == "list" || v == "watch"
 			case q.r.gvr.Group == "kubeovn.io" && q.sub == "status":
-				return v == "update" && res != "subnets"
+				return v == "update"
 			case q.ns == "default" && res == "events":
 				return v == "create" || v == "patch"
 			case q.ns != systemNS || q.sub != "":
