@@ -1,7 +1,6 @@
 package netconf
 
 import (
-	"encoding/binary"
 	"fmt"
 	"net"
 	"net/netip"
@@ -25,18 +24,7 @@ const (
 // socket) of a gratuitous ARP request: sender and target protocol address both ip, target
 // hardware address zero. Requests, not replies, because every ARP implementation updates an
 // existing cache entry from a request.
-func garpPayload(mac net.HardwareAddr, ip netip.Addr) []byte {
-	b := make([]byte, 28)
-	binary.BigEndian.PutUint16(b[0:], 1)             // hardware type: Ethernet
-	binary.BigEndian.PutUint16(b[2:], unix.ETH_P_IP) // protocol type: IPv4
-	b[4], b[5] = 6, 4                                // address lengths
-	binary.BigEndian.PutUint16(b[6:], 1)             // operation: request
-	copy(b[8:14], mac)
-	a := ip.As4()
-	copy(b[14:18], a[:])
-	copy(b[24:28], a[:])
-	return b
-}
+func garpPayload(mac net.HardwareAddr, ip netip.Addr) []byte { return arpPayload(mac, ip, ip) }
 
 // announcer sends gratuitous ARPs without ever blocking a converge: the first round is sent
 // with MSG_DONTWAIT from the caller, the repeats from a goroutine that owns the socket.

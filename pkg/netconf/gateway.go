@@ -4,11 +4,14 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"net/netip"
+	"slices"
 	"sync"
 	"time"
 
 	"github.com/containernetworking/plugins/pkg/ns"
+	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 	"k8s.io/klog/v2"
@@ -35,6 +38,8 @@ type Gateway struct {
 	// deleted yet (a converge failed in between); a later read-back could no longer see them.
 	pendingStale []nat.Mapping
 	garp         *announcer
+	// acd probes addresses before they are claimed and defends them while held (acd.go).
+	acd *acd
 }
 
 // Report says what a converge changed. A failed converge returns it too, holding the changes
@@ -47,15 +52,47 @@ type Report struct {
 	// Announced are the addresses gratuitous ARPs were sent for (not a change of the netns):
 	// EIPs on the external NIC, then the addresses of the subnet NICs, in desired order.
 	Announced []string
+	// Pending are the desired addresses another host answered for when probed ("address on
+	// NIC"): not on the NIC, not announced, probed again until free (see Conflicts).
+	Pending []string
 }
 
 // NewGateway returns a Gateway for the netns mounted at nsPath. Nothing is read until Converge.
 func NewGateway(nsPath string) *Gateway {
-	return &Gateway{nsPath: nsPath, ipt: execIptables{nsPath: nsPath}, garp: newAnnouncer()}
+	return &Gateway{nsPath: nsPath, ipt: execIptables{nsPath: nsPath}, garp: newAnnouncer(), acd: newACD(nsPath)}
 }
 
-// Close stops pending gratuitous ARP repeats. The Gateway must not be used afterwards.
-func (g *Gateway) Close() { g.garp.close() }
+// Close stops pending gratuitous ARP repeats and the address conflict listeners. The Gateway
+// must not be used afterwards.
+func (g *Gateway) Close() {
+	g.garp.close()
+	g.acd.close()
+}
+
+// SetClaimPolicy sets how addresses not yet on their NIC are claimed (probe first, or take over
+// as the legitimate new owner) and which MACs are the gateway's peers; see ClaimPolicy. It holds
+// from the next converge on.
+func (g *Gateway) SetClaimPolicy(p ClaimPolicy) {
+	g.acd.mu.Lock()
+	defer g.acd.mu.Unlock()
+	g.acd.policy = p
+}
+
+// OnConflictChange registers fn, called (from a listener goroutine, never during a converge)
+// when the gateway's set of conflicts changes outside a converge: a held address became
+// contested, or a conflict ended and the address was announced again. converge=true asks for a
+// converge: an address that was not claimed looks free now.
+func (g *Gateway) OnConflictChange(fn func(converge bool)) {
+	g.acd.mu.Lock()
+	defer g.acd.mu.Unlock()
+	g.acd.notify = fn
+}
+
+// Conflicts are the gateway's contested addresses now, by interface then address.
+func (g *Gateway) Conflicts() []Conflict { return g.acd.conflicts() }
+
+// Defenses counts the announcements sent to defend a contested address since NewGateway.
+func (g *Gateway) Defenses() uint64 { return g.acd.defenses.Load() }
 
 // Converge makes the gateway netns match d, in this order: forwarding held off on a fresh netns,
 // NAT rules (before any EIP address exists or any packet is forwarded), links, sysctls,
@@ -136,7 +173,7 @@ func (g *Gateway) Converge(ctx context.Context, d *annotations.Desired, full boo
 	// mappings are not in want by construction.
 	g.pendingStale = append(stillStale(g.pendingStale, want), stale...)
 
-	added, nicChanged, err := g.syncInterfaces(netNS, h, d, st, primaries, change)
+	added, held, nicChanged, err := g.syncInterfaces(netNS, h, d, st, primaries, change)
 	if err != nil {
 		return rep, err
 	}
@@ -169,13 +206,18 @@ func (g *Gateway) Converge(ctx context.Context, d *annotations.Desired, full boo
 	}
 	g.last, g.initialised = want, true
 
-	// Every address of a NIC on a fresh netns or a changed NIC (upstream and VPC hosts may hold a
-	// wrong or expired entry), else the addresses added. Primary NICs' addresses are the primary
-	// CNI's: st.addrs has none for them.
+	// Every address a NIC holds on a fresh netns or a changed NIC (upstream and VPC hosts may
+	// hold a wrong or expired entry), else the addresses added; never an address not claimed.
+	// Primary NICs' addresses are the primary CNI's: st.addrs has none for them.
 	for _, name := range ownNICs(d) {
 		announce := added[name]
 		if first || nicChanged[name] {
-			announce = st.addrs[name]
+			announce = held[name]
+		}
+		for _, p := range st.addrs[name] {
+			if !slices.Contains(held[name], p) {
+				rep.Pending = append(rep.Pending, p.Addr().String()+" on "+name)
+			}
 		}
 		rep.Announced = append(rep.Announced, g.announce(netNS, h, name, addrsOf(announce))...)
 	}
@@ -192,6 +234,7 @@ func (g *Gateway) checkIdentity(netNS ns.NetNS) error {
 	if g.nsID != 0 && g.nsID != id {
 		klog.V(2).InfoS("Gateway netns was recreated: converging from scratch", "netns", g.nsPath)
 		g.last, g.initialised, g.pendingStale = nil, false, nil
+		g.acd.close() // listeners of the old netns's links
 	}
 	g.nsID = id
 	return nil
@@ -252,11 +295,13 @@ func ownNICs(d *annotations.Desired) []string {
 	return names
 }
 
-// syncInterfaces converges links, their sysctls and their addresses. It returns the addresses
-// added per NIC, and which NICs themselves changed (recreated, new MAC, brought up): all their
-// addresses are announced again, since neighbours may hold a wrong or expired entry.
+// syncInterfaces converges links, their sysctls and their addresses. An IPv4 address that is not
+// on its NIC yet is added only when address conflict detection finds it free (acd.claim). It
+// returns the addresses added and held per NIC, and which NICs themselves changed (recreated,
+// new MAC, brought up): all their addresses are announced again, since neighbours may hold a
+// wrong or expired entry.
 func (g *Gateway) syncInterfaces(netNS ns.NetNS, h *Handles, d *annotations.Desired, st *netState,
-	primaries map[string]bool, change func([]string)) (added map[string][]netip.Prefix, changed map[string]bool, err error) {
+	primaries map[string]bool, change func([]string)) (added, held map[string][]netip.Prefix, changed map[string]bool, err error) {
 	want := map[string]bool{}
 	var subnets []string
 	for _, s := range d.Subnets {
@@ -267,19 +312,19 @@ func (g *Gateway) syncInterfaces(netNS ns.NetNS, h *Handles, d *annotations.Desi
 	lines, err := pruneSubnetNICs(h, want)
 	change(lines)
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
 	lines, err = EnsureExternalNIC(h, d.External)
 	change(lines)
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
 	changed = map[string]bool{extIfName(d): len(lines) > 0}
 	for _, s := range d.Subnets {
 		lines, err := EnsureSubnetNIC(h, s)
 		change(lines)
 		if err != nil {
-			return nil, nil, err
+			return nil, nil, nil, err
 		}
 		changed[s.IfName] = changed[s.IfName] || len(lines) > 0
 	}
@@ -288,21 +333,59 @@ func (g *Gateway) syncInterfaces(netNS ns.NetNS, h *Handles, d *annotations.Desi
 	lines, err = syncSysctls(netNS, linkSysctls(ext, subnets, primaries))
 	change(lines)
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
-	added = map[string][]netip.Prefix{}
+	var names []string
 	for _, name := range append([]string{ext}, subnets...) {
-		if primaries[name] {
-			continue // eth0's addresses belong to the primary CNI
+		if !primaries[name] { // eth0's addresses belong to the primary CNI
+			names = append(names, name)
 		}
-		lines, addedHere, err := SyncAddresses(h.Gateway, name, st.addrs[name])
+	}
+	have, err := g.attachACD(netNS, h, names)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	wantAddrs := map[string][]netip.Prefix{}
+	for _, name := range names {
+		wantAddrs[name] = st.addrs[name]
+	}
+	held = g.acd.claim(wantAddrs, have)
+	added = map[string][]netip.Prefix{}
+	for _, name := range names {
+		lines, addedHere, err := SyncAddresses(h.Gateway, name, held[name])
 		change(lines)
 		if err != nil {
-			return nil, nil, err
+			return nil, nil, nil, err
 		}
 		added[name] = addedHere
 	}
-	return added, changed, nil
+	g.acd.hold(held, wantAddrs)
+	return added, held, changed, nil
+}
+
+// attachACD gives every NIC of names a conflict listener on its current link and returns the
+// addresses each NIC holds now.
+func (g *Gateway) attachACD(netNS ns.NetNS, h *Handles, names []string) (map[string][]netip.Prefix, error) {
+	have := map[string][]netip.Prefix{}
+	links := map[string]netlink.Link{}
+	for _, name := range names {
+		l, err := h.Gateway.LinkByName(name)
+		if err != nil {
+			return nil, fmt.Errorf("address conflict detection: looking up %s: %w", name, err)
+		}
+		links[name] = l
+		if have[name], err = linkAddrs(h.Gateway, l); err != nil {
+			return nil, err
+		}
+	}
+	err := g.acd.attach(func(name string) (*arpLink, error) {
+		a := links[name].Attrs()
+		return openARPLink(g.acd, netNS, name, a.Index, a.HardwareAddr)
+	}, func(name string) (int, net.HardwareAddr, error) {
+		a := links[name].Attrs()
+		return a.Index, a.HardwareAddr, nil
+	}, names)
+	return have, err
 }
 
 // announce sends gratuitous ARPs for the IPv4 addresses among addrs (EIPs on the external NIC,

@@ -1,0 +1,400 @@
+package netconf
+
+import (
+	"bytes"
+	"encoding/binary"
+	"fmt"
+	"net"
+	"net/netip"
+	"sync"
+	"time"
+
+	"github.com/containernetworking/plugins/pkg/ns"
+	"golang.org/x/sys/unix"
+	"k8s.io/klog/v2"
+)
+
+// arpLink is the ARP listener and sender of one gateway NIC: one AF_PACKET socket, created
+// inside the gateway netns, bound to the NIC, that sends probes and announcements and receives
+// every ARP frame the NIC receives. It holds the NIC's conflicts.
+type arpLink struct {
+	acd     *acd
+	name    string
+	ifindex int
+	mac     net.HardwareAddr
+	fd      int
+
+	mu        sync.Mutex
+	held      map[netip.Addr]bool
+	conflicts map[netip.Addr]*conflict
+	// probing maps an address being probed to the foreign MAC that claimed it (nil: none yet).
+	probing map[netip.Addr]net.HardwareAddr
+	// peerAnnounced rate-limits the announcements that answer a peer.
+	peerAnnounced map[netip.Addr]time.Time
+
+	kick chan struct{}
+	stop chan struct{}
+	wg   sync.WaitGroup
+}
+
+// arpFilter is a classic BPF program that passes only Ethernet/IPv4 ARP frames (a SOCK_DGRAM
+// socket sees them from the ARP header on), so nothing else is queued on the socket.
+var arpFilter = []unix.SockFilter{
+	{Code: unix.BPF_LD | unix.BPF_H | unix.BPF_ABS, K: 0},                            // hardware type
+	{Code: unix.BPF_JMP | unix.BPF_JEQ | unix.BPF_K, Jt: 0, Jf: 3, K: 1},             // Ethernet
+	{Code: unix.BPF_LD | unix.BPF_H | unix.BPF_ABS, K: 2},                            // protocol type
+	{Code: unix.BPF_JMP | unix.BPF_JEQ | unix.BPF_K, Jt: 0, Jf: 1, K: unix.ETH_P_IP}, // IPv4
+	{Code: unix.BPF_RET | unix.BPF_K, K: 0xffff},
+	{Code: unix.BPF_RET | unix.BPF_K, K: 0},
+}
+
+// openARPLink opens the socket of NIC name (ifindex, mac) inside netNS: a packet socket belongs
+// to the netns of the thread that creates it, hence ns.Do; afterwards any goroutine can use it.
+func openARPLink(a *acd, netNS ns.NetNS, name string, ifindex int, mac net.HardwareAddr) (*arpLink, error) {
+	fd := -1
+	err := netNS.Do(func(ns.NetNS) error {
+		var err error
+		fd, err = unix.Socket(unix.AF_PACKET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, int(htons(unix.ETH_P_ARP)))
+		if err != nil {
+			return err
+		}
+		prog := unix.SockFprog{Len: uint16(len(arpFilter)), Filter: &arpFilter[0]}
+		if err := unix.SetsockoptSockFprog(fd, unix.SOL_SOCKET, unix.SO_ATTACH_FILTER, &prog); err != nil {
+			return fmt.Errorf("attaching the ARP filter: %w", err)
+		}
+		// The receive timeout lets the reader notice close within a tenth of a second.
+		tv := unix.NsecToTimeval((100 * time.Millisecond).Nanoseconds())
+		if err := unix.SetsockoptTimeval(fd, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &tv); err != nil {
+			return err
+		}
+		return unix.Bind(fd, &unix.SockaddrLinklayer{Protocol: htons(unix.ETH_P_ARP), Ifindex: ifindex})
+	})
+	if err != nil {
+		if fd >= 0 {
+			unix.Close(fd)
+		}
+		return nil, fmt.Errorf("address conflict detection on %s: packet socket in the gateway netns: %w", name, err)
+	}
+	l := &arpLink{acd: a, name: name, ifindex: ifindex, mac: mac, fd: fd,
+		held: map[netip.Addr]bool{}, conflicts: map[netip.Addr]*conflict{},
+		probing: map[netip.Addr]net.HardwareAddr{}, peerAnnounced: map[netip.Addr]time.Time{},
+		kick: make(chan struct{}, 1), stop: make(chan struct{})}
+	l.wg.Add(2)
+	go l.read()
+	go l.timers()
+	return l, nil
+}
+
+func (l *arpLink) close() {
+	select {
+	case <-l.stop:
+		return
+	default:
+	}
+	close(l.stop)
+	l.wg.Wait()
+	unix.Close(l.fd)
+}
+
+// arpFrame is the part of an ARP frame conflict detection reads.
+type arpFrame struct {
+	op       uint16
+	sha      net.HardwareAddr
+	spa, tpa netip.Addr
+}
+
+func parseARP(b []byte) (arpFrame, bool) {
+	if len(b) < 28 || b[4] != 6 || b[5] != 4 {
+		return arpFrame{}, false
+	}
+	return arpFrame{op: binary.BigEndian.Uint16(b[6:]), sha: net.HardwareAddr(bytes.Clone(b[8:14])),
+		spa: netip.AddrFrom4([4]byte(b[14:18])), tpa: netip.AddrFrom4([4]byte(b[24:28]))}, true
+}
+
+// arpPayload is an ARP request from mac: sender spa (0.0.0.0 for a probe, RFC 5227 §2.1.1; the
+// address itself for an announcement), target tpa, target hardware address zero.
+func arpPayload(mac net.HardwareAddr, spa, tpa netip.Addr) []byte {
+	b := make([]byte, 28)
+	binary.BigEndian.PutUint16(b[0:], 1)
+	binary.BigEndian.PutUint16(b[2:], unix.ETH_P_IP)
+	b[4], b[5] = 6, 4
+	binary.BigEndian.PutUint16(b[6:], 1)
+	copy(b[8:14], mac)
+	s, t := spa.As4(), tpa.As4()
+	copy(b[14:18], s[:])
+	copy(b[24:28], t[:])
+	return b
+}
+
+var zeroIP = netip.AddrFrom4([4]byte{})
+
+func (l *arpLink) send(payload []byte) {
+	to := &unix.SockaddrLinklayer{Protocol: htons(unix.ETH_P_ARP), Ifindex: l.ifindex, Halen: 6}
+	copy(to.Addr[:], []byte{0xff, 0xff, 0xff, 0xff, 0xff, 0xff})
+	// MSG_DONTWAIT: never block a converge or the timers on a full queue; a lost probe is
+	// covered by the next one.
+	if err := unix.Sendto(l.fd, payload, unix.MSG_DONTWAIT, to); err != nil {
+		klog.V(2).InfoS("ARP send failed", "netns", l.acd.nsPath, "interface", l.name, "err", err)
+	}
+}
+
+func (l *arpLink) sendProbe(a netip.Addr)    { l.send(arpPayload(l.mac, zeroIP, a)) }
+func (l *arpLink) sendAnnounce(a netip.Addr) { l.send(arpPayload(l.mac, a, a)) }
+
+// announceAgain announces a: at once, then garpRepeats more garpInterval apart (as the
+// converge's announcer does), unless the link is closed first.
+func (l *arpLink) announceAgain(a netip.Addr) {
+	l.sendAnnounce(a)
+	l.wg.Add(1)
+	go func() {
+		defer l.wg.Done()
+		t := time.NewTicker(garpInterval)
+		defer t.Stop()
+		for range garpRepeats {
+			select {
+			case <-l.stop:
+				return
+			case <-t.C:
+			}
+			l.sendAnnounce(a)
+		}
+	}()
+}
+
+// probe sends probeCount probes for every address of addrs, probeInterval apart, waits
+// probeWait, and returns the addresses another host claimed (a reply, a request or an
+// announcement with that sender address, or its own probe for it). Those become unclaimed
+// conflicts; the others are free, and their pending conflicts end.
+func (l *arpLink) probe(addrs []netip.Addr) map[netip.Addr]bool {
+	l.mu.Lock()
+	for _, a := range addrs {
+		l.probing[a] = nil
+	}
+	l.mu.Unlock()
+	for i := range probeCount {
+		if i > 0 {
+			time.Sleep(probeInterval)
+		}
+		for _, a := range addrs {
+			l.sendProbe(a)
+		}
+	}
+	time.Sleep(probeWait)
+	now := time.Now()
+	taken := map[netip.Addr]bool{}
+	l.mu.Lock()
+	for _, a := range addrs {
+		mac := l.probing[a]
+		delete(l.probing, a)
+		c := l.conflicts[a]
+		if mac == nil {
+			delete(l.conflicts, a)
+			continue
+		}
+		taken[a] = true
+		if c == nil {
+			l.conflicts[a] = &conflict{mac: mac, since: now, lastSeen: now, lastCheck: now}
+			logConflict("Address in use by another host: not claimed, probing again later", l, a, mac)
+			continue
+		}
+		c.mac, c.lastSeen, c.lastCheck, c.signalled = mac, now, now, false
+	}
+	l.mu.Unlock()
+	if len(taken) > 0 {
+		l.kickTimers()
+	}
+	// No notification: the converge that probed reports the conflicts it leaves.
+	return taken
+}
+
+// forgetPending ends the pending conflicts of addrs: they are claimed without probing.
+func (l *arpLink) forgetPending(addrs []netip.Addr) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for _, a := range addrs {
+		if c := l.conflicts[a]; c != nil && !c.claimed {
+			delete(l.conflicts, a)
+		}
+	}
+}
+
+func (l *arpLink) setHeld(held, want []netip.Addr) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.held = map[netip.Addr]bool{}
+	for _, a := range held {
+		l.held[a] = true
+	}
+	for a, c := range l.conflicts {
+		switch {
+		case !containsAddr(want, a):
+			delete(l.conflicts, a) // not ours any more
+		case l.held[a] && !c.claimed:
+			delete(l.conflicts, a) // claimed since (a converge found it free)
+		case !l.held[a] && c.claimed:
+			// Removed from the NIC by hand: the next converge probes it again.
+			delete(l.conflicts, a)
+		}
+	}
+}
+
+func containsAddr(as []netip.Addr, a netip.Addr) bool {
+	for _, x := range as {
+		if x == a {
+			return true
+		}
+	}
+	return false
+}
+
+func (l *arpLink) list() []Conflict {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	out := make([]Conflict, 0, len(l.conflicts))
+	for a, c := range l.conflicts {
+		out = append(out, Conflict{Address: a, Interface: l.name, MAC: c.mac, Since: c.since, Claimed: c.claimed})
+	}
+	return out
+}
+
+func (l *arpLink) kickTimers() {
+	select {
+	case l.kick <- struct{}{}:
+	default:
+	}
+}
+
+// read receives the NIC's ARP frames until the link is closed.
+func (l *arpLink) read() {
+	defer l.wg.Done()
+	buf := make([]byte, 1500)
+	for {
+		select {
+		case <-l.stop:
+			return
+		default:
+		}
+		n, from, err := unix.Recvfrom(l.fd, buf, 0)
+		if err != nil {
+			continue // EAGAIN (the receive timeout), EINTR; a closed socket ends with stop
+		}
+		if ll, ok := from.(*unix.SockaddrLinklayer); ok && ll.Pkttype == unix.PACKET_OUTGOING {
+			continue
+		}
+		if f, ok := parseARP(buf[:n]); ok {
+			l.receive(f, time.Now())
+		}
+	}
+}
+
+// receive handles one frame from another MAC that claims an address: its sender address, or
+// for a probe (sender 0.0.0.0) the address it probes for.
+func (l *arpLink) receive(f arpFrame, now time.Time) {
+	if bytes.Equal(f.sha, l.mac) {
+		return
+	}
+	addr := f.spa
+	if addr == zeroIP {
+		addr = f.tpa
+	}
+	peer := l.acd.isPeer(f.sha)
+	var defend, notify bool
+	l.mu.Lock()
+	if _, ok := l.probing[addr]; ok && !peer {
+		l.probing[addr] = f.sha
+	}
+	c := l.conflicts[addr]
+	switch {
+	case peer:
+		if l.held[addr] && now.Sub(l.peerAnnounced[addr]) >= peerAnnounceInterval {
+			l.peerAnnounced[addr] = now
+			defend = true
+		}
+	case c != nil:
+		c.mac, c.lastSeen, c.checksSinceSeen = f.sha, now, 0
+		if c.claimed && now.Sub(c.lastDefend) >= defendInterval {
+			c.lastDefend, defend = now, true
+		}
+	case l.held[addr]:
+		l.conflicts[addr] = &conflict{mac: f.sha, since: now, lastSeen: now, lastCheck: now, lastDefend: now, claimed: true}
+		defend, notify = true, true
+		logConflict("Address conflict: another host claims an address the gateway holds; defending it", l, addr, f.sha)
+	}
+	l.mu.Unlock()
+	if defend {
+		l.sendAnnounce(addr)
+		if !peer {
+			l.acd.defenses.Add(1)
+		}
+	}
+	if notify {
+		l.kickTimers()
+		l.acd.changed(false)
+	}
+}
+
+// timers runs the conflict timers while the NIC has conflicts: the checks of contested held
+// addresses, their end (announce again), and the re-probes of addresses not claimed.
+func (l *arpLink) timers() {
+	defer l.wg.Done()
+	t := time.NewTicker(tickInterval)
+	defer t.Stop()
+	for {
+		l.mu.Lock()
+		idle := len(l.conflicts) == 0
+		l.mu.Unlock()
+		var tick <-chan time.Time
+		if !idle {
+			tick = t.C
+		}
+		select {
+		case <-l.stop:
+			return
+		case <-l.kick:
+		case <-tick:
+		}
+		l.tick(time.Now())
+	}
+}
+
+func (l *arpLink) tick(now time.Time) {
+	var probe, ended []netip.Addr
+	var changed, converge bool
+	l.mu.Lock()
+	for a, c := range l.conflicts {
+		if _, ok := l.probing[a]; ok {
+			continue // a converge is probing it and decides
+		}
+		if c.claimed {
+			if c.checksSinceSeen >= 2 && now.Sub(c.lastSeen) >= quietWindow {
+				delete(l.conflicts, a)
+				ended, changed = append(ended, a), true
+				continue
+			}
+			if now.Sub(c.lastCheck) >= checkInterval {
+				c.lastCheck = now
+				c.checksSinceSeen++
+				probe = append(probe, a)
+			}
+			continue
+		}
+		if c.lastCheck.After(c.lastSeen) && !c.signalled && now.Sub(c.lastCheck) >= probeWait {
+			c.signalled, converge = true, true // no answer to the re-probe: claim it (after full probing)
+		}
+		if now.Sub(c.lastCheck) >= reprobeInterval {
+			c.lastCheck, c.signalled = now, false
+			probe = append(probe, a)
+		}
+	}
+	l.mu.Unlock()
+	for _, a := range probe {
+		l.sendProbe(a)
+	}
+	for _, a := range ended {
+		klog.InfoS("Address conflict over: announcing the address again", "netns", l.acd.nsPath, "interface", l.name, "address", a)
+		l.announceAgain(a)
+	}
+	if changed || converge {
+		l.acd.changed(converge)
+	}
+}
