@@ -29,6 +29,7 @@ import (
 	"k8s.io/client-go/tools/leaderelection"
 	"k8s.io/klog/v2"
 
+	"github.com/vpcnat/vpcnat/pkg/admission"
 	"github.com/vpcnat/vpcnat/pkg/controller"
 	"github.com/vpcnat/vpcnat/pkg/controller/kubeovn"
 	"github.com/vpcnat/vpcnat/pkg/plan"
@@ -44,6 +45,8 @@ type flags struct {
 	leaderElect     bool
 	le              controller.LeaderElection
 	shutdownTimeout time.Duration
+	webhookAddr     string
+	webhookCerts    admission.CertOptions
 }
 
 func parseFlags(args []string) (*flags, error) {
@@ -66,6 +69,12 @@ func parseFlags(args []string) (*flags, error) {
 	fs.DurationVar(&f.le.RenewDeadline, "leader-elect-renew-deadline", 10*time.Second, "how long the leader tries to renew before giving up")
 	fs.DurationVar(&f.le.RetryPeriod, "leader-elect-retry-period", 2*time.Second, "how often candidates try the Lease")
 	fs.DurationVar(&f.shutdownTimeout, "shutdown-timeout", 10*time.Second, "how long to wait for the workers on SIGTERM")
+	fs.StringVar(&f.webhookAddr, "webhook-addr", "", "address of the validating admission webhook (HTTPS, path /validate) on every replica; empty: none (docs/admission.md)")
+	fs.StringVar(&f.webhookCerts.Namespace, "webhook-namespace", plan.GatewayNamespace, "namespace of the webhook's Service and certificate Secret")
+	fs.StringVar(&f.webhookCerts.Service, "webhook-service", "vpcnat-webhook", "the webhook's Service, named in its serving certificate")
+	fs.StringVar(&f.webhookCerts.Secret, "webhook-secret", "vpcnat-webhook-cert", "Secret the leader keeps the webhook's CA and serving certificate in")
+	fs.StringVar(&f.webhookCerts.WebhookConfig, "webhook-config", "vpcnat", "ValidatingWebhookConfiguration the leader patches the CA bundle into")
+	fs.DurationVar(&f.webhookCerts.Validity, "webhook-cert-validity", admission.DefaultValidity, "validity of the webhook's CA and serving certificate; renewed at two thirds")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}
@@ -133,10 +142,37 @@ func run(ctx context.Context, f *flags) error {
 			return err
 		}
 	}
-	if !f.leaderElect {
-		return c.Run(ctx)
+	lead := c.Run
+	if f.webhookAddr != "" {
+		if lead, err = serveWebhook(ctx, f, kube, c, reg); err != nil {
+			return err
+		}
 	}
-	return controller.RunAsLeader(ctx, kube, f.le, c.Run)
+	if !f.leaderElect {
+		return lead(ctx)
+	}
+	return controller.RunAsLeader(ctx, kube, f.le, lead)
+}
+
+// serveWebhook serves the admission webhook on every replica, from the controller's caches
+// (started now, not at leadership), and returns what the leader runs: the controller and the
+// certificate's rotation. Every replica reloads the certificate the leader writes.
+func serveWebhook(ctx context.Context, f *flags, kube kubernetes.Interface, c *controller.Controller, reg prometheus.Registerer) (func(context.Context) error, error) {
+	certs, err := admission.NewCerts(kube, f.webhookCerts)
+	if err != nil {
+		return nil, err
+	}
+	c.StartCaches(ctx)
+	if _, err := admission.Serve(ctx, f.webhookAddr, certs, admission.NewWebhook(c.Claims(), c.ClaimsSynced, reg)); err != nil {
+		return nil, err
+	}
+	go certs.RunLoading(ctx, 30*time.Second)
+	return func(ctx context.Context) error {
+		// Renewal is due at two thirds of a year: an hourly look is plenty, and the first look
+		// (now) issues the certificate on a fresh cluster.
+		go certs.RunRotation(ctx, time.Hour)
+		return c.Run(ctx)
+	}, nil
 }
 
 func restConfig(kubeconfig string) (*rest.Config, error) {

@@ -1,0 +1,63 @@
+package admission
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"time"
+
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/wait"
+	"k8s.io/klog/v2"
+)
+
+// patchCABundle sets bundle as the CA bundle of every webhook of the configuration. A
+// configuration that does not exist (removed by its admin: the webhook is off) is left so.
+func (c *Certs) patchCABundle(ctx context.Context, bundle []byte) error {
+	api := c.kube.AdmissionregistrationV1().ValidatingWebhookConfigurations()
+	cfg, err := api.Get(ctx, c.opts.WebhookConfig, metav1.GetOptions{})
+	if apierrors.IsNotFound(err) {
+		klog.FromContext(ctx).V(2).Info("No ValidatingWebhookConfiguration to give the CA bundle", "name", c.opts.WebhookConfig)
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("reading ValidatingWebhookConfiguration %s: %w", c.opts.WebhookConfig, err)
+	}
+	upd := cfg.DeepCopy()
+	changed := false
+	for i := range upd.Webhooks {
+		if !bytes.Equal(upd.Webhooks[i].ClientConfig.CABundle, bundle) {
+			upd.Webhooks[i].ClientConfig.CABundle = bundle
+			changed = true
+		}
+	}
+	if !changed {
+		return nil
+	}
+	if _, err := api.Update(ctx, upd, metav1.UpdateOptions{}); err != nil {
+		return fmt.Errorf("updating the CA bundle of ValidatingWebhookConfiguration %s: %w", c.opts.WebhookConfig, err)
+	}
+	klog.FromContext(ctx).Info("Updated the webhook CA bundle", "validatingWebhookConfiguration", c.opts.WebhookConfig)
+	return nil
+}
+
+// RunRotation rotates (Rotate) every period until ctx ends: the leader's loop. An error is
+// logged and retried at the next period.
+func (c *Certs) RunRotation(ctx context.Context, period time.Duration) {
+	wait.UntilWithContext(ctx, func(ctx context.Context) {
+		if err := c.Rotate(ctx); err != nil {
+			klog.FromContext(ctx).Error(err, "Webhook certificate rotation failed; retrying", "in", period)
+		}
+	}, period)
+}
+
+// RunLoading loads (Load) every period until ctx ends: every replica's loop, so that a
+// certificate the leader renewed is served within a period.
+func (c *Certs) RunLoading(ctx context.Context, period time.Duration) {
+	wait.UntilWithContext(ctx, func(ctx context.Context) {
+		if err := c.Load(ctx); err != nil {
+			klog.FromContext(ctx).Error(err, "Loading the webhook certificate failed; retrying", "in", period)
+		}
+	}, period)
+}
