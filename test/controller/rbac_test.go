@@ -12,7 +12,8 @@ import (
 )
 
 // TestRBAC: deploy/controller/10-rbac.yaml grants the controller what it uses (every other test runs
-// the controller as this ServiceAccount, which proves it enough) and nothing more: no Secrets, no
+// the controller as this ServiceAccount, which proves it enough) and nothing more: no Secret but
+// its webhook certificate's, no webhook configuration but its own, no
 // exec, no pod or Deployment deletion, no writes outside the gateway namespace, no other
 // ConfigMap, no change to a gateway's spec, no Events read outside the gateway namespace.
 func TestRBAC(t *testing.T) {
@@ -32,10 +33,26 @@ func TestRBAC(t *testing.T) {
 		{"list", "", "events", "", "kube-system", ""},
 		{"watch", "", "events", "", "kube-system", ""},
 		{"update", "coordination.k8s.io", "leases", "", "kube-system", "vpcnat-controller"},
+		{"update", "kubeovn.io", "subnets", "status", "", "sn"},
+		{"create", "", "secrets", "", "kube-system", ""},
+		{"get", "", "secrets", "", "kube-system", "vpcnat-webhook-cert"},
+		{"update", "", "secrets", "", "kube-system", "vpcnat-webhook-cert"},
+		{"get", "admissionregistration.k8s.io", "validatingwebhookconfigurations", "", "", "vpcnat"},
+		{"update", "admissionregistration.k8s.io", "validatingwebhookconfigurations", "", "", "vpcnat"},
+		{"patch", "admissionregistration.k8s.io", "validatingwebhookconfigurations", "", "", "vpcnat"},
 	}
 	denied := []access{
 		{"get", "", "secrets", "", "kube-system", "anything"},
 		{"list", "", "secrets", "", "", ""},
+		{"list", "", "secrets", "", "kube-system", ""},
+		{"delete", "", "secrets", "", "kube-system", "vpcnat-webhook-cert"},
+		{"get", "", "secrets", "", "default", "vpcnat-webhook-cert"},
+		{"create", "", "secrets", "", "default", ""},
+		{"update", "kubeovn.io", "subnets", "", "", "sn"},
+		{"create", "admissionregistration.k8s.io", "validatingwebhookconfigurations", "", "", ""},
+		{"update", "admissionregistration.k8s.io", "validatingwebhookconfigurations", "", "", "other"},
+		{"delete", "admissionregistration.k8s.io", "validatingwebhookconfigurations", "", "", "vpcnat"},
+		{"update", "admissionregistration.k8s.io", "mutatingwebhookconfigurations", "", "", "vpcnat"},
 		{"create", "", "pods", "exec", "kube-system", "vpc-nat-gw-ngw-1"},
 		{"create", "", "pods", "", "kube-system", ""},
 		{"delete", "", "pods", "", "kube-system", "vpc-nat-gw-ngw-1"},
@@ -95,7 +112,8 @@ func TestControllerManifests(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, want := range []string{"serviceaccount/vpcnat-controller", "clusterrole.rbac.authorization.k8s.io/vpcnat-controller",
-		"role.rbac.authorization.k8s.io/vpcnat-controller", "deployment.apps/vpcnat-controller"} {
+		"role.rbac.authorization.k8s.io/vpcnat-controller", "deployment.apps/vpcnat-controller",
+		"service/vpcnat-webhook", "validatingwebhookconfiguration.admissionregistration.k8s.io/vpcnat"} {
 		if !strings.Contains(string(out), want) {
 			t.Errorf("%s not applied:\n%s", want, out)
 		}

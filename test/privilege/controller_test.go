@@ -20,8 +20,9 @@ import (
 // patch gateway pods in kube-system, hold its Lease, record Events, read the kubelet's Events in
 // kube-system) and nothing else, shown with
 // real requests: it cannot exec into (or attach to, port-forward to, proxy to, evict, debug) any
-// pod, read any Secret, read or change Nodes, delete anything, change a gateway's spec, write
-// outside kube-system (but Events in default), or touch RBAC, admission or CRDs.
+// pod, read any Secret but its webhook certificate's, read or change Nodes, delete anything,
+// change a gateway's spec, write outside kube-system (but Events in default), or touch RBAC,
+// CRDs or admission (but the CA bundle of its own webhook configuration).
 func TestControllerPrivileges(t *testing.T) {
 	ctx := context.Background()
 	other := namespace(t, "controller", nil)
@@ -80,6 +81,16 @@ func TestControllerPrivileges(t *testing.T) {
 			{verb: "update", r: find("deployments"), sub: "scale", ns: systemNS, name: "vpc-nat-gw-ngw"},
 			// The one ConfigMap: list/watch by name (what its informer does), no get.
 			{verb: "get", r: find("configmaps"), ns: systemNS, name: "ovn-vpc-nat-gw-config"},
+			// Its webhook certificate's Secret and webhook configuration, and no other.
+			{verb: "get", r: find("secrets"), ns: systemNS, name: "vpcnat-webhook-cert"},
+			{verb: "update", r: find("secrets"), ns: systemNS, name: "vpcnat-webhook-cert"},
+			{verb: "delete", r: find("secrets"), ns: systemNS, name: "vpcnat-webhook-cert"},
+			{verb: "get", r: find("secrets"), ns: "default", name: "vpcnat-webhook-cert"},
+			{verb: "get", r: find("validatingwebhookconfigurations"), name: "vpcnat"},
+			{verb: "update", r: find("validatingwebhookconfigurations"), name: "vpcnat"},
+			{verb: "patch", r: find("validatingwebhookconfigurations"), name: "vpcnat"},
+			{verb: "delete", r: find("validatingwebhookconfigurations"), name: "vpcnat"},
+			{verb: "get", r: find("validatingwebhookconfigurations"), name: "other"},
 		}
 		for _, ns := range []string{systemNS, "default", other, ""} {
 			extra = append(extra, readsOf(find("secrets"), "vpcnat-priv-secret", ns)...)
@@ -104,6 +115,8 @@ func TestControllerPrivileges(t *testing.T) {
 				return v == "update"
 			case q.ns == "default" && res == "events":
 				return v == "create" || v == "patch"
+			case res == "validatingwebhookconfigurations":
+				return q.name == "vpcnat" && (v == "get" || v == "update" || v == "patch")
 			case q.ns != systemNS || q.sub != "":
 				return false
 			case res == "deployments":
@@ -112,6 +125,8 @@ func TestControllerPrivileges(t *testing.T) {
 				return v == "get" || v == "list" || v == "watch" || v == "patch"
 			case res == "events":
 				return v == "list" || v == "watch"
+			case res == "secrets":
+				return v == "create" || q.name == "vpcnat-webhook-cert" && (v == "get" || v == "update")
 			case res == "leases":
 				return v == "create" || q.name == "vpcnat-controller" && (v == "get" || v == "update")
 			}
