@@ -96,6 +96,9 @@ etcd_healthy() {
 wait_for etcd 30 etcd_healthy
 
 # No --advertise-address: the API server refuses a loopback one, and picks the node's address.
+# --enable-aggregator-routing: this cluster has no kube-proxy, so the API server could not reach
+# a ClusterIP (the webhook Service vpcnat-webhook); with it, it calls the Service's endpoints
+# (the controller pods' IPs, which the host routes).
 start_proc apiserver "$kube_bin/kube-apiserver" --etcd-servers "http://127.0.0.1:$etcd_port" \
   --bind-address 127.0.0.1 --secure-port "$apiserver_port" \
   --tls-cert-file "$pki/apiserver.crt" --tls-private-key-file "$pki/apiserver.key" \
@@ -107,7 +110,7 @@ start_proc apiserver "$kube_bin/kube-apiserver" --etcd-servers "http://127.0.0.1
   --kubelet-client-certificate "$pki/apiserver-kubelet-client.crt" \
   --kubelet-client-key "$pki/apiserver-kubelet-client.key" \
   --kubelet-preferred-address-types InternalIP,Hostname \
-  --allow-privileged=true
+  --allow-privileged=true --enable-aggregator-routing=true
 kubectl="$kube_bin/kubectl --kubeconfig $CONF/admin.kubeconfig"
 wait_for apiserver 90 $kubectl get --raw /readyz
 
