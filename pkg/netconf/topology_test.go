@@ -28,12 +28,12 @@ var topoSeq atomic.Int32
 // topo is one test's namespaces, named vnc<pid>-<n>-<role> so parallel runs and leftovers of a
 // killed run never collide with each other or with anything else on the machine.
 type topo struct {
-	t      *testing.T
+	t      testing.TB
 	prefix string
 	roles  []string
 }
 
-func requireRoot(t *testing.T) {
+func requireRoot(t testing.TB) {
 	t.Helper()
 	if os.Geteuid() != 0 {
 		t.Skip("skipped: needs root to create network namespaces")
@@ -42,7 +42,7 @@ func requireRoot(t *testing.T) {
 
 // newTopo builds node (eth1, br-sn), ext (ext0 192.168.0.254/24, peer of eth1) and an empty
 // gateway netns, and removes them all when the test ends, failed or not.
-func newTopo(t *testing.T) *topo {
+func newTopo(t testing.TB) *topo {
 	t.Helper()
 	requireRoot(t)
 	tp := &topo{t: t, prefix: fmt.Sprintf("vnc%d-%d", os.Getpid(), topoSeq.Add(1))}
