@@ -50,8 +50,9 @@ type Config struct {
 	// Master, when set, is this node's NIC for net1, overriding the desired state's (the
 	// ConfigMap's); it must match the CNI plugin's master on the node.
 	Master string
-	// NewConverger makes the converger of a gateway netns; nil for NewNetconfConverger.
-	NewConverger func(nsPath string) Converger
+	// NewConverger makes the converger of a gateway netns, which calls notify when the
+	// gateway's address conflicts change between converges; nil for NewNetconfConverger.
+	NewConverger func(nsPath string, notify func(converge bool)) Converger
 	// Registerer takes the agent's metrics; nil for none.
 	Registerer prometheus.Registerer
 }

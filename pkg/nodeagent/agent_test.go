@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
@@ -30,11 +31,32 @@ type fakeKernel struct {
 	netns map[string]string
 	calls []string // "path gen=N full=B"
 	fail  map[string]error
+	// conflicts and notify per netns: the address conflict detection of the converger made
+	// last for it.
+	conflicts map[string][]netconf.Conflict
+	notify    map[string]func(converge bool)
 }
 
 type fakeConverger struct {
 	k    *fakeKernel
 	path string
+}
+
+func (c *fakeConverger) Conflicts() []netconf.Conflict {
+	c.k.mu.Lock()
+	defer c.k.mu.Unlock()
+	return c.k.conflicts[c.path]
+}
+
+func (c *fakeConverger) Defenses() uint64 { return 0 }
+
+// setConflicts changes the conflicts of a netns and notifies its converger, as a listener does.
+func (k *fakeKernel) setConflicts(path string, cs []netconf.Conflict) {
+	k.mu.Lock()
+	k.conflicts[path] = cs
+	notify := k.notify[path]
+	k.mu.Unlock()
+	notify(false)
 }
 
 func (c *fakeConverger) Converge(_ context.Context, d *annotations.Desired, full bool) (*netconf.Report, error) {
@@ -74,6 +96,7 @@ type harness struct {
 	kernel   *fakeKernel
 	store    state.Store
 	recorder *record.FakeRecorder
+	reg      *prometheus.Registry
 }
 
 func metaScheme() *runtime.Scheme {
@@ -94,16 +117,22 @@ func partial(kind string, m *metav1.ObjectMeta) *metav1.PartialObjectMetadata {
 // start runs an agent for the chains' gateways (their RS and Deployment exist; pods are created
 // by the test).
 func start(t *testing.T, chains ...*chain) *harness {
-	h := &harness{t: t, client: fake.NewClientset(), kernel: &fakeKernel{netns: map[string]string{}, fail: map[string]error{}},
-		store: state.Store{Dir: t.TempDir()}, recorder: record.NewFakeRecorder(100)}
+	h := &harness{t: t, client: fake.NewClientset(), kernel: &fakeKernel{netns: map[string]string{}, fail: map[string]error{},
+		conflicts: map[string][]netconf.Conflict{}, notify: map[string]func(bool){}},
+		store: state.Store{Dir: t.TempDir()}, recorder: record.NewFakeRecorder(100), reg: prometheus.NewRegistry()}
 	var objs []runtime.Object
 	for _, c := range chains {
 		objs = append(objs, partial("ReplicaSet", c.rs), partial("Deployment", c.dep))
 	}
 	meta := metafake.NewSimpleMetadataClient(metaScheme(), objs...)
 	a, err := New(Config{NodeName: "node-1", GatewayNamespace: "kube-system", StateDir: h.store.Dir,
-		Resync: time.Hour, Workers: 2, SyncTimeout: time.Minute,
-		NewConverger: func(p string) Converger { return &fakeConverger{k: h.kernel, path: p} }}, h.client, meta, h.recorder)
+		Resync: time.Hour, Workers: 2, SyncTimeout: time.Minute, Registerer: h.reg,
+		NewConverger: func(p string, notify func(bool)) Converger {
+			h.kernel.mu.Lock()
+			defer h.kernel.mu.Unlock()
+			h.kernel.notify[p] = notify
+			return &fakeConverger{k: h.kernel, path: p}
+		}}, h.client, meta, h.recorder)
 	if err != nil {
 		t.Fatal(err)
 	}

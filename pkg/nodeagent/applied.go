@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"slices"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -58,7 +59,7 @@ func sameApplied(a, b *annotations.Applied) bool {
 			return false
 		}
 	}
-	return true
+	return slices.Equal(a.Conflicts, b.Conflicts)
 }
 
 // podApplied is the pod's current applied annotation; nil when absent or unreadable (then it is
@@ -76,10 +77,12 @@ func podApplied(pod *corev1.Pod) *annotations.Applied {
 	return a
 }
 
-// reportApplied patches the pod's applied annotation to want unless it already says that. The
-// pod comes from the informer cache, which may not show our own last patch yet: a patch of the
-// same content computed from the same pod revision is not sent again.
+// reportApplied patches the pod's applied annotation to want, with the gateway's address
+// conflicts, unless it already says that. The pod comes from the informer cache, which may not
+// show our own last patch yet: a patch of the same content computed from the same pod revision
+// is not sent again.
 func (a *Agent) reportApplied(ctx context.Context, pod *corev1.Pod, g *gateway, want *annotations.Applied) error {
+	a.addConflicts(pod, g, want)
 	if sameApplied(podApplied(pod), want) {
 		g.reported, g.reportedFrom = want, ""
 		return nil
@@ -101,7 +104,8 @@ func (a *Agent) reportApplied(ctx context.Context, pod *corev1.Pod, g *gateway, 
 		return fmt.Errorf("patching annotation %s of pod %s/%s: %w", annotations.AppliedKey, pod.Namespace, pod.Name, err)
 	}
 	a.metrics.patches.Inc()
-	klog.V(2).InfoS("Reported applied state", "pod", klog.KObj(pod), "generation", want.Generation, "error", want.Error)
+	klog.V(2).InfoS("Reported applied state", "pod", klog.KObj(pod), "generation", want.Generation, "error", want.Error,
+		"conflicts", len(want.Conflicts))
 	g.reported, g.reportedFrom = want, pod.ResourceVersion
 	return nil
 }

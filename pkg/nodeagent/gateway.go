@@ -17,11 +17,22 @@ import (
 // seam lets the sync logic be tested without root.
 type Converger interface {
 	Converge(ctx context.Context, d *annotations.Desired, full bool) (*netconf.Report, error)
+	// Conflicts are the gateway's addresses another host claims now (address conflict
+	// detection runs between converges, see netconf.Gateway.OnConflictChange).
+	Conflicts() []netconf.Conflict
+	// Defenses counts the announcements sent to defend contested addresses.
+	Defenses() uint64
 	Close()
 }
 
-// NewNetconfConverger is the real Converger: netconf on the netns at nsPath.
-func NewNetconfConverger(nsPath string) Converger { return netconf.NewGateway(nsPath) }
+// NewNetconfConverger is the real Converger: netconf on the netns at nsPath. notify is called
+// when the gateway's conflicts change between converges (converge: an address not claimed looks
+// free, so a converge should claim it).
+func NewNetconfConverger(nsPath string, notify func(converge bool)) Converger {
+	g := netconf.NewGateway(nsPath)
+	g.OnConflictChange(notify)
+	return g
+}
 
 // gateway is what the daemon remembers about one gateway pod of its node. Only the sync of the
 // pod's key touches it (the workqueue never hands one key to two workers at once), but for the
@@ -56,11 +67,15 @@ type gateway struct {
 	// reportedFrom (see reportApplied).
 	reported     *annotations.Applied
 	reportedFrom string
+	// conflicts are the keys (conflictKey) of the conflicts last reported, so each new one gets
+	// one Event; defenses is the converger's defence count last added to the metric.
+	conflicts map[string]bool
+	defenses  uint64
 }
 
 // attach makes sure g converges the sandbox of rec and says whether that is a new one. The old
 // converger is closed without touching its netns: the sandbox it served is gone.
-func (g *gateway) attach(rec *state.Record, newConverger func(string) Converger) bool {
+func (g *gateway) attach(rec *state.Record, newConverger func(nsPath string) Converger) bool {
 	if g.conv != nil && g.containerID == rec.ContainerID && g.netns == rec.Netns {
 		return false
 	}
@@ -70,7 +85,7 @@ func (g *gateway) attach(rec *state.Record, newConverger func(string) Converger)
 		g.conv.Close()
 	}
 	g.conv, g.containerID, g.netns = newConverger(rec.Netns), rec.ContainerID, rec.Netns
-	g.hash, g.lastFull = "", time.Time{}
+	g.hash, g.lastFull, g.defenses = "", time.Time{}, 0
 	return true
 }
 
@@ -95,6 +110,19 @@ func (g *gateway) close() {
 	if g.conv != nil {
 		g.conv.Close()
 		g.conv = nil
+	}
+	g.defenses = 0
+}
+
+// conflictChanged is the converger's notification for pod key: look at the gateway again (a
+// re-report of its conflicts), and converge it when asked to (an address not claimed looks
+// free). It runs on a listener goroutine: it only flags and queues.
+func (a *Agent) conflictChanged(key string, g *gateway) func(converge bool) {
+	return func(converge bool) {
+		if converge {
+			g.recheck.Store(true)
+		}
+		a.queue.Add(key)
 	}
 }
 

@@ -29,6 +29,8 @@ type metrics struct {
 	lastSuccess *prometheus.GaugeVec
 	gateways    prometheus.Gauge
 	patches     prometheus.Counter
+	conflicts   *prometheus.GaugeVec
+	defenses    *prometheus.CounterVec
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -63,8 +65,16 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Name: "vpcnat_daemon_applied_patches_total",
 			Help: "Patches of pods' applied annotation (one per change of generation, hash or error).",
 		}),
+		conflicts: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "vpcnat_daemon_address_conflicts",
+			Help: "Addresses of a gateway another host claims now (held and defended, or not claimed).",
+		}, []string{"gateway"}),
+		defenses: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "vpcnat_daemon_address_defenses_total",
+			Help: "Announcements sent to defend a gateway's contested addresses.",
+		}, []string{"gateway"}),
 	}
-	reg.MustRegister(m.duration, m.syncs, m.changes, m.rules, m.lastSuccess, m.gateways, m.patches)
+	reg.MustRegister(m.duration, m.syncs, m.changes, m.rules, m.lastSuccess, m.gateways, m.patches, m.conflicts, m.defenses)
 	// Zero series for every result, so a dashboard sees 0 rather than nothing.
 	for _, r := range []string{resultSuccess, resultError, resultInvalid, resultNoRecord} {
 		m.syncs.WithLabelValues(r)
@@ -95,4 +105,6 @@ func (m *metrics) forget(gateway string) {
 	m.changes.DeletePartialMatch(labels)
 	m.rules.DeletePartialMatch(labels)
 	m.lastSuccess.DeletePartialMatch(labels)
+	m.conflicts.DeletePartialMatch(labels)
+	m.defenses.DeletePartialMatch(labels)
 }

@@ -26,6 +26,9 @@ const (
 	ReasonInvalidDesired = "InvalidDesiredState"
 	// ReasonSyncFailed: a converge failed; it is retried with backoff.
 	ReasonSyncFailed = "SyncFailed"
+	// ReasonAddressConflict: another host claims one of the gateway's addresses (one Warning
+	// per conflict).
+	ReasonAddressConflict = "AddressConflict"
 )
 
 // resyncJitter spreads each gateway's resync over up to 10 % more than the period.
@@ -88,7 +91,9 @@ func (a *Agent) sync(ctx context.Context, key string) (time.Duration, error) {
 		return 0, a.failed(ctx, pod, g, d, hash, err)
 	}
 
-	newSandbox := g.attach(rec, a.cfg.NewConverger)
+	newSandbox := g.attach(rec, func(nsPath string) Converger {
+		return a.cfg.NewConverger(nsPath, a.conflictChanged(key, g))
+	})
 	full := newSandbox || time.Since(g.lastFull) >= a.cfg.Resync
 	recheck := g.recheck.Swap(false)
 	if !full && !recheck && g.hash == hash {
