@@ -19,6 +19,7 @@ type metrics struct {
 	patches      prometheus.Counter
 	deployments  *prometheus.CounterVec
 	statuses     *prometheus.CounterVec
+	conflicts    *prometheus.GaugeVec
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -44,9 +45,23 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Name: "vpcnat_controller_status_updates_total",
 			Help: "Status updates, by kind of object.",
 		}, []string{"kind"}),
+		conflicts: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "vpcnat_controller_address_conflicts",
+			Help: "Addresses of a gateway another host claims, as its daemon reports them (status condition AddressConflict).",
+		}, []string{"gateway"}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.syncs, m.syncDuration, m.patches, m.deployments, m.statuses)
+		reg.MustRegister(m.syncs, m.syncDuration, m.patches, m.deployments, m.statuses, m.conflicts)
 	}
 	return m
+}
+
+// observeConflicts sets a gateway's conflict gauge from the status computed for it.
+func (m *metrics) observeConflicts(gateway string, o *observation) {
+	m.conflicts.WithLabelValues(gateway).Set(float64(len(conflictsOf(o))))
+}
+
+// forgetGateway deletes a deleted gateway's series.
+func (m *metrics) forgetGateway(gateway string) {
+	m.conflicts.DeletePartialMatch(prometheus.Labels{"gateway": gateway})
 }

@@ -112,13 +112,15 @@ func computeStatus(old *v1.VpcNatGatewayStatus, o *observation) v1.VpcNatGateway
 		st.EipCount = int32(len(o.desired.EIPs))
 	}
 	applied := appliedCondition(o, matching, failed, len(st.Rules))
+	conflict := conflictCondition(o)
 	set := func(c metav1.Condition) {
 		c.ObservedGeneration = o.generation
 		meta.SetStatusCondition(&st.Conditions, c)
 	}
 	set(applied)
-	set(readyCondition(o, applied))
+	set(readyCondition(o, applied, conflict))
 	set(degradedCondition(o, applied))
+	set(conflict)
 	return st
 }
 
@@ -150,7 +152,7 @@ func appliedCondition(o *observation, matching *annotations.Applied, failed, rul
 	return c
 }
 
-func readyCondition(o *observation, applied metav1.Condition) metav1.Condition {
+func readyCondition(o *observation, applied, conflict metav1.Condition) metav1.Condition {
 	c := metav1.Condition{Type: CondReady, Status: metav1.ConditionFalse}
 	switch p := o.pod; {
 	case o.problem != nil:
@@ -165,6 +167,9 @@ func readyCondition(o *observation, applied metav1.Condition) metav1.Condition {
 		c.Reason, c.Message = ReasonPodNotReady, fmt.Sprintf("pod %s on node %q is %s, not ready", p.Name, p.Spec.NodeName, p.Status.Phase)
 	case applied.Status != metav1.ConditionTrue:
 		c.Reason, c.Message = ReasonNotApplied, applied.Message
+	case conflict.Status == metav1.ConditionTrue:
+		// Hosts that follow the other host's MAC do not reach the gateway.
+		c.Reason, c.Message = ReasonAddressConflict, conflict.Message
 	default:
 		c.Status, c.Reason = metav1.ConditionTrue, ReasonReady
 		c.Message = fmt.Sprintf("pod %s on node %q runs generation %d", p.Name, p.Spec.NodeName, o.desired.Generation)
@@ -206,6 +211,9 @@ func transitions(old, new []metav1.Condition) []metav1.Condition {
 	var out []metav1.Condition
 	for _, n := range new {
 		o := meta.FindStatusCondition(old, n.Type)
+		if o == nil && n.Type == CondAddressConflict && n.Status == metav1.ConditionFalse {
+			continue // nothing happened: no Event on every gateway's creation (or upgrade)
+		}
 		if o == nil || o.Status != n.Status || o.Reason != n.Reason {
 			out = append(out, n)
 		}
@@ -217,7 +225,7 @@ func transitions(old, new []metav1.Condition) []metav1.Condition {
 // of every change (the pod being created, the daemon applying an edit). Warnings are for what
 // needs someone's attention.
 func healthy(c metav1.Condition) bool {
-	if c.Type == CondDegraded {
+	if c.Type == CondDegraded || c.Type == CondAddressConflict {
 		return c.Status == metav1.ConditionFalse
 	}
 	switch c.Reason {

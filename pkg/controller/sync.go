@@ -25,6 +25,7 @@ func (c *Controller) syncGateway(ctx context.Context, name string) (string, erro
 	gw, err := c.gateways.Get(name)
 	if apierrors.IsNotFound(err) {
 		// The Deployment goes by its owner reference (garbage collector); nothing else is ours.
+		c.metrics.forgetGateway(name)
 		return resultOK, nil
 	}
 	if err != nil {
@@ -206,6 +207,7 @@ func (c *Controller) projectToPods(ctx context.Context, gw *v1.VpcNatGateway, pr
 // transitions: after the write, so that a restarted controller does not repeat them.
 func (c *Controller) updateStatus(ctx context.Context, gw *v1.VpcNatGateway, obs *observation) error {
 	st := computeStatus(&gw.Status, obs)
+	c.metrics.observeConflicts(gw.Name, obs)
 	if equality.Semantic.DeepEqual(gw.Status, st) {
 		return nil
 	}
