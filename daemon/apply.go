@@ -54,10 +54,19 @@ func runApply(args []string) int {
 	ctx, cancel := context.WithTimeout(context.Background(), *timeout)
 	defer cancel()
 	start := time.Now()
-	report, err := netconf.NewGateway(*nsPath).Converge(ctx, desired, true)
+	gw := netconf.NewGateway(*nsPath)
+	defer gw.Close()
+	report, err := gw.Converge(ctx, desired, true)
 	if report != nil {
 		for _, c := range report.Changes {
 			fmt.Println(c)
+		}
+	}
+	// One shot: nothing probes a pending address again after this process exits.
+	for _, c := range gw.Conflicts() {
+		if !c.Claimed {
+			fmt.Fprintf(os.Stderr, "vpcnat-daemon apply: %s not added to %s: MAC %s answers for it (run apply again once it is free)\n",
+				c.Address, c.Interface, c.MAC)
 		}
 	}
 	if err != nil {

@@ -146,7 +146,9 @@ func (a *acd) claim(want, have map[string][]netip.Prefix) map[string][]netip.Pre
 			if l != nil {
 				l.forgetPending(probe)
 			}
+			mu.Lock()
 			out[name] = ps
+			mu.Unlock()
 			continue
 		}
 		wg.Add(1)

@@ -141,10 +141,23 @@ func (l *arpLink) send(payload []byte) {
 func (l *arpLink) sendProbe(a netip.Addr)    { l.send(arpPayload(l.mac, zeroIP, a)) }
 func (l *arpLink) sendAnnounce(a netip.Addr) { l.send(arpPayload(l.mac, a, a)) }
 
-// announceAgain announces a: at once, then garpRepeats more garpInterval apart (as the
-// converge's announcer does), unless the link is closed first.
-func (l *arpLink) announceAgain(a netip.Addr) {
-	l.sendAnnounce(a)
+// announce sends gratuitous ARPs for addrs: at once, then garpRepeats more rounds garpInterval
+// apart from a goroutine, unless the link is closed first. It never blocks: a full send queue
+// drops a round for an address, and the repeats cover it.
+func (l *arpLink) announce(addrs []netip.Addr) {
+	if len(addrs) == 0 {
+		return
+	}
+	frames := make([][]byte, len(addrs))
+	for i, a := range addrs {
+		frames[i] = garpPayload(l.mac, a)
+	}
+	round := func() {
+		for _, f := range frames {
+			l.send(f)
+		}
+	}
+	round()
 	l.wg.Add(1)
 	go func() {
 		defer l.wg.Done()
@@ -156,7 +169,7 @@ func (l *arpLink) announceAgain(a netip.Addr) {
 				return
 			case <-t.C:
 			}
-			l.sendAnnounce(a)
+			round()
 		}
 	}()
 }
@@ -392,7 +405,7 @@ func (l *arpLink) tick(now time.Time) {
 	}
 	for _, a := range ended {
 		klog.InfoS("Address conflict over: announcing the address again", "netns", l.acd.nsPath, "interface", l.name, "address", a)
-		l.announceAgain(a)
+		l.announce([]netip.Addr{a})
 	}
 	if changed || converge {
 		l.acd.changed(converge)

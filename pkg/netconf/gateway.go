@@ -37,8 +37,8 @@ type Gateway struct {
 	// pendingStale are mappings removed from the nat table whose conntrack entries are not
 	// deleted yet (a converge failed in between); a later read-back could no longer see them.
 	pendingStale []nat.Mapping
-	garp         *announcer
-	// acd probes addresses before they are claimed and defends them while held (acd.go).
+	// acd probes addresses before they are claimed, announces them, and defends them while
+	// held (acd.go), through one packet socket per NIC.
 	acd *acd
 }
 
@@ -59,15 +59,12 @@ type Report struct {
 
 // NewGateway returns a Gateway for the netns mounted at nsPath. Nothing is read until Converge.
 func NewGateway(nsPath string) *Gateway {
-	return &Gateway{nsPath: nsPath, ipt: execIptables{nsPath: nsPath}, garp: newAnnouncer(), acd: newACD(nsPath)}
+	return &Gateway{nsPath: nsPath, ipt: execIptables{nsPath: nsPath}, acd: newACD(nsPath)}
 }
 
 // Close stops pending gratuitous ARP repeats and the address conflict listeners. The Gateway
 // must not be used afterwards.
-func (g *Gateway) Close() {
-	g.garp.close()
-	g.acd.close()
-}
+func (g *Gateway) Close() { g.acd.close() }
 
 // SetClaimPolicy sets how addresses not yet on their NIC are claimed (probe first, or take over
 // as the legitimate new owner) and which MACs are the gateway's peers; see ClaimPolicy. It holds
@@ -219,7 +216,7 @@ func (g *Gateway) Converge(ctx context.Context, d *annotations.Desired, full boo
 				rep.Pending = append(rep.Pending, p.Addr().String()+" on "+name)
 			}
 		}
-		rep.Announced = append(rep.Announced, g.announce(netNS, h, name, addrsOf(announce))...)
+		rep.Announced = append(rep.Announced, g.announce(name, addrsOf(announce))...)
 	}
 	return rep, nil
 }
@@ -389,10 +386,11 @@ func (g *Gateway) attachACD(netNS ns.NetNS, h *Handles, names []string) (map[str
 }
 
 // announce sends gratuitous ARPs for the IPv4 addresses among addrs (EIPs on the external NIC,
-// a subnet's gateway IP and lanIp on its subnet NIC) out of the gateway link ifName, and returns
-// those addresses. Failures are logged, never returned: the netns is converged, and a neighbour
-// will learn the MAC on its next ARP.
-func (g *Gateway) announce(netNS ns.NetNS, h *Handles, ifName string, addrs []netip.Addr) []string {
+// a subnet's gateway IP and lanIp on its subnet NIC) out of the gateway link ifName, without
+// blocking (the repeats run on the NIC's listener), and returns those addresses. Failures are
+// logged, never returned: the netns is converged, and a neighbour will learn the MAC on its
+// next ARP.
+func (g *Gateway) announce(ifName string, addrs []netip.Addr) []string {
 	var v4 []netip.Addr
 	for _, a := range addrs {
 		if a.Is4() { // ARP is IPv4 only
@@ -402,12 +400,13 @@ func (g *Gateway) announce(netNS ns.NetNS, h *Handles, ifName string, addrs []ne
 	if len(v4) == 0 {
 		return nil
 	}
-	l, err := h.Gateway.LinkByName(ifName)
-	if err == nil {
-		err = g.garp.announce(netNS, ifName, l.Attrs().Index, l.Attrs().HardwareAddr, v4)
-	}
-	if err != nil {
-		klog.ErrorS(err, "Gratuitous ARP failed", "netns", g.nsPath, "interface", ifName)
+	g.acd.mu.Lock()
+	l := g.acd.links[ifName]
+	g.acd.mu.Unlock()
+	if l == nil { // every NIC that holds addresses has one (syncInterfaces)
+		klog.ErrorS(nil, "Gratuitous ARP failed: no packet socket on the NIC", "netns", g.nsPath, "interface", ifName)
+	} else {
+		l.announce(v4)
 	}
 	out := make([]string, len(v4))
 	for i, a := range v4 {
