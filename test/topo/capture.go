@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/netip"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -26,9 +27,10 @@ type Frame struct {
 // frames out, so a capture of the host's namespace costs nothing for the rest of its traffic.
 // It only listens: it never sends.
 type Capture struct {
-	fd   int
-	done chan struct{}
-	once sync.Once
+	fd     int
+	done   chan struct{}
+	once   sync.Once
+	closed atomic.Bool
 
 	mu     sync.Mutex
 	frames []Frame
@@ -50,6 +52,12 @@ func (t *Topology) StartCapture(role, dev string, ethertype uint16) (*Capture, e
 			{Code: unix.BPF_JMP | unix.BPF_JEQ | unix.BPF_K, Jt: 0, Jf: 1, K: uint32(ethertype)},
 			{Code: unix.BPF_RET | unix.BPF_K, K: 0xffff},
 			{Code: unix.BPF_RET | unix.BPF_K, K: 0},
+		}
+		// A packet socket's blocking read is not woken by shutdown or close: poll for Close.
+		tv := unix.NsecToTimeval((100 * time.Millisecond).Nanoseconds())
+		if err := unix.SetsockoptTimeval(fd, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &tv); err != nil {
+			unix.Close(fd)
+			return fmt.Errorf("receive timeout: %w", err)
 		}
 		prog := unix.SockFprog{Len: uint16(len(filter)), Filter: &filter[0]}
 		if err := unix.SetsockoptSockFprog(fd, unix.SOL_SOCKET, unix.SO_ATTACH_FILTER, &prog); err != nil {
@@ -87,12 +95,15 @@ func (c *Capture) run() {
 	defer close(c.done)
 	buf := make([]byte, 2048)
 	for {
+		if c.closed.Load() {
+			return
+		}
 		n, from, err := unix.Recvfrom(c.fd, buf, 0)
 		if errors.Is(err, unix.EINTR) || errors.Is(err, unix.EAGAIN) {
 			continue
 		}
-		if err != nil || n == 0 {
-			return // shut down
+		if err != nil {
+			return
 		}
 		if n < 14 {
 			continue
@@ -117,7 +128,7 @@ func (c *Capture) Frames() []Frame {
 // Close stops the capture. Frames stay readable.
 func (c *Capture) Close() {
 	c.once.Do(func() {
-		_ = unix.Shutdown(c.fd, unix.SHUT_RDWR)
+		c.closed.Store(true)
 		<-c.done
 		_ = unix.Close(c.fd)
 	})
@@ -193,3 +204,20 @@ func (t *Topology) SendGratuitousARP(role, dev, ip string) error {
 }
 
 func htons(v uint16) uint16 { return v<<8 | v>>8 }
+
+// MAC is the MAC address of a test host's link.
+func (t *Topology) MAC(role, dev string) (string, error) {
+	var mac string
+	err := t.Do(role, func() error {
+		ifc, err := net.InterfaceByName(dev)
+		if err != nil {
+			return err
+		}
+		mac = ifc.HardwareAddr.String()
+		return nil
+	})
+	if err != nil {
+		return "", fmt.Errorf("MAC of %s in %s: %w", dev, role, err)
+	}
+	return mac, nil
+}
