@@ -67,8 +67,8 @@ const (
 type ClaimPolicy struct {
 	Mode ClaimMode
 	// Peers are MACs of the gateway's other replicas (HA). A peer claiming one of our addresses
-	// is never a conflict: while we hold the address we answer with an announcement (at most one
-	// per second), so the newest owner wins; an address we do not hold is the peer's. Every
+	// is never a conflict (it neither blocks a claim nor is reported): while we hold the address
+	// we answer with an announcement (at most one per second), so the newest owner wins. Every
 	// other MAC is an intruder, in either mode.
 	Peers []net.HardwareAddr
 }
