@@ -2,9 +2,11 @@ package netconf
 
 import (
 	"bytes"
+	"cmp"
 	"net"
 	"net/netip"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -85,10 +87,15 @@ type Conflict struct {
 }
 
 // acd runs address conflict detection for one gateway netns: one arpLink per NIC.
+//
+// Locks: mu guards links and is never taken by a link's goroutines (closing a link under mu
+// waits for them); cfgMu guards policy and notify, which those goroutines read. A link's own mu
+// is taken after mu, never before.
 type acd struct {
 	nsPath   string
 	mu       sync.Mutex
 	links    map[string]*arpLink
+	cfgMu    sync.Mutex
 	policy   ClaimPolicy
 	notify   func(converge bool)
 	defenses atomic.Uint64
@@ -107,15 +114,15 @@ type conflict struct {
 }
 
 func (a *acd) isPeer(mac net.HardwareAddr) bool {
-	a.mu.Lock()
-	defer a.mu.Unlock()
+	a.cfgMu.Lock()
+	defer a.cfgMu.Unlock()
 	return slices.ContainsFunc(a.policy.Peers, func(p net.HardwareAddr) bool { return bytes.Equal(p, mac) })
 }
 
 func (a *acd) changed(converge bool) {
-	a.mu.Lock()
+	a.cfgMu.Lock()
 	fn := a.notify
-	a.mu.Unlock()
+	a.cfgMu.Unlock()
 	if fn != nil {
 		fn(converge)
 	}
@@ -129,9 +136,9 @@ func (a *acd) claim(want, have map[string][]netip.Prefix) map[string][]netip.Pre
 	out := map[string][]netip.Prefix{}
 	var wg sync.WaitGroup
 	var mu sync.Mutex
-	a.mu.Lock()
+	a.cfgMu.Lock()
 	takeover := a.policy.Mode == ClaimTakeover
-	a.mu.Unlock()
+	a.cfgMu.Unlock()
 	for name, ps := range want {
 		var probe []netip.Addr
 		for _, p := range ps {
@@ -220,13 +227,7 @@ func (a *acd) conflicts() []Conflict {
 		out = append(out, l.list()...)
 	}
 	slices.SortFunc(out, func(x, y Conflict) int {
-		if x.Interface != y.Interface {
-			if x.Interface < y.Interface {
-				return -1
-			}
-			return 1
-		}
-		return x.Address.Compare(y.Address)
+		return cmp.Or(strings.Compare(x.Interface, y.Interface), x.Address.Compare(y.Address))
 	})
 	return out
 }

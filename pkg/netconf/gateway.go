@@ -70,8 +70,8 @@ func (g *Gateway) Close() { g.acd.close() }
 // as the legitimate new owner) and which MACs are the gateway's peers; see ClaimPolicy. It holds
 // from the next converge on.
 func (g *Gateway) SetClaimPolicy(p ClaimPolicy) {
-	g.acd.mu.Lock()
-	defer g.acd.mu.Unlock()
+	g.acd.cfgMu.Lock()
+	defer g.acd.cfgMu.Unlock()
 	g.acd.policy = p
 }
 
@@ -80,8 +80,8 @@ func (g *Gateway) SetClaimPolicy(p ClaimPolicy) {
 // contested, or a conflict ended and the address was announced again. converge=true asks for a
 // converge: an address that was not claimed looks free now.
 func (g *Gateway) OnConflictChange(fn func(converge bool)) {
-	g.acd.mu.Lock()
-	defer g.acd.mu.Unlock()
+	g.acd.cfgMu.Lock()
+	defer g.acd.cfgMu.Unlock()
 	g.acd.notify = fn
 }
 
