@@ -25,8 +25,11 @@ import (
 	"github.com/vpcnat/vpcnat/pkg/state"
 )
 
-// gatewayPod is the gateway's running pod (not terminating), or nil.
-func (e *vpcEnv) gatewayPod() (*corev1.Pod, error) {
+// gatewayPod is the seed gateway's running pod (not terminating), or nil.
+func (e *vpcEnv) gatewayPod() (*corev1.Pod, error) { return e.gatewayPodNamed(gwName) }
+
+// gatewayPodNamed is a gateway's running pod (not terminating), or nil.
+func (e *vpcEnv) gatewayPodNamed(gwName string) (*corev1.Pod, error) {
 	pods, err := e.client.CoreV1().Pods(plan.GatewayNamespace).List(e.ctx, metav1.ListOptions{
 		LabelSelector: plan.LabelGateway + "=" + gwName})
 	if err != nil {
@@ -62,13 +65,17 @@ func (g gatewayState) String() string {
 		g.name, g.uid, g.containerID, g.netns, g.restarts, g.image)
 }
 
-// gateway reads the running gateway pod and its attachment record; it fails when either is
-// missing.
-func (e *vpcEnv) gateway() gatewayState {
+// gateway reads the running seed gateway pod and its attachment record; it fails when either
+// is missing.
+func (e *vpcEnv) gateway() gatewayState { return e.gatewayOf(gwName) }
+
+// gatewayOf reads a gateway's running pod and attachment record; it fails when either is
+// missing. The MACs of its links, on both sides, join those the IPv6 capture judges.
+func (e *vpcEnv) gatewayOf(gwName string) gatewayState {
 	e.t.Helper()
-	pod, err := e.gatewayPod()
+	pod, err := e.gatewayPodNamed(gwName)
 	if err != nil || pod == nil {
-		e.t.Fatalf("gateway pod: %v (found: %v)", err, pod != nil)
+		e.t.Fatalf("gateway %s pod: %v (found: %v)", gwName, err, pod != nil)
 	}
 	rec, err := state.Store{Dir: state.DefaultDir}.Read(string(pod.UID))
 	if err != nil {
@@ -76,6 +83,7 @@ func (e *vpcEnv) gateway() gatewayState {
 	}
 	g := gatewayState{uid: string(pod.UID), name: pod.Name, containerID: rec.ContainerID, netns: rec.Netns,
 		hostLinks: strings.Join(rec.HostIfNames, ","), macs: interfaceMACs(e.ctx, rec.Netns, rec.IfNames)}
+	e.noteGatewayMACs(gwName, g.macs, rec.HostIfNames)
 	for _, cs := range pod.Status.ContainerStatuses {
 		g.restarts += cs.RestartCount
 	}

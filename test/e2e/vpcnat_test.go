@@ -58,6 +58,7 @@ func TestVpcNat(t *testing.T) {
 	ctx, cancel := testContext(t)
 	defer cancel()
 	e := startVpcEnv(ctx, t)
+	e.startIPv6Watch()
 	e.buildNetworks()
 	e.install()
 	now := e.applySeed()
@@ -68,6 +69,7 @@ func TestVpcNat(t *testing.T) {
 	}{
 		{"normal pod", func() flows { e.normalPod(); return now }},
 		{"impostor", func() flows { e.impostor(now); return now }},
+		{"tenants", func() flows { e.tenants(now); return now }},
 		{"edits", func() flows { return e.edits(now) }},
 		{"daemon restart", func() flows { e.daemonRestart(now); return now }},
 		{"gateway pod deleted", func() flows { e.gatewayPodDeleted(now); return now }},
@@ -91,6 +93,7 @@ func TestVpcNat(t *testing.T) {
 			now = p.run()
 		})
 	}
+	e.checkIPv6()
 }
 
 // Names and ports of the test's installation.
@@ -127,9 +130,11 @@ type vpcEnv struct {
 	fp *Footprint
 	// installed is when deploy/ (the CRDs with it) was applied.
 	installed time.Time
-	dir       string
-	apiHost   string
-	apiPort   string
+	// ipv6 watches for IPv6 frames from the gateways' links over the whole test.
+	ipv6    *ipv6Watch
+	dir     string
+	apiHost string
+	apiPort string
 }
 
 // startVpcEnv starts a fresh cluster (cleaning a killed run's state first) and registers the
