@@ -36,6 +36,23 @@ func admitted(t *testing.T, what string, err error) {
 	}
 }
 
+// withEIP is a copy of g whose one EIP is cidr (and every rule's eip its address).
+func withEIP(g *v1.VpcNatGateway, cidr, gateway string) *v1.VpcNatGateway {
+	g = g.DeepCopy()
+	addr, _, _ := strings.Cut(cidr, "/")
+	g.Spec.Eips = []v1.Eip{{EipCIDR: cidr, Gateway: gateway}}
+	for i := range g.Spec.DnatRules {
+		g.Spec.DnatRules[i].Eip = addr
+	}
+	for i := range g.Spec.SnatRules {
+		g.Spec.SnatRules[i].Eip = addr
+	}
+	for i := range g.Spec.FloatingIPRules {
+		g.Spec.FloatingIPRules[i].Eip = addr
+	}
+	return g
+}
+
 // TestWebhookRefusesConflicts: with the seed's gateway running, every cross-object conflict is
 // refused by the create or update itself (kubectl apply fails at once), its message naming the
 // field and the other object; objects without conflict, and updates of the gateway that holds
@@ -52,10 +69,8 @@ func TestWebhookRefusesConflicts(t *testing.T) {
 	createObjects(t, vpcB, []*v1.Subnet{snB}) // another Vpc on its own bridge: admitted
 
 	t.Run("EIP of another gateway", func(t *testing.T) {
-		g := gwB.DeepCopy()
-		g.Spec.Eips = append(g.Spec.Eips, v1.Eip{EipCIDR: "192.168.0.111/25", Gateway: "192.168.0.1"})
-		_, err := gws.Create(ctx, g, metav1.CreateOptions{})
-		refused(t, "create", err, `spec.eips[1].eipCIDR: Invalid value: "192.168.0.111/25"`, "already claimed by VpcNatGateway ngw")
+		_, err := gws.Create(ctx, withEIP(gwB, "192.168.0.111/25", "192.168.0.1"), metav1.CreateOptions{})
+		refused(t, "create", err, `spec.eips[0].eipCIDR: Invalid value: "192.168.0.111/25"`, "already claimed by VpcNatGateway ngw")
 	})
 	t.Run("DNAT on an EIP the gateway does not hold", func(t *testing.T) {
 		g := gwB.DeepCopy()
@@ -113,10 +128,8 @@ func TestWebhookRefusesConflicts(t *testing.T) {
 	waitDesired(t, "ngw")
 	waitDesired(t, "gw-b")
 	// An update that takes another gateway's EIP is refused like a create.
-	g := getGateway(t, "gw-b")
-	g.Spec.Eips = append(g.Spec.Eips, v1.Eip{EipCIDR: "192.168.0.112/24", Gateway: "192.168.0.254"})
-	_, err = gws.Update(ctx, g, metav1.UpdateOptions{})
-	refused(t, "update of gw-b", err, `spec.eips[1].eipCIDR: Invalid value: "192.168.0.112/24"`, "VpcNatGateway ngw")
+	_, err = gws.Update(ctx, withEIP(getGateway(t, "gw-b"), "192.168.0.112/24", "192.168.0.254"), metav1.UpdateOptions{})
+	refused(t, "update of gw-b", err, `spec.eips[0].eipCIDR: Invalid value: "192.168.0.112/24"`, "VpcNatGateway ngw")
 }
 
 // TestWebhookDownStatusPathRefuses: while no webhook answers (failurePolicy Ignore), a Subnet on
