@@ -90,7 +90,6 @@ func SegmentConflict(l Lookup, s *v1.Subnet) *Segment {
 	if key == "" {
 		return nil
 	}
-	mine := subnetClaimant(l, s, key)
 	var rivals []claimant
 	byName := map[string]*v1.Subnet{}
 	for _, o := range l.SubnetsBySegment(key) {
@@ -100,7 +99,10 @@ func SegmentConflict(l Lookup, s *v1.Subnet) *Segment {
 		rivals = append(rivals, subnetClaimant(l, o, key))
 		byName[o.Name] = o
 	}
-	if w := winner(mine, rivals); w != "" {
+	if len(rivals) == 0 {
+		return nil // the common case, without reading any Deployment's NIC plan
+	}
+	if w := winner(subnetClaimant(l, s, key), rivals); w != "" {
 		return &Segment{Subnet: s, Other: byName[w]}
 	}
 	return nil
