@@ -15,6 +15,10 @@
 //     and throws the thread away if it cannot switch back. exec.Command forks from that locked
 //     thread, so the child starts in the gateway netns.
 //
+// Between converges. A Gateway is not idle between converges: each NIC that holds addresses has
+// an ARP listener (acd.go, arplink.go) that defends them and reports conflicts through the
+// callback set with OnConflictChange; Close stops the listeners.
+//
 // Ownership. We touch only what is ours by contract: the links named in the desired state plus
 // subnet NICs with the "vpc-" prefix, our nat chains (pkg/nat decides), ip rules whose priority
 // AND table are both in our ranges, and routes in our tables (constants in owned.go).
