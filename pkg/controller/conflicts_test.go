@@ -4,6 +4,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/prometheus/client_golang/prometheus"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -76,5 +77,40 @@ func TestAddressConflictCondition(t *testing.T) {
 		if !healthy(tr) {
 			t.Errorf("transition %s=%s (%s) would be a Warning", tr.Type, tr.Status, tr.Reason)
 		}
+	}
+}
+
+// The conflict gauge follows the report and goes with the gateway.
+func TestAddressConflictMetric(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	m := newMetrics(reg)
+	pod := &corev1.Pod{Spec: corev1.PodSpec{NodeName: "node-1"}}
+	report := &annotations.Applied{Conflicts: []annotations.AddressConflict{{Address: "10.0.1.1"}, {Address: "10.0.1.254"}}}
+	// gauge is the series' value, -1 when there is none.
+	gauge := func() float64 {
+		mfs, err := reg.Gather()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, mf := range mfs {
+			if mf.GetName() == "vpcnat_controller_address_conflicts" {
+				for _, s := range mf.GetMetric() {
+					return s.GetGauge().GetValue()
+				}
+			}
+		}
+		return -1
+	}
+	m.observeConflicts("ngw", &observation{pod: pod, report: report})
+	if v := gauge(); v != 2 {
+		t.Errorf("vpcnat_controller_address_conflicts{gateway=ngw} = %v, want 2", v)
+	}
+	m.observeConflicts("ngw", &observation{pod: pod, report: &annotations.Applied{}})
+	if v := gauge(); v != 0 {
+		t.Errorf("after the conflicts ended: %v, want 0", v)
+	}
+	m.forgetGateway("ngw")
+	if v := gauge(); v != -1 {
+		t.Errorf("a series (%v) left after the gateway was deleted", v)
 	}
 }
