@@ -168,9 +168,10 @@ func serveWebhook(ctx context.Context, f *flags, kube kubernetes.Interface, c *c
 	}
 	go certs.RunLoading(ctx, 30*time.Second)
 	return func(ctx context.Context) error {
-		// Renewal is due at two thirds of a year: an hourly look is plenty, and the first look
-		// (now) issues the certificate on a fresh cluster.
-		go certs.RunRotation(ctx, time.Hour)
+		// The first look (now) issues the certificate on a fresh cluster. Renewal is due only at
+		// two thirds of a year, but a look (two GETs) also restores the CA bundle of a webhook
+		// configuration re-created from deploy/, so it is every minute.
+		go certs.RunRotation(ctx, time.Minute)
 		return c.Run(ctx)
 	}, nil
 }

@@ -91,7 +91,7 @@ func TestWebhookCertificateRotation(t *testing.T) {
 	removeWebhook(t)
 	t.Cleanup(func() { removeWebhook(t) })
 	ctx := context.Background()
-	if err := env.Install(ctx, repoRoot, "deploy/controller/30-webhook.yaml"); err != nil {
+	if err := env.Install(ctx, repoRoot, "deploy/controller/15-webhook.yaml"); err != nil {
 		t.Fatal(err)
 	}
 	if len(caBundleOf(t)) != 0 {
