@@ -156,7 +156,8 @@ func run(ctx context.Context, f *flags) error {
 
 // serveWebhook serves the admission webhook on every replica, from the controller's caches
 // (started now, not at leadership), and returns what the leader runs: the controller and the
-// certificate's rotation. Every replica reloads the certificate the leader writes.
+// certificate's rotation. Every replica watches the Secret and serves each certificate the
+// leader writes.
 func serveWebhook(ctx context.Context, f *flags, kube kubernetes.Interface, c *controller.Controller, reg prometheus.Registerer) (func(context.Context) error, error) {
 	certs, err := admission.NewCerts(kube, f.webhookCerts)
 	if err != nil {
@@ -166,7 +167,7 @@ func serveWebhook(ctx context.Context, f *flags, kube kubernetes.Interface, c *c
 	if _, err := admission.Serve(ctx, f.webhookAddr, certs, admission.NewWebhook(c.Claims(), c.ClaimsSynced, reg)); err != nil {
 		return nil, err
 	}
-	go certs.RunLoading(ctx, 30*time.Second)
+	go certs.WatchSecret(ctx)
 	return func(ctx context.Context) error {
 		// The first look (now) issues the certificate on a fresh cluster. Renewal is due only at
 		// two thirds of a year, but a look (two GETs) also restores the CA bundle of a webhook

@@ -6,9 +6,13 @@ import (
 	"fmt"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/util/wait"
+	"k8s.io/client-go/informers"
+	"k8s.io/client-go/tools/cache"
 	"k8s.io/klog/v2"
 )
 
@@ -52,12 +56,33 @@ func (c *Certs) RunRotation(ctx context.Context, period time.Duration) {
 	}, period)
 }
 
-// RunLoading loads (Load) every period until ctx ends: every replica's loop, so that a
-// certificate the leader renewed is served within a period.
-func (c *Certs) RunLoading(ctx context.Context, period time.Duration) {
-	wait.UntilWithContext(ctx, func(ctx context.Context) {
-		if err := c.Load(ctx); err != nil {
-			klog.FromContext(ctx).Error(err, "Loading the webhook certificate failed; retrying", "in", period)
+// WatchSecret serves each version of the Secret as it is written, until ctx ends: every
+// replica's loop, so that a certificate the leader issued or renewed is served at once. It
+// watches the one Secret by name (RBAC grants list and watch of that name only).
+func (c *Certs) WatchSecret(ctx context.Context) {
+	factory := informers.NewSharedInformerFactoryWithOptions(c.kube, 10*time.Minute,
+		informers.WithNamespace(c.opts.Namespace),
+		informers.WithTweakListOptions(func(o *metav1.ListOptions) {
+			o.FieldSelector = fields.OneTermEqualSelector("metadata.name", c.opts.Secret).String()
+		}))
+	inf := factory.Core().V1().Secrets().Informer()
+	use := func(obj any) {
+		s, ok := obj.(*corev1.Secret)
+		if !ok {
+			return
 		}
-	}, period)
+		if err := c.use(ctx, s); err != nil {
+			klog.FromContext(ctx).Error(err, "Not serving the Secret's certificate")
+		}
+	}
+	if _, err := inf.AddEventHandler(cache.ResourceEventHandlerFuncs{
+		AddFunc:    use,
+		UpdateFunc: func(_, n any) { use(n) },
+	}); err != nil {
+		klog.FromContext(ctx).Error(err, "Watching the webhook certificate")
+		return
+	}
+	factory.Start(ctx.Done())
+	<-ctx.Done()
+	factory.Shutdown()
 }

@@ -102,12 +102,17 @@ func (c *Certs) Load(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("reading Secret %s/%s: %w", c.opts.Namespace, c.opts.Secret, err)
 	}
+	return c.use(ctx, s)
+}
+
+// use serves the Secret's certificate from now on.
+func (c *Certs) use(ctx context.Context, s *corev1.Secret) error {
 	cert, err := tls.X509KeyPair(s.Data[KeyCert], s.Data[KeyKey])
 	if err != nil {
-		return fmt.Errorf("Secret %s/%s: %w", c.opts.Namespace, c.opts.Secret, err)
+		return fmt.Errorf("Secret %s/%s: %w", s.Namespace, s.Name, err)
 	}
 	if old := c.current.Load(); old == nil || !bytes.Equal(old.Certificate[0], cert.Certificate[0]) {
-		klog.FromContext(ctx).Info("Loaded the webhook serving certificate", "secret", c.opts.Namespace+"/"+c.opts.Secret,
+		klog.FromContext(ctx).Info("Loaded the webhook serving certificate", "secret", s.Namespace+"/"+s.Name,
 			"notAfter", cert.Leaf.NotAfter)
 	}
 	c.current.Store(&cert)

@@ -37,6 +37,7 @@ func TestRBAC(t *testing.T) {
 		{"create", "", "secrets", "", "kube-system", ""},
 		{"get", "", "secrets", "", "kube-system", "vpcnat-webhook-cert"},
 		{"update", "", "secrets", "", "kube-system", "vpcnat-webhook-cert"},
+		{"watch", "", "secrets", "", "kube-system", "vpcnat-webhook-cert"},
 		{"get", "admissionregistration.k8s.io", "validatingwebhookconfigurations", "", "", "vpcnat"},
 		{"update", "admissionregistration.k8s.io", "validatingwebhookconfigurations", "", "", "vpcnat"},
 		{"patch", "admissionregistration.k8s.io", "validatingwebhookconfigurations", "", "", "vpcnat"},

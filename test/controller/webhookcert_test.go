@@ -85,8 +85,9 @@ func handshake(t *testing.T, addr string, bundle []byte) *x509.Certificate {
 // serving certificate for the Service into the Secret and writes the CA bundle into deploy/'s
 // ValidatingWebhookConfiguration; it leaves them be until two thirds of the validity have
 // passed, then renews them, keeping the previous CA in the bundle for one renewal; a serving
-// replica hands out the renewed certificate without a restart once it loads the Secret. The
-// clock is the test's: validity is a year, as deployed.
+// replica hands out the renewed certificate without a restart once it loads the Secret, and one
+// that watches the Secret (as every replica does) at once. The clock is the test's: validity is
+// a year, as deployed.
 func TestWebhookCertificateRotation(t *testing.T) {
 	removeWebhook(t)
 	t.Cleanup(func() { removeWebhook(t) })
@@ -122,10 +123,32 @@ func TestWebhookCertificateRotation(t *testing.T) {
 		t.Fatal(err)
 	}
 
+	// Another replica watches the Secret, as vpcnat-controller's replicas do.
+	watcher, err := admission.NewCerts(c.kube, certOptions(clk.Now))
+	if err != nil {
+		t.Fatal(err)
+	}
+	go watcher.WatchSecret(srvCtx)
+	watched, err := admission.Serve(srvCtx, "127.0.0.1:0", watcher, http.NotFoundHandler())
+	if err != nil {
+		t.Fatal(err)
+	}
+	servesSoon := func(what string, bundle, certPEM []byte) {
+		t.Helper()
+		want := certsIn(t, certPEM)[0].Raw
+		eventually(t, waitLong, "the watching replica serves "+what, func() error {
+			if got := handshake(t, watched.String(), bundle); got == nil || !bytes.Equal(got.Raw, want) {
+				return errorf("not yet")
+			}
+			return nil
+		})
+	}
+
 	if err := leader.Rotate(ctx); err != nil {
 		t.Fatal(err)
 	}
 	first := secretData(t)
+	servesSoon("the first certificate", first.Data[admission.KeyCABundle], first.Data[admission.KeyCert])
 	if first.Type != corev1.SecretTypeTLS || !bytes.Equal(caBundleOf(t), first.Data[admission.KeyCABundle]) {
 		t.Fatalf("Secret type %s; configuration's CA bundle equal to the Secret's: %v", first.Type, bytes.Equal(caBundleOf(t), first.Data[admission.KeyCABundle]))
 	}
@@ -184,6 +207,7 @@ func TestWebhookCertificateRotation(t *testing.T) {
 	if got := handshake(t, addr.String(), bundle); got == nil || !bytes.Equal(got.Raw, certsIn(t, second.Data[admission.KeyCert])[0].Raw) {
 		t.Fatal("the replica does not serve the renewed certificate")
 	}
+	servesSoon("the renewed certificate", bundle, second.Data[admission.KeyCert])
 
 	// The next renewal drops the first CA (expired by then) and keeps the second.
 	clk.now = clk.now.Add(250 * 24 * time.Hour)
