@@ -1,6 +1,7 @@
 // Package controller is vpcnat-controller's reconcile loop: VpcNatGateway, Vpc, Subnet and the
 // ConfigMap in; per gateway a Deployment, the running pod's desired annotation, and status and
-// Events out. Informers feed a typed rate-limited workqueue; sync is level-based, so a sync that
+// Events out, and per Subnet with a natGatewayAttachment a Ready condition saying whether its
+// segment is its Vpc's (pkg/claims, which the admission webhook shares). Informers feed a typed rate-limited workqueue; sync is level-based, so a sync that
 // finds everything in order writes nothing, and a restarted controller changes nothing.
 package controller
 
