@@ -11,6 +11,7 @@ import (
 
 	"golang.org/x/sys/unix"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 
 	v1 "github.com/vpcnat/vpcnat/pkg/apis/kubeovn/v1"
 	"github.com/vpcnat/vpcnat/pkg/plan"
@@ -19,8 +20,8 @@ import (
 
 // A second tenant beside the seed's: Vpc tenant-b whose Subnet sn-b is the seed's CIDR again
 // (10.0.1.0/24, gateway 10.0.1.1) on a bridge of its own, vne2e-brb, with its host b1 10.0.1.5
-// (the seed's pod1 address) and gateway ngw-b: EIP 192.168.0.121, a UDP port forward to b1 and
-// SNAT. 192.168.0.122 is held by a foreign host (squat) on the external network; intr is a
+// (the seed's pod1 address) and gateway ngw-b: EIP 192.168.0.131, a UDP port forward to b1 and
+// SNAT. 192.168.0.132 is held by a foreign host (squat) on the external network; intr is a
 // foreign host that comes up on vne2e-brb with B's subnet gateway address; tenant-c is a third
 // tenant that tries to use B's bridge.
 const (
@@ -28,9 +29,9 @@ const (
 	tenantB       = "tenant-b"
 	subnetB       = "sn-b"
 	gwB           = "ngw-b"
-	eipB          = "192.168.0.121"
-	eipSquatted   = "192.168.0.122"
-	eipC          = "192.168.0.123"
+	eipB          = "192.168.0.131"
+	eipSquatted   = "192.168.0.132"
+	eipC          = "192.168.0.133"
 	roleB1        = "b1"
 	roleSquat     = "squat"
 	roleIntruder  = "intr"
@@ -81,11 +82,9 @@ spec:
   eips: [{eipCIDR: %[2]s/24, gateway: 192.168.0.254}]
 `, tenantBBridge, eipC)
 
-// tenantProbes are the UDP flows probed every 10 ms while another tenant's objects change:
-// through the seed gateway (SNAT) and through tenant B's (its port forward and its SNAT).
-type tenantProbes struct {
-	seedSNAT, bDNAT, bSNAT *topo.LossProbe
-}
+// tenantCSubnetYAML is tenant C's Vpc and Subnet alone (the admission check: a gateway whose
+// Subnet does not exist yet would be admitted, and refused in status only).
+var tenantCSubnetYAML = tenantCYAML[:strings.Index(tenantCYAML, "---\napiVersion: kubeovn.io/v1\nkind: VpcNatGateway")]
 
 // tenants runs the tenant-isolation checks against a second tenant next to the seed's: every
 // cross-object conflict refused by kubectl apply; a third Vpc's Subnet on tenant B's bridge
@@ -96,7 +95,10 @@ type tenantProbes struct {
 func (e *vpcEnv) tenants(now flows) {
 	t := e.t
 	e.buildTenantB()
+	e.waitWebhookCABundle()
 	e.applyFile("tenant-b.yaml", tenantBYAML)
+	// Whatever happens below, the later steps find the seed's gateway alone.
+	defer e.deleteTenants()
 	e.waitGatewayApplied(gwB)
 	e.gatewayOf(gwB) // its MACs, for the IPv6 capture
 	checkFlows(t, e.net, "with tenant B", now)
@@ -120,10 +122,44 @@ func (e *vpcEnv) tenants(now flows) {
 	bSNAT.Stop(0)
 	e.expectNoLoss(seedSNAT)
 
-	e.kubectl("delete", "vpc-nat-gw", gwB, "--wait=true")
-	e.kubectl("delete", "subnet", subnetB)
-	e.kubectl("delete", "vpc", tenantB)
+	e.deleteTenants()
+	pollWithin(e.ctx, t, waitLimit, "tenant B's gateway pod gone", func() (bool, error) {
+		p, err := e.gatewayPodNamed(gwB)
+		return p == nil && err == nil, err
+	})
 	checkFlows(t, e.net, "after tenant B was deleted", now)
+}
+
+// deleteTenants deletes every object the tenant checks create (those that exist) and waits for
+// them to be gone.
+func (e *vpcEnv) deleteTenants() {
+	for _, args := range [][]string{
+		{"vpc-nat-gw", gwB, "ngw-b2", "ngw-c", "ngw-x"},
+		{"subnet", subnetB, "sn-c", "sn-x"},
+		{"vpc", tenantB, "tenant-c", "tenant-x"},
+	} {
+		if out, err := e.c.Kubectl(e.ctx, append([]string{"delete", "--ignore-not-found", "--wait=true"}, args...)...); err != nil {
+			e.t.Errorf("deleting the tenants' %ss: %v %s", args[0], err, out)
+		}
+	}
+}
+
+// waitWebhookCABundle waits until the controller has written its CA bundle into every webhook
+// of the vpcnat ValidatingWebhookConfiguration: until then the API server cannot call it, and
+// failurePolicy Ignore admits everything.
+func (e *vpcEnv) waitWebhookCABundle() {
+	pollWithin(e.ctx, e.t, waitLimit, "the webhook's CA bundle", func() (bool, error) {
+		c, err := e.client.AdmissionregistrationV1().ValidatingWebhookConfigurations().Get(e.ctx, "vpcnat", metav1.GetOptions{})
+		if err != nil || len(c.Webhooks) == 0 {
+			return false, err
+		}
+		for _, w := range c.Webhooks {
+			if len(w.ClientConfig.CABundle) == 0 {
+				return false, nil
+			}
+		}
+		return true, nil
+	})
 }
 
 // buildTenantB attaches tenant B's bridge to the node with its host b1 (a UDP server), and
@@ -204,16 +240,16 @@ spec: {vpc: tenant-x, cidrBlock: 10.0.9.0/24, gateway: 10.0.9.1}
 `)
 	e.applyRefused("eip of another gateway", gatewayObject("ngw-x", "tenant-x", "sn-x", "10.0.9.254", eipB+"/24", ""),
 		"spec.eips[0].eipCIDR", gwB)
-	e.applyRefused("second gateway of a vpc", gatewayObject("ngw-b2", tenantB, subnetB, "10.0.1.253", "192.168.0.124/24", ""),
+	e.applyRefused("second gateway of a vpc", gatewayObject("ngw-b2", tenantB, subnetB, "10.0.1.253", "192.168.0.134/24", ""),
 		"spec.vpc", gwB)
-	e.applyRefused("subnet of another vpc", gatewayObject("ngw-x", "tenant-x", subnetB, "10.0.1.253", "192.168.0.124/24", ""),
+	e.applyRefused("subnet of another vpc", gatewayObject("ngw-x", "tenant-x", subnetB, "10.0.1.253", "192.168.0.134/24", ""),
 		"spec.subnet", tenantB)
 	e.applyRefused("dnat on an eip not held", gatewayObject(gwB, tenantB, subnetB, "10.0.1.254", eipB+"/24",
 		`  dnatRules: [{eip: 192.168.0.199, externalPort: "80", protocol: tcp, internalIp: 10.0.1.5, internalPort: "80"}]
 `), "spec.dnatRules[0].eip", "192.168.0.199")
-	e.applyRefused("subnet on another vpc's segment", tenantCYAML, "natGatewayAttachment.bridge", tenantBBridge, subnetB)
+	e.applyRefused("subnet on another vpc's segment", tenantCSubnetYAML, "natGatewayAttachment.bridge", tenantBBridge, subnetB)
 	e.kubectl("delete", "subnet", "sn-x")
-	e.kubectl("delete", "vpc", "tenant-x")
+	e.kubectl("delete", "vpc", "tenant-x", "tenant-c")
 }
 
 // segmentTakenPastAdmission: with the webhook gone (a cluster where it is off, or a race
@@ -222,7 +258,6 @@ spec: {vpc: tenant-x, cidrBlock: 10.0.9.0/24, gateway: 10.0.9.1}
 func (e *vpcEnv) segmentTakenPastAdmission() {
 	t := e.t
 	hooks := e.kubectl("get", "validatingwebhookconfigurations", "-l", "app.kubernetes.io/part-of=vpcnat", "-o", "name")
-	saved := e.kubectl("get", "validatingwebhookconfigurations", "-l", "app.kubernetes.io/part-of=vpcnat", "-o", "yaml")
 	if strings.TrimSpace(hooks) == "" {
 		t.Fatalf("no ValidatingWebhookConfiguration labelled app.kubernetes.io/part-of=vpcnat is installed")
 	}
@@ -259,11 +294,26 @@ func (e *vpcEnv) segmentTakenPastAdmission() {
 	e.kubectl("delete", "vpc-nat-gw", "ngw-c", "--wait=true")
 	e.kubectl("delete", "subnet", "sn-c")
 	e.kubectl("delete", "vpc", "tenant-c")
-	// The webhook back as installed; the controller puts its CA bundle in again.
-	e.applyFile("webhooks.yaml", saved)
+	// The webhook back as installed (deploy/, without a CA bundle); the controller puts its CA
+	// bundle in again.
+	docs, err := loadManifests(filepath.Join(e.c.Repo, "deploy", "controller"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var hookDocs []*unstructured.Unstructured
+	for _, d := range docs {
+		if d.GetKind() == "ValidatingWebhookConfiguration" {
+			hookDocs = append(hookDocs, d)
+		}
+	}
+	if len(hookDocs) == 0 {
+		t.Fatal("deploy/controller has no ValidatingWebhookConfiguration")
+	}
+	e.kubectlApply("webhooks.yaml", hookDocs)
+	e.waitWebhookCABundle()
 	pollWithin(e.ctx, t, waitLimit, "the webhook refuses again", func() (bool, error) {
 		path := filepath.Join(e.dir, "tenant-c-again.yaml")
-		if err := os.WriteFile(path, []byte(tenantCYAML), 0o644); err != nil {
+		if err := os.WriteFile(path, []byte(tenantCSubnetYAML), 0o644); err != nil {
 			return false, err
 		}
 		out, err := e.c.Kubectl(e.ctx, "apply", "--dry-run=server", "-f", path)
