@@ -23,6 +23,10 @@ type arpLink struct {
 	ifindex int
 	mac     net.HardwareAddr
 	fd      int
+	// wake is a pipe whose write end close writes to: the reader blocks in poll on the socket and
+	// the pipe, so an idle NIC costs no wake-up (a packet socket's recv is not woken by
+	// shutdown, and a receive timeout would wake every listener of the node all the time).
+	wake [2]int
 
 	mu        sync.Mutex
 	held      map[netip.Addr]bool
@@ -62,20 +66,19 @@ func openARPLink(a *acd, netNS ns.NetNS, name string, ifindex int, mac net.Hardw
 		if err := unix.SetsockoptSockFprog(fd, unix.SOL_SOCKET, unix.SO_ATTACH_FILTER, &prog); err != nil {
 			return fmt.Errorf("attaching the ARP filter: %w", err)
 		}
-		// The receive timeout lets the reader notice close within a tenth of a second.
-		tv := unix.NsecToTimeval((100 * time.Millisecond).Nanoseconds())
-		if err := unix.SetsockoptTimeval(fd, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &tv); err != nil {
-			return err
-		}
 		return unix.Bind(fd, &unix.SockaddrLinklayer{Protocol: htons(unix.ETH_P_ARP), Ifindex: ifindex})
 	})
+	var wake [2]int
+	if err == nil {
+		err = unix.Pipe2(wake[:], unix.O_CLOEXEC|unix.O_NONBLOCK)
+	}
 	if err != nil {
 		if fd >= 0 {
 			unix.Close(fd)
 		}
 		return nil, fmt.Errorf("address conflict detection on %s: packet socket in the gateway netns: %w", name, err)
 	}
-	l := &arpLink{acd: a, name: name, ifindex: ifindex, mac: mac, fd: fd,
+	l := &arpLink{acd: a, name: name, ifindex: ifindex, mac: mac, fd: fd, wake: wake,
 		held: map[netip.Addr]bool{}, conflicts: map[netip.Addr]*conflict{},
 		probing: map[netip.Addr]net.HardwareAddr{}, peerAnnounced: map[netip.Addr]time.Time{},
 		kick: make(chan struct{}, 1), stop: make(chan struct{})}
@@ -92,8 +95,11 @@ func (l *arpLink) close() {
 	default:
 	}
 	close(l.stop)
+	_, _ = unix.Write(l.wake[1], []byte{0}) // wakes the reader's poll
 	l.wg.Wait()
 	unix.Close(l.fd)
+	unix.Close(l.wake[0])
+	unix.Close(l.wake[1])
 }
 
 // arpFrame is the part of an ARP frame conflict detection reads.
@@ -281,21 +287,26 @@ func (l *arpLink) kickTimers() {
 func (l *arpLink) read() {
 	defer l.wg.Done()
 	buf := make([]byte, 1500)
+	fds := []unix.PollFd{{Fd: int32(l.fd), Events: unix.POLLIN}, {Fd: int32(l.wake[0]), Events: unix.POLLIN}}
 	for {
-		select {
-		case <-l.stop:
+		if _, err := unix.Poll(fds, -1); err != nil && err != unix.EINTR {
+			klog.ErrorS(err, "ARP listener stopped", "netns", l.acd.nsPath, "interface", l.name)
 			return
-		default:
 		}
-		n, from, err := unix.Recvfrom(l.fd, buf, 0)
-		if err != nil {
-			continue // EAGAIN (the receive timeout), EINTR; a closed socket ends with stop
+		if fds[1].Revents != 0 {
+			return // closed
 		}
-		if ll, ok := from.(*unix.SockaddrLinklayer); ok && ll.Pkttype == unix.PACKET_OUTGOING {
-			continue
-		}
-		if f, ok := parseARP(buf[:n]); ok {
-			l.receive(f, time.Now())
+		for { // everything queued, then poll again
+			n, from, err := unix.Recvfrom(l.fd, buf, unix.MSG_DONTWAIT)
+			if err != nil {
+				break // EAGAIN: drained
+			}
+			if ll, ok := from.(*unix.SockaddrLinklayer); ok && ll.Pkttype == unix.PACKET_OUTGOING {
+				continue
+			}
+			if f, ok := parseARP(buf[:n]); ok {
+				l.receive(f, time.Now())
+			}
 		}
 	}
 }
@@ -350,14 +361,25 @@ func (l *arpLink) receive(f arpFrame, now time.Time) {
 // addresses, their end (announce again), and the re-probes of addresses not claimed.
 func (l *arpLink) timers() {
 	defer l.wg.Done()
-	t := time.NewTicker(tickInterval)
-	defer t.Stop()
+	var t *time.Ticker // only while there are conflicts: an idle NIC costs no wake-up
+	defer func() {
+		if t != nil {
+			t.Stop()
+		}
+	}()
 	for {
 		l.mu.Lock()
-		idle := len(l.conflicts) == 0
+		busy := len(l.conflicts) > 0
 		l.mu.Unlock()
 		var tick <-chan time.Time
-		if !idle {
+		switch {
+		case busy && t == nil:
+			t = time.NewTicker(tickInterval)
+		case !busy && t != nil:
+			t.Stop()
+			t = nil
+		}
+		if t != nil {
 			tick = t.C
 		}
 		select {
