@@ -27,6 +27,8 @@ type arpLink struct {
 	// the pipe, so an idle NIC costs no wake-up (a packet socket's recv is not woken by
 	// shutdown, and a receive timeout would wake every listener of the node all the time).
 	wake [2]int
+	// xmit sends one ARP payload (broadcast; a unit test records them instead).
+	xmit func(payload []byte) error
 
 	mu        sync.Mutex
 	held      map[netip.Addr]bool
@@ -82,6 +84,7 @@ func openARPLink(a *acd, netNS ns.NetNS, name string, ifindex int, mac net.Hardw
 		held: map[netip.Addr]bool{}, conflicts: map[netip.Addr]*conflict{},
 		probing: map[netip.Addr]net.HardwareAddr{}, peerAnnounced: map[netip.Addr]time.Time{},
 		kick: make(chan struct{}, 1), stop: make(chan struct{})}
+	l.xmit = l.broadcast
 	l.wg.Add(2)
 	go l.read()
 	go l.timers()
@@ -135,13 +138,17 @@ func arpPayload(mac net.HardwareAddr, spa, tpa netip.Addr) []byte {
 var zeroIP = netip.AddrFrom4([4]byte{})
 
 func (l *arpLink) send(payload []byte) {
-	to := &unix.SockaddrLinklayer{Protocol: htons(unix.ETH_P_ARP), Ifindex: l.ifindex, Halen: 6}
-	copy(to.Addr[:], []byte{0xff, 0xff, 0xff, 0xff, 0xff, 0xff})
-	// MSG_DONTWAIT: never block a converge or the timers on a full queue; a lost probe is
-	// covered by the next one.
-	if err := unix.Sendto(l.fd, payload, unix.MSG_DONTWAIT, to); err != nil {
+	if err := l.xmit(payload); err != nil {
 		klog.V(2).InfoS("ARP send failed", "netns", l.acd.nsPath, "interface", l.name, "err", err)
 	}
+}
+
+// broadcast sends an ARP payload to the NIC's broadcast address. MSG_DONTWAIT: never block a
+// converge or the timers on a full queue; a lost frame is covered by the next one.
+func (l *arpLink) broadcast(payload []byte) error {
+	to := &unix.SockaddrLinklayer{Protocol: htons(unix.ETH_P_ARP), Ifindex: l.ifindex, Halen: 6}
+	copy(to.Addr[:], []byte{0xff, 0xff, 0xff, 0xff, 0xff, 0xff})
+	return unix.Sendto(l.fd, payload, unix.MSG_DONTWAIT, to)
 }
 
 func (l *arpLink) sendProbe(a netip.Addr)    { l.send(arpPayload(l.mac, zeroIP, a)) }
