@@ -3,6 +3,7 @@ package netconf
 import (
 	"net"
 	"net/netip"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -72,18 +73,6 @@ func probeFor(mac net.HardwareAddr, ip string) arpFrame {
 	return arpFrame{op: 1, sha: mac, spa: zeroIP, tpa: netip.MustParseAddr(ip)}
 }
 
-func equalStrings(a, b []string) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
-}
-
 // A held address: a foreign claim is a conflict, defended at once and then at most once per
 // defendInterval however often the intruder claims; checked every checkInterval; over once the
 // intruder has not answered two checks and quietWindow has passed, with an announcement.
@@ -97,7 +86,7 @@ func TestDefenceTimers(t *testing.T) {
 	}
 
 	tl.receive(claim(foreignMAC, "10.0.1.1"), t0)
-	if sent, notified := tl.take(); !equalStrings(sent, []string{"announce 10.0.1.1"}) || len(notified) != 1 || notified[0] {
+	if sent, notified := tl.take(); !slices.Equal(sent, []string{"announce 10.0.1.1"}) || len(notified) != 1 || notified[0] {
 		t.Fatalf("first claim: sent %v, notified %v; want one defence and a report", sent, notified)
 	}
 	cs := tl.list()
@@ -116,7 +105,7 @@ func TestDefenceTimers(t *testing.T) {
 	}
 	tl.receive(claim(foreignMAC, "10.0.1.1"), t0.Add(defendInterval))
 	last = t0.Add(defendInterval)
-	if sent, notified := tl.take(); !equalStrings(sent, []string{"announce 10.0.1.1"}) || len(notified) != 0 {
+	if sent, notified := tl.take(); !slices.Equal(sent, []string{"announce 10.0.1.1"}) || len(notified) != 0 {
 		t.Errorf("after %v: sent %v, notified %v; want one more defence, no new report", defendInterval, sent, notified)
 	}
 
@@ -176,7 +165,7 @@ func TestPeerIsNoIntruder(t *testing.T) {
 	tl.receive(claim(peerMAC, "10.0.1.1"), t0.Add(peerAnnounceInterval/2))
 	tl.receive(claim(peerMAC, "10.0.1.1"), t0.Add(peerAnnounceInterval))
 	sent, notified := tl.take()
-	if !equalStrings(sent, []string{"announce 10.0.1.1", "announce 10.0.1.1"}) || len(notified) != 0 || len(tl.list()) != 0 {
+	if !slices.Equal(sent, []string{"announce 10.0.1.1", "announce 10.0.1.1"}) || len(notified) != 0 || len(tl.list()) != 0 {
 		t.Errorf("peer claims: sent %v, notified %v, conflicts %+v", sent, notified, tl.list())
 	}
 	if tl.acd.defenses.Load() != 0 {
@@ -199,7 +188,7 @@ func TestPendingReprobe(t *testing.T) {
 		t.Errorf("before reprobeInterval: sent %v, notified %v", sent, notified)
 	}
 	probeAt := t0.Add(reprobeInterval)
-	if sent, _ := step(probeAt); !equalStrings(sent, []string{"probe 192.168.0.111"}) {
+	if sent, _ := step(probeAt); !slices.Equal(sent, []string{"probe 192.168.0.111"}) {
 		t.Fatalf("at reprobeInterval: sent %v, want a probe", sent)
 	}
 	tl.receive(arpFrame{op: 2, sha: foreignMAC, spa: a}, probeAt.Add(time.Millisecond))
