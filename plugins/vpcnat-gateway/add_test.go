@@ -98,8 +98,9 @@ func TestGatewayPod(t *testing.T) {
 					t.Errorf("result IPs %v lack %s", ips, want)
 				}
 			}
-			if got := h.addrs(p.Role, sub); !strings.Contains(got, "10.0.1.1/24") || !strings.Contains(got, "10.0.1.254/24") {
-				t.Errorf("%s addresses:\n%s", sub, got)
+			// The daemon claims them after a probe; the plugin only creates the NIC.
+			if got := h.addrs(p.Role, sub); strings.Contains(got, "10.0.1.") {
+				t.Errorf("ADD added addresses to %s (the daemon claims them after probing):\n%s", sub, got)
 			}
 			link, _ := h.topo.Exec(p.Role, "ip", "-d", "link", "show", "net1")
 			if !strings.Contains(link, "macvlan mode bridge") || !strings.Contains(link, nic.External.MAC) {

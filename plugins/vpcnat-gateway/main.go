@@ -79,8 +79,7 @@ func cmdAdd(args *skel.CmdArgs) (err error) {
 	}
 	defer h.Close()
 	// Every failure from here on undoes what this ADD made (links in the pod netns, node-side
-	// veth ends, addresses added to links that were already there): no record is written for a
-	// failed ADD, so DEL would not know to remove them.
+	// veth ends): no record is written for a failed ADD, so DEL would not know to remove them.
 	var made undo
 	defer func() {
 		if err != nil {
@@ -99,12 +98,10 @@ func cmdAdd(args *skel.CmdArgs) (err error) {
 }
 
 // undo is what an ADD made, in the order it made it, so that a failed ADD can remove it again.
-// Links that were already there (an ADD repeated for the same sandbox) are never deleted; only
-// the addresses this ADD added to them are removed.
+// Links that were already there (an ADD repeated for the same sandbox) are never deleted.
 type undo struct {
-	links     []string                  // in the pod netns, absent before this ADD
-	hostLinks []string                  // node-side veth ends, absent before this ADD
-	addrs     map[string][]netip.Prefix // addresses this ADD added, by link
+	links     []string // in the pod netns, absent before this ADD
+	hostLinks []string // node-side veth ends, absent before this ADD
 }
 
 // run removes what the failed ADD made; already gone is fine.
@@ -124,18 +121,6 @@ func (u *undo) run(h *netconf.Handles) error {
 	if err := (hostOwner{host: h.Host, ns: h.GatewayNS}).deleteHostLinks(u.hostLinks); err != nil {
 		errs = append(errs, fmt.Errorf("vpcnat: rolling back the failed ADD: %w", err))
 	}
-	for name, addrs := range u.addrs {
-		l, err := h.Gateway.LinkByName(name)
-		if err != nil {
-			continue // deleted above, or gone: its addresses went with it
-		}
-		for _, p := range addrs {
-			a := &netlink.Addr{IPNet: &net.IPNet{IP: p.Addr().AsSlice(), Mask: net.CIDRMask(p.Bits(), p.Addr().BitLen())}}
-			if err := h.Gateway.AddrDel(l, a); err != nil && !errors.Is(err, unix.EADDRNOTAVAIL) {
-				errs = append(errs, fmt.Errorf("vpcnat: rolling back the failed ADD: removing %s from %s: %w", p, name, err))
-			}
-		}
-	}
 	return errors.Join(errs...)
 }
 
@@ -153,12 +138,14 @@ func absent(nh *netlink.Handle, name, where string) (bool, error) {
 	}
 }
 
-// plumb creates the gateway's NICs inside the pod netns and adds them to result. It notes in
+// plumb creates the gateway's NICs inside the pod netns and adds them to result, with the
+// addresses the gateway is configured to hold on them. It does not add those addresses: the
+// daemon claims every address of a gateway only after probing that no other host on the segment
+// holds it (docs/addresses.md), and a plugin run cannot defend an address afterwards. It notes in
 // made, before each step, what that step may create, so the caller can undo a half-done ADD
 // (also a step that failed after creating its link, e.g. net1 that cannot go up).
 func plumb(h *netconf.Handles, args *skel.CmdArgs, plan *annotations.NICPlan, result *current.Result, made *undo) (*state.Record, error) {
 	rec := &state.Record{Gateway: plan.Gateway, ContainerID: args.ContainerID, Netns: args.Netns}
-	made.addrs = map[string][]netip.Prefix{}
 
 	isNew, err := absent(h.Gateway, plan.External.IfName, "pod")
 	if err != nil {
@@ -213,11 +200,6 @@ func plumb(h *netconf.Handles, args *skel.CmdArgs, plan *annotations.NICPlan, re
 				return nil, fmt.Errorf("vpcnat: subnet %s: address %q: %w", nic.Subnet, a, perr)
 			}
 			addrs = append(addrs, p)
-		}
-		_, added, err := netconf.SyncAddresses(h.Gateway, nic.IfName, addrs)
-		made.addrs[nic.IfName] = append(made.addrs[nic.IfName], added...)
-		if err != nil {
-			return nil, fmt.Errorf("vpcnat: %w", err)
 		}
 		if err := addInterface(h, result, args.Netns, nic.IfName, addrs); err != nil {
 			return nil, err

@@ -394,13 +394,11 @@ func (e *vpcEnv) subnetGatewayTaken() {
 		t.Fatal(err)
 	}
 	gatewayIP := netip.MustParseAddr("10.0.1.1")
-	var firstClaim time.Time
+	// Before the first announcement is sent: the gateway may answer it before Send returns.
+	firstClaim := time.Now()
 	for i := 0; i < 4; i++ {
 		if err := e.net.SendGratuitousARP(roleIntruder, "eth0", "10.0.1.1"); err != nil {
 			t.Fatal(err)
-		}
-		if i == 0 {
-			firstClaim = time.Now()
 		}
 		time.Sleep(time.Second)
 	}
@@ -416,7 +414,8 @@ func (e *vpcEnv) subnetGatewayTaken() {
 		defended = defended || (a.At.After(firstClaim) && a.SenderMAC == gwMAC && a.SenderIP == gatewayIP && a.Gratuitous())
 	}
 	if !defended {
-		t.Errorf("%s did not defend 10.0.1.1: no announcement from %s after the foreign host's", gwB, gwMAC)
+		t.Errorf("%s did not defend 10.0.1.1: no announcement from %s after the foreign host's (from %s); b1 saw:\n%s",
+			gwB, gwMAC, firstClaim.Format("15:04:05.000"), arpLines(b1.ARPs()))
 	}
 
 	// The foreign host leaves.
@@ -440,6 +439,14 @@ func (e *vpcEnv) subnetGatewayTaken() {
 	if probe := e.probeOnce("tenant B snat", roleB1, topo.InetIP+":8081", eipB); probe != "" {
 		t.Errorf("tenant B's SNAT after the foreign host left: %s", probe)
 	}
+}
+
+func arpLines(arps []topo.ARP) string {
+	var b strings.Builder
+	for _, a := range arps {
+		b.WriteString("  " + a.String() + "\n")
+	}
+	return b.String()
 }
 
 // startProbe starts a loss probe whose answers must see source seen, and waits for its first
