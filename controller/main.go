@@ -170,9 +170,11 @@ func serveWebhook(ctx context.Context, f *flags, kube kubernetes.Interface, c *c
 	go certs.WatchSecret(ctx)
 	return func(ctx context.Context) error {
 		// The first look (now) issues the certificate on a fresh cluster. Renewal is due only at
-		// two thirds of a year, but a look (two GETs) also restores the CA bundle of a webhook
-		// configuration re-created from deploy/, so it is every minute.
+		// two thirds of a year; a configuration re-created from deploy/ gets its CA bundle back
+		// from the watch at once, and a look (two GETs) every minute also repairs a Secret
+		// someone deleted or broke.
 		go certs.RunRotation(ctx, time.Minute)
+		go certs.WatchWebhookConfig(ctx)
 		return c.Run(ctx)
 	}, nil
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"time"
 
+	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -54,6 +55,38 @@ func (c *Certs) RunRotation(ctx context.Context, period time.Duration) {
 			klog.FromContext(ctx).Error(err, "Webhook certificate rotation failed; retrying", "in", period)
 		}
 	}, period)
+}
+
+// WatchWebhookConfig looks again (Rotate) whenever the ValidatingWebhookConfiguration is added or
+// changed, until ctx ends: the leader's loop, so that a configuration re-applied from deploy/
+// (which ships no caBundle) calls the webhook again within moments instead of at the next
+// periodic look. It watches the one configuration by name (RBAC grants list and watch of that
+// name only). Our own update comes back as an event that finds the bundle in place: two GETs,
+// nothing written.
+func (c *Certs) WatchWebhookConfig(ctx context.Context) {
+	factory := informers.NewSharedInformerFactoryWithOptions(c.kube, 0,
+		informers.WithTweakListOptions(func(o *metav1.ListOptions) {
+			o.FieldSelector = fields.OneTermEqualSelector("metadata.name", c.opts.WebhookConfig).String()
+		}))
+	inf := factory.Admissionregistration().V1().ValidatingWebhookConfigurations().Informer()
+	look := func(obj any) {
+		if _, ok := obj.(*admissionregistrationv1.ValidatingWebhookConfiguration); !ok {
+			return
+		}
+		if err := c.Rotate(ctx); err != nil {
+			klog.FromContext(ctx).Error(err, "Restoring the webhook CA bundle failed; the periodic look retries")
+		}
+	}
+	if _, err := inf.AddEventHandler(cache.ResourceEventHandlerFuncs{
+		AddFunc:    look,
+		UpdateFunc: func(_, n any) { look(n) },
+	}); err != nil {
+		klog.FromContext(ctx).Error(err, "Watching the webhook configuration")
+		return
+	}
+	factory.Start(ctx.Done())
+	<-ctx.Done()
+	factory.Shutdown()
 }
 
 // WatchSecret serves each version of the Secret as it is written, until ctx ends: every

@@ -234,3 +234,51 @@ func TestWebhookCertificateRotation(t *testing.T) {
 		t.Fatal("the broken Secret was not replaced")
 	}
 }
+
+// TestWebhookConfigurationReappliedGetsBundle: the leader watches its webhook configuration, so
+// one deleted and re-applied from deploy/ (which ships no CA bundle: with failurePolicy Ignore
+// the API server would admit everything meanwhile) gets the CA bundle back without waiting for
+// the periodic look, which this test never runs.
+func TestWebhookConfigurationReappliedGetsBundle(t *testing.T) {
+	removeWebhook(t)
+	t.Cleanup(func() { removeWebhook(t) })
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	if err := env.Install(ctx, repoRoot, "deploy/controller/15-webhook.yaml"); err != nil {
+		t.Fatal(err)
+	}
+	c, err := newClients(controllerConfig)
+	if err != nil {
+		t.Fatal(err)
+	}
+	leader, err := admission.NewCerts(c.kube, certOptions(time.Now))
+	if err != nil {
+		t.Fatal(err)
+	}
+	go leader.WatchWebhookConfig(ctx) // as the controller's ServiceAccount: RBAC must allow the watch
+	hasBundle := func() error {
+		cfg, err := admin.kube.AdmissionregistrationV1().ValidatingWebhookConfigurations().Get(ctx, webhookConfig, metav1.GetOptions{})
+		if err != nil {
+			return err
+		}
+		for _, w := range cfg.Webhooks {
+			if len(w.ClientConfig.CABundle) == 0 {
+				return errorf("webhook %s has no CA bundle", w.Name)
+			}
+		}
+		return nil
+	}
+	eventually(t, waitLong, "the first CA bundle", hasBundle)
+	first := caBundleOf(t)
+
+	if err := admin.kube.AdmissionregistrationV1().ValidatingWebhookConfigurations().Delete(ctx, webhookConfig, metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if err := env.Install(ctx, repoRoot, "deploy/controller/15-webhook.yaml"); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, waitLong, "the CA bundle back in the re-applied configuration", hasBundle)
+	if !bytes.Equal(caBundleOf(t), first) {
+		t.Error("the re-applied configuration got another CA bundle than the Secret's")
+	}
+}

@@ -65,6 +65,9 @@ func TestControllerPrivileges(t *testing.T) {
 		if _, err := c.kube.CoreV1().Events(systemNS).List(ctx, metav1.ListOptions{FieldSelector: "involvedObject.kind=Pod,reason=FailedCreatePodSandBox,source=kubelet,type=Warning"}); err != nil {
 			t.Errorf("listing the kubelet's sandbox Events: %v", err)
 		}
+		if _, err := c.kube.AdmissionregistrationV1().ValidatingWebhookConfigurations().List(ctx, metav1.ListOptions{FieldSelector: "metadata.name=vpcnat"}); err != nil {
+			t.Errorf("listing its webhook configuration by name: %v", err)
+		}
 	})
 
 	t.Run("RBAC: no Secret, no Node, no other read, no other write", func(t *testing.T) {
@@ -116,7 +119,7 @@ func TestControllerPrivileges(t *testing.T) {
 			case q.ns == "default" && res == "events":
 				return v == "create" || v == "patch"
 			case res == "validatingwebhookconfigurations":
-				return q.name == "vpcnat" && (v == "get" || v == "update" || v == "patch")
+				return q.name == "vpcnat" && (v == "get" || v == "update" || v == "patch" || v == "list" || v == "watch")
 			case q.ns != systemNS || q.sub != "":
 				return false
 			case res == "deployments":
