@@ -26,6 +26,8 @@ import (
 // +kubebuilder:printcolumn:name="LanIP",type=string,JSONPath=`.spec.lanIp`
 // +kubebuilder:printcolumn:name="EIPs",type=integer,JSONPath=`.status.eipCount`
 // +kubebuilder:printcolumn:name="Ready",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].status`
+// +kubebuilder:printcolumn:name="Active",type=string,JSONPath=`.status.activeNode`
+// +kubebuilder:printcolumn:name="Standbys",type=integer,JSONPath=`.status.standbysReady`
 // +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
 // The name becomes the label value app=vpc-nat-gw-<name>, and label values have at most 63
 // characters.
@@ -98,6 +100,44 @@ type VpcNatGatewaySpec struct {
 	// Resources of the gateway pod's container.
 	// +optional
 	Resources *corev1.ResourceRequirements `json:"resources,omitempty"`
+	// Replicas is the number of gateway pods, each on its own node (Kube-OVN master's name).
+	// 1 (the default): one pod, no failover agent. 2 or more: one active replica holds the EIPs,
+	// subnet gateway addresses and lanIp; the standbys are converged and take over when the
+	// active one stops sending heartbeats (docs/ha.md).
+	// +optional
+	// +kubebuilder:default=1
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=5
+	Replicas int32 `json:"replicas,omitempty"`
+	// BFD is the heartbeat timing between replicas, in Kube-OVN master's form (BFD's knobs, so
+	// its users' manifests apply). vpcnat's heartbeats are its own L2 frames, not BFD packets.
+	// +optional
+	BFD *BFDConfig `json:"bfd,omitempty"`
+}
+
+// BFDConfig is the heartbeat timing of a replicated gateway, in milliseconds. A replica sends a
+// heartbeat every minTX and declares a peer dead after multiplier × minRX without one.
+//
+// +kubebuilder:validation:XValidation:rule="!has(self.minRX) || !has(self.multiplier) || self.minRX * self.multiplier <= 30000",message="minRX × multiplier (the detection time) must be at most 30000 ms"
+type BFDConfig struct {
+	// Enabled is accepted for Kube-OVN manifests; heartbeats always run when replicas ≥ 2.
+	// +optional
+	Enabled bool `json:"enabled,omitempty"`
+	// MinRX is the expected heartbeat interval from a peer, in ms (default 100).
+	// +optional
+	// +kubebuilder:validation:Minimum=10
+	// +kubebuilder:validation:Maximum=10000
+	MinRX int32 `json:"minRX,omitempty"`
+	// MinTX is this replica's heartbeat interval, in ms (default 100).
+	// +optional
+	// +kubebuilder:validation:Minimum=10
+	// +kubebuilder:validation:Maximum=10000
+	MinTX int32 `json:"minTX,omitempty"`
+	// Multiplier is how many intervals without a heartbeat make a peer dead (default 3).
+	// +optional
+	// +kubebuilder:validation:Minimum=2
+	// +kubebuilder:validation:Maximum=255
+	Multiplier int32 `json:"multiplier,omitempty"`
 }
 
 // Eip is one external address of the gateway.
@@ -186,6 +226,12 @@ type VpcNatGatewayStatus struct {
 	// gateway pod).
 	// +optional
 	EipCount int32 `json:"eipCount"`
+	// ActiveNode is the node of the replica that holds the gateway's addresses (replicas ≥ 2).
+	// +optional
+	ActiveNode string `json:"activeNode,omitempty"`
+	// StandbysReady is the number of converged standby replicas ready to take over.
+	// +optional
+	StandbysReady int32 `json:"standbysReady,omitempty"`
 }
 
 // RuleStatus is the state of one rule of the spec in the data plane.
