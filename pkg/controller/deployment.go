@@ -12,6 +12,7 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/apimachinery/pkg/util/validation"
 	"k8s.io/apimachinery/pkg/util/validation/field"
 	"k8s.io/utils/ptr"
@@ -82,6 +83,10 @@ func buildDeployment(gw *v1.VpcNatGateway, namespace, image string, tmplAnnotati
 	for _, t := range gw.Spec.Tolerations {
 		tolerations = append(tolerations, *t.DeepCopy())
 	}
+	replicas, strategy := replicaPlan(gw)
+	if replicas > 1 {
+		affinity = withReplicaAntiAffinity(affinity, gw.Name)
+	}
 	d := &appsv1.Deployment{
 		ObjectMeta: metav1.ObjectMeta{
 			Name:      plan.DeploymentName(gw.Name),
@@ -94,9 +99,8 @@ func buildDeployment(gw *v1.VpcNatGateway, namespace, image string, tmplAnnotati
 			}},
 		},
 		Spec: appsv1.DeploymentSpec{
-			Replicas: ptr.To[int32](1),
-			// Recreate: two pods of one gateway would hold the same EIPs and answer ARP for them.
-			Strategy: appsv1.DeploymentStrategy{Type: appsv1.RecreateDeploymentStrategyType},
+			Replicas: ptr.To(replicas),
+			Strategy: strategy,
 			Selector: &metav1.LabelSelector{MatchLabels: map[string]string{plan.LabelGateway: gw.Name}},
 			Template: corev1.PodTemplateSpec{
 				ObjectMeta: metav1.ObjectMeta{Labels: labels, Annotations: maps.Clone(tmplAnnotations)},
@@ -131,6 +135,45 @@ func buildDeployment(gw *v1.VpcNatGateway, namespace, image string, tmplAnnotati
 	}
 	d.Annotations = map[string]string{SpecHashKey: specHash(d)}
 	return d
+}
+
+// replicaPlan is the Deployment's replica count and update strategy. One replica: Recreate, as
+// two unreplicated pods of one gateway would both hold its EIPs and answer ARP for them. Two or
+// more: the failover agents elect one active replica among however many run, so a rolling update
+// that replaces one pod at a time (never a surge: the anti-affinity leaves no node for it) keeps
+// an active replica throughout (docs/ha.md).
+func replicaPlan(gw *v1.VpcNatGateway) (int32, appsv1.DeploymentStrategy) {
+	n := max(gw.Spec.Replicas, 1)
+	if n == 1 {
+		return 1, appsv1.DeploymentStrategy{Type: appsv1.RecreateDeploymentStrategyType}
+	}
+	return n, appsv1.DeploymentStrategy{
+		Type: appsv1.RollingUpdateDeploymentStrategyType,
+		RollingUpdate: &appsv1.RollingUpdateDeployment{
+			MaxSurge:       ptr.To(intstr.FromInt32(0)),
+			MaxUnavailable: ptr.To(intstr.FromInt32(1)),
+		},
+	}
+}
+
+// withReplicaAntiAffinity adds (to a copy the caller owns) a required pod anti-affinity on
+// kubernetes.io/hostname against the gateway's own pods: replicas on one node fail together,
+// which is what they are there to avoid. A replica that finds no free node stays Pending, and
+// status counts it as no standby.
+func withReplicaAntiAffinity(a *corev1.Affinity, gateway string) *corev1.Affinity {
+	if a == nil {
+		a = &corev1.Affinity{}
+	}
+	if a.PodAntiAffinity == nil {
+		a.PodAntiAffinity = &corev1.PodAntiAffinity{}
+	}
+	a.PodAntiAffinity.RequiredDuringSchedulingIgnoredDuringExecution = append(
+		a.PodAntiAffinity.RequiredDuringSchedulingIgnoredDuringExecution,
+		corev1.PodAffinityTerm{
+			LabelSelector: &metav1.LabelSelector{MatchLabels: map[string]string{plan.LabelGateway: gateway}},
+			TopologyKey:   corev1.LabelHostname,
+		})
+	return a
 }
 
 // specHash is the hex SHA-256 of the Deployment's labels and spec as the controller builds them.
