@@ -14,8 +14,8 @@ import (
 
 // WatchOptions of Watch.
 type WatchOptions struct {
-	// Recheck is the period of a check without any event: the safety net for what inotify does
-	// not report (an overflowed queue, a directory that could not be watched, a mode change).
+	// Recheck is the period of a check without any event: the safety net for what the file
+	// watch does not report (an overflowed queue, a directory that could not be watched).
 	Recheck time.Duration
 	// Debounce is how long the directories must stay quiet after an event before the check (a
 	// primary CNI's agent writes its files in bursts); 0 means DefaultDebounce.
@@ -47,7 +47,7 @@ const (
 // Watch installs like Install, then keeps the installation in place until ctx is done: a
 // primary CNI that rewrites its configuration (Calico, Flannel and Cilium agents do, on start
 // and on upgrades) drops the vpcnat entry, and gateway pods created afterwards would get no
-// net1. Changes are seen with inotify and a periodic re-check. Install is idempotent, so the
+// net1. Changes are seen with fsnotify (inotify) and a periodic re-check. Install is idempotent, so the
 // check that follows Watch's own writes changes nothing and causes no event: the watch settles.
 //
 // Errors never end the watch: they are logged and retried with backoff (and at the next event).
@@ -93,7 +93,7 @@ func Watch(ctx context.Context, o Options, wo WatchOptions) error {
 				continue // taken with an earlier notification
 			}
 			if lost {
-				changed = append(changed, "(events lost: inotify queue overflow, or a watched directory went away)")
+				changed = append(changed, "(events lost: file watch queue overflow, or a watched directory went away)")
 			}
 			l.event(changed)
 		case <-ticker.C:
