@@ -8,6 +8,8 @@ need_apt=()
 command -v ip >/dev/null               || need_apt+=(iproute2)
 command -v iptables-restore >/dev/null || need_apt+=(iptables)
 command -v conntrack >/dev/null        || need_apt+=(conntrack)
+# nft lists the nftables backend's table in its kernel tests and for operators.
+command -v nft >/dev/null              || need_apt+=(nftables)
 
 if [ "${#need_apt[@]}" -gt 0 ]; then
   if [ "$(id -u)" -ne 0 ]; then

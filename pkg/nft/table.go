@@ -1,0 +1,275 @@
+// Package nft turns a gateway's desired state into the one nftables table vpcnat owns in the
+// gateway netns (family ip, named "vpcnat"), as a model of chains, rules and maps, and diffs two
+// models into the changes of one netlink batch. It is pure: no netlink, no exec, no files; the
+// kernel side is pkg/netconf (nftables.go).
+//
+// The layout reads like the seed's iptables chains: PREROUTING -> DNAT_FILTER -> EXCLUSIVE_DNAT
+// (floating IPs) and SHARED_DNAT (port forwards); POSTROUTING -> SNAT_FILTER -> HAIRPIN_SNAT,
+// EXCLUSIVE_SNAT and SHARED_SNAT. Where iptables needs one rule per mapping, each of those chains
+// holds one rule that looks the packet up in a map, so a packet costs one hash (or interval)
+// lookup whatever the number of mappings, and a one-mapping change is one map element.
+package nft
+
+import (
+	"cmp"
+	"net/netip"
+	"slices"
+
+	"github.com/vpcnat/vpcnat/pkg/annotations"
+	"github.com/vpcnat/vpcnat/pkg/nat"
+)
+
+// TableName is the table vpcnat owns in each gateway netns (family ip). Everything in it is
+// ours and everything outside it is not: a converge never reads or writes another table. Never
+// rename it: a renamed table would be foreign to the next daemon version and left behind.
+const TableName = "vpcnat"
+
+// Base chains, named after the iptables built-in chains they stand for. Their priorities are
+// the kernel's dstnat (-100) and srcnat (100), the priorities of the iptables nat table.
+const (
+	Prerouting  = "PREROUTING"
+	Postrouting = "POSTROUTING"
+	// PriorityDstNAT and PrioritySrcNAT are NF_IP_PRI_NAT_DST and NF_IP_PRI_NAT_SRC.
+	PriorityDstNAT = -100
+	PrioritySrcNAT = 100
+)
+
+// Maps. Names are lowercase so they stand apart from the chains in `nft list table`.
+const (
+	// MapFIPDNAT: EIP -> internal IP, every protocol and port (floating IPs, inbound).
+	MapFIPDNAT = "fip_dnat"
+	// MapFIPSNAT: internal IP -> EIP (floating IPs, outbound).
+	MapFIPSNAT = "fip_snat"
+	// MapPortDNAT: EIP . protocol . port -> internal IP . port (port forwards).
+	MapPortDNAT = "port_dnat"
+	// MapSNAT: source address ranges -> EIP, an interval map. SNAT rules may nest (a /32 inside
+	// a /24): the ranges are flattened so each address maps to the EIP of its longest prefix.
+	MapSNAT = "snat_prefixes"
+)
+
+// MapKind is the key and data layout of a map.
+type MapKind int
+
+const (
+	// AddrMap maps ipv4_addr to ipv4_addr.
+	AddrMap MapKind = iota
+	// PortMap maps ipv4_addr . inet_proto . inet_service to ipv4_addr . inet_service.
+	PortMap
+	// IntervalMap maps ranges of ipv4_addr to ipv4_addr.
+	IntervalMap
+)
+
+// Element is one map entry. Addr is the key address (AddrMap, PortMap) or the first address of
+// the range (IntervalMap, whose last address is End); Proto and Port complete a PortMap key.
+// To (and ToPort for a PortMap) is the data.
+type Element struct {
+	Addr, End netip.Addr
+	Proto     uint8
+	Port      uint16
+	To        netip.Addr
+	ToPort    uint16
+}
+
+// Map is one named map and its elements, sorted as `nft list` prints them (see sortElements).
+type Map struct {
+	Name     string
+	Kind     MapKind
+	Elements []Element
+}
+
+// Verb is what a rule does once its matches hold.
+type Verb int
+
+const (
+	// Jump to Rule.Target.
+	Jump Verb = iota
+	// DNATMap translates the destination to the data of Rule.Map looked up by its key.
+	DNATMap
+	// SNATMap translates the source to the data of Rule.Map looked up by the source address.
+	SNATMap
+	// Masquerade translates the source to the address of the outgoing interface.
+	Masquerade
+)
+
+// Rule is one rule of the closed set of forms vpcnat writes: optional matches on the source
+// prefix, the output interface and the conntrack DNAT status bit, then a verb.
+type Rule struct {
+	SAddr   netip.Prefix // invalid: any source
+	OIfName string       // "": any output interface
+	CtDNAT  bool         // ct status dnat
+	Verb    Verb
+	Target  string // Jump
+	Map     string // DNATMap, SNATMap
+}
+
+// Chain is one chain; Hook is "prerouting" or "postrouting" for a base chain, "" otherwise.
+type Chain struct {
+	Name     string
+	Hook     string
+	Priority int
+	Rules    []Rule
+}
+
+// Table is everything vpcnat owns in a gateway netns, in creation (and listing) order: maps
+// first, then chains, as `nft list table` prints them.
+type Table struct {
+	Maps   []Map
+	Chains []Chain
+}
+
+// Chain returns the chain named name, nil if none.
+func (t *Table) Chain(name string) *Chain {
+	for i := range t.Chains {
+		if t.Chains[i].Name == name {
+			return &t.Chains[i]
+		}
+	}
+	return nil
+}
+
+// Map returns the map named name, nil if none.
+func (t *Table) Map(name string) *Map {
+	for i := range t.Maps {
+		if t.Maps[i].Name == name {
+			return &t.Maps[i]
+		}
+	}
+	return nil
+}
+
+// Build computes the table of a gateway. The input must have passed annotations.ValidateDesired;
+// an entry that still does not parse as IPv4 is left out, as pkg/nat does. Input order does not
+// matter.
+func Build(d *annotations.Desired) *Table {
+	ext := d.External.IfName
+	if ext == "" {
+		ext = annotations.ExternalIfName
+	}
+	t := &Table{Maps: []Map{
+		{Name: MapFIPDNAT, Kind: AddrMap},
+		{Name: MapFIPSNAT, Kind: AddrMap},
+		{Name: MapPortDNAT, Kind: PortMap},
+		{Name: MapSNAT, Kind: IntervalMap},
+	}}
+	fipDNAT, fipSNAT := fipElements(d.FloatingIPs)
+	t.Maps[0].Elements, t.Maps[1].Elements = fipDNAT, fipSNAT
+	t.Maps[2].Elements = portElements(d.DNATs)
+	t.Maps[3].Elements = snatElements(d.SNATs)
+	for i := range t.Maps {
+		sortElements(t.Maps[i].Kind, t.Maps[i].Elements)
+	}
+
+	jump := func(target string) Rule { return Rule{Verb: Jump, Target: target} }
+	extJump := func(target string) Rule { return Rule{OIfName: ext, Verb: Jump, Target: target} }
+	t.Chains = []Chain{
+		{Name: Prerouting, Hook: "prerouting", Priority: PriorityDstNAT, Rules: []Rule{jump(nat.DNATFilter)}},
+		{Name: nat.DNATFilter, Rules: []Rule{jump(nat.ExclusiveDNAT), jump(nat.SharedDNAT)}},
+		{Name: nat.ExclusiveDNAT, Rules: []Rule{{Verb: DNATMap, Map: MapFIPDNAT}}},
+		{Name: nat.SharedDNAT, Rules: []Rule{{Verb: DNATMap, Map: MapPortDNAT}}},
+		{Name: Postrouting, Hook: "postrouting", Priority: PrioritySrcNAT, Rules: []Rule{jump(nat.SNATFilter)}},
+		// The output interface sits on the jumps, as in the iptables layout: DNATed traffic
+		// going into a subnet skips both SNAT lookups.
+		{Name: nat.SNATFilter, Rules: []Rule{jump(nat.HairpinSNAT), extJump(nat.ExclusiveSNAT), extJump(nat.SharedSNAT)}},
+		{Name: nat.HairpinSNAT, Rules: hairpin(d.Subnets)},
+		{Name: nat.ExclusiveSNAT, Rules: []Rule{{Verb: SNATMap, Map: MapFIPSNAT}}},
+		{Name: nat.SharedSNAT, Rules: []Rule{{Verb: SNATMap, Map: MapSNAT}}},
+	}
+	return t
+}
+
+// fipElements returns both directions of the floating IPs. Outbound, with two FIPs on one
+// internal IP the lower EIP wins, as in the iptables backend (EXCLUSIVE_SNAT's rule order).
+func fipElements(in []annotations.FloatingIP) (dnat, snat []Element) {
+	byInternal := map[netip.Addr]netip.Addr{}
+	for _, f := range in {
+		eip, err1 := netip.ParseAddr(f.EIP)
+		ip, err2 := netip.ParseAddr(f.InternalIP)
+		if err1 != nil || err2 != nil || !eip.Is4() || !ip.Is4() {
+			continue
+		}
+		dnat = append(dnat, Element{Addr: eip, To: ip})
+		if cur, ok := byInternal[ip]; !ok || eip.Less(cur) {
+			byInternal[ip] = eip
+		}
+	}
+	// The validator allows one FIP per EIP; a duplicate EIP keeps its lowest internal IP, the
+	// rule iptables would meet first.
+	slices.SortFunc(dnat, func(a, b Element) int { return cmp.Or(a.Addr.Compare(b.Addr), a.To.Compare(b.To)) })
+	dnat = slices.CompactFunc(dnat, func(a, b Element) bool { return a.Addr == b.Addr })
+	for ip, eip := range byInternal {
+		snat = append(snat, Element{Addr: ip, To: eip})
+	}
+	return dnat, snat
+}
+
+func portElements(in []annotations.DNAT) []Element {
+	var out []Element
+	for _, r := range in {
+		eip, err1 := netip.ParseAddr(r.EIP)
+		ip, err2 := netip.ParseAddr(r.InternalIP)
+		proto, ok := protoNumbers[r.Protocol]
+		if err1 != nil || err2 != nil || !eip.Is4() || !ip.Is4() || !ok ||
+			r.ExternalPort < 1 || r.ExternalPort > 65535 || r.InternalPort < 1 || r.InternalPort > 65535 {
+			continue
+		}
+		out = append(out, Element{Addr: eip, Proto: proto, Port: uint16(r.ExternalPort), To: ip, ToPort: uint16(r.InternalPort)})
+	}
+	// One key, one element: a duplicate keeps the lowest destination, the first iptables rule.
+	slices.SortFunc(out, func(a, b Element) int {
+		return cmp.Or(a.Addr.Compare(b.Addr), cmp.Compare(a.Proto, b.Proto), cmp.Compare(a.Port, b.Port),
+			a.To.Compare(b.To), cmp.Compare(a.ToPort, b.ToPort))
+	})
+	return slices.CompactFunc(out, func(a, b Element) bool { return a.Addr == b.Addr && a.Proto == b.Proto && a.Port == b.Port })
+}
+
+// protoNumbers are the IP protocol numbers of the protocols a port forward may name.
+var protoNumbers = map[string]uint8{"tcp": 6, "udp": 17}
+
+// protoNames is the reverse of protoNumbers.
+var protoNames = map[uint8]string{6: "tcp", 17: "udp"}
+
+// hairpin masquerades, per subnet NIC, DNATed flows from that subnet that go back out of it.
+func hairpin(subnets []annotations.SubnetNIC) []Rule {
+	var rules []Rule
+	for _, s := range subnets {
+		p, err := netip.ParsePrefix(s.CIDR)
+		if err != nil || !p.Addr().Is4() || s.IfName == "" {
+			continue
+		}
+		r := Rule{SAddr: p.Masked(), OIfName: s.IfName, CtDNAT: true, Verb: Masquerade}
+		if p.Bits() == 0 {
+			r.SAddr = netip.Prefix{}
+		}
+		rules = append(rules, r)
+	}
+	slices.SortFunc(rules, func(a, b Rule) int {
+		return cmp.Or(cmp.Compare(a.OIfName, b.OIfName), a.SAddr.Addr().Compare(b.SAddr.Addr()), cmp.Compare(a.SAddr.Bits(), b.SAddr.Bits()))
+	})
+	return slices.Compact(rules)
+}
+
+// sortElements sorts as `nft list` (1.0.x) prints: a single address numerically, and a
+// concatenation as the integer its key bytes make in host (little-endian) order, which puts the
+// port's low byte first. Matching it makes our text and the kernel's listing compare with ==.
+func sortElements(kind MapKind, els []Element) {
+	if kind != PortMap {
+		slices.SortFunc(els, func(a, b Element) int { return a.Addr.Compare(b.Addr) })
+		return
+	}
+	slices.SortFunc(els, func(a, b Element) int {
+		ka, kb := PortKey(a), PortKey(b)
+		for i := len(ka) - 1; i >= 0; i-- {
+			if c := cmp.Compare(ka[i], kb[i]); c != 0 {
+				return c
+			}
+		}
+		return 0
+	})
+}
+
+// PortKey is the key of a PortMap element as the kernel stores it: each field of the
+// concatenation padded to 4 bytes, network byte order.
+func PortKey(e Element) []byte {
+	a := e.Addr.As4()
+	return []byte{a[0], a[1], a[2], a[3], e.Proto, 0, 0, 0, byte(e.Port >> 8), byte(e.Port), 0, 0}
+}
