@@ -1,0 +1,193 @@
+package ha
+
+import (
+	"fmt"
+	"time"
+)
+
+// Role is what a replica does with the gateway's addresses.
+type Role int
+
+const (
+	// Standby: NICs silent on ARP; converged and ready.
+	Standby Role = iota
+	// Active: NICs answer ARP; the gateway's traffic comes here.
+	Active
+)
+
+func (r Role) String() string {
+	if r == Active {
+		return "active"
+	}
+	return "standby"
+}
+
+// Timing is the heartbeat timing: a heartbeat every Interval, a peer dead after DeadAfter
+// without one.
+type Timing struct {
+	Interval  time.Duration
+	DeadAfter time.Duration
+}
+
+// DefaultTiming: 100 ms × 3, so a dead active replica is noticed within 0.3 s and the whole
+// takeover (detection, flag change, gratuitous ARP) fits well inside a second.
+var DefaultTiming = Timing{Interval: 100 * time.Millisecond, DeadAfter: 300 * time.Millisecond}
+
+// TimingFromBFD turns spec.bfd's knobs (ms; 0 = default) into a Timing.
+func TimingFromBFD(minRX, minTX, multiplier int32) (Timing, error) {
+	rx, tx, mult := int64(minRX), int64(minTX), int64(multiplier)
+	if rx == 0 {
+		rx = 100
+	}
+	if tx == 0 {
+		tx = 100
+	}
+	if mult == 0 {
+		mult = 3
+	}
+	if rx < 10 || tx < 10 || mult < 2 {
+		return Timing{}, fmt.Errorf("bfd: minRX %d ms, minTX %d ms and multiplier %d: the intervals must be at least 10 ms and the multiplier at least 2", minRX, minTX, multiplier)
+	}
+	return Timing{Interval: time.Duration(tx) * time.Millisecond, DeadAfter: time.Duration(rx*mult) * time.Millisecond}, nil
+}
+
+// Elector decides one replica's role from the heartbeats it hears and its own health. It is
+// pure (time is an argument) and not safe for concurrent use.
+//
+// The rules, which make at most one replica active among those that hear each other:
+//   - an unhealthy replica is a standby (it cannot serve, and must not answer for addresses
+//     another replica may have taken over: this is what ends a partitioned active replica);
+//   - a standby becomes active only when no live peer is active and it ranks best among the live
+//     healthy standbys (priority, then name); it takes a term above every term it has heard;
+//   - an active replica stays active (no preemption by a better rank) unless it hears a live,
+//     healthy active peer that beats it: a higher term, or the same term and a better rank;
+//   - a replica listens one dead interval after it starts before it may take over, so a
+//     restarted replica does not seize the role from a live one; Resume skips that for a replica
+//     that finds itself active at start (its agent restarted, its NICs still answering).
+type Elector struct {
+	self     Heartbeat
+	timing   Timing
+	started  time.Time
+	peers    map[string]seen
+	maxTerm  uint64
+	listened bool
+}
+
+type seen struct {
+	hb Heartbeat
+	at time.Time
+}
+
+// NewElector starts a standby election for replica self (Gateway, Replica, Priority are used).
+func NewElector(self Heartbeat, t Timing, now time.Time) *Elector {
+	self.Active, self.Term = false, 0
+	return &Elector{self: self, timing: t, started: now, peers: map[string]seen{}}
+}
+
+// Resume makes the replica active at term without listening first: it was active before its
+// agent restarted. A live active peer with a higher term still wins.
+func (e *Elector) Resume(term uint64) {
+	e.self.Active, e.self.Term, e.listened = true, term, true
+	e.maxTerm = max(e.maxTerm, term)
+}
+
+// Receive records a heartbeat heard at now. Heartbeats of other gateways and its own are
+// ignored (a segment may carry several gateways' replicas; a NIC hears its own multicast on
+// another NIC of the same segment).
+func (e *Elector) Receive(h Heartbeat, now time.Time) {
+	if h.Gateway != e.self.Gateway || h.Replica == e.self.Replica {
+		return
+	}
+	e.peers[h.Replica] = seen{hb: h, at: now}
+	e.maxTerm = max(e.maxTerm, h.Term)
+}
+
+// Decide returns the role to hold at now, given the replica's own health, and why it changed
+// (empty when it did not).
+func (e *Elector) Decide(now time.Time, healthy bool) (Role, string) {
+	was := e.role()
+	e.self.Healthy = healthy
+	live := e.live(now)
+	reason := ""
+	switch {
+	case !healthy:
+		e.self.Active = false
+		reason = "unhealthy"
+	case e.self.Active:
+		for _, p := range live {
+			if p.Active && p.Healthy && beats(p, e.self) {
+				e.self.Active = false
+				reason = fmt.Sprintf("replica %s is active with term %d", p.Replica, p.Term)
+				break
+			}
+		}
+	default:
+		if !e.listened && now.Sub(e.started) < e.timing.DeadAfter {
+			break
+		}
+		e.listened = true
+		best := true
+		for _, p := range live {
+			if p.Active && p.Healthy {
+				best = false // no preemption
+				break
+			}
+			if p.Healthy && ranksBefore(p, e.self) {
+				best = false
+			}
+		}
+		if best {
+			e.maxTerm++
+			e.self.Active, e.self.Term = true, e.maxTerm
+			reason = "no live active peer"
+			if len(live) == 0 {
+				reason = "no live peer"
+			}
+		}
+	}
+	if e.role() == was {
+		reason = ""
+	}
+	return e.role(), reason
+}
+
+// Heartbeat is the frame to send now (after Decide).
+func (e *Elector) Heartbeat() Heartbeat { return e.self }
+
+// Peers are the live peers' last heartbeats at now.
+func (e *Elector) Peers(now time.Time) []Heartbeat { return e.live(now) }
+
+func (e *Elector) role() Role {
+	if e.self.Active {
+		return Active
+	}
+	return Standby
+}
+
+func (e *Elector) live(now time.Time) []Heartbeat {
+	var out []Heartbeat
+	for name, s := range e.peers {
+		if now.Sub(s.at) > e.timing.DeadAfter {
+			delete(e.peers, name)
+			continue
+		}
+		out = append(out, s.hb)
+	}
+	return out
+}
+
+// ranksBefore: a is elected before b (higher priority, then the smaller name).
+func ranksBefore(a, b Heartbeat) bool {
+	if a.Priority != b.Priority {
+		return a.Priority > b.Priority
+	}
+	return a.Replica < b.Replica
+}
+
+// beats: of two active replicas, a keeps the role over b (the later term, then rank).
+func beats(a, b Heartbeat) bool {
+	if a.Term != b.Term {
+		return a.Term > b.Term
+	}
+	return ranksBefore(a, b)
+}

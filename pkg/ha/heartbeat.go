@@ -1,0 +1,101 @@
+package ha
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+)
+
+// EtherType of heartbeat frames: IEEE 802's "local experimental" EtherType 1, which no
+// protocol owns, so nothing else on the segment consumes or forwards it as its own.
+const EtherType = 0x88B5
+
+// heartbeatMagic and heartbeatVersion open every frame; a frame of another version is ignored
+// (a rolling upgrade that changes the format bumps the version and reads both for a release).
+var heartbeatMagic = [4]byte{'V', 'N', 'H', 'A'}
+
+const heartbeatVersion = 1
+
+const (
+	flagActive  = 1 << 0
+	flagHealthy = 1 << 1
+)
+
+// maxName bounds the gateway and replica names in a frame (one length byte each).
+const maxName = 255
+
+// Heartbeat is what a replica says about itself every interval, on every gateway NIC.
+type Heartbeat struct {
+	// Gateway is the VpcNatGateway's name: replicas of other gateways on the segment are ignored.
+	Gateway string
+	// Replica names the sender (its pod name): unique among the gateway's replicas, and the last
+	// tie-break of the election.
+	Replica string
+	// Priority: the higher wins an election between standbys (never preempts an active one).
+	Priority uint8
+	// Term counts takeovers: a replica that becomes active takes one more than any it has seen,
+	// so of two active replicas (after a partition heals) the later one wins.
+	Term uint64
+	// Active: the sender answers ARP for the gateway's addresses now.
+	Active bool
+	// Healthy: the sender's NICs have carrier and it reaches the external network's gateway.
+	Healthy bool
+}
+
+// Marshal encodes h (without the Ethernet header, which the packet socket adds).
+func (h Heartbeat) Marshal() ([]byte, error) {
+	if len(h.Gateway) == 0 || len(h.Gateway) > maxName || len(h.Replica) == 0 || len(h.Replica) > maxName {
+		return nil, fmt.Errorf("heartbeat: gateway %q and replica %q must be 1-%d bytes", h.Gateway, h.Replica, maxName)
+	}
+	b := make([]byte, 0, 18+len(h.Gateway)+len(h.Replica))
+	b = append(b, heartbeatMagic[:]...)
+	var flags byte
+	if h.Active {
+		flags |= flagActive
+	}
+	if h.Healthy {
+		flags |= flagHealthy
+	}
+	b = append(b, heartbeatVersion, flags, h.Priority)
+	b = binary.BigEndian.AppendUint64(b, h.Term)
+	b = append(b, byte(len(h.Gateway)))
+	b = append(b, h.Gateway...)
+	b = append(b, byte(len(h.Replica)))
+	b = append(b, h.Replica...)
+	return b, nil
+}
+
+var errNotHeartbeat = errors.New("not a vpcnat heartbeat")
+
+// ParseHeartbeat decodes a frame's payload. Trailing bytes (Ethernet padding to 60 bytes) are
+// ignored; anything else that does not fit is an error.
+func ParseHeartbeat(b []byte) (Heartbeat, error) {
+	if len(b) < 17 || [4]byte(b[:4]) != heartbeatMagic {
+		return Heartbeat{}, errNotHeartbeat
+	}
+	if b[4] != heartbeatVersion {
+		return Heartbeat{}, fmt.Errorf("heartbeat version %d: this agent reads version %d", b[4], heartbeatVersion)
+	}
+	h := Heartbeat{Active: b[5]&flagActive != 0, Healthy: b[5]&flagHealthy != 0, Priority: b[6],
+		Term: binary.BigEndian.Uint64(b[7:15])}
+	rest := b[15:]
+	var ok bool
+	if h.Gateway, rest, ok = lenString(rest); !ok {
+		return Heartbeat{}, errors.New("heartbeat: truncated gateway name")
+	}
+	if h.Replica, _, ok = lenString(rest); !ok {
+		return Heartbeat{}, errors.New("heartbeat: truncated replica name")
+	}
+	if h.Gateway == "" || h.Replica == "" {
+		return Heartbeat{}, errors.New("heartbeat: empty gateway or replica name")
+	}
+	return h, nil
+}
+
+func lenString(b []byte) (string, []byte, bool) {
+	if len(b) < 1 || len(b) < 1+int(b[0]) {
+		return "", nil, false
+	}
+	n := int(b[0])
+	return string(b[1 : 1+n]), b[1+n:], true
+}
