@@ -1,7 +1,9 @@
 package topo
 
 import (
+	"crypto/rand"
 	"fmt"
+	"net"
 	"os/exec"
 	"strings"
 )
@@ -85,12 +87,19 @@ func NewSeedOnNode(prefix, extBridge, vpcBridge string, own Owner) (n *NodeTopol
 	return n, nil
 }
 
-// HostBridge creates a bridge in the host's namespace, up, without any address.
+// HostBridge creates a bridge in the host's namespace, up, without any address, with a MAC of
+// its own: a bridge without one takes its lowest port's, which may be a gateway's veth, and its
+// own frames would then look like the gateway's.
 func (n *NodeTopology) HostBridge(name string) error {
 	if err := n.newHostLink(name); err != nil {
 		return err
 	}
-	if err := n.ip("", "link", "add", name, "type", "bridge"); err != nil {
+	mac := make([]byte, 6)
+	if _, err := rand.Read(mac); err != nil {
+		return err
+	}
+	mac[0] = mac[0]&0xfc | 0x02 // unicast, locally administered
+	if err := n.ip("", "link", "add", name, "address", net.HardwareAddr(mac).String(), "type", "bridge"); err != nil {
 		return err
 	}
 	n.links = append(n.links, name)
