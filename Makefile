@@ -56,6 +56,7 @@ generate:
 # deploy/crds from the Go types and their kubebuilder markers; test/controller fails on drift.
 crds: generate
 	$(CONTROLLER_GEN) crd paths=./pkg/apis/... output:crd:dir=deploy/crds
+	cp deploy/crds/*.yaml charts/vpcnat/crds/
 
 # --- container images and the one-node test cluster (hack/images.sh, hack/cluster/) ---------
 .PHONY: images cluster-setup e2e
@@ -79,6 +80,20 @@ e2e: cluster-setup
 # `make test` runs test/e2e with the rest; building the cluster before go test starts keeps a
 # cold Kubernetes build (~20 min) out of the test binary's timeout.
 test: cluster-setup
+
+# --- Helm chart (charts/vpcnat) -----------------------------------------------------------------
+.PHONY: helm chart
+# helm, pinned, built from the Go module proxy and cached (hack/build-helm.sh); built before go
+# test starts, so that a cold build stays out of the test binary's timeout.
+helm:
+	@VPCNAT_CACHE=$(CACHE) hack/build-helm.sh >/dev/null
+
+# helm lint and helm template of the chart, checked against deploy/ object by object, and the
+# dashboard and alert rules of deploy/monitoring against the metrics the programs register.
+chart: helm
+	$(GO) test -count=1 -v ./test/chart/ ./test/monitoring/
+
+test: helm
 
 # --- vpcnat-daemon's node mode (issue 4) -----------------------------------------------------
 .PHONY: bench-daemon
