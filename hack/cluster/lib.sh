@@ -68,10 +68,14 @@ now() { awk -v a="$T0" -v b="$EPOCHREALTIME" 'BEGIN { printf "%.2f", b - a }'; }
 # start_proc NAME BINARY ARGS...: run BINARY in its own session (it outlives the script), output
 # to LOGS/NAME.log, and record "PID BINARY" in PIDS/NAME.pid. A background job of a
 # non-interactive shell is not a process-group leader, so setsid execs in place and $! is the
-# daemon's own PID.
+# daemon's own PID. With START_NETNS set, BINARY runs in that named network namespace (a node of
+# the multi-node cluster): nsenter execs in place too, so $! is still the daemon's PID. Not
+# `ip netns exec`: it makes a mount namespace and remounts /sys, where the kubelet then finds no
+# cgroup mounts.
 start_proc() {
-  local name="$1" bin="$2" pid i; shift 2
-  setsid "$bin" "$@" >"$LOGS/$name.log" 2>&1 </dev/null &
+  local name="$1" bin="$2" pid i pre=(); shift 2
+  [ -n "${START_NETNS:-}" ] && pre=(nsenter "--net=/run/netns/$START_NETNS")
+  setsid "${pre[@]}" "$bin" "$@" >"$LOGS/$name.log" 2>&1 </dev/null &
   pid=$!
   echo "$pid $bin" >"$PIDS/$name.pid"
   # Until setsid has exec'd, the PID is setsid's; pid_of would take the daemon for dead.
@@ -127,6 +131,111 @@ stop_proc() {
     log "$1 stopped in $(awk -v a="$t" -v b="$EPOCHREALTIME" 'BEGIN { printf "%.2f", b - a }')s"
   fi
   rm -f "$PIDS/$1.pid"
+}
+
+fail() { # NAME MESSAGE: say what failed, with the end of its log
+  log "$1: $2 (log: $LOGS/$1.log; clean up with hack/cluster/stop.sh)"
+  [ -f "$LOGS/$1.log" ] && tail -n 15 "$LOGS/$1.log" | sed 's/^/    /' >&2
+  exit 1
+}
+# wait_for NAME SECONDS CMD...: until CMD succeeds, while NAME's process lives.
+wait_for() {
+  local name="$1" secs="$2" i pid; shift 2
+  for ((i = 0; i < secs * 10; i++)); do
+    pid="$(pid_of "$name")" || fail "$name" "exited"
+    if "$@" >/dev/null 2>&1; then log "$name ready at +$(now)s"; return 0; fi
+    sleep 0.1
+  done
+  fail "$name" "not ready after ${secs}s"
+}
+
+# start_etcd_apiserver CONF ADDRESS: etcd on loopback, then (once etcd is healthy) the API server
+# on ADDRESS:apiserver_port with the PKI and tokens in CONF/pki; does not wait for the API server.
+start_etcd_apiserver() {
+  local conf="$1" addr="$2" pki="$1/pki" adv=()
+  start_proc etcd "$kube_bin/etcd" --name "$node_name" --data-dir "$RUN/etcd" \
+    --listen-client-urls "http://127.0.0.1:$etcd_port" --advertise-client-urls "http://127.0.0.1:$etcd_port" \
+    --listen-peer-urls "http://127.0.0.1:$etcd_peer_port" --initial-advertise-peer-urls "http://127.0.0.1:$etcd_peer_port" \
+    --initial-cluster "$node_name=http://127.0.0.1:$etcd_peer_port" \
+    --listen-metrics-urls "http://127.0.0.1:$etcd_metrics_port" \
+    --unsafe-no-fsync --log-level warn # throwaway data: fsync would only cost time
+  wait_for etcd 30 etcd_healthy
+  # On loopback no --advertise-address: the API server refuses a loopback one, and picks the
+  # node's address. On another address (the multi-node cluster's bridge) it advertises that.
+  [ "$addr" = 127.0.0.1 ] || adv=(--advertise-address "$addr")
+  # --enable-aggregator-routing: this cluster has no kube-proxy, so the API server could not reach
+  # a ClusterIP (the webhook Service vpcnat-webhook); with it, it calls the Service's endpoints
+  # (the controller pods' IPs, which the host routes).
+  start_proc apiserver "$kube_bin/kube-apiserver" --etcd-servers "http://127.0.0.1:$etcd_port" \
+    --bind-address "$addr" "${adv[@]}" --secure-port "$apiserver_port" \
+    --tls-cert-file "$pki/apiserver.crt" --tls-private-key-file "$pki/apiserver.key" \
+    --client-ca-file "$pki/ca.crt" --token-auth-file "$pki/tokens.csv" \
+    --service-account-issuer https://kubernetes.default.svc \
+    --service-account-key-file "$pki/sa.pub" --service-account-signing-key-file "$pki/sa.key" \
+    --authorization-mode Node,RBAC --enable-admission-plugins NodeRestriction \
+    --service-cluster-ip-range 10.96.0.0/16 \
+    --kubelet-client-certificate "$pki/apiserver-kubelet-client.crt" \
+    --kubelet-client-key "$pki/apiserver-kubelet-client.key" \
+    --kubelet-preferred-address-types InternalIP,Hostname \
+    --allow-privileged=true --enable-aggregator-routing=true
+}
+
+# etcd answers /health once it has a leader; bash's /dev/tcp keeps curl off the requirements.
+etcd_healthy() {
+  exec 7<>"/dev/tcp/127.0.0.1/$etcd_port" || return 1
+  printf 'GET /health HTTP/1.0\r\n\r\n' >&7
+  local body; body="$(cat <&7)"; exec 7>&-
+  [[ "$body" == *'"health":"true"'* ]]
+}
+
+# start_controllers CONF: kube-controller-manager and kube-scheduler with CONF's admin kubeconfig.
+start_controllers() {
+  local conf="$1"
+  # --vmodule: the garbage collector logs its discovery resyncs (a CRD installed after the
+  # controller-manager started is watched only from the next one, every 30 s) and each deletion.
+  start_proc kcm "$kube_bin/kube-controller-manager" --kubeconfig "$conf/admin.kubeconfig" \
+    --authentication-kubeconfig "$conf/admin.kubeconfig" --authorization-kubeconfig "$conf/admin.kubeconfig" \
+    --bind-address 127.0.0.1 --secure-port "$kcm_port" --leader-elect=false \
+    --service-account-private-key-file "$conf/pki/sa.key" --root-ca-file "$conf/pki/ca.crt" \
+    --service-cluster-ip-range 10.96.0.0/16 --vmodule=garbagecollector=2
+  start_proc scheduler "$kube_bin/kube-scheduler" --kubeconfig "$conf/admin.kubeconfig" \
+    --authentication-kubeconfig "$conf/admin.kubeconfig" --authorization-kubeconfig "$conf/admin.kubeconfig" \
+    --bind-address 127.0.0.1 --secure-port "$scheduler_port" --leader-elect=false
+}
+
+# umount_under PREFIX: unmount everything at or under PREFIX, deepest first; prints what could
+# not be unmounted (mount points with spaces come out as \040).
+umount_under() {
+  local prefix="$1" m mounts
+  mapfile -t mounts < <(awk -v p="$prefix" '{ m = $5; gsub(/\\040/, " ", m); if (m == p || index(m, p "/") == 1) print m }' /proc/self/mountinfo | sort -r)
+  for m in "${mounts[@]}"; do
+    umount "$m" 2>/dev/null || umount -l "$m" 2>/dev/null || echo "${m// /\\040}"
+  done
+}
+
+# restore_host: the sysctls and host directories as HOSTSTATE recorded them at start (stop.sh,
+# stop-multi.sh); reports through the caller's problem().
+restore_host() {
+  local k v l d
+  if [ -f "$HOSTSTATE/sysctls" ]; then
+    while IFS='=' read -r k v; do
+      [ "$(sysctl -n "$k")" = "$v" ] || sysctl -qw "$k=$v" || problem "cannot restore $k=$v"
+    done <"$HOSTSTATE/sysctls"
+  fi
+  if [ -f "$HOSTSTATE/dirs-before" ]; then
+    # Symlinks the kubelet makes to our pod logs (/var/log/containers is not configurable).
+    for l in /var/log/containers/*.log; do
+      [ -L "$l" ] && [[ "$(readlink "$l")" == "$RUN/"* ]] && rm -f "$l"
+    done
+    for d in "${host_dirs[@]}"; do
+      grep -qxF "$d" "$HOSTSTATE/dirs-before" && continue
+      [ -d "$d" ] || continue
+      # What the components leave there on their own: empty directories and sockets (the
+      # kubelet's device-plugin socket is always /var/lib/kubelet/device-plugins/kubelet.sock).
+      find "$d" -depth \( -type s -o -type d -empty \) -delete
+      [ -e "$d" ] && problem "$d was created while the cluster ran and is not empty: $(find "$d" ! -type d | head -3 | tr '\n' ' ')"
+    done
+  fi
 }
 
 kubectl_() { "$(kubebin)/kubectl" --kubeconfig "$CONF/admin.kubeconfig" "$@"; }

@@ -6,6 +6,8 @@
 # When it fails, the logs are in VPCNAT_CLUSTER_DIR/logs; run stop.sh to clean up.
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
+# NODES=3 start.sh: the multi-node cluster instead (start-multi.sh; it has its own names).
+[ "${NODES:-1}" = 1 ] || exec "$(dirname "$0")/start-multi.sh"
 [ "$(id -u)" -eq 0 ] || die "run as root"
 [ -f "$CONF/paths" ] || die "not set up: run hack/cluster/setup.sh first"
 . "$CONF/paths"
@@ -36,22 +38,6 @@ for s in "${host_sysctls[@]}"; do echo "$s=$(sysctl -n "$s")"; done >"$HOSTSTATE
 for d in "${host_dirs[@]}"; do [ -e "$d" ] && echo "$d"; done >"$HOSTSTATE/dirs-before" || true
 echo "$node_ip" >"$RUN/node-ip"
 
-fail() { # NAME MESSAGE: say what failed, with the end of its log
-  log "$1: $2 (log: $LOGS/$1.log; clean up with hack/cluster/stop.sh)"
-  [ -f "$LOGS/$1.log" ] && tail -n 15 "$LOGS/$1.log" | sed 's/^/    /' >&2
-  exit 1
-}
-# wait_for NAME SECONDS CMD...: until CMD succeeds, while NAME's process lives.
-wait_for() {
-  local name="$1" secs="$2" i pid; shift 2
-  for ((i = 0; i < secs * 10; i++)); do
-    pid="$(pid_of "$name")" || fail "$name" "exited"
-    if "$@" >/dev/null 2>&1; then log "$name ready at +$(now)s"; return 0; fi
-    sleep 0.1
-  done
-  fail "$name" "not ready after ${secs}s"
-}
-
 # The kubelet's cgroup root, in every v1 hierarchy (the kubelet checks it exists). cpuset needs
 # its cpus and mems filled before anything can join it.
 for c in /sys/fs/cgroup/*/; do
@@ -79,51 +65,10 @@ done
 log "imported ${#tars[@]} images from $IMAGES at +$(now)s"
 
 # --- control plane -------------------------------------------------------------------------
-pki="$CONF/pki"
-start_proc etcd "$kube_bin/etcd" --name "$node_name" --data-dir "$RUN/etcd" \
-  --listen-client-urls "http://127.0.0.1:$etcd_port" --advertise-client-urls "http://127.0.0.1:$etcd_port" \
-  --listen-peer-urls "http://127.0.0.1:$etcd_peer_port" --initial-advertise-peer-urls "http://127.0.0.1:$etcd_peer_port" \
-  --initial-cluster "$node_name=http://127.0.0.1:$etcd_peer_port" \
-  --listen-metrics-urls "http://127.0.0.1:$etcd_metrics_port" \
-  --unsafe-no-fsync --log-level warn # throwaway data: fsync would only cost time
-# etcd answers /health once it has a leader; bash's /dev/tcp keeps curl off the requirements.
-etcd_healthy() {
-  exec 7<>"/dev/tcp/127.0.0.1/$etcd_port" || return 1
-  printf 'GET /health HTTP/1.0\r\n\r\n' >&7
-  local body; body="$(cat <&7)"; exec 7>&-
-  [[ "$body" == *'"health":"true"'* ]]
-}
-wait_for etcd 30 etcd_healthy
-
-# No --advertise-address: the API server refuses a loopback one, and picks the node's address.
-# --enable-aggregator-routing: this cluster has no kube-proxy, so the API server could not reach
-# a ClusterIP (the webhook Service vpcnat-webhook); with it, it calls the Service's endpoints
-# (the controller pods' IPs, which the host routes).
-start_proc apiserver "$kube_bin/kube-apiserver" --etcd-servers "http://127.0.0.1:$etcd_port" \
-  --bind-address 127.0.0.1 --secure-port "$apiserver_port" \
-  --tls-cert-file "$pki/apiserver.crt" --tls-private-key-file "$pki/apiserver.key" \
-  --client-ca-file "$pki/ca.crt" --token-auth-file "$pki/tokens.csv" \
-  --service-account-issuer https://kubernetes.default.svc \
-  --service-account-key-file "$pki/sa.pub" --service-account-signing-key-file "$pki/sa.key" \
-  --authorization-mode Node,RBAC --enable-admission-plugins NodeRestriction \
-  --service-cluster-ip-range 10.96.0.0/16 \
-  --kubelet-client-certificate "$pki/apiserver-kubelet-client.crt" \
-  --kubelet-client-key "$pki/apiserver-kubelet-client.key" \
-  --kubelet-preferred-address-types InternalIP,Hostname \
-  --allow-privileged=true --enable-aggregator-routing=true
+start_etcd_apiserver "$CONF" 127.0.0.1
 kubectl="$kube_bin/kubectl --kubeconfig $CONF/admin.kubeconfig"
 wait_for apiserver 90 $kubectl get --raw /readyz
-
-# --vmodule: the garbage collector logs its discovery resyncs (a CRD installed after the
-# controller-manager started is watched only from the next one, every 30 s) and each deletion.
-start_proc kcm "$kube_bin/kube-controller-manager" --kubeconfig "$CONF/admin.kubeconfig" \
-  --authentication-kubeconfig "$CONF/admin.kubeconfig" --authorization-kubeconfig "$CONF/admin.kubeconfig" \
-  --bind-address 127.0.0.1 --secure-port "$kcm_port" --leader-elect=false \
-  --service-account-private-key-file "$pki/sa.key" --root-ca-file "$pki/ca.crt" \
-  --service-cluster-ip-range 10.96.0.0/16 --vmodule=garbagecollector=2
-start_proc scheduler "$kube_bin/kube-scheduler" --kubeconfig "$CONF/admin.kubeconfig" \
-  --authentication-kubeconfig "$CONF/admin.kubeconfig" --authorization-kubeconfig "$CONF/admin.kubeconfig" \
-  --bind-address 127.0.0.1 --secure-port "$scheduler_port" --leader-elect=false
+start_controllers "$CONF"
 
 # --- the node ---------------------------------------------------------------------------------
 sed "s/@NODE_IP@/$node_ip/" "$CONF/kubelet.yaml.in" >"$RUN/kubelet.yaml"

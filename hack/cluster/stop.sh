@@ -15,6 +15,9 @@ shopt -s globstar nullglob
 problems=()
 problem() { log "$*"; problems+=("$*"); }
 
+# The multi-node cluster (start-multi.sh), if one runs or left state, has its own names.
+"$(dirname "$0")/stop-multi.sh" || problem "stopping the multi-node cluster (stop-multi.sh) failed: see above"
+
 # --- 1. nothing may recreate pods from here on ----------------------------------------------
 for n in kubelet kcm scheduler; do stop_proc "$n" 10 & done
 wait
@@ -107,15 +110,7 @@ if [ -f "$RUN/owned-links" ]; then
 fi
 
 # --- 6. mounts under the cluster's directories (overlays, shm, projected volumes), deepest first
-umount_under() {
-  local prefix="$1" m
-  mapfile -t mounts < <(awk -v p="$prefix" '{ m = $5; gsub(/\\040/, " ", m); if (m == p || index(m, p "/") == 1) print m }' /proc/self/mountinfo | sort -r)
-  for m in "${mounts[@]}"; do
-    umount "$m" 2>/dev/null || umount -l "$m" || problem "cannot unmount $m"
-  done
-}
-umount_under "$RUN"
-umount_under "$RSTATE"
+for m in $(umount_under "$RUN"; umount_under "$RSTATE"); do problem "cannot unmount $m"; done
 
 # --- 7. cgroups: our root in every hierarchy, deepest first ---------------------------------
 for c in /sys/fs/cgroup/*/"$cgroup_root"; do
@@ -125,25 +120,7 @@ for c in /sys/fs/cgroup/*/"$cgroup_root"; do
 done
 
 # --- 8. host sysctls and directories ---------------------------------------------------------
-if [ -f "$HOSTSTATE/sysctls" ]; then
-  while IFS='=' read -r k v; do
-    [ "$(sysctl -n "$k")" = "$v" ] || sysctl -qw "$k=$v" || problem "cannot restore $k=$v"
-  done <"$HOSTSTATE/sysctls"
-fi
-if [ -f "$HOSTSTATE/dirs-before" ]; then
-  # Symlinks the kubelet makes to our pod logs (/var/log/containers is not configurable).
-  for l in /var/log/containers/*.log; do
-    [ -L "$l" ] && [[ "$(readlink "$l")" == "$RUN/"* ]] && rm -f "$l"
-  done
-  for d in "${host_dirs[@]}"; do
-    grep -qxF "$d" "$HOSTSTATE/dirs-before" && continue
-    [ -d "$d" ] || continue
-    # What the components leave there on their own: empty directories and sockets (the
-    # kubelet's device-plugin socket is always /var/lib/kubelet/device-plugins/kubelet.sock).
-    find "$d" -depth \( -type s -o -type d -empty \) -delete
-    [ -e "$d" ] && problem "$d was created while the cluster ran and is not empty: $(find "$d" ! -type d | head -3 | tr '\n' ' ')"
-  done
-fi
+restore_host
 
 # --- 9. state --------------------------------------------------------------------------------
 rm -rf "$RSTATE" "$RUN" || problem "cannot remove $RUN or $RSTATE"
