@@ -1,0 +1,362 @@
+package ha
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
+	"k8s.io/klog/v2"
+)
+
+// Config is one replica's agent configuration.
+type Config struct {
+	// Gateway is the VpcNatGateway's name, Replica this replica's pod name.
+	Gateway, Replica string
+	// Priority ranks standbys in an election (higher first; equal by default).
+	Priority uint8
+	Timing   Timing
+	// Exclude are NICs of the netns that are not the gateway's: the primary CNI's eth0 (its
+	// address is the pod's own, never a role). Every other NIC but lo is a gateway NIC.
+	Exclude []string
+	// OnRole, when set, is called (from Run's goroutine) after every role change is applied.
+	OnRole func(role Role, term uint64, reason string)
+}
+
+// aliasPrefix marks a NIC's IFLA_IFALIAS with the role the agent gave it ("vpcnat-ha active
+// 7"), so a restarted agent resumes the role its NICs hold, and `ip link` shows it to humans.
+const aliasPrefix = "vpcnat-ha "
+
+// announceAfter: gratuitous ARPs at takeover, then again after these delays, for neighbours
+// that lost the first round.
+var announceAfter = []time.Duration{0, 200 * time.Millisecond, time.Second}
+
+// Agent runs the election of one replica in the netns of its process.
+type Agent struct {
+	cfg     Config
+	nl      *netlink.Handle
+	nics    map[string]*nic
+	frames  chan frame
+	elector *Elector
+	role    Role
+	// replies: when each external gateway last answered our ARP probe.
+	replies  map[netip.Addr]time.Time
+	announce []time.Time
+	metrics  *metrics
+}
+
+type nic struct {
+	name   string
+	index  int
+	mac    net.HardwareAddr
+	hb     *packetSocket
+	arp    *packetSocket
+	stop   chan struct{}
+	wg     sync.WaitGroup
+	silent bool // IFF_NOARP as last set or read
+}
+
+type frame struct {
+	nic  string
+	hb   *Heartbeat
+	arp  netip.Addr // sender of an ARP frame (a gateway's reply)
+	at   time.Time
+	from net.HardwareAddr
+}
+
+// NewAgent checks cfg and opens a netlink handle in the process's netns.
+func NewAgent(cfg Config) (*Agent, error) {
+	if _, err := (Heartbeat{Gateway: cfg.Gateway, Replica: cfg.Replica}).Marshal(); err != nil {
+		return nil, fmt.Errorf("agent: %w", err)
+	}
+	if cfg.Timing.Interval <= 0 || cfg.Timing.DeadAfter < 2*cfg.Timing.Interval {
+		return nil, fmt.Errorf("agent: heartbeat interval %v and dead time %v: the dead time must be at least two intervals", cfg.Timing.Interval, cfg.Timing.DeadAfter)
+	}
+	nl, err := netlink.NewHandle()
+	if err != nil {
+		return nil, fmt.Errorf("agent: netlink: %w", err)
+	}
+	return &Agent{cfg: cfg, nl: nl, nics: map[string]*nic{}, frames: make(chan frame, 256),
+		replies: map[netip.Addr]time.Time{}, metrics: newMetrics()}, nil
+}
+
+// Run elects and holds the role until ctx ends; then it silences the NICs (a graceful exit,
+// such as a rolling update, hands the role over at once: the last heartbeat says so).
+func (a *Agent) Run(ctx context.Context) error {
+	defer a.nl.Close()
+	defer a.closeNICs()
+	now := time.Now()
+	a.elector = NewElector(Heartbeat{Gateway: a.cfg.Gateway, Replica: a.cfg.Replica, Priority: a.cfg.Priority}, a.cfg.Timing, now)
+	links, err := a.refresh()
+	if err != nil {
+		return err
+	}
+	if term, ok := resumable(links); ok {
+		a.elector.Resume(term)
+		a.role = Active
+		klog.InfoS("Resuming the active role the NICs hold", "gateway", a.cfg.Gateway, "replica", a.cfg.Replica, "term", term)
+	}
+	if err := a.apply(links, false); err != nil {
+		return err
+	}
+	tick := time.NewTicker(a.cfg.Timing.Interval)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			a.leave()
+			return nil
+		case f := <-a.frames:
+			a.receive(f)
+			if f.hb != nil {
+				a.step(time.Now(), false)
+			}
+		case t := <-tick.C:
+			a.step(t, true)
+		}
+	}
+}
+
+func (a *Agent) receive(f frame) {
+	if f.hb != nil {
+		a.metrics.heartbeats.WithLabelValues(f.nic).Inc()
+		a.elector.Receive(*f.hb, f.at)
+		return
+	}
+	if f.arp.IsValid() {
+		a.replies[f.arp] = f.at
+	}
+}
+
+// step decides the role and applies it; on a tick it also refreshes the NICs, sends the
+// heartbeat and probes the external gateways.
+func (a *Agent) step(now time.Time, tick bool) {
+	links := a.current()
+	if tick {
+		var err error
+		if links, err = a.refresh(); err != nil {
+			klog.ErrorS(err, "Listing the gateway NICs", "gateway", a.cfg.Gateway)
+		}
+	}
+	healthy, targets := a.health(links, now)
+	role, why := a.elector.Decide(now, healthy)
+	changed := role != a.role
+	a.role = role
+	if err := a.apply(links, changed); err != nil {
+		klog.ErrorS(err, "Applying the role", "gateway", a.cfg.Gateway, "role", role)
+	}
+	if changed {
+		term := a.elector.Heartbeat().Term
+		klog.InfoS("Role changed", "gateway", a.cfg.Gateway, "replica", a.cfg.Replica, "role", role, "term", term, "reason", why)
+		a.metrics.transition(role)
+		if a.cfg.OnRole != nil {
+			a.cfg.OnRole(role, term, why)
+		}
+	}
+	if !tick {
+		return
+	}
+	a.sendHeartbeat(a.elector.Heartbeat())
+	for _, t := range targets {
+		if n := a.nics[t.nic]; n != nil && n.arp != nil {
+			_ = n.arp.send(broadcastMAC, arpRequest(n.mac, netip.IPv4Unspecified(), t.addr))
+		}
+	}
+	a.announceDue(links, now)
+}
+
+// leave silences the NICs and tells the peers, so a standby takes over without waiting.
+func (a *Agent) leave() {
+	a.role = Standby
+	if err := a.apply(a.current(), true); err != nil {
+		klog.ErrorS(err, "Silencing the NICs on exit", "gateway", a.cfg.Gateway)
+	}
+	hb := a.elector.Heartbeat()
+	hb.Active, hb.Healthy = false, false
+	a.sendHeartbeat(hb)
+	klog.InfoS("Left the election", "gateway", a.cfg.Gateway, "replica", a.cfg.Replica)
+}
+
+func (a *Agent) sendHeartbeat(hb Heartbeat) {
+	b, err := hb.Marshal()
+	if err != nil {
+		return
+	}
+	for _, n := range a.nics {
+		if err := n.hb.send(heartbeatGroup, b); err == nil {
+			a.metrics.sent.WithLabelValues(n.name).Inc()
+		}
+	}
+}
+
+type target struct {
+	nic  string
+	addr netip.Addr
+}
+
+// health: every gateway NIC has carrier, and when the netns routes through an external gateway
+// (the EIPs' gateway, on the NIC the route leaves by), that gateway answered a probe within the
+// dead time. A replica cut from the external network thus gives the role up in one dead time.
+func (a *Agent) health(links []netlink.Link, now time.Time) (bool, []target) {
+	if len(links) == 0 {
+		return false, nil
+	}
+	for _, l := range links {
+		at := l.Attrs()
+		if at.Flags&net.FlagUp == 0 || at.RawFlags&unix.IFF_LOWER_UP == 0 {
+			return false, nil
+		}
+	}
+	targets := a.gatewayTargets(links)
+	for _, t := range targets {
+		if now.Sub(a.replies[t.addr]) > a.cfg.Timing.DeadAfter {
+			return false, targets
+		}
+	}
+	return true, targets
+}
+
+// gatewayTargets are the IPv4 next hops of routes (any table) that leave by a gateway NIC.
+func (a *Agent) gatewayTargets(links []netlink.Link) []target {
+	byIndex := map[int]string{}
+	for _, l := range links {
+		byIndex[l.Attrs().Index] = l.Attrs().Name
+	}
+	routes, err := a.nl.RouteListFiltered(netlink.FAMILY_V4, &netlink.Route{Table: unix.RT_TABLE_UNSPEC}, netlink.RT_FILTER_TABLE)
+	if err != nil {
+		return nil
+	}
+	var out []target
+	for _, r := range routes {
+		name, ok := byIndex[r.LinkIndex]
+		gw, okGw := netip.AddrFromSlice(r.Gw)
+		if !ok || !okGw || !gw.Unmap().Is4() {
+			continue
+		}
+		t := target{nic: name, addr: gw.Unmap()}
+		if !slices.Contains(out, t) {
+			out = append(out, t)
+		}
+	}
+	return out
+}
+
+// apply sets every gateway NIC's ARP flag for the role: on (answering) when active, off
+// (IFF_NOARP, silent) when standby. Becoming active also forgets the neighbour entries made
+// while silent and schedules gratuitous ARPs for every IPv4 address of the NICs.
+func (a *Agent) apply(links []netlink.Link, changed bool) error {
+	var errs []error
+	alias := aliasPrefix + a.role.String() + " " + strconv.FormatUint(a.elector.Heartbeat().Term, 10)
+	for _, l := range links {
+		n := a.nics[l.Attrs().Name]
+		silent := a.role != Active
+		if n == nil || (n.silent == silent && !changed && l.Attrs().Alias == alias) {
+			continue
+		}
+		var err error
+		if silent {
+			err = a.nl.LinkSetARPOff(l)
+		} else {
+			err = a.nl.LinkSetARPOn(l)
+			if err == nil {
+				a.forgetSilentNeighbours(l)
+			}
+		}
+		if err != nil {
+			errs = append(errs, fmt.Errorf("setting ARP %s on %s: %w (the agent needs CAP_NET_ADMIN in its netns)", map[bool]string{true: "off", false: "on"}[silent], l.Attrs().Name, err))
+			continue
+		}
+		n.silent = silent
+		if err := a.nl.LinkSetAlias(l, alias); err != nil {
+			errs = append(errs, fmt.Errorf("marking %s: %w", l.Attrs().Name, err))
+		}
+	}
+	if changed && a.role == Active {
+		now := time.Now()
+		a.announce = a.announce[:0]
+		for _, d := range announceAfter {
+			a.announce = append(a.announce, now.Add(d))
+		}
+		a.announceDue(links, now)
+	}
+	if a.role != Active {
+		a.announce = nil
+	}
+	return errors.Join(errs...)
+}
+
+// forgetSilentNeighbours deletes the NOARP neighbour entries a silent NIC made (they point at
+// the NIC's own MAC), so the first packets after a takeover resolve their next hops.
+func (a *Agent) forgetSilentNeighbours(l netlink.Link) {
+	neighs, err := a.nl.NeighList(l.Attrs().Index, netlink.FAMILY_V4)
+	if err != nil {
+		return
+	}
+	for _, n := range neighs {
+		if n.State&netlink.NUD_NOARP != 0 && n.State&netlink.NUD_PERMANENT == 0 {
+			_ = a.nl.NeighDel(&n)
+		}
+	}
+}
+
+// announceDue sends the gratuitous ARPs whose time has come, for every IPv4 address of every
+// gateway NIC (all of them are the gateway's: EIPs, subnet gateways, lanIp).
+func (a *Agent) announceDue(links []netlink.Link, now time.Time) {
+	due := 0
+	for _, t := range a.announce {
+		if !t.After(now) {
+			due++
+		}
+	}
+	if due == 0 {
+		return
+	}
+	a.announce = a.announce[due:]
+	for _, l := range links {
+		n := a.nics[l.Attrs().Name]
+		if n == nil || n.arp == nil {
+			continue
+		}
+		addrs, err := a.nl.AddrList(l, netlink.FAMILY_V4)
+		if err != nil {
+			continue
+		}
+		for _, ad := range addrs {
+			ip, ok := netip.AddrFromSlice(ad.IP)
+			if !ok {
+				continue
+			}
+			ip = ip.Unmap()
+			if err := n.arp.send(broadcastMAC, arpRequest(n.mac, ip, ip)); err == nil {
+				a.metrics.announcements.Inc()
+			}
+		}
+	}
+}
+
+// resumable: the NICs are marked active by an agent of this netns and answer ARP: the agent
+// restarted while its replica was active.
+func resumable(links []netlink.Link) (uint64, bool) {
+	var term uint64
+	for _, l := range links {
+		at := l.Attrs()
+		rest, ok := strings.CutPrefix(at.Alias, aliasPrefix+Active.String()+" ")
+		if !ok || at.RawFlags&unix.IFF_NOARP != 0 {
+			return 0, false
+		}
+		t, err := strconv.ParseUint(rest, 10, 64)
+		if err != nil {
+			return 0, false
+		}
+		term = max(term, t)
+	}
+	return term, len(links) > 0
+}

@@ -1,0 +1,50 @@
+package ha
+
+import (
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+type metrics struct {
+	role          prometheus.Gauge
+	failovers     prometheus.Counter
+	lastChange    prometheus.Gauge
+	heartbeats    *prometheus.CounterVec
+	sent          *prometheus.CounterVec
+	announcements prometheus.Counter
+}
+
+// Registry holds the agent's metrics; cmd/vpcnat-keepalive serves it when asked to.
+var Registry = prometheus.NewRegistry()
+
+var sharedMetrics = func() *metrics {
+	m := &metrics{
+		role: prometheus.NewGauge(prometheus.GaugeOpts{Name: "vpcnat_keepalive_active",
+			Help: "1 while this replica is the gateway's active one, 0 while standby."}),
+		failovers: prometheus.NewCounter(prometheus.CounterOpts{Name: "vpcnat_keepalive_became_active_total",
+			Help: "Times this replica became active."}),
+		lastChange: prometheus.NewGauge(prometheus.GaugeOpts{Name: "vpcnat_keepalive_role_change_timestamp_seconds",
+			Help: "Unix time of this replica's last role change."}),
+		heartbeats: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "vpcnat_keepalive_heartbeats_received_total",
+			Help: "Heartbeats received from the gateway's other replicas, per NIC."}, []string{"interface"}),
+		sent: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "vpcnat_keepalive_heartbeats_sent_total",
+			Help: "Heartbeats sent, per NIC."}, []string{"interface"}),
+		announcements: prometheus.NewCounter(prometheus.CounterOpts{Name: "vpcnat_keepalive_announcements_total",
+			Help: "Gratuitous ARPs sent on becoming active."}),
+	}
+	Registry.MustRegister(m.role, m.failovers, m.lastChange, m.heartbeats, m.sent, m.announcements)
+	return m
+}()
+
+func newMetrics() *metrics { return sharedMetrics }
+
+func (m *metrics) transition(r Role) {
+	m.lastChange.Set(float64(time.Now().UnixNano()) / 1e9)
+	if r == Active {
+		m.role.Set(1)
+		m.failovers.Inc()
+		return
+	}
+	m.role.Set(0)
+}
