@@ -60,9 +60,6 @@ func runInstallCNI(args []string) int {
 	if res.ConfChanged {
 		conf = "chained"
 	}
-	if res.OldVersion != "" {
-		conf += fmt.Sprintf(" (cniVersion %s raised to %s, the oldest %s supports)", res.OldVersion, res.NewVersion, cniinstall.PluginType)
-	}
 	if res.Replaced != "" {
 		conf += fmt.Sprintf(" (converted from %s, kept as %s.vpcnat-orig)", res.Replaced, res.Replaced)
 	}

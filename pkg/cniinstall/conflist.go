@@ -7,11 +7,11 @@ package cniinstall
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"slices"
 
 	"github.com/containernetworking/cni/libcni"
-	"github.com/containernetworking/cni/pkg/version"
 
 	"github.com/vpcnat/vpcnat/pkg/cniconf"
 )
@@ -40,9 +40,11 @@ type Entry struct {
 
 // Chain returns the network configuration conf with vpcnat chained last, and whether that
 // differs from conf. A single-plugin configuration (.conf) becomes a conflist. supported are
-// the CNI versions the plugin speaks: a conflist of an older version is raised to the oldest
-// supported one (the result format is the same from 0.3.0 to 0.4.0, and the primary plugins of
-// such lists speak both); a newer one is refused rather than downgraded.
+// the CNI versions the plugin speaks. The list's cniVersion is never changed: the runtime
+// calls every member at that version, and a primary's plugin may speak nothing newer
+// (weave-net's speaks up to 0.3.x: raised to 0.4.0, every pod's ADD on the node fails with
+// "incompatible CNI versions"). A list at a version the plugin does not speak is refused and
+// left as it is, since chaining vpcnat into it would make every pod's ADD fail instead.
 func Chain(conf []byte, e Entry, supported []string) ([]byte, bool, error) {
 	c, err := ChainReport(conf, e, supported)
 	if err != nil {
@@ -77,7 +79,7 @@ func ChainReport(conf []byte, e Entry, supported []string) (*Chained, error) {
 			return nil, err
 		}
 	}
-	if err := setVersion(&doc, supported); err != nil {
+	if err := checkVersion(doc, supported); err != nil {
 		return nil, err
 	}
 	var plugins []json.RawMessage
@@ -133,8 +135,11 @@ func toList(conf object) (object, error) {
 	return list, nil
 }
 
-// setVersion makes the list's cniVersion one the plugin supports.
-func setVersion(doc *object, supported []string) error {
+// ErrVersion is the error of a configuration whose cniVersion the plugin does not speak.
+var ErrVersion = errors.New("cniVersion not spoken by " + PluginType)
+
+// checkVersion requires the list's cniVersion to be one the plugin speaks.
+func checkVersion(doc object, supported []string) error {
 	raw, ok := doc.get("cniVersion")
 	var v string
 	if ok {
@@ -148,27 +153,9 @@ func setVersion(doc *object, supported []string) error {
 	if slices.Contains(supported, v) {
 		return nil
 	}
-	for _, s := range sortedVersions(supported) {
-		if ok, err := version.GreaterThan(s, v); err == nil && ok {
-			doc.set("cniVersion", mustRaw(s))
-			return nil
-		}
-	}
-	return fmt.Errorf("network configuration: cniVersion %q: %s supports only %v", v, PluginType, supported)
-}
-
-func sortedVersions(vs []string) []string {
-	out := slices.Clone(vs)
-	slices.SortFunc(out, func(a, b string) int {
-		if gt, _ := version.GreaterThan(a, b); gt {
-			return 1
-		}
-		if gt, _ := version.GreaterThan(b, a); gt {
-			return -1
-		}
-		return 0
-	})
-	return out
+	return fmt.Errorf("network configuration: cniVersion %q: %w (it speaks %v); the file is left as it is, "+
+		"since the runtime calls every member of the list at its version and %s would fail every pod's ADD on the node: "+
+		"set the primary CNI's cniVersion to one of those if its plugins speak it", v, ErrVersion, supported, PluginType)
 }
 
 // withoutVpcnat returns the plugins other than vpcnat, and vpcnat's existing entry (the last,

@@ -3,6 +3,7 @@ package cniinstall
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"flag"
 	"os"
 	"path/filepath"
@@ -15,16 +16,21 @@ import (
 var update = flag.Bool("update", false, "rewrite the golden files in testdata")
 
 // supported is what vpcnat answers to VERSION today (install_test checks against the binary).
-var supported = []string{"0.4.0", "1.0.0", "1.1.0"}
+var supported = []string{"0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0"}
 
 var entry = Entry{GatewayNamespaces: []string{"kube-system"}, StateDir: "/run/vpcnat"}
 
-// TestChainSamples: a containerd bridge conflist, Calico's and Kube-OVN's (both cniVersion
-// 0.3.1) and a single-plugin .conf each come out as a conflist libcni loads, with every primary
-// plugin kept byte for byte in its place, vpcnat last with the pod-annotations capability, and a
-// second run changes nothing.
+// samples are the default configurations of the primary CNIs and runtimes people run, as they
+// write them (testdata/README.md says where each comes from).
+var samples = []string{"10-flannel.conflist", "10-calico.conflist", "05-cilium.conflist", "01-kube-ovn.conflist",
+	"10-antrea.conflist", "10-weave.conflist", "10-containerd-net.conflist", "10-bridge.conf"}
+
+// TestChainSamples: each primary's default configuration (and a single-plugin .conf) comes out
+// as a conflist libcni loads, at the input's cniVersion, with every primary plugin kept byte for
+// byte in its place, vpcnat last with the pod-annotations capability; a second run changes
+// nothing; the output is the golden file.
 func TestChainSamples(t *testing.T) {
-	for _, name := range []string{"10-containerd-net.conflist", "10-calico.conflist", "01-kube-ovn.conflist", "10-bridge.conf"} {
+	for _, name := range samples {
 		t.Run(name, func(t *testing.T) {
 			in, err := os.ReadFile(filepath.Join("testdata", name))
 			if err != nil {
@@ -55,8 +61,8 @@ func TestChainSamples(t *testing.T) {
 					t.Errorf("plugin %d changed:\n got %s\nwant %s", i, got, p)
 				}
 			}
-			if list.CNIVersion != "0.4.0" && list.CNIVersion != "1.0.0" {
-				t.Errorf("cniVersion %s", list.CNIVersion)
+			if want := cniVersion(t, in); list.CNIVersion != want {
+				t.Errorf("cniVersion %s, want the input's %s", list.CNIVersion, want)
 			}
 			again, changed, err := Chain(out, entry, supported)
 			if err != nil || changed || !bytes.Equal(again, out) {
@@ -91,6 +97,17 @@ func primaries(t *testing.T, in []byte) []string {
 		out = append(out, compact(t, p))
 	}
 	return out
+}
+
+func cniVersion(t *testing.T, conf []byte) string {
+	t.Helper()
+	var v struct {
+		CNIVersion string `json:"cniVersion"`
+	}
+	if err := json.Unmarshal(conf, &v); err != nil {
+		t.Fatal(err)
+	}
+	return v.CNIVersion
 }
 
 func compact(t *testing.T, b []byte) string {
@@ -242,23 +259,29 @@ func TestChainRefuses(t *testing.T) {
 	}
 }
 
-// TestChainVersion: a list already at a supported version keeps it; an older one is raised to
-// the oldest supported version, whatever order the plugin lists them in.
+// TestChainVersion: the list's cniVersion is never changed (the runtime calls every member at
+// it, and a primary may speak nothing newer); a version the plugin does not speak, older or
+// newer, is refused with ErrVersion, naming the version and what the plugin speaks.
 func TestChainVersion(t *testing.T) {
-	for _, c := range []struct{ in, want string }{
-		{"1.1.0", "1.1.0"}, {"0.4.0", "0.4.0"}, {"0.3.1", "0.4.0"}, {"0.3.0", "0.4.0"}, {"0.2.0", "0.4.0"},
-	} {
-		in := `{"cniVersion":"` + c.in + `","name":"n","plugins":[{"type":"bridge"}]}`
-		out, _, err := Chain([]byte(in), entry, []string{"1.1.0", "0.4.0", "1.0.0"})
+	for _, v := range supported {
+		in := `{"cniVersion":"` + v + `","name":"n","plugins":[{"type":"bridge"}]}`
+		out, _, err := Chain([]byte(in), entry, supported)
 		if err != nil {
-			t.Fatal(err)
+			t.Fatalf("%s: %v", v, err)
 		}
 		list, err := libcni.ConfListFromBytes(out)
 		if err != nil {
 			t.Fatal(err)
 		}
-		if list.CNIVersion != c.want {
-			t.Errorf("cniVersion %s -> %s, want %s", c.in, list.CNIVersion, c.want)
+		if list.CNIVersion != v {
+			t.Errorf("cniVersion %s -> %s, want it kept", v, list.CNIVersion)
+		}
+	}
+	for _, v := range []string{"0.1.0", "0.2.0", "1.2.0"} {
+		in := `{"cniVersion":"` + v + `","name":"n","plugins":[{"type":"bridge"}]}`
+		_, _, err := Chain([]byte(in), entry, supported)
+		if !errors.Is(err, ErrVersion) || !strings.Contains(err.Error(), `"`+v+`"`) || !strings.Contains(err.Error(), "0.3.0") {
+			t.Errorf("cniVersion %s: %v, want ErrVersion naming it and the versions spoken", v, err)
 		}
 	}
 }

@@ -3,13 +3,13 @@ package cniinstall
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/containernetworking/cni/libcni"
@@ -43,8 +43,6 @@ type Result struct {
 	ConfChanged bool
 	// Replaced is the single-plugin file the conflist replaced, renamed to Replaced+".vpcnat-orig".
 	Replaced string
-	// OldVersion is the configuration's cniVersion when it was raised to one the plugin speaks.
-	OldVersion, NewVersion string
 	// Dropped are the members of an existing vpcnat entry left out because the plugin does not
 	// accept them (each logged as a warning too), each naming the member, its value and why.
 	Dropped []string
@@ -74,6 +72,10 @@ func Install(ctx context.Context, o Options) (*Result, error) {
 	if err != nil {
 		return res, fmt.Errorf("reading %s: %w", file, err)
 	}
+	perm, err := ownership(file)
+	if err != nil {
+		return res, err
+	}
 	chained, err := ChainReport(conf, o.Entry, info.SupportedVersions())
 	if err != nil {
 		return res, fmt.Errorf("%s: %w", file, err)
@@ -86,9 +88,6 @@ func Install(ctx context.Context, o Options) (*Result, error) {
 	if !changed {
 		return res, nil
 	}
-	if before, after := cniVersion(conf), cniVersion(out); before != after {
-		res.OldVersion, res.NewVersion = before, after
-	}
 	target := file
 	if !strings.HasSuffix(file, ".conflist") && !isList(conf) {
 		target = strings.TrimSuffix(file, filepath.Ext(file)) + ".conflist"
@@ -96,7 +95,7 @@ func Install(ctx context.Context, o Options) (*Result, error) {
 			return res, fmt.Errorf("%s: cannot convert it to %s: that file exists", file, target)
 		}
 	}
-	if err := writeAtomic(target, out, 0o644); err != nil {
+	if err := writeAtomic(target, out, perm); err != nil {
 		return res, err
 	}
 	res.ConfFile, res.ConfChanged = target, true
@@ -111,12 +110,24 @@ func Install(ctx context.Context, o Options) (*Result, error) {
 	return res, nil
 }
 
-func cniVersion(conf []byte) string {
-	var v struct {
-		CNIVersion string `json:"cniVersion"`
+// fileMode is a file's permission bits and owner, which a rewrite keeps: a primary CNI (or an
+// administrator following the CIS benchmark) may have made its configuration 0600, and the
+// installer must not widen that.
+type fileMode struct {
+	perm     os.FileMode
+	uid, gid int
+}
+
+func ownership(file string) (fileMode, error) {
+	st, err := os.Stat(file)
+	if err != nil {
+		return fileMode{}, fmt.Errorf("reading the mode of %s: %w", file, err)
 	}
-	_ = json.Unmarshal(conf, &v)
-	return v.CNIVersion
+	m := fileMode{perm: st.Mode().Perm(), uid: -1, gid: -1}
+	if sys, ok := st.Sys().(*syscall.Stat_t); ok {
+		m.uid, m.gid = int(sys.Uid), int(sys.Gid)
+	}
+	return m, nil
 }
 
 func isList(conf []byte) bool {
@@ -196,7 +207,7 @@ func installBinary(want []byte, dst string) (bool, error) {
 	if have, err := os.ReadFile(dst); err == nil && bytes.Equal(have, want) {
 		return false, nil
 	}
-	if err := writeAtomic(dst, want, 0o755); err != nil {
+	if err := writeAtomic(dst, want, fileMode{perm: 0o755, uid: -1, gid: -1}); err != nil {
 		return false, err
 	}
 	return true, nil
@@ -204,7 +215,8 @@ func installBinary(want []byte, dst string) (bool, error) {
 
 // writeAtomic writes data to path through a temporary file in the same directory whose name
 // libcni does not read (a runtime watching the directory must not load a half-written file).
-func writeAtomic(path string, data []byte, mode os.FileMode) error {
+// The file gets mode's permissions and, when mode names one, its owner (uid/gid -1: the writer's).
+func writeAtomic(path string, data []byte, mode fileMode) error {
 	tmp, err := os.CreateTemp(filepath.Dir(path), ".vpcnat-*.tmp")
 	if err != nil {
 		return fmt.Errorf("writing %s: %w", path, err)
@@ -214,9 +226,15 @@ func writeAtomic(path string, data []byte, mode os.FileMode) error {
 		tmp.Close()
 		return fmt.Errorf("writing %s: %w", path, err)
 	}
-	if err := tmp.Chmod(mode); err != nil {
+	if err := tmp.Chmod(mode.perm); err != nil {
 		tmp.Close()
 		return fmt.Errorf("writing %s: %w", path, err)
+	}
+	if mode.uid >= 0 && mode.uid != os.Geteuid() || mode.gid >= 0 && mode.gid != os.Getegid() {
+		if err := tmp.Chown(mode.uid, mode.gid); err != nil {
+			tmp.Close()
+			return fmt.Errorf("writing %s: keeping owner %d:%d: %w", path, mode.uid, mode.gid, err)
+		}
 	}
 	if err := tmp.Sync(); err != nil {
 		tmp.Close()

@@ -120,8 +120,7 @@ func TestInstall(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !res.BinaryChanged || !res.ConfChanged || res.ConfFile != filepath.Join(n.conf, "01-kube-ovn.conflist") ||
-		res.OldVersion != "0.3.1" || res.NewVersion != "0.4.0" {
+	if !res.BinaryChanged || !res.ConfChanged || res.ConfFile != filepath.Join(n.conf, "01-kube-ovn.conflist") {
 		t.Errorf("result %+v", res)
 	}
 	for _, name := range []string{PluginType, GatewayBinary} {
@@ -138,8 +137,8 @@ func TestInstall(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if last := list.Plugins[len(list.Plugins)-1].Network.Type; last != PluginType || list.CNIVersion != "0.4.0" {
-		t.Errorf("chain ends with %s at cniVersion %s, want vpcnat at 0.4.0 (the oldest the plugin speaks)", last, list.CNIVersion)
+	if last := list.Plugins[len(list.Plugins)-1].Network.Type; last != PluginType || list.CNIVersion != "0.3.1" {
+		t.Errorf("chain ends with %s at cniVersion %s, want vpcnat at Kube-OVN's 0.3.1 (kept)", last, list.CNIVersion)
 	}
 	// The runtime can really call the chain's vpcnat: it answers VERSION for the list's version.
 	info, err := libcni.NewCNIConfig([]string{n.bin}, nil).GetVersionInfo(context.Background(), PluginType)
@@ -328,5 +327,70 @@ func TestInstallDropsUnknownMembers(t *testing.T) {
 	}
 	if after := n.snapshot(t); !maps.Equal(before, after) {
 		t.Error("files changed although the entry was refused")
+	}
+}
+
+// TestInstallKeepsModeAndOwner: weave-net's 0.3.0 list made 0600 and owned by another user (as
+// CIS-hardened nodes have Calico's and Kube-OVN's) is chained at 0.3.0, which the installed
+// plugin speaks, and keeps its mode and owner.
+func TestInstallKeepsModeAndOwner(t *testing.T) {
+	n := newNode(t, "10-weave.conflist")
+	file := filepath.Join(n.conf, "10-weave.conflist")
+	if err := os.Chmod(file, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	uid, gid := os.Geteuid(), os.Getegid()
+	if uid == 0 {
+		uid, gid = 4242, 4243 // root can give the file away, as a primary's installer may have
+		if err := os.Chown(file, uid, gid); err != nil {
+			t.Fatal(err)
+		}
+	}
+	res, err := n.install(t)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !res.ConfChanged || res.ConfFile != file {
+		t.Fatalf("result %+v, want %s chained", res, file)
+	}
+	st, err := os.Stat(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sys := st.Sys().(*syscall.Stat_t)
+	if st.Mode().Perm() != 0o600 || int(sys.Uid) != uid || int(sys.Gid) != gid {
+		t.Errorf("%s is %v %d:%d after chaining, want 0600 %d:%d as before", file, st.Mode().Perm(), sys.Uid, sys.Gid, uid, gid)
+	}
+	list, err := libcni.ConfListFromFile(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if list.CNIVersion != "0.3.0" || list.Plugins[len(list.Plugins)-1].Network.Type != PluginType {
+		t.Errorf("chained list at %s ending with %s, want weave-net's 0.3.0 ending with vpcnat", list.CNIVersion, list.Plugins[len(list.Plugins)-1].Network.Type)
+	}
+	info, err := libcni.NewCNIConfig([]string{n.bin}, nil).GetVersionInfo(context.Background(), PluginType)
+	if err != nil || !slices.Contains(info.SupportedVersions(), "0.3.0") {
+		t.Errorf("installed plugin supports %v (err %v), the list says 0.3.0", info, err)
+	}
+}
+
+// TestInstallLeavesUnspokenVersion: a list at a version the plugin does not speak is left
+// byte for byte as it was (chaining into it would fail every pod's ADD on the node), and the
+// error says which file, which version, and what the plugin speaks.
+func TestInstallLeavesUnspokenVersion(t *testing.T) {
+	n := newNode(t)
+	file := filepath.Join(n.conf, "10-old.conflist")
+	in := `{"cniVersion":"0.2.0","name":"old","plugins":[{"type":"bridge"}]}`
+	if err := os.WriteFile(file, []byte(in), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	before := n.snapshot(t)[file]
+	_, err := n.install(t)
+	if !errors.Is(err, ErrVersion) || !strings.Contains(err.Error(), file) || !strings.Contains(err.Error(), `"0.2.0"`) ||
+		!strings.Contains(err.Error(), "0.3.0") {
+		t.Errorf("install on a 0.2.0 list: %v, want ErrVersion naming the file, the version and the versions spoken", err)
+	}
+	if after := n.snapshot(t)[file]; after != before {
+		t.Errorf("%s was rewritten:\n%s", file, after)
 	}
 }

@@ -229,9 +229,6 @@ func later(a, b time.Time) time.Time {
 // resultKeys are the structured log keys of what an installation changed.
 func resultKeys(r *Result) []any {
 	kv := []any{"binariesWritten", r.BinaryChanged, "confFile", r.ConfFile, "confWritten", r.ConfChanged}
-	if r.OldVersion != "" {
-		kv = append(kv, "cniVersionFrom", r.OldVersion, "cniVersionTo", r.NewVersion)
-	}
 	if r.Replaced != "" {
 		kv = append(kv, "convertedFrom", r.Replaced, "originalKeptAs", r.Replaced+".vpcnat-orig")
 	}

@@ -32,7 +32,7 @@ func TestNormalPod(t *testing.T) {
 			if n := h.macvlansOnNode(); n != 0 || len(h.chain.Records()) != 0 {
 				t.Errorf("normal pod left %d macvlans and records %v", n, h.chain.Records())
 			}
-			if err := h.chain.Check(h.list(v), p); err != nil {
+			if err := h.chain.Check(h.list(v), p); hasCheck(v) && err != nil {
 				t.Errorf("CHECK: %v", err)
 			}
 			if err := h.chain.Del(h.list(v), p); err != nil {
@@ -49,6 +49,7 @@ func TestPassThroughIsExact(t *testing.T) {
 		t.Skip("needs root (plugin binary built in TestMain)")
 	}
 	prev := map[string]string{
+		"0.3.1": `{"cniVersion":"0.3.1","interfaces":[{"name":"eth0","mac":"0a:58:0a:f4:00:05","sandbox":"/var/run/netns/x"}],"ips":[{"version":"4","interface":0,"address":"203.0.113.133/25","gateway":"203.0.113.129"}],"routes":[{"dst":"0.0.0.0/0","gw":"203.0.113.129"}],"dns":{"nameservers":["203.0.113.200"]}}`,
 		"0.4.0": `{"cniVersion":"0.4.0","interfaces":[{"name":"eth0","mac":"0a:58:0a:f4:00:05","sandbox":"/var/run/netns/x"}],"ips":[{"version":"4","interface":0,"address":"203.0.113.133/25","gateway":"203.0.113.129"}],"routes":[{"dst":"0.0.0.0/0","gw":"203.0.113.129"}],"dns":{"nameservers":["203.0.113.200"]}}`,
 		"1.0.0": `{"cniVersion":"1.0.0","interfaces":[{"name":"eth0","mac":"0a:58:0a:f4:00:05","sandbox":"/var/run/netns/x"}],"ips":[{"interface":0,"address":"203.0.113.133/25","gateway":"203.0.113.129"}],"routes":[{"dst":"0.0.0.0/0","gw":"203.0.113.129"}],"dns":{"nameservers":["203.0.113.200"]}}`,
 		"1.1.0": `{"cniVersion":"1.1.0","interfaces":[{"name":"eth0","mac":"0a:58:0a:f4:00:05","mtu":1400,"sandbox":"/var/run/netns/x","socketPath":"/run/x.sock"}],"ips":[{"interface":0,"address":"203.0.113.133/25","gateway":"203.0.113.129"}],"routes":[{"dst":"0.0.0.0/0","gw":"203.0.113.129","mtu":1400,"table":5}],"dns":{"nameservers":["203.0.113.200"]}}`,
@@ -120,13 +121,13 @@ func TestGatewayPod(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if err := h.chain.Check(checkList, p); err != nil {
+			if err := h.chain.Check(checkList, p); hasCheck(v) && err != nil {
 				t.Errorf("CHECK of a healthy gateway: %v", err)
 			}
 			if _, err := h.topo.Exec(p.Role, "ip", "link", "del", sub); err != nil {
 				t.Fatal(err)
 			}
-			if err := h.chain.Check(checkList, p); err == nil || !strings.Contains(err.Error(), sub) {
+			if err := h.chain.Check(checkList, p); hasCheck(v) && (err == nil || !strings.Contains(err.Error(), sub)) {
 				t.Errorf("CHECK after deleting %s by hand: %v, want an error naming it", sub, err)
 			}
 			if err := h.chain.Del(list, p); err != nil {

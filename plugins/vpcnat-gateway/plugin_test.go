@@ -57,7 +57,10 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-var versions = []string{"0.4.0", "1.0.0", "1.1.0"}
+var versions = []string{"0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0"}
+
+// hasCheck: CHECK exists from CNI 0.4.0 on (libcni refuses it for older lists).
+func hasCheck(v string) bool { return !strings.HasPrefix(v, "0.3.") }
 
 type harness struct {
 	t     *testing.T

@@ -291,7 +291,7 @@ func stringArray(v *value) bool {
 // parsing, and interface indexes inside its own interface list. Everything else is for the CNI
 // library to judge (convert or refuse).
 func prevResultOK(r *value, confVersion string) bool {
-	v1 := confVersion != "0.4.0"
+	v1 := !strings.HasPrefix(confVersion, "0.") // 0.3.x and 0.4.0 share types/040
 	if r.kind != kObject || !exactly(r, "cniVersion", "interfaces", "ips", "routes", "dns") {
 		return false
 	}

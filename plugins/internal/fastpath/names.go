@@ -21,8 +21,12 @@ const (
 	MaxIfNameLen = cniconf.MaxIfNameLen
 )
 
-// SupportedVersions are the CNI versions vpcnat speaks.
-var SupportedVersions = []string{"0.4.0", "1.0.0", "1.1.0"}
+// SupportedVersions are the CNI versions vpcnat speaks. 0.3.0 and 0.3.1 are there because the
+// conflists of flannel, Calico, Cilium, Kube-OVN and weave-net say so, and the installer keeps a
+// list's version (weave-net's plugin speaks nothing newer): their result is 0.4.0's, and a
+// runtime never sends CHECK below 0.4.0. Older versions (no interfaces in the result) are not
+// spoken: the installer leaves such a list alone rather than chain into it.
+var SupportedVersions = []string{"0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0"}
 
 func supported(v string) bool {
 	for _, s := range SupportedVersions {
