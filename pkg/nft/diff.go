@@ -94,8 +94,8 @@ func elementDelta(kind MapKind, have, want []Element) (del, add []Element) {
 			add = append(add, e)
 		}
 	}
-	sortElements(kind, del)
-	sortElements(kind, add)
+	SortElements(kind, del)
+	SortElements(kind, add)
 	return del, add
 }
 

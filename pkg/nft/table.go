@@ -156,7 +156,7 @@ func Build(d *annotations.Desired) *Table {
 	t.Maps[2].Elements = portElements(d.DNATs)
 	t.Maps[3].Elements = snatElements(d.SNATs)
 	for i := range t.Maps {
-		sortElements(t.Maps[i].Kind, t.Maps[i].Elements)
+		SortElements(t.Maps[i].Kind, t.Maps[i].Elements)
 	}
 
 	jump := func(target string) Rule { return Rule{Verb: Jump, Target: target} }
@@ -248,10 +248,10 @@ func hairpin(subnets []annotations.SubnetNIC) []Rule {
 	return slices.Compact(rules)
 }
 
-// sortElements sorts as `nft list` (1.0.x) prints: a single address numerically, and a
+// SortElements sorts as `nft list` (1.0.x) prints: a single address numerically, and a
 // concatenation as the integer its key bytes make in host (little-endian) order, which puts the
 // port's low byte first. Matching it makes our text and the kernel's listing compare with ==.
-func sortElements(kind MapKind, els []Element) {
+func SortElements(kind MapKind, els []Element) {
 	if kind != PortMap {
 		slices.SortFunc(els, func(a, b Element) int { return a.Addr.Compare(b.Addr) })
 		return
