@@ -47,7 +47,9 @@ type Agent struct {
 	frames  chan frame
 	elector *Elector
 	role    Role
-	// replies: when each external gateway last answered our ARP probe.
+	// replies: when each external gateway last answered our ARP probe, or (the grace of a new
+	// gateway) when it was first seen; a gateway that never answers makes the replica unhealthy
+	// one dead time after it appeared.
 	replies  map[netip.Addr]time.Time
 	announce []time.Time
 	metrics  *metrics
@@ -131,7 +133,7 @@ func (a *Agent) receive(f frame) {
 		a.elector.Receive(*f.hb, f.at)
 		return
 	}
-	if f.arp.IsValid() {
+	if _, known := a.replies[f.arp]; known && f.arp.IsValid() {
 		a.replies[f.arp] = f.at
 	}
 }
@@ -217,6 +219,9 @@ func (a *Agent) health(links []netlink.Link, now time.Time) (bool, []target) {
 	}
 	targets := a.gatewayTargets(links)
 	for _, t := range targets {
+		if _, known := a.replies[t.addr]; !known {
+			a.replies[t.addr] = now
+		}
 		if now.Sub(a.replies[t.addr]) > a.cfg.Timing.DeadAfter {
 			return false, targets
 		}
