@@ -369,7 +369,6 @@ func (rs *replicaSet) probesWithCount() (stop func() (topo.LossCount, topo.LossC
 	return stop, func() (topo.LossCount, topo.LossCount) { return pd.Count(), ps.Count() }
 }
 
-
 // TestAgentRestart: an agent restarted at once (its container restarted by the kubelet)
 // resumes the role its NICs hold, so the active replica stays active and no datagram is lost;
 // an agent that stays away long enough loses the role to the standby, and when it comes back

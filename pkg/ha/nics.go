@@ -131,4 +131,3 @@ func (a *Agent) closeNICs() {
 		delete(a.nics, name)
 	}
 }
-
