@@ -5,7 +5,8 @@
 #   vpcnat-controller.tar  $REGISTRY/vpcnat-controller:$TAG  static binary (skipped while ./controller does not build)
 #   vpcnat-daemon.tar      $REGISTRY/vpcnat-daemon:$TAG      iptables (nft) + the daemon + the CNI plugin in /opt/vpcnat/bin:
 #                                                            vpcnat (dispatcher) and vpcnat-gateway (full plugin)
-#   vpcnat-gateway.tar     $REGISTRY/vpcnat-gateway:$TAG     the gateway pod: vpcnat-pause, unprivileged
+#   vpcnat-gateway.tar     $REGISTRY/vpcnat-gateway:$TAG     the gateway pod: vpcnat-pause, unprivileged;
+#                                                            vpcnat-keepalive for replicated gateways
 #   pause.tar              $REGISTRY/pause:3.10              the test cluster's pod sandbox image
 #   e2e-probe.tar          $REGISTRY/e2e-probe:$TAG          the e2e suite's HTTP workload (test/e2e/podprobe)
 #
@@ -51,6 +52,7 @@ build_static "$stage/bin/vpcnat-daemon" ./daemon
 build_static "$stage/bin/vpcnat" ./plugins/vpcnat
 build_static "$stage/bin/vpcnat-gateway" ./plugins/vpcnat-gateway
 build_static "$stage/bin/vpcnat-pause" ./cmd/vpcnat-pause
+build_static "$stage/bin/vpcnat-keepalive" ./cmd/vpcnat-keepalive
 build_static "$stage/bin/podprobe" ./test/e2e/podprobe
 # The controller is being written: until ./controller is a main package, say so and go on.
 controller=no
@@ -135,7 +137,10 @@ layer "$daemon_top" "$stage/bin/vpcnat-daemon:/usr/local/bin/vpcnat-daemon" "$st
   --entrypoint /usr/local/bin/vpcnat-daemon --env PATH=/usr/local/bin:/usr/sbin:/usr/bin \
   --layer "$ipt" --layer "$daemon_top"
 
-layer "$stage/gateway" "$stage/bin/vpcnat-pause:/usr/local/bin/vpcnat-pause"
+# A replicated gateway (spec.replicas ≥ 2) runs vpcnat-keepalive instead (the Deployment sets
+# its command): the failover agent, docs/ha.md.
+layer "$stage/gateway" "$stage/bin/vpcnat-pause:/usr/local/bin/vpcnat-pause" \
+  "$stage/bin/vpcnat-keepalive:/usr/local/bin/vpcnat-keepalive"
 "$img" --out "$out/vpcnat-gateway.tar" --tag "$registry/vpcnat-gateway:$tag" \
   --entrypoint /usr/local/bin/vpcnat-pause --user 65534:65534 --layer "$stage/gateway"
 
