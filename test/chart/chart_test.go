@@ -94,9 +94,14 @@ func identity(o object) string {
 // deployObjects reads every manifest of deploy/ (CRDs, controller, DaemonSet).
 func deployObjects(t *testing.T) []object {
 	t.Helper()
-	files, err := filepath.Glob(filepath.Join(repoRoot, "deploy", "*", "*.yaml"))
-	if err != nil || len(files) == 0 {
-		t.Fatalf("no manifest in deploy/: %v", err)
+	// deploy/monitoring holds Prometheus and Grafana files, not Kubernetes objects.
+	var files []string
+	for _, dir := range []string{"crds", "controller", "daemonset"} {
+		fs, err := filepath.Glob(filepath.Join(repoRoot, "deploy", dir, "*.yaml"))
+		if err != nil || len(fs) == 0 {
+			t.Fatalf("no manifest in deploy/%s: %v", dir, err)
+		}
+		files = append(files, fs...)
 	}
 	var objs []object
 	for _, f := range files {
