@@ -1,6 +1,6 @@
 package ha_test
 
-// Address plan (STYLE.md), all inside namespaces the test creates:
+// Address plan (docs/design.md, "Test address plan"), all inside namespaces the test creates:
 //
 //	external L2 (ns "ext", bridge brx)  198.51.100.0/24
 //	  rtr  198.51.100.1   the EIP gateway, and the outside client of the DNAT probe

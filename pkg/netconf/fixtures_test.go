@@ -2,7 +2,7 @@ package netconf
 
 import "github.com/vpcnat/vpcnat/pkg/annotations"
 
-// Test address plan (STYLE.md): every address below lives in namespaces the tests create;
+// Test address plan (docs/design.md): every address below lives in namespaces the tests create;
 // the host's own netns gets nothing.
 //
 //	ext  ns   ext0 192.168.0.254/24 (the EIP gateway), veth peer of the node's eth1

@@ -1,6 +1,6 @@
 // Package nodeagent is vpcnat-daemon's node mode: it watches the gateway pods of one node and
 // keeps each one's network namespace converged to the pod's desired annotation, then reports
-// the result in the pod's applied annotation (DESIGN.md, "Pod annotations").
+// the result in the pod's applied annotation (docs/design.md, "Pod annotations").
 //
 // One level-based sync per gateway pod, keyed namespace/name, driven by a rate-limited
 // workqueue: the pod informer (its node's pods in the gateway namespace), metadata informers of

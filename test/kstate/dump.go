@@ -2,7 +2,7 @@
 // kernel holds (iproute2's JSON output and iptables-save, run inside the netns) and compares it,
 // as multisets, with what an annotations.Desired asks for. It shares no code with pkg/netconf:
 // the expected addresses, routes and ip rules are derived here again from the desired state (the
-// data-plane layout of DESIGN.md), so a netconf bug cannot hide itself. The expected nat rules
+// data-plane layout of docs/design.md), so a netconf bug cannot hide itself. The expected nat rules
 // come from pkg/nat's renderer, which is the specification of the chain layout; the comparison
 // with the kernel's is set-based and counts duplicates.
 //

@@ -10,7 +10,7 @@ import (
 	"github.com/vpcnat/vpcnat/pkg/annotations"
 )
 
-// The owned ids of the data-plane layout (DESIGN.md), written down here again on purpose rather
+// The owned ids of the data-plane layout (docs/design.md), written down here again on purpose rather
 // than imported from pkg/netconf.
 const (
 	mainTable     = 100

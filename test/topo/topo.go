@@ -1,7 +1,7 @@
 // Package topo builds throwaway network topologies out of network namespaces for vpcnat's demo,
 // data-plane tests and benchmarks, and sends real traffic through them.
 //
-// Address plan (DESIGN.md / STYLE.md): the seed's addresses, all inside namespaces this package
+// Address plan (docs/design.md, "Test address plan"): the seed's addresses, all inside namespaces this package
 // creates; the host's own namespace gets nothing (every veth is created with both ends already in
 // our namespaces).
 //
