@@ -268,6 +268,8 @@ func TestChartValues(t *testing.T) {
 		"--set", "daemon.resources.limits.memory=1Gi",
 		"--set", "controller.tolerations[0].key=dedicated,controller.tolerations[0].operator=Exists",
 		"--set", "cni.binDir=/var/lib/cni/bin,cni.confDir=/var/lib/cni/net.d",
+		"--set", "controller.hostNetwork=true,controller.env[0].name=KUBERNETES_SERVICE_HOST,controller.env[0].value=198.51.100.7",
+		"--set", "daemon.env[0].name=KUBERNETES_SERVICE_PORT,daemon.env[0].value=6443",
 	)
 	cm := find(t, objs, "ConfigMap", "ovn-vpc-nat-gw-config")["data"].(map[string]any)
 	wantCM := map[string]any{"image": "registry.example/vpcnat/gateway:1.2.5", "enable-vpc-nat-gw": "false", "nic": "ens5"}
@@ -293,8 +295,15 @@ func TestChartValues(t *testing.T) {
 	if spec["replicas"] != float64(3) {
 		t.Errorf("controller replicas %v", spec["replicas"])
 	}
-	if tol := jsonOf(spec["template"].(map[string]any)["spec"].(map[string]any)["tolerations"]); tol != `[{"key":"dedicated","operator":"Exists"}]` {
+	pspec := spec["template"].(map[string]any)["spec"].(map[string]any)
+	if tol := jsonOf(pspec["tolerations"]); tol != `[{"key":"dedicated","operator":"Exists"}]` {
 		t.Errorf("controller tolerations %s", tol)
+	}
+	if pspec["hostNetwork"] != true {
+		t.Errorf("controller hostNetwork %v", pspec["hostNetwork"])
+	}
+	if env := jsonOf(c["env"]); env != `[{"name":"KUBERNETES_SERVICE_HOST","value":"198.51.100.7"}]` {
+		t.Errorf("controller env %s", env)
 	}
 
 	ds := find(t, objs, "DaemonSet", "vpcnat-daemon")
@@ -312,6 +321,9 @@ func TestChartValues(t *testing.T) {
 	}
 	if r := jsonOf(cs["vpcnat-daemon"]["resources"]); !strings.Contains(r, `"memory":"1Gi"`) {
 		t.Errorf("daemon resources %s", r)
+	}
+	if env := jsonOf(cs["vpcnat-daemon"]["env"]); !strings.HasSuffix(env, `{"name":"KUBERNETES_SERVICE_PORT","value":"6443"}]`) || !strings.Contains(env, "NODE_NAME") {
+		t.Errorf("daemon env %s", env)
 	}
 	dspec := ds["spec"].(map[string]any)["template"].(map[string]any)["spec"].(map[string]any)
 	if ns := jsonOf(dspec["nodeSelector"]); ns != `{"kubernetes.io/os":"linux","vpcnat/gateway-node":"yes"}` {

@@ -17,3 +17,15 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 - --gateway-namespace={{ .Values.namespace }}
 - --state-dir=/run/vpcnat
 {{- end -}}
+
+{{/* Extra EnvVars; a value is always a string (--set env[0].value=6443 gives a number). */}}
+{{- define "vpcnat.env" -}}
+{{- range . }}
+{{- if hasKey . "value" }}
+- name: {{ .name }}
+  value: {{ .value | toString | quote }}
+{{- else }}
+- {{ toYaml . | nindent 2 | trim }}
+{{- end }}
+{{- end }}
+{{- end -}}
