@@ -112,6 +112,12 @@ bench-controller: deps
 	$(GO) build -o $(BIN)/vpcnat-bench-controller ./test/bench/controller
 	$(BIN)/vpcnat-bench-controller
 
+# --- every benchmark at a small size: each builds, runs to its end and prints its table (make
+# test runs the same test through `go test ./...`, so no benchmark rots unnoticed).
+.PHONY: bench-smoke
+bench-smoke: deps
+	$(GO) test -count=1 -v -run TestBenchSmoke ./test/bench/
+
 # --- reliability soak (issue 7): long runs that print figures; not part of `make test` ---------
 .PHONY: soak fuzz
 # Every fuzz target for FUZZTIME each (make test runs them for 5 s each).

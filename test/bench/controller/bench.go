@@ -98,28 +98,47 @@ func (b *bench) close() {
 	_ = os.RemoveAll(b.dir)
 }
 
-// setUp creates the ConfigMap, the Vpc and its Subnet every gateway uses.
+// setUp creates the ConfigMap every gateway uses.
 func (b *bench) setUp(ctx context.Context) error {
-	if _, err := b.kube.CoreV1().ConfigMaps(plan.ConfigMapNamespace).Create(ctx, &corev1.ConfigMap{
+	_, err := b.kube.CoreV1().ConfigMaps(plan.ConfigMapNamespace).Create(ctx, &corev1.ConfigMap{
 		ObjectMeta: metav1.ObjectMeta{Name: plan.ConfigMapName, Namespace: plan.ConfigMapNamespace},
 		Data:       map[string]string{plan.KeyImage: "vpcnat.local/vpcnat-gateway:dev", plan.KeyEnable: "true", plan.KeyNIC: "eth1"},
-	}, metav1.CreateOptions{}); err != nil {
-		return err
-	}
-	if _, err := b.ovn.Vpcs.Create(ctx, &v1.Vpc{ObjectMeta: metav1.ObjectMeta{Name: "bench"}}, metav1.CreateOptions{}); err != nil {
-		return err
-	}
-	_, err := b.ovn.Subnets.Create(ctx, &v1.Subnet{ObjectMeta: metav1.ObjectMeta{Name: "bench-sn"}, Spec: v1.SubnetSpec{
-		Vpc: "bench", CIDRBlock: "10.0.0.0/16", Gateway: "10.0.0.1", NatGatewayAttachment: &v1.SubnetAttachment{Bridge: "br-bench"},
-	}}, metav1.CreateOptions{})
+	}, metav1.CreateOptions{})
 	return err
 }
 
-// gateway i: 2 EIPs of its own, 1 FIP, 1 SNAT and rules-4 DNATs.
+// maxGateways: gateway i's EIPs are 100.64.i/100.x, so i/100 must stay a valid octet.
+const maxGateways = 25600
+
+// tenant creates gateway i's Vpc and its Subnet, on a segment of its own: a Vpc has one
+// gateway, and a segment belongs to one Vpc (docs/admission.md), as on a real cluster of
+// tenants. Every tenant may use the same CIDR: Vpcs are separate address spaces.
+func (b *bench) tenant(ctx context.Context, i int) error {
+	vpc, sn := tenantNames(i)
+	if _, err := b.ovn.Vpcs.Create(ctx, &v1.Vpc{ObjectMeta: metav1.ObjectMeta{Name: vpc}}, metav1.CreateOptions{}); err != nil {
+		return fmt.Errorf("create Vpc %s: %w", vpc, err)
+	}
+	_, err := b.ovn.Subnets.Create(ctx, &v1.Subnet{ObjectMeta: metav1.ObjectMeta{Name: sn}, Spec: v1.SubnetSpec{
+		Vpc: vpc, CIDRBlock: "10.0.0.0/16", Gateway: "10.0.0.1",
+		NatGatewayAttachment: &v1.SubnetAttachment{Bridge: fmt.Sprintf("br-b%05d", i)}, // ≤ 15 characters
+	}}, metav1.CreateOptions{})
+	if err != nil {
+		return fmt.Errorf("create Subnet %s: %w", sn, err)
+	}
+	return nil
+}
+
+func tenantNames(i int) (vpc, subnet string) {
+	return fmt.Sprintf("bench-%04d", i), fmt.Sprintf("bench-%04d-sn", i)
+}
+
+// gateway i: its own Vpc and Subnet (tenant), 2 EIPs of its own, 1 FIP, 1 SNAT and rules-4
+// DNATs.
 func (b *bench) gateway(i int) *v1.VpcNatGateway {
 	eip := func(k int) string { return fmt.Sprintf("100.64.%d.%d", i/100, 2*(i%100)+2+k) }
+	vpc, sn := tenantNames(i)
 	gw := &v1.VpcNatGateway{ObjectMeta: metav1.ObjectMeta{Name: fmt.Sprintf("g-%04d", i)}, Spec: v1.VpcNatGatewaySpec{
-		Vpc: "bench", Subnet: "bench-sn", LanIP: fmt.Sprintf("10.0.%d.%d", 1+i/200, 1+i%200),
+		Vpc: vpc, Subnet: sn, LanIP: "10.0.0.254",
 		Eips:            []v1.Eip{{EipCIDR: eip(0) + "/16", Gateway: "100.64.0.1"}, {EipCIDR: eip(1) + "/16", Gateway: "100.64.0.1"}},
 		FloatingIPRules: []v1.FloatingIPRule{{Eip: eip(0), InternalIP: "10.0.250.5"}},
 		SnatRules:       []v1.SnatRule{{Eip: eip(1), InternalCIDR: "10.0.0.0/16"}},
@@ -135,6 +154,9 @@ func (b *bench) gateway(i int) *v1.VpcNatGateway {
 func (b *bench) measureCreates(ctx context.Context, n int) ([]time.Duration, error) {
 	var out []time.Duration
 	for i := range n {
+		if err := b.tenant(ctx, i); err != nil {
+			return nil, err
+		}
 		gw := b.gateway(i)
 		w := b.pods.expect(gw.Name, "")
 		start := time.Now()
@@ -196,6 +218,10 @@ func (b *bench) fill(ctx context.Context, n int) (time.Duration, float64, error)
 	for range 8 {
 		wg.Go(func() {
 			for i := range next {
+				if err := b.tenant(ctx, i); err != nil {
+					errs <- err
+					return
+				}
 				if _, err := b.ovn.VpcNatGateways.Create(ctx, b.gateway(i), metav1.CreateOptions{}); err != nil {
 					errs <- err
 					return

@@ -10,9 +10,12 @@
 //
 // It prints a markdown table. A benchmark, not a test: it reports what it measured in this run.
 //
+// Every gateway has a Vpc and a Subnet (on a bridge) of its own, as tenants on a real cluster do:
+// a Vpc has one gateway and a segment belongs to one Vpc.
+//
 // Address plan (API values only; nothing is configured on any interface): EIPs in 100.64.0.0/16
-// (shared address space, the gateway 100.64.0.1: 1 000 gateways need 2 000 EIPs), VPC subnet
-// 10.0.0.0/16.
+// (shared address space, the gateway 100.64.0.1: 1 000 gateways need 2 000 EIPs), every Vpc's
+// subnet 10.0.0.0/16 with the gateway's lanIp 10.0.0.254.
 package main
 
 import (
@@ -34,6 +37,11 @@ func main() {
 	rules := flag.Int("rules", 100, "rules per gateway (2 EIPs, 1 FIP, 1 SNAT, the rest DNATs)")
 	heap := flag.String("heap-profile", "", "save the controller's heap profile here after the memory measurement")
 	flag.Parse()
+	if *gateways < *samples || *gateways > maxGateways || *samples < 1 || *rules < 4 {
+		fmt.Fprintf(os.Stderr, "vpcnat-controller-bench: want 1 <= --samples (%d) <= --gateways (%d) <= %d and --rules (%d) >= 4\n",
+			*samples, *gateways, maxGateways, *rules)
+		os.Exit(2)
+	}
 	if err := run(*gateways, *samples, *rules, *heap); err != nil {
 		fmt.Fprintln(os.Stderr, "vpcnat-controller-bench:", err)
 		os.Exit(1)
