@@ -149,7 +149,8 @@ func (a *acd) claim(want, have map[string][]netip.Prefix) map[string][]netip.Pre
 		a.mu.Lock()
 		l := a.links[name]
 		a.mu.Unlock()
-		if len(probe) == 0 || l == nil || takeover {
+		// A silent NIC is a standby replica's: the active one holds the same addresses (standby.go).
+		if len(probe) == 0 || l == nil || takeover || l.silent() {
 			if l != nil {
 				l.forgetPending(probe)
 			}

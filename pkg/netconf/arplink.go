@@ -138,6 +138,9 @@ func arpPayload(mac net.HardwareAddr, spa, tpa netip.Addr) []byte {
 var zeroIP = netip.AddrFrom4([4]byte{})
 
 func (l *arpLink) send(payload []byte) {
+	if claimsAddress(payload) && l.silent() {
+		return // a standby replica's NIC (standby.go)
+	}
 	if err := l.xmit(payload); err != nil {
 		klog.V(2).InfoS("ARP send failed", "netns", l.acd.nsPath, "interface", l.name, "err", err)
 	}
@@ -321,7 +324,7 @@ func (l *arpLink) read() {
 // receive handles one frame from another MAC that claims an address: its sender address, or
 // for a probe (sender 0.0.0.0) the address it probes for.
 func (l *arpLink) receive(f arpFrame, now time.Time) {
-	if bytes.Equal(f.sha, l.mac) {
+	if bytes.Equal(f.sha, l.mac) || l.silent() { // silent: a standby replica's NIC (standby.go)
 		return
 	}
 	addr := f.spa

@@ -1,0 +1,61 @@
+package netconf
+
+import (
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/vpcnat/vpcnat/pkg/annotations"
+)
+
+// roleActive is the active replica of a replicated gateway, on the external network next to
+// the standby under test; it holds the gateway's addresses and announces them.
+const roleActive = "active"
+
+// TestStandbyNICsStayQuiet: on a replica whose NICs the failover agent silenced (IFF_NOARP, a
+// standby), the daemon converges as usual but its address conflict detection keeps quiet: a new
+// EIP the active replica already holds is added without a probe and not left pending, nothing
+// is announced or defended, and the active replica's announcements are no conflict. The NICs
+// stay silent across converges.
+func TestStandbyNICsStayQuiet(t *testing.T) {
+	tp := newTopo(t)
+	tp.addExternalHost(roleActive, "192.168.0.113/24")
+	g := tp.gateway()
+	tp.mustConverge(g, seedDesired(), true)
+	// The agent makes this replica a standby.
+	tp.ip(roleGW, "link", "set", "net1", "arp", "off")
+	tp.ip(roleGW, "link", "set", "vpc-sn", "arp", "off")
+	time.Sleep(garpRepeats*garpInterval + 200*time.Millisecond) // the first converge's announcements end
+	router := tp.captureARP(roleExt, "ext0")
+
+	d := seedDesired()
+	d.Generation = 2
+	d.EIPs = append(d.EIPs, annotations.EIP{EipCIDR: "192.168.0.113/24", Gateway: "192.168.0.254"})
+	rep := tp.mustConverge(g, d, true)
+	if len(rep.Pending) != 0 || !hasChange(rep, "added 192.168.0.113/24") {
+		t.Errorf("standby converge: changes %q, pending %v; want 192.168.0.113/24 added, nothing pending", rep.Changes, rep.Pending)
+	}
+	tp.sendGARPs(roleActive, "eth0", "192.168.0.113", 3, 100*time.Millisecond)
+	tp.sendGARPs(roleActive, "eth0", "192.168.0.111", 1, 0)
+	time.Sleep(garpRepeats*garpInterval + quietWindow + 200*time.Millisecond)
+
+	if cs := g.Conflicts(); len(cs) != 0 {
+		t.Errorf("the active replica's announcements made conflicts on the standby: %s", conflictsString(cs))
+	}
+	for _, ip := range []string{"192.168.0.111", "192.168.0.112", "192.168.0.113"} {
+		if n := router.claims(seedMAC, ip); n != 0 {
+			t.Errorf("the router saw %d frames from the standby claiming %s", n, ip)
+		}
+	}
+	if n := router.count("1 " + seedMAC + " 0.0.0.0 192.168.0.113"); n != 0 {
+		t.Errorf("the standby probed the active replica's address %d times", n)
+	}
+	if n := router.claims(tp.mac(roleActive, "eth0"), "192.168.0.113"); n == 0 {
+		t.Error("the router saw none of the active replica's announcements: the capture proves nothing")
+	}
+	for _, dev := range []string{"net1", "vpc-sn"} {
+		if out := tp.ip(roleGW, "link", "show", dev); !strings.Contains(out, "NOARP") {
+			t.Errorf("%s after the converges: %q, want NOARP kept", dev, out)
+		}
+	}
+}
