@@ -123,6 +123,7 @@ start_kubelet() {
 # shims, host-network pods) and those in its cgroup root (every container, whatever its netns).
 node_pids() {
   local ns; ns="$(node_ns "$1")"
+  shopt -s globstar nullglob
   { ip netns pids "$ns" 2>/dev/null; cat /sys/fs/cgroup/pids/"$ns"/**/cgroup.procs 2>/dev/null; } | sort -un
 }
 
@@ -141,7 +142,6 @@ node_pod_netns() {
 # look). Returns non-zero if something survives.
 kill_node() {
   local round pids
-  shopt -s globstar nullglob
   for round in 1 2 3 4 5; do
     mapfile -t pids < <(node_pids "$1")
     [ "${#pids[@]}" -eq 0 ] && return 0
