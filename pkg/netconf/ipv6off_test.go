@@ -1,83 +1,37 @@
 package netconf
 
 import (
-	"encoding/binary"
-	"net"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	topotest "github.com/vpcnat/vpcnat/test/topo"
 )
 
-// frameCapture records the source MAC and ethertype of every frame a netns sees on any of its
-// links, also links created after the capture started (an unbound ETH_P_ALL packet socket): the
-// frames a link sends while it is being brought up are the ones that matter here.
-type frameCapture struct {
-	fd   int
-	mu   sync.Mutex
-	seen map[string]map[uint16]int // source MAC -> ethertype -> frames
-	done chan struct{}
-}
-
-func (tp *topo) captureFrames(role string) *frameCapture {
+// captureFrames captures the frames of one ethertype a role's netns sees on any of its links,
+// also links created after the capture started: the frames a link sends while it is being
+// brought up are the ones that matter here.
+func (tp *topo) captureFrames(role string, ethertype uint16) *topotest.Capture {
 	tp.t.Helper()
-	c := &frameCapture{seen: map[string]map[uint16]int{}, done: make(chan struct{})}
-	if err := tp.do(role, func() error {
-		var err error
-		c.fd, err = unix.Socket(unix.AF_PACKET, unix.SOCK_RAW|unix.SOCK_CLOEXEC, int(htons(unix.ETH_P_ALL)))
-		if err != nil {
-			return err
-		}
-		tv := unix.NsecToTimeval((100 * time.Millisecond).Nanoseconds())
-		return unix.SetsockoptTimeval(c.fd, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &tv)
-	}); err != nil {
-		tp.t.Fatalf("frame capture in %s: %v", role, err)
+	c, err := (&topotest.Topology{Prefix: tp.prefix}).StartCapture(role, "", ethertype)
+	if err != nil {
+		tp.t.Fatal(err)
 	}
-	go func() {
-		defer close(c.done)
-		buf := make([]byte, 2048)
-		for {
-			n, _, err := unix.Recvfrom(c.fd, buf, 0)
-			if err == unix.EAGAIN || err == unix.EINTR {
-				continue
-			}
-			if err != nil {
-				return // closed
-			}
-			if n < 14 {
-				continue
-			}
-			src := net.HardwareAddr(buf[6:12]).String()
-			c.mu.Lock()
-			if c.seen[src] == nil {
-				c.seen[src] = map[uint16]int{}
-			}
-			c.seen[src][binary.BigEndian.Uint16(buf[12:14])]++
-			c.mu.Unlock()
-		}
-	}()
-	tp.t.Cleanup(c.close)
+	tp.t.Cleanup(c.Close)
 	return c
 }
 
-func (c *frameCapture) close() {
-	select {
-	case <-c.done:
-		return
-	default:
+// framesFrom counts the captured frames whose source is mac.
+func framesFrom(c *topotest.Capture, mac string) int {
+	n := 0
+	for _, f := range c.Frames() {
+		if f.Src == mac {
+			n++
+		}
 	}
-	unix.Shutdown(c.fd, unix.SHUT_RDWR)
-	unix.Close(c.fd)
-	<-c.done
-}
-
-// count returns the frames of ethertype seen from src.
-func (c *frameCapture) count(src string, ethertype uint16) int {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.seen[src][ethertype]
+	return n
 }
 
 // The gateway's NICs carry no IPv6 and send none: net1 and the subnet NIC (and its veth's node
@@ -89,7 +43,8 @@ func TestGatewayNICsSendNoIPv6(t *testing.T) {
 	// A bridge without a MAC of its own takes its lowest port's: pin br-sn's (IPv6 on, as a
 	// node's bridge may be) so its own frames are never taken for the gateway's.
 	tp.ip(roleNode, "link", "set", "br-sn", "address", "02:00:00:00:0b:01")
-	capture := tp.captureFrames(roleNode)
+	ipv6 := tp.captureFrames(roleNode, unix.ETH_P_IPV6)
+	arp := tp.captureFrames(roleNode, unix.ETH_P_ARP)
 	tp.addPod(rolePod, "10.0.1.5/24", "10.0.1.1")
 	g := tp.gateway()
 	tp.mustConverge(g, seedDesired(), true)
@@ -105,17 +60,17 @@ func TestGatewayNICsSendNoIPv6(t *testing.T) {
 	// interval): wait until the pod, brought up just before the gateway, has been seen, and then
 	// as long again.
 	waitedFrom := time.Now()
-	if !eventually(func() bool { return capture.count(podMAC, unix.ETH_P_IPV6) > 0 }) {
+	if !eventually(func() bool { return framesFrom(ipv6, podMAC) > 0 }) {
 		t.Fatalf("the capture saw no IPv6 frame from the pod's eth0 (%s), an IPv6-enabled host on br-sn: it cannot judge the gateway", podMAC)
 	}
 	time.Sleep(time.Since(waitedFrom) + time.Second)
 
 	for nic, mac := range gwMACs {
-		if n := capture.count(mac, unix.ETH_P_IPV6); n != 0 {
+		if n := framesFrom(ipv6, mac); n != 0 {
 			t.Errorf("%s (%s) sent %d IPv6 frames", nic, mac, n)
 		}
 	}
-	if n := capture.count(seedMAC, unix.ETH_P_ARP); n == 0 {
+	if n := framesFrom(arp, seedMAC); n == 0 {
 		t.Errorf("net1 sent no ARP either: the capture did not see its frames")
 	}
 	for role, devs := range map[string][]string{roleGW: {"net1", "vpc-sn"}, roleNode: {"vh-ngw-sn"}} {
