@@ -133,6 +133,9 @@ func buildDeployment(gw *v1.VpcNatGateway, namespace, image string, tmplAnnotati
 			},
 		},
 	}
+	if replicas > 1 {
+		withFailoverAgent(&d.Spec.Template.Spec.Containers[0], gw)
+	}
 	d.Annotations = map[string]string{SpecHashKey: specHash(d)}
 	return d
 }
@@ -174,6 +177,36 @@ func withReplicaAntiAffinity(a *corev1.Affinity, gateway string) *corev1.Affinit
 			TopologyKey:   corev1.LabelHostname,
 		})
 	return a
+}
+
+// KeepaliveBinary is the failover agent in the gateway image (cmd/vpcnat-keepalive).
+const KeepaliveBinary = "/usr/local/bin/vpcnat-keepalive"
+
+// withFailoverAgent makes the gateway container of a replicated gateway run the failover agent
+// instead of the do-nothing process, with spec.bfd's timing. The agent sends heartbeats and ARP
+// from packet sockets (CAP_NET_RAW) and sets its NICs' ARP flag (CAP_NET_ADMIN), both in the
+// pod's own network namespace, which is all these capabilities reach from there. It runs as
+// UID 0 because a container's added capabilities are effective only for root: the runtime sets
+// no ambient capabilities for another user, and the image carries no file capabilities. It
+// still has no other capability, no privilege escalation and a read-only root (docs/ha.md).
+func withFailoverAgent(c *corev1.Container, gw *v1.VpcNatGateway) {
+	var bfd v1.BFDConfig
+	if gw.Spec.BFD != nil {
+		bfd = *gw.Spec.BFD
+	}
+	c.Command = []string{KeepaliveBinary,
+		"--gateway=" + gw.Name,
+		fmt.Sprintf("--min-rx=%d", bfd.MinRX), fmt.Sprintf("--min-tx=%d", bfd.MinTX), fmt.Sprintf("--multiplier=%d", bfd.Multiplier),
+		"--exclude=" + annotations.PrimaryIfName}
+	c.Env = append(c.Env, corev1.EnvVar{Name: "POD_NAME", ValueFrom: &corev1.EnvVarSource{
+		FieldRef: &corev1.ObjectFieldSelector{APIVersion: "v1", FieldPath: "metadata.name"}}})
+	c.SecurityContext.RunAsUser = ptr.To[int64](0)
+	c.SecurityContext.RunAsGroup = ptr.To[int64](0)
+	c.SecurityContext.RunAsNonRoot = ptr.To(false)
+	c.SecurityContext.Capabilities = &corev1.Capabilities{
+		Drop: []corev1.Capability{"ALL"},
+		Add:  []corev1.Capability{"NET_ADMIN", "NET_RAW"},
+	}
 }
 
 // specHash is the hex SHA-256 of the Deployment's labels and spec as the controller builds them.

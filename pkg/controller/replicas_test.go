@@ -1,6 +1,7 @@
 package controller
 
 import (
+	"slices"
 	"testing"
 
 	appsv1 "k8s.io/api/apps/v1"
@@ -48,5 +49,34 @@ func TestDeploymentReplicas(t *testing.T) {
 	}
 	if user.PodAntiAffinity != nil {
 		t.Fatalf("the gateway's own affinity was changed: %+v", user)
+	}
+}
+
+// TestDeploymentFailoverAgent: a replicated gateway's container runs the failover agent with
+// spec.bfd's timing, its pod name from the downward API, and NET_ADMIN and NET_RAW as its only
+// capabilities; one replica runs the do-nothing process with no capability.
+func TestDeploymentFailoverAgent(t *testing.T) {
+	gw := &v1.VpcNatGateway{ObjectMeta: metav1.ObjectMeta{Name: "gw1"}}
+	one := buildDeployment(gw, "kube-system", "img", nil, nil).Spec.Template.Spec.Containers[0]
+	if len(one.Command) != 0 || len(one.SecurityContext.Capabilities.Add) != 0 || one.SecurityContext.RunAsUser != nil {
+		t.Fatalf("one replica: command %q, capabilities %+v, user %v (want the pod's)", one.Command, one.SecurityContext.Capabilities, one.SecurityContext.RunAsUser)
+	}
+
+	gw.Spec.Replicas = 2
+	gw.Spec.BFD = &v1.BFDConfig{Enabled: true, MinRX: 200, MinTX: 150, Multiplier: 4}
+	c := buildDeployment(gw, "kube-system", "img", nil, nil).Spec.Template.Spec.Containers[0]
+	want := []string{KeepaliveBinary, "--gateway=gw1", "--min-rx=200", "--min-tx=150", "--multiplier=4", "--exclude=eth0"}
+	if !slices.Equal(c.Command, want) {
+		t.Fatalf("command %q, want %q", c.Command, want)
+	}
+	if len(c.Env) != 1 || c.Env[0].Name != "POD_NAME" || c.Env[0].ValueFrom.FieldRef.FieldPath != "metadata.name" {
+		t.Fatalf("env %+v, want POD_NAME from metadata.name", c.Env)
+	}
+	sc := c.SecurityContext
+	if !slices.Equal(sc.Capabilities.Add, []corev1.Capability{"NET_ADMIN", "NET_RAW"}) || !slices.Equal(sc.Capabilities.Drop, []corev1.Capability{"ALL"}) {
+		t.Fatalf("capabilities %+v, want all dropped but NET_ADMIN and NET_RAW", sc.Capabilities)
+	}
+	if *sc.Privileged || *sc.AllowPrivilegeEscalation || !*sc.ReadOnlyRootFilesystem {
+		t.Fatalf("security context %+v: want unprivileged, no escalation, read-only root", sc)
 	}
 }
