@@ -24,8 +24,11 @@ func (c *arpCapture) sentFrom(ip string) int {
 
 // eventually polls cond until it holds; the bound only keeps a broken build from hanging, it
 // is no timing requirement (the announcer's repeats end after garpRepeats*garpInterval).
+// eventually waits until cond holds. Its deadline is only a hang guard, far beyond anything
+// awaited (the repeats of an announcement end garpInterval*garpRepeats after the first): a
+// loaded machine makes a test slower, never wrong.
 func eventually(cond func() bool) bool {
-	for deadline := time.Now().Add(garpInterval*garpRepeats + 5*time.Second); time.Now().Before(deadline); {
+	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); {
 		if cond() {
 			return true
 		}

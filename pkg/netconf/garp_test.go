@@ -87,8 +87,10 @@ func (c *arpCapture) count(line string) int {
 	return n
 }
 
-// A converge with 100 EIPs returns at once (announcing never blocks), and a new EIP is announced
-// three times a second apart: the router sees the gratuitous ARPs and learns net1's MAC from them.
+// A converge with 100 EIPs announces all of them and the subnet NIC's addresses, and a new EIP is
+// announced 1+garpRepeats times: the router sees the gratuitous ARPs and learns net1's MAC from
+// them. How long a converge takes (announcing never waits for the repeats) is a figure, logged
+// here and measured by `make bench` (first converge, one-rule change), never asserted.
 func TestGratuitousARP(t *testing.T) {
 	tp := newTopo(t)
 	// Let the router create neighbour entries from gratuitous ARP (off by default), so its
@@ -103,11 +105,7 @@ func TestGratuitousARP(t *testing.T) {
 	g := tp.gateway()
 	start := time.Now()
 	rep := tp.mustConverge(g, d, true)
-	took := time.Since(start)
-	t.Logf("first converge with 100 EIPs: %v", took)
-	if took > time.Second {
-		t.Errorf("first converge with 100 EIPs took %v: announcing must not block", took)
-	}
+	t.Logf("first converge with 100 EIPs: %v", time.Since(start))
 	// All 100 EIPs, then the subnet NIC's gateway IP and lanIp.
 	if len(rep.Announced) != 102 || rep.Announced[99] != "192.168.0.107" || rep.Announced[100] != "10.0.1.1" {
 		t.Errorf("first converge announced %d addresses (%v), want all 100 EIPs and 2 subnet addresses",
@@ -117,20 +115,20 @@ func TestGratuitousARP(t *testing.T) {
 	d.EIPs = append(d.EIPs, annotations.EIP{EipCIDR: "192.168.0.200/24", Gateway: "192.168.0.254"})
 	start = time.Now()
 	rep = tp.mustConverge(g, d, false)
-	took = time.Since(start)
-	t.Logf("adding the 101st EIP (fast path): %v", took)
+	t.Logf("adding the 101st EIP (fast path): %v", time.Since(start))
 	if len(rep.Announced) != 1 || rep.Announced[0] != "192.168.0.200" {
 		t.Errorf("announced %v, want only the new EIP", rep.Announced)
 	}
-	if took > garpInterval/2 {
-		t.Errorf("converge took %v: it waited for the repeats", took)
-	}
 
+	// Wait for the repeats (the deadline is only a hang guard, far beyond garpInterval *
+	// garpRepeats), then close the gateway: its announcers stop, so the count is final and an
+	// extra announcement would show.
 	garp := "1 " + seedMAC + " 192.168.0.200 192.168.0.200"
-	deadline := time.Now().Add(garpInterval*garpRepeats + time.Second)
+	deadline := time.Now().Add(time.Minute)
 	for time.Now().Before(deadline) && capture.count(garp) < 1+garpRepeats {
 		time.Sleep(50 * time.Millisecond)
 	}
+	g.Close()
 	if n := capture.count(garp); n != 1+garpRepeats {
 		t.Errorf("router saw %d gratuitous ARPs for the new EIP, want %d", n, 1+garpRepeats)
 	}

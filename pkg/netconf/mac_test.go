@@ -45,7 +45,7 @@ func TestExternalMACIsStable(t *testing.T) {
 	// same MAC on the same master, cannot go up. The daemon retries; so does the test.
 	var err error
 	var changes []string
-	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(20 * time.Millisecond) { // a hang guard
 		rep, err = tp.converge(g, seedDesired(), false)
 		changes = append(changes, rep.Changes...)
 		if err == nil || time.Now().After(deadline) {

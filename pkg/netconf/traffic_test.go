@@ -43,10 +43,11 @@ func (tp *topo) listenTCP(role, addr string) *tcpServer {
 	return s
 }
 
-// lastClient waits briefly for a connection and returns the latest client address.
+// lastClient waits for a connection and returns the latest client address (the deadline is a
+// hang guard only).
 func (s *tcpServer) lastClient(t *testing.T) string {
 	t.Helper()
-	for deadline := time.Now().Add(2 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
 		s.mu.Lock()
 		n := len(s.seen)
 		var last string
