@@ -8,6 +8,7 @@ import (
 	"runtime"
 	"time"
 
+	"github.com/vpcnat/vpcnat/pkg/annotations"
 	"github.com/vpcnat/vpcnat/pkg/netconf"
 	"github.com/vpcnat/vpcnat/pkg/plan"
 )
@@ -20,6 +21,7 @@ func runApply(args []string) int {
 	nsPath := fs.String("netns", "", "path of the gateway's network namespace (e.g. /run/netns/gw)")
 	spec := fs.String("spec", "", "YAML file with the VpcNatGateway, its Vpc and Subnets, and optionally the ConfigMap")
 	master := fs.String("master", "", "node NIC for net1; overrides the ConfigMap's nic (required without a ConfigMap)")
+	dataplane := fs.String("dataplane", "", "NAT backend: iptables or nftables; overrides the ConfigMap's dataplane (default iptables)")
 	timeout := fs.Duration("timeout", time.Minute, "give up after this long")
 	if err := fs.Parse(args); err != nil {
 		return 2
@@ -37,6 +39,15 @@ func runApply(args []string) int {
 	}
 	if *master != "" {
 		in.Config.NIC = *master
+	}
+	switch *dataplane {
+	case "":
+	case annotations.DataplaneIPTables, annotations.DataplaneNFTables:
+		in.Config.Dataplane = *dataplane
+	default:
+		fmt.Fprintf(os.Stderr, "vpcnat-daemon apply: --dataplane %q: want %s or %s\n", *dataplane,
+			annotations.DataplaneIPTables, annotations.DataplaneNFTables)
+		return 2
 	}
 	_, desired, errs := plan.Build(in)
 	if len(errs) > 0 {

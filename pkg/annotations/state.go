@@ -141,7 +141,19 @@ type Desired struct {
 	DNATs       []DNAT       `json:"dnatRules,omitempty"`
 	SNATs       []SNAT       `json:"snatRules,omitempty"`
 	Routes      []Route      `json:"routes,omitempty"`
+	// Dataplane is the backend that programs the NAT: DataplaneIPTables (also when empty) or
+	// DataplaneNFTables. Added after v1's first release without a version change: absent for
+	// the default, so a document without it reads and hashes as before.
+	Dataplane string `json:"dataplane,omitempty"`
 }
+
+// Data planes a gateway's NAT can be programmed with (Desired.Dataplane).
+const (
+	// DataplaneIPTables: the nat table's chains, one iptables-restore transaction per change.
+	DataplaneIPTables = "iptables"
+	// DataplaneNFTables: one nftables table of maps, one netlink batch per change.
+	DataplaneNFTables = "nftables"
+)
 
 // Applied is the daemon's report of its last sync of a gateway.
 type Applied struct {

@@ -80,6 +80,9 @@ func ValidateDesiredAt(d *Desired, p Paths) field.ErrorList {
 		errs = append(errs, validateExternal(&d.External, field.NewPath("external"))...)
 		errs = append(errs, validateSubnetNICs(d.Subnets, field.NewPath("subnets"))...)
 	}
+	if d.Dataplane != "" && d.Dataplane != DataplaneIPTables && d.Dataplane != DataplaneNFTables {
+		errs = append(errs, field.NotSupported(field.NewPath("dataplane"), d.Dataplane, []string{DataplaneIPTables, DataplaneNFTables}))
+	}
 	net := newNetworks(d.Subnets)
 	net.subnetsComplete = net.subnetsComplete && !p.SubnetsUnknown
 	routes := p.Routes

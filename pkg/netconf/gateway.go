@@ -18,6 +18,7 @@ import (
 
 	"github.com/vpcnat/vpcnat/pkg/annotations"
 	"github.com/vpcnat/vpcnat/pkg/nat"
+	"github.com/vpcnat/vpcnat/pkg/nft"
 )
 
 // Gateway converges one gateway network namespace. Its methods are safe for concurrent use;
@@ -27,8 +28,13 @@ type Gateway struct {
 	nsPath string
 	ipt    iptables
 	// last is the nat ruleset last applied; nil when unknown (new Gateway, or after any error),
-	// which forces the next converge to read the kernel back.
-	last *nat.Ruleset
+	// which forces the next converge to read the kernel back. nftLast is the same for the
+	// nftables backend, and dataplane the backend of the last converge ("": none yet); see
+	// dataplane.go.
+	last      *nat.Ruleset
+	nftLast   *nft.Table
+	nft       nftTable
+	dataplane string
 	// initialised: a converge completed, so forwarding is on.
 	initialised bool
 	// nsID identifies the netns last converged (see netnsID): a sandbox recreated under the
@@ -59,7 +65,7 @@ type Report struct {
 
 // NewGateway returns a Gateway for the netns mounted at nsPath. Nothing is read until Converge.
 func NewGateway(nsPath string) *Gateway {
-	return &Gateway{nsPath: nsPath, ipt: execIptables{nsPath: nsPath}, acd: newACD(nsPath)}
+	return &Gateway{nsPath: nsPath, ipt: execIptables{nsPath: nsPath}, nft: netlinkNFT{nsPath: nsPath}, acd: newACD(nsPath)}
 }
 
 // Close stops pending gratuitous ARP repeats and the address conflict listeners. The Gateway
@@ -113,7 +119,7 @@ func (g *Gateway) Converge(ctx context.Context, d *annotations.Desired, full boo
 	rep = &Report{}
 	defer func() {
 		if err != nil {
-			g.last = nil
+			g.forgetNAT()
 			err = fmt.Errorf("converging gateway netns %s: %w", g.nsPath, err)
 		}
 		klog.V(2).InfoS("Converged gateway netns", "netns", g.nsPath, "generation", d.Generation, "full", full,
@@ -134,7 +140,7 @@ func (g *Gateway) Converge(ctx context.Context, d *annotations.Desired, full boo
 	if err := g.checkIdentity(netNS); err != nil {
 		return rep, err
 	}
-	full = full || g.last == nil
+	full = full || !g.natKnown(d)
 	rep.Full = full
 	h, err := NewHandles(netns.NsHandle(netNS.Fd()))
 	if err != nil {
@@ -155,12 +161,7 @@ func (g *Gateway) Converge(ctx context.Context, d *annotations.Desired, full boo
 		}
 	}
 
-	want := nat.Render(d)
-	last := g.last
-	if full {
-		last = nil
-	}
-	stale, lines, err := syncNAT(ctx, g.ipt, want, last)
+	stale, lines, commitNAT, err := g.syncDataplane(ctx, d, full)
 	natChanged := len(lines) > 0
 	change(lines)
 	if err != nil {
@@ -168,7 +169,7 @@ func (g *Gateway) Converge(ctx context.Context, d *annotations.Desired, full boo
 	}
 	// Mappings left pending by a failed converge may be live again; this converge's own stale
 	// mappings are not in want by construction.
-	g.pendingStale = append(stillStale(g.pendingStale, want), stale...)
+	g.pendingStale = append(stillStale(g.pendingStale, d), stale...)
 
 	added, held, nicChanged, err := g.syncInterfaces(netNS, h, d, st, primaries, change)
 	if err != nil {
@@ -201,7 +202,8 @@ func (g *Gateway) Converge(ctx context.Context, d *annotations.Desired, full boo
 	if err != nil {
 		return rep, err
 	}
-	g.last, g.initialised = want, true
+	commitNAT()
+	g.initialised = true
 
 	// Every address a NIC holds on a fresh netns or a changed NIC (upstream and VPC hosts may
 	// hold a wrong or expired entry), else the addresses added; never an address not claimed.
@@ -230,7 +232,7 @@ func (g *Gateway) checkIdentity(netNS ns.NetNS) error {
 	}
 	if g.nsID != 0 && g.nsID != id {
 		klog.V(2).InfoS("Gateway netns was recreated: converging from scratch", "netns", g.nsPath)
-		g.last, g.initialised, g.pendingStale = nil, false, nil
+		g.last, g.nftLast, g.dataplane, g.initialised, g.pendingStale = nil, nil, "", false, nil
 		g.acd.close() // listeners of the old netns's links
 	}
 	g.nsID = id

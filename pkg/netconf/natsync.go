@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"slices"
 
+	"github.com/vpcnat/vpcnat/pkg/annotations"
 	"github.com/vpcnat/vpcnat/pkg/nat"
 )
 
@@ -61,14 +62,15 @@ func changedChains(before, after map[string][]string) (b, a map[string][]string)
 	return b, a
 }
 
-// stillStale drops from pending the mappings want provides again: their conntrack entries
+// stillStale drops from pending the mappings d provides again: their conntrack entries
 // are valid once more (a mapping removed by a failed converge and restored by the next one).
-func stillStale(pending []nat.Mapping, want *nat.Ruleset) []nat.Mapping {
+// The mappings are the same whichever backend holds them.
+func stillStale(pending []nat.Mapping, d *annotations.Desired) []nat.Mapping {
 	if len(pending) == 0 {
 		return nil
 	}
 	live := map[nat.Mapping]bool{}
-	for _, m := range nat.Mappings(want.Map()) {
+	for _, m := range nat.Mappings(nat.Render(d).Map()) {
 		live[m] = true
 	}
 	var out []nat.Mapping

@@ -25,8 +25,8 @@ type nftTable interface {
 	// Apply commits b as one netlink batch (one nf_tables transaction): on error nothing of it
 	// is applied.
 	Apply(b *nft.Batch) error
-	// Delete removes the table, if any, in one transaction.
-	Delete() error
+	// Delete removes the table, if any, in one transaction; deleted says there was one.
+	Delete() (deleted bool, err error)
 }
 
 // netlinkNFT talks nf_tables netlink in-process, over a socket opened inside the gateway netns
@@ -76,21 +76,21 @@ func (n netlinkNFT) Apply(b *nft.Batch) error {
 	return nil
 }
 
-func (n netlinkNFT) Delete() error {
+func (n netlinkNFT) Delete() (bool, error) {
 	c, closeFn, err := n.conn()
 	if err != nil {
-		return err
+		return false, err
 	}
 	defer closeFn()
 	found, err := hasOwnTable(c)
 	if err != nil || !found {
-		return err
+		return false, err
 	}
 	c.DelTable(ownTable)
 	if err := c.Flush(); err != nil {
-		return fmt.Errorf("nftables: deleting table ip %s: %w", nft.TableName, err)
+		return false, fmt.Errorf("nftables: deleting table ip %s: %w", nft.TableName, err)
 	}
-	return nil
+	return true, nil
 }
 
 func hasOwnTable(c *nftables.Conn) (bool, error) {

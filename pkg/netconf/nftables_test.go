@@ -125,8 +125,8 @@ func TestNFTIncrementalAndDrift(t *testing.T) {
 	if got := tp.exec(roleGW, "nft", "list", "table", "ip", "other"); got != foreign {
 		t.Errorf("foreign table changed:\n%s\nwant\n%s", got, foreign)
 	}
-	if err := k.Delete(); err != nil {
-		t.Fatal(err)
+	if deleted, err := k.Delete(); err != nil || !deleted {
+		t.Fatalf("Delete: %v, deleted %v", err, deleted)
 	}
 	if got := tp.exec(roleGW, "nft", "list", "tables"); got != "table ip other\n" {
 		t.Errorf("tables after Delete: %q, want only the foreign one", got)

@@ -56,7 +56,8 @@ func Build(in Inputs) (*annotations.NICPlan, *annotations.Desired, field.ErrorLi
 			Mode:   annotations.MacvlanModeBridge,
 			MAC:    ExternalMAC(b.gw.Name),
 		},
-		Subnets: b.subnetNICs(),
+		Subnets:   b.subnetNICs(),
+		Dataplane: in.Config.Dataplane,
 	}
 	b.rules(d)
 	paths := annotations.Paths{Rules: specPath, PlanChecked: true, SubnetsUnknown: !b.subnetsKnown}

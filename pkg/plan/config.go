@@ -5,6 +5,8 @@ import (
 	"unicode"
 
 	"k8s.io/apimachinery/pkg/util/validation/field"
+
+	"github.com/vpcnat/vpcnat/pkg/annotations"
 )
 
 // The ConfigMap that switches the feature on, as in the seed (and Kube-OVN).
@@ -18,6 +20,9 @@ const (
 	KeyEnable = "enable-vpc-nat-gw"
 	// KeyNIC is the node NIC under net1 (the macvlan's master).
 	KeyNIC = "nic"
+	// KeyDataplane picks the NAT backend of every gateway: "iptables" (the default when the key
+	// is missing or empty) or "nftables" (docs/nftables.md). vpcnat's own key, not Kube-OVN's.
+	KeyDataplane = "dataplane"
 )
 
 // Config is the ConfigMap kube-system/ovn-vpc-nat-gw-config, parsed. The zero value is what a
@@ -26,6 +31,8 @@ type Config struct {
 	Enabled bool
 	Image   string
 	NIC     string
+	// Dataplane is annotations.DataplaneIPTables or DataplaneNFTables; "" means iptables.
+	Dataplane string
 }
 
 // configPath is where a ConfigMap key's errors point: configmap.data[nic].
@@ -37,7 +44,13 @@ func configPath(key string) *field.Path { return field.NewPath("configmap", "dat
 // components' settings.
 func ParseConfig(data map[string]string) (Config, field.ErrorList) {
 	var errs field.ErrorList
-	c := Config{Image: data[KeyImage], NIC: data[KeyNIC]}
+	c := Config{Image: data[KeyImage], NIC: data[KeyNIC], Dataplane: data[KeyDataplane]}
+	switch c.Dataplane {
+	case "", annotations.DataplaneIPTables, annotations.DataplaneNFTables:
+	default:
+		errs = append(errs, field.NotSupported(configPath(KeyDataplane), c.Dataplane,
+			[]string{annotations.DataplaneIPTables, annotations.DataplaneNFTables}))
+	}
 	switch v, ok := data[KeyEnable]; {
 	case !ok || v == "false":
 	case v == "true":

@@ -21,6 +21,10 @@ func TestParseConfig(t *testing.T) {
 		{"not a boolean", map[string]string{"enable-vpc-nat-gw": "yes", "image": "x"}, Config{Image: "x"}, `configmap.data[enable-vpc-nat-gw]: Unsupported value: "yes"`},
 		{"upper case", map[string]string{"enable-vpc-nat-gw": "True", "image": "x"}, Config{Image: "x"}, `"True"`},
 		{"enabled without image", map[string]string{"enable-vpc-nat-gw": "true"}, Config{Enabled: true}, "configmap.data[image]: Required"},
+		{"nftables", map[string]string{"enable-vpc-nat-gw": "true", "image": "x", "dataplane": "nftables"},
+			Config{Enabled: true, Image: "x", Dataplane: "nftables"}, ""},
+		{"unknown dataplane", map[string]string{"image": "x", "dataplane": "nft"}, Config{Image: "x", Dataplane: "nft"},
+			`configmap.data[dataplane]: Unsupported value: "nft"`},
 		{"hostile image", map[string]string{"enable-vpc-nat-gw": "true", "image": "x; rm -rf /"}, Config{Enabled: true, Image: "x; rm -rf /"}, `"x; rm -rf /"`},
 	}
 	for _, c := range cases {

@@ -1,0 +1,152 @@
+package netconf
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/vpcnat/vpcnat/pkg/annotations"
+	"github.com/vpcnat/vpcnat/pkg/nat"
+	"github.com/vpcnat/vpcnat/pkg/nft"
+)
+
+// dataplaneOf is the backend d asks for; iptables when it names none.
+func dataplaneOf(d *annotations.Desired) string {
+	if d.Dataplane == annotations.DataplaneNFTables {
+		return annotations.DataplaneNFTables
+	}
+	return annotations.DataplaneIPTables
+}
+
+// natKnown reports whether the gateway remembers what the NAT backend d asks for holds, so a
+// converge may trust memory instead of reading the kernel back.
+func (g *Gateway) natKnown(d *annotations.Desired) bool {
+	if g.dataplane != dataplaneOf(d) {
+		return false
+	}
+	if g.dataplane == annotations.DataplaneNFTables {
+		return g.nftLast != nil
+	}
+	return g.last != nil
+}
+
+// forgetNAT makes the next converge read the NAT state back (after any error).
+func (g *Gateway) forgetNAT() { g.last, g.nftLast = nil, nil }
+
+// syncDataplane is the NAT step of a converge, with the backend d asks for. full reads that
+// backend's state back from the kernel (and repairs drift); otherwise it diffs against what was
+// last applied. When the backend differs from the one of the last converge (a switch, or the
+// first converge of this process, which does not know what ran before), the other backend's
+// state is removed after the new one is in place, so no packet meets a gateway without NAT
+// rules: while both are present they translate alike, and established flows keep their
+// conntrack translation either way. commit records the applied state once the whole converge
+// succeeded.
+func (g *Gateway) syncDataplane(ctx context.Context, d *annotations.Desired, full bool) (stale []nat.Mapping, lines []string, commit func(), err error) {
+	plane := dataplaneOf(d)
+	switching := g.dataplane != plane
+	if plane == annotations.DataplaneNFTables {
+		want := nft.Build(d)
+		stale, lines, err = syncNFT(g.nft, want, g.nftLast, full)
+		if err != nil {
+			return nil, lines, nil, err
+		}
+		if switching {
+			more, err := removeIptablesNAT(ctx, g.ipt)
+			lines = append(lines, more...)
+			if err != nil {
+				return stale, lines, nil, err
+			}
+		}
+		return stale, lines, func() { g.nftLast, g.last, g.dataplane = want, nil, plane }, nil
+	}
+	want := nat.Render(d)
+	last := g.last
+	if full {
+		last = nil
+	}
+	stale, lines, err = syncNAT(ctx, g.ipt, want, last)
+	if err != nil {
+		return nil, lines, nil, err
+	}
+	if switching {
+		deleted, err := g.nft.Delete()
+		if err != nil && !nftUnsupported(err) {
+			return stale, lines, nil, err
+		}
+		if deleted {
+			lines = append(lines, "nftables: deleted table ip "+nft.TableName)
+		}
+	}
+	return stale, lines, func() { g.last, g.nftLast, g.dataplane = want, nil, plane }, nil
+}
+
+// syncNFT applies want with at most one netlink batch: against a read-back of the table when
+// full or nothing is remembered, else against last. It returns the mappings the batch removed.
+func syncNFT(k nftTable, want, last *nft.Table, full bool) (stale []nat.Mapping, changes []string, err error) {
+	have := last
+	if full || have == nil {
+		if have, err = k.Read(); err != nil {
+			return nil, nil, err
+		}
+	}
+	b := nft.Diff(want, have)
+	if b.Empty() {
+		return nil, nil, nil
+	}
+	if err := k.Apply(b); err != nil {
+		return nil, nil, err
+	}
+	for _, s := range b.Summary() {
+		changes = append(changes, "nftables: "+s)
+	}
+	return b.Stale(have), changes, nil
+}
+
+// removeIptablesNAT removes every chain vpcnat owns in the nat table and its hooks in the
+// kernel chains, in one iptables-restore transaction; foreign chains and rules stay. An owned
+// chain a foreign rule still jumps to is emptied instead of deleted, as pkg/nat does.
+func removeIptablesNAT(ctx context.Context, ipt iptables) ([]string, error) {
+	save, err := ipt.SaveNAT(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("reading the nat table: %w", err)
+	}
+	have, err := nat.ParseSave(save)
+	if err != nil {
+		return nil, fmt.Errorf("parsing the nat table: %w", err)
+	}
+	// Our hooks are not foreign references: take them out before planning, and delete each copy.
+	var hooks []nat.Hook
+	for _, h := range nat.Hooks() {
+		rules := have.Chains[h.Chain]
+		for _, r := range rules {
+			if r == h.Rule {
+				hooks = append(hooks, h)
+			}
+		}
+		have.Chains[h.Chain] = slices.DeleteFunc(slices.Clone(rules), func(r string) bool { return r == h.Rule })
+	}
+	p := nat.FullPlan(&nat.Ruleset{}, have)
+	p.DeleteHooks = append(p.DeleteHooks, hooks...)
+	if p.Empty() {
+		return nil, nil
+	}
+	if err := ipt.Restore(ctx, p.RestoreInput()); err != nil {
+		return nil, fmt.Errorf("removing the iptables nat rules: %w", err)
+	}
+	var lines []string
+	for _, s := range p.Summary() {
+		// Every copy of a hook goes, not only the duplicates FullPlan would remove.
+		lines = append(lines, "iptables: "+strings.Replace(s, "delete duplicate hook", "delete hook", 1))
+	}
+	return lines, nil
+}
+
+// nftUnsupported: the kernel has no nf_tables netlink (a kernel built without it), so no
+// nftables table can exist and the iptables backend has nothing to remove.
+func nftUnsupported(err error) bool {
+	return errors.Is(err, unix.EPROTONOSUPPORT) || errors.Is(err, unix.EAFNOSUPPORT)
+}
