@@ -1,0 +1,27 @@
+package plan
+
+import (
+	"net"
+	"testing"
+)
+
+// TestReplicaMAC: a replica's MAC is a valid unicast, locally administered MAC starting with 06,
+// the same for the same pod, and different between the pods of one NIC and between the NICs of
+// one pod.
+func TestReplicaMAC(t *testing.T) {
+	ext := ExternalMAC("gw1")
+	a, b := ReplicaMAC(ext, "vpc-nat-gw-gw1-7d9c-a"), ReplicaMAC(ext, "vpc-nat-gw-gw1-7d9c-b")
+	sub := ReplicaMAC(SubnetMAC("gw1", "net1"), "vpc-nat-gw-gw1-7d9c-a")
+	for _, m := range []string{a, b, sub} {
+		hw, err := net.ParseMAC(m)
+		if err != nil || len(hw) != 6 || hw[0] != 0x06 || hw.String() != m {
+			t.Fatalf("ReplicaMAC = %q: want a canonical 6-byte MAC starting with 06 (%v)", m, err)
+		}
+	}
+	if a == b || a == sub || a == ext {
+		t.Fatalf("replica MACs collide: %s %s %s (planned %s)", a, b, sub, ext)
+	}
+	if again := ReplicaMAC(ext, "vpc-nat-gw-gw1-7d9c-a"); again != a {
+		t.Fatalf("ReplicaMAC is not stable: %s then %s", a, again)
+	}
+}
