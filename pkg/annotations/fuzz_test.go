@@ -183,6 +183,7 @@ func FuzzParseApplied(f *testing.F) {
 	f.Add(mustMarshal(f, &Applied{Version: Version, Generation: 3, Hash: "x", Time: "2026-11-26T03:00:00Z",
 		Conflicts: []AddressConflict{{Address: "192.168.0.111", Interface: "net1", MAC: "02:42:c0:a8:00:6f",
 			Since: "2026-11-26T02:59:58Z"}}}))
+	f.Add(mustMarshal(f, &Applied{Version: Version, Generation: 3, Hash: "x", Time: "2026-11-26T03:00:00Z", Role: RoleStandby}))
 	f.Fuzz(func(t *testing.T, s string) {
 		a, err := ParseApplied(s)
 		if err != nil {

@@ -171,6 +171,10 @@ type Applied struct {
 	// (interface, then address). Added after v1's first release without a version change: absent
 	// when there is none, so a report without conflicts reads the same to an older controller.
 	Conflicts []AddressConflict `json:"conflicts,omitempty"`
+	// Role is the replica's role in a replicated gateway (RoleActive or RoleStandby), as the
+	// failover agent set it on the NICs (docs/ha.md); absent for a single gateway. Added like
+	// Conflicts: absent, a report reads the same to an older controller.
+	Role string `json:"role,omitempty"`
 }
 
 // Marshal encodes a document canonically (Go's encoding/json is deterministic for structs).
@@ -227,6 +231,9 @@ func ParseApplied(s string) (*Applied, error) {
 		return nil, err
 	}
 	if err := validateConflicts(a.Conflicts); err != nil {
+		return nil, fmt.Errorf("annotation %s: %w", AppliedKey, err)
+	}
+	if err := validateRole(a.Role); err != nil {
 		return nil, fmt.Errorf("annotation %s: %w", AppliedKey, err)
 	}
 	return &a, nil
