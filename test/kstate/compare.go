@@ -7,7 +7,6 @@ import (
 	"strings"
 
 	"github.com/vpcnat/vpcnat/pkg/annotations"
-	"github.com/vpcnat/vpcnat/pkg/nat"
 )
 
 // Problem kinds.
@@ -206,19 +205,6 @@ func Compare(st *State, d *annotations.Desired) Diff {
 		}
 	}
 	return diff
-}
-
-// expectedNAT is the whole expected nat table: the rendered chains, and the built-in ones with
-// the hooks at their head.
-func expectedNAT(d *annotations.Desired) map[string][]string {
-	out := map[string][]string{"PREROUTING": {}, "INPUT": {}, "OUTPUT": {}, "POSTROUTING": {}}
-	for _, h := range nat.Hooks() {
-		out[h.Chain] = append(out[h.Chain], h.Rule)
-	}
-	for _, c := range nat.Render(d).Chains {
-		out[c.Name] = append([]string{}, c.Rules...)
-	}
-	return out
 }
 
 // multiset compares want and have as multisets and reports missing, duplicate and foreign items.
