@@ -4,9 +4,13 @@
 // the cluster. test/e2e installs from deploy/ and sends packets; test/chart checks that the two
 // sources render the same objects.
 //
-// Address plan: none of its own. The cluster's pod network (10.244.0.0/24 on the node bridge)
-// is hack/cluster's; this test creates no link, address, route or rule, and the cluster's
-// stop.sh must leave the host as it found it.
+// Address plan (test/topo's NewSeedOnNode, the seed's addresses, as in test/e2e): the external
+// network is the host bridge vnhelm-ext (the ConfigMap's nic) and the seed Subnet's segment the
+// host bridge br-sn, both without an address; the test hosts on them (EIP gateway
+// 192.168.0.254, outside client 192.168.0.50, VPC hosts 10.0.1.0/24, 198.51.100.0/24 and
+// 203.0.113.0/24 behind routers) live in namespaces of their own named vnhelm-*. The links and
+// namespaces are registered with the cluster, so stop.sh removes them even after a crash, and
+// the host must be left as it was found.
 package helminstall
 
 import (
@@ -30,6 +34,7 @@ import (
 
 	"github.com/vpcnat/vpcnat/pkg/plan"
 	"github.com/vpcnat/vpcnat/test/e2e"
+	"github.com/vpcnat/vpcnat/test/topo"
 )
 
 var repoRoot = func() string {
@@ -44,6 +49,13 @@ const (
 	// no kube-proxy to route the kubernetes Service), where the port must be one no one else
 	// uses (test/e2e uses 10361).
 	controllerMetricsPort = 10363
+	// The seed topology on the node: prefix of its namespaces and links, the external bridge
+	// (the ConfigMap's nic) and examples/seed.yaml's Subnet bridge.
+	netPrefix = "vnhelm"
+	extBridge = "vnhelm-ext"
+	vpcBridge = "br-sn"
+	// examples/seed.yaml's port forward: 192.168.0.112:8888/tcp -> 10.0.1.10:80.
+	seedDNAT = "192.168.0.112:8888"
 )
 
 // helmRunner runs the pinned helm against the cluster, with a private home (no repository
@@ -150,7 +162,18 @@ func TestHelmInstallUpgradeUninstall(t *testing.T) {
 	// What this node needs that a chart cannot know, all through values: the cluster's own CNI
 	// directories; the API server's loopback address (no kube-proxy), hence the controller on
 	// the host network with one replica and a free metrics port.
+	n, err := topo.NewSeedOnNode(netPrefix, extBridge, vpcBridge, c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	closed := false
+	t.Cleanup(func() {
+		if !closed {
+			_ = n.Close()
+		}
+	})
 	values := []string{
+		"--set", "config.nic=" + extBridge,
 		"--set", "cni.binDir=" + c.Env["CNI_BIN_DIR"] + ",cni.confDir=" + c.Env["CNI_CONF_DIR"],
 		"--set", fmt.Sprintf("controller.hostNetwork=true,controller.replicas=1,controller.metricsPort=%d", controllerMetricsPort),
 	}
@@ -186,7 +209,7 @@ func TestHelmInstallUpgradeUninstall(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if cm.Data["nic"] != "eth1" || cm.Data["image"] != "vpcnat.local/vpcnat-gateway:dev" || cm.Data["enable-vpc-nat-gw"] != "true" {
+	if cm.Data["nic"] != extBridge || cm.Data["image"] != "vpcnat.local/vpcnat-gateway:dev" || cm.Data["enable-vpc-nat-gw"] != "true" {
 		t.Errorf("ConfigMap after install: %v", cm.Data)
 	}
 	// The leading controller issues the webhook's certificate and writes its CA bundle into the
@@ -201,6 +224,51 @@ func TestHelmInstallUpgradeUninstall(t *testing.T) {
 		return len(caBundle) > 0, nil
 	})
 	if err != nil {
+		t.Fatal(err)
+	}
+
+	// --- the seed example, as the README's install section has it: examples/seed.yaml without
+	// its ConfigMap (the chart's holds this node's nic and the gateway image) ----------------
+	seedFile := seedWithoutConfigMap(t)
+	if out, err := c.Kubectl(ctx, "apply", "-f", seedFile); err != nil {
+		t.Fatal(err)
+	} else {
+		t.Logf("kubectl apply of the seed:\n%s", out)
+	}
+	if err := poll(ctx, "gateway ngw Ready", func() (bool, error) {
+		out, err := c.Kubectl(ctx, "get", "vpc-nat-gw", "ngw", "-o", `jsonpath={.status.conditions[?(@.type=="Ready")].status}`)
+		return out == "True", fmt.Errorf("Ready=%q (%v)", out, err)
+	}); err != nil {
+		out, _ := c.Kubectl(ctx, "get", "vpc-nat-gw", "ngw", "-o", "yaml")
+		t.Fatalf("%v\n%s", err, out)
+	}
+	n.ListenFor(t, topo.Pod2, "tcp", topo.Pod2IP+":80")
+	// Ready means applied; the client's first SYN may still race its own ARP for the EIP.
+	if err := poll(ctx, "the seed's port forward answering", func() (bool, error) {
+		_, err := n.Request(topo.Client, "tcp", seedDNAT, time.Second)
+		return err == nil, err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	n.Expect(t, topo.Client, "tcp", seedDNAT, topo.ClientIP, topo.Pod2IP+":80")
+	// Gateways go before the release. The garbage collector would delete the gateway's
+	// Deployment too, but watches CRDs this young only from its next discovery (30 s): delete it
+	// here, and wait for the pod, whose sandbox's CNI DEL removes the node-side links.
+	if out, err := c.Kubectl(ctx, "delete", "-f", seedFile, "--wait"); err != nil {
+		t.Fatal(err)
+	} else {
+		t.Logf("kubectl delete of the seed:\n%s", out)
+	}
+	if _, err := c.Kubectl(ctx, "-n", ns, "delete", "deployment", plan.DeploymentName("ngw"), "--ignore-not-found", "--wait"); err != nil {
+		t.Fatal(err)
+	}
+	if err := poll(ctx, "the gateway pod gone", func() (bool, error) {
+		pods, err := client.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{LabelSelector: plan.LabelGateway})
+		if err != nil {
+			return false, err
+		}
+		return len(pods.Items) == 0, fmt.Errorf("%d gateway pods", len(pods.Items))
+	}); err != nil {
 		t.Fatal(err)
 	}
 
@@ -323,6 +391,10 @@ func TestHelmInstallUpgradeUninstall(t *testing.T) {
 		t.Errorf("the webhook certificate Secret the controller made: %v (the README's uninstall names it)", err)
 	}
 
+	if err := n.Close(); err != nil {
+		t.Errorf("removing the seed topology: %v", err)
+	}
+	closed = true
 	out2, err := c.Stop()
 	stopped = true
 	if err != nil {
@@ -336,4 +408,30 @@ func TestHelmInstallUpgradeUninstall(t *testing.T) {
 	for _, d := range before.Diff(after) {
 		t.Errorf("host changed by the cluster: %s", d)
 	}
+}
+
+// seedWithoutConfigMap writes examples/seed.yaml without its ConfigMap to a temporary file.
+func seedWithoutConfigMap(t *testing.T) string {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join(repoRoot, "examples", "seed.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var keep []string
+	dropped := 0
+	for _, doc := range strings.Split(string(b), "\n---\n") {
+		if strings.Contains(doc, "\nkind: ConfigMap\n") || strings.HasPrefix(doc, "kind: ConfigMap\n") {
+			dropped++
+			continue
+		}
+		keep = append(keep, doc)
+	}
+	if dropped != 1 || len(keep) != 3 {
+		t.Fatalf("examples/seed.yaml: want a ConfigMap and 3 other documents, found %d and %d", dropped, len(keep))
+	}
+	f := filepath.Join(t.TempDir(), "seed.yaml")
+	if err := os.WriteFile(f, []byte(strings.Join(keep, "\n---\n")), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return f
 }
