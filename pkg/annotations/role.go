@@ -8,6 +8,12 @@ const (
 	RoleStandby = "standby"
 )
 
+// ReplicaAliasPrefix starts the IFLA_IFALIAS the failover agent (pkg/ha) gives a replicated
+// gateway's NICs: "vpcnat-ha active 3", "vpcnat-ha standby 3" (role and term). The daemon reads
+// the role from the NIC itself (its IFF_NOARP flag) and the alias only to know that an agent
+// manages it: a single gateway's NICs carry no such alias.
+const ReplicaAliasPrefix = "vpcnat-ha "
+
 func validateRole(r string) error {
 	switch r {
 	case "", RoleActive, RoleStandby:

@@ -15,6 +15,8 @@ import (
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 	"k8s.io/klog/v2"
+
+	"github.com/vpcnat/vpcnat/pkg/annotations"
 )
 
 // Config is one replica's agent configuration.
@@ -32,8 +34,9 @@ type Config struct {
 }
 
 // aliasPrefix marks a NIC's IFLA_IFALIAS with the role the agent gave it ("vpcnat-ha active
-// 7"), so a restarted agent resumes the role its NICs hold, and `ip link` shows it to humans.
-const aliasPrefix = "vpcnat-ha "
+// 7"), so a restarted agent resumes the role its NICs hold, the daemon knows an agent manages
+// the NIC, and `ip link` shows it to humans.
+const aliasPrefix = annotations.ReplicaAliasPrefix
 
 // announceAfter: gratuitous ARPs at takeover, then again after these delays, for neighbours
 // that lost the first round.

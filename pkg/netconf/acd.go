@@ -99,6 +99,9 @@ type acd struct {
 	policy   ClaimPolicy
 	notify   func(converge bool)
 	defenses atomic.Uint64
+	// silence: NIC name -> whether it was silent (IFF_NOARP) at its last received frame
+	// (standby.go).
+	silence sync.Map
 }
 
 func newACD(nsPath string) *acd { return &acd{nsPath: nsPath, links: map[string]*arpLink{}} }

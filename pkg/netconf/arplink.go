@@ -324,7 +324,11 @@ func (l *arpLink) read() {
 // receive handles one frame from another MAC that claims an address: its sender address, or
 // for a probe (sender 0.0.0.0) the address it probes for.
 func (l *arpLink) receive(f arpFrame, now time.Time) {
-	if bytes.Equal(f.sha, l.mac) || l.silent() { // silent: a standby replica's NIC (standby.go)
+	silent := l.silent() // a standby replica's NIC (standby.go)
+	if l.acd.noteSilence(l.name, silent) {
+		l.acd.changed(false) // the replica's role changed: report it
+	}
+	if bytes.Equal(f.sha, l.mac) || silent {
 		return
 	}
 	addr := f.spa

@@ -1,6 +1,15 @@
 package netconf
 
-import "golang.org/x/sys/unix"
+import (
+	"strings"
+
+	"github.com/containernetworking/plugins/pkg/ns"
+	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
+
+	"github.com/vpcnat/vpcnat/pkg/annotations"
+)
 
 // A replicated gateway (spec.replicas ≥ 2) runs a failover agent in every replica's pod
 // (pkg/ha). The daemon converges every replica alike (links, addresses, routes, rules, NAT), and
@@ -37,4 +46,36 @@ func (l *arpLink) silent() bool {
 // defence, an answer), unlike a probe's 0.0.0.0.
 func claimsAddress(payload []byte) bool {
 	return len(payload) >= 18 && (payload[14]|payload[15]|payload[16]|payload[17]) != 0
+}
+
+// ReplicaRole is the role of this replica of a replicated gateway, as the failover agent set it
+// on the external NIC: annotations.RoleActive (it answers ARP) or RoleStandby (IFF_NOARP); ""
+// when no agent manages the NIC (a single gateway) or the NIC cannot be read.
+func (g *Gateway) ReplicaRole() string {
+	netNS, err := ns.GetNS(g.nsPath)
+	if err != nil {
+		return ""
+	}
+	defer netNS.Close()
+	h, err := netlink.NewHandleAt(netns.NsHandle(netNS.Fd()))
+	if err != nil {
+		return ""
+	}
+	defer h.Close()
+	l, err := h.LinkByName(annotations.ExternalIfName)
+	if err != nil || !strings.HasPrefix(l.Attrs().Alias, annotations.ReplicaAliasPrefix) {
+		return ""
+	}
+	if l.Attrs().RawFlags&unix.IFF_NOARP != 0 {
+		return annotations.RoleStandby
+	}
+	return annotations.RoleActive
+}
+
+// noteSilence records whether NIC name is silent now and says whether that changed since the
+// last frame it received: the agent changed the replica's role, which the daemon reports
+// (acd.changed), between converges as it does a conflict.
+func (a *acd) noteSilence(name string, silent bool) bool {
+	old, seen := a.silence.Swap(name, silent)
+	return seen && old.(bool) != silent
 }

@@ -59,3 +59,35 @@ func TestStandbyNICsStayQuiet(t *testing.T) {
 		}
 	}
 }
+
+// TestReplicaRoleReported: the replica's role is read from the external NIC the agent marked
+// (none for a single gateway's NIC), and the agent's change of the NIC's ARP flag between
+// converges asks for a report (a notification without converge), as a conflict does.
+func TestReplicaRoleReported(t *testing.T) {
+	tp := newTopo(t)
+	tp.addExternalHost(roleActive, "192.168.0.200/24")
+	g := tp.gateway()
+	notes := notifications(g)
+	tp.mustConverge(g, seedDesired(), true)
+	if r := g.ReplicaRole(); r != "" {
+		t.Fatalf("a single gateway's role: %q, want none", r)
+	}
+	tp.ip(roleGW, "link", "set", "net1", "alias", annotations.ReplicaAliasPrefix+"active 1")
+	if r := g.ReplicaRole(); r != annotations.RoleActive {
+		t.Fatalf("role with ARP on: %q, want %q", r, annotations.RoleActive)
+	}
+	// A frame while active, then the agent silences the NIC, then another frame.
+	tp.sendGARPs(roleActive, "eth0", "192.168.0.200", 1, 0)
+	time.Sleep(100 * time.Millisecond)
+	for len(notes) > 0 {
+		<-notes
+	}
+	tp.ip(roleGW, "link", "set", "net1", "arp", "off", "alias", annotations.ReplicaAliasPrefix+"standby 2")
+	tp.sendGARPs(roleActive, "eth0", "192.168.0.200", 1, 0)
+	if !waitNotify(t, notes, false) {
+		t.Fatal("no report asked for after the replica became a standby")
+	}
+	if r := g.ReplicaRole(); r != annotations.RoleStandby {
+		t.Fatalf("role with NOARP: %q, want %q", r, annotations.RoleStandby)
+	}
+}

@@ -51,7 +51,7 @@ func sameApplied(a, b *annotations.Applied) bool {
 	if a == nil || b == nil {
 		return a == b
 	}
-	if a.Generation != b.Generation || a.Hash != b.Hash || a.Error != b.Error || len(a.RuleErrors) != len(b.RuleErrors) {
+	if a.Generation != b.Generation || a.Hash != b.Hash || a.Error != b.Error || a.Role != b.Role || len(a.RuleErrors) != len(b.RuleErrors) {
 		return false
 	}
 	for k, v := range a.RuleErrors {
@@ -83,6 +83,7 @@ func podApplied(pod *corev1.Pod) *annotations.Applied {
 // is not sent again.
 func (a *Agent) reportApplied(ctx context.Context, pod *corev1.Pod, g *gateway, want *annotations.Applied) error {
 	a.addConflicts(pod, g, want)
+	addRole(g, want)
 	if sameApplied(podApplied(pod), want) {
 		g.reported, g.reportedFrom = want, ""
 		return nil
