@@ -1,8 +1,9 @@
 // Package monitoring checks deploy/monitoring (the Grafana dashboard and the Prometheus alerting
 // rules) against the metrics vpcnat registers: the daemon's (pkg/nodeagent), the controller's
-// (pkg/controller) and the admission webhook's (pkg/admission), collected from the registries
-// the real constructors register on, plus the Go and process collectors both programs' mains
-// add. A rule or panel naming a metric no program exports would never fire or draw.
+// (pkg/controller), the admission webhook's (pkg/admission) and the failover agent's (pkg/ha),
+// collected from the registries the real constructors register on, plus the Go and process
+// collectors the programs' mains add. A rule or panel naming a metric no program exports would
+// never fire or draw.
 // No cluster, no root, no address: the clients built here point at nothing and are never used.
 package monitoring
 
@@ -29,6 +30,7 @@ import (
 	"github.com/vpcnat/vpcnat/pkg/admission"
 	"github.com/vpcnat/vpcnat/pkg/controller"
 	"github.com/vpcnat/vpcnat/pkg/controller/kubeovn"
+	"github.com/vpcnat/vpcnat/pkg/ha"
 	"github.com/vpcnat/vpcnat/pkg/nodeagent"
 )
 
@@ -96,6 +98,8 @@ func registeredNames(t *testing.T) map[string]bool {
 		t.Fatalf("nodeagent.New: %v", err)
 	}
 	admission.NewWebhook(nil, func() bool { return false }, rec)
+	// The failover agent of replicated gateways (cmd/vpcnat-keepalive) serves this registry.
+	rec.MustRegister(ha.Registry)
 
 	names := map[string]bool{"up": true}
 	for n := range rec.names {
@@ -107,7 +111,7 @@ func registeredNames(t *testing.T) map[string]bool {
 		}
 	}
 	for _, want := range []string{"vpcnat_daemon_syncs_total", "vpcnat_controller_syncs_total",
-		"vpcnat_controller_admission_reviews_total", "process_resident_memory_bytes"} {
+		"vpcnat_controller_admission_reviews_total", "vpcnat_keepalive_active", "process_resident_memory_bytes"} {
 		if !rec.names[want] {
 			t.Fatalf("%s not registered: the collection of names is broken (got %d names)", want, len(rec.names))
 		}
