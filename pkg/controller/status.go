@@ -66,6 +66,10 @@ type observation struct {
 	// report is the pod's applied annotation, or reportErr why it could not be read.
 	report    *annotations.Applied
 	reportErr error
+	// replicas is spec.replicas (at least 1); views the live pods' replica roles, for a
+	// replicated gateway (replicastatus.go).
+	replicas int32
+	views    []replicaView
 }
 
 // maxErrorsShown and maxErrorLen keep a condition message readable and far below the API's
@@ -121,6 +125,7 @@ func computeStatus(old *v1.VpcNatGatewayStatus, o *observation) v1.VpcNatGateway
 	set(readyCondition(o, applied, conflict))
 	set(degradedCondition(o, applied))
 	set(conflict)
+	setReplicaStatus(&st, o, set)
 	return st
 }
 

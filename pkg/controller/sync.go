@@ -49,6 +49,13 @@ func (c *Controller) syncGateway(ctx context.Context, name string) (string, erro
 	if len(pods) > 0 {
 		obs.pod = pods[0]
 	}
+	if obs.replicas = max(gw.Spec.Replicas, 1); obs.replicas > 1 {
+		// A replicated gateway is what its active replica does (replicastatus.go).
+		obs.views = replicaViews(pods)
+		if p := activeReplica(obs.views); p != nil {
+			obs.pod = p
+		}
+	}
 	if prob == nil {
 		if prob, err = c.projectToPods(ctx, gw, proj, pods); err != nil {
 			return resultError, err
@@ -221,6 +228,7 @@ func (c *Controller) updateStatus(ctx context.Context, gw *v1.VpcNatGateway, obs
 		return fmt.Errorf("updating status of VpcNatGateway %s: %w", gw.Name, err)
 	}
 	c.metrics.statuses.WithLabelValues(string(kindGateway)).Inc()
+	c.failoverEvent(gw, st)
 	for _, t := range transitions(gw.Status.Conditions, st.Conditions) {
 		typ := corev1.EventTypeWarning
 		if healthy(t) {
