@@ -133,3 +133,16 @@ soak: deps build
 	VPCNAT_SOAK=$(SOAKTIME) $(GO) test -count=1 -p 1 -v -timeout 40m -run TestChurn ./test/soak/
 	VPCNAT_SOAK=1 $(GO) test -count=1 -p 1 -v -timeout 30m -run TestCrashConsistency ./test/reliability/
 	FUZZ_LOGDIR=/tmp/vpcnat-fuzz-soak hack/fuzz.sh $(FUZZTIME)
+
+# --- the multi-node cluster (hack/cluster/start-multi.sh, node.sh; test/multinode) -------------
+.PHONY: multinode baseline-failover
+# Three real nodes on this machine: Ready, cross-node pod traffic, power off / partition / power
+# on, nothing left after stop (make test runs it too; under the cluster lock, like e2e).
+multinode: cluster-setup
+	flock /tmp/vpcnat-cluster.lock $(GO) test -count=1 -v -run TestMultiNodeCluster ./test/multinode/
+
+# The one-replica node-failure baseline (docs/reliability.md): the seed on a 3-node cluster, its
+# gateway's node powered off, time until traffic through the DNAT flows again, with the shortest
+# and the default tolerations. About 8 minutes; not part of `make test`.
+baseline-failover: cluster-setup
+	VPCNAT_BASELINE=1 flock /tmp/vpcnat-cluster.lock $(GO) test -count=1 -v -timeout 30m -run TestBaselineNodeFailure ./test/e2e/

@@ -26,8 +26,6 @@ import (
 
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/clientcmd"
-
-	"github.com/vpcnat/vpcnat/test/e2e"
 )
 
 // Cluster is the multi-node cluster as hack/cluster/env.sh (with NODES set) describes it.
@@ -171,9 +169,31 @@ func (c *Cluster) Client() (kubernetes.Interface, error) {
 	return kubernetes.NewForConfig(cfg)
 }
 
-// HostView is the one-node cluster's view of the same env, for test/e2e's host-state
-// snapshot (iptables of the host, the sysctls and host directories the components touch).
-func (c *Cluster) HostView() *e2e.Cluster { return &e2e.Cluster{Repo: c.Repo, Env: c.Env} }
+// OwnLink and OwnNetns register a host-side link or a network namespace a test is about to
+// create (a test host on the external or tenant network), so that stop.sh removes it even when
+// the test dies before its own clean-up. Register before creating.
+func (c *Cluster) OwnLink(name string) error  { return c.own("OWNED_LINKS_FILE", name) }
+func (c *Cluster) OwnNetns(name string) error { return c.own("OWNED_NETNS_FILE", name) }
+
+func (c *Cluster) own(fileKey, name string) error {
+	path := c.Env[fileKey]
+	if path == "" {
+		return fmt.Errorf("hack/cluster/env.sh did not print %s", fileKey)
+	}
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o644)
+	if err != nil {
+		return fmt.Errorf("registering %s: %w", name, err)
+	}
+	if _, err := fmt.Fprintln(f, name); err != nil {
+		f.Close()
+		return fmt.Errorf("registering %s in %s: %w", name, path, err)
+	}
+	return f.Close()
+}
+
+// List returns the n-th (1-based) item of the comma-separated env.sh value key (NODE_NAMES,
+// NODE_IPS, POD_CIDRS, ...).
+func (c *Cluster) List(key string, n int) string { return c.list(key, n) }
 
 // Running reports whether the cluster's state directory exists, and whether a process it
 // recorded still runs (a stale directory is what a killed test run leaves).

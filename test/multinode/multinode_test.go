@@ -22,6 +22,8 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/client-go/kubernetes"
+
+	"github.com/vpcnat/vpcnat/test/e2e"
 )
 
 // TestMultiNodeCluster: hack/cluster starts three real nodes that become Ready, a pod on each
@@ -59,7 +61,7 @@ func TestMultiNodeCluster(t *testing.T) {
 	if _, err := c.Setup(ctx); err != nil {
 		t.Fatal(err)
 	}
-	before, err := c.HostView().Snapshot(ctx)
+	before, err := hostView(c).Snapshot(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -80,7 +82,7 @@ func TestMultiNodeCluster(t *testing.T) {
 	}
 	defer func() {
 		if t.Failed() {
-			c.HostView().LogTails(t, 15)
+			hostView(c).LogTails(t, 15)
 		}
 		stop()
 	}()
@@ -239,7 +241,7 @@ func TestMultiNodeCluster(t *testing.T) {
 	for _, l := range fp.leftovers(ctx, c) {
 		t.Errorf("left after stop.sh: %s", l)
 	}
-	after, err := c.HostView().Snapshot(ctx)
+	after, err := hostView(c).Snapshot(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -247,6 +249,10 @@ func TestMultiNodeCluster(t *testing.T) {
 		t.Errorf("host state after stop.sh: %s", d)
 	}
 }
+
+// hostView is the cluster as test/e2e's host-state snapshot and log tails read it (env.sh's
+// HOST_SYSCTLS, HOST_DIRS, LOG_DIR).
+func hostView(c *Cluster) *e2e.Cluster { return &e2e.Cluster{Repo: c.Repo, Env: c.Env} }
 
 func probeName(n int) string { return "probe-" + strconv.Itoa(n) }
 
