@@ -117,8 +117,8 @@ func deployObjects(t *testing.T) []object {
 // render runs helm template with the given --set/--values arguments, CRDs included.
 func render(t *testing.T, args ...string) []object {
 	t.Helper()
-	// --kube-version: offline, helm assumes the version its client-go was built for unless
-	// stamped; the chart needs 1.30 (ValidatingAdmissionPolicy). The test cluster's version.
+	// --kube-version: what helm assumes offline; the test cluster's version (the chart needs
+	// 1.30, ValidatingAdmissionPolicy).
 	base := []string{"template", "vpcnat", chartDir, "--include-crds", "--namespace", "kube-system", "--kube-version", "1.37.2"}
 	return parseObjects(t, "helm template", helm(t, append(base, args...)...))
 }
