@@ -44,7 +44,7 @@ const (
 
 // MaxChainName is the kernel's limit on a chain name (XT_EXTENSION_MAXNAMELEN 29 with the NUL);
 // iptables refuses longer names, in the nft backend too. Our longest name is
-// "DNAT_EIP_255.255.255.255" (24), so generated names always fit; the fake restore checks it.
+// "DNAT_EIP_255.255.255.255" (24), so generated names always fit; the fake kernel (nattest.Restore) checks it.
 const MaxChainName = 28
 
 // Built-in chains of the nat table, in the order iptables-save prints them.

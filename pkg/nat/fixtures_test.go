@@ -8,21 +8,20 @@ package nat
 import (
 	"fmt"
 	"net/netip"
-	"testing"
 
 	"github.com/vpcnat/vpcnat/pkg/annotations"
 )
 
-func subnet(name, ifname, cidr, typ string) annotations.SubnetNIC {
+func Subnet(name, ifname, cidr, typ string) annotations.SubnetNIC {
 	return annotations.SubnetNIC{Subnet: name, IfName: ifname, CIDR: cidr, Attachment: annotations.Attachment{Type: typ}}
 }
 
-// seedDesired is the seed's VpcNatGateway example.
-func seedDesired() *annotations.Desired {
+// SeedDesired is the seed's VpcNatGateway example.
+func SeedDesired() *annotations.Desired {
 	return &annotations.Desired{
 		Version: annotations.Version, Gateway: "ngw", Generation: 1,
 		External: annotations.ExternalNIC{IfName: "net1", Master: "eth1", Mode: "bridge"},
-		Subnets:  []annotations.SubnetNIC{subnet("sn", "eth0", "10.0.1.0/24", annotations.AttachPrimary)},
+		Subnets:  []annotations.SubnetNIC{Subnet("sn", "eth0", "10.0.1.0/24", annotations.AttachPrimary)},
 		EIPs: []annotations.EIP{
 			{EipCIDR: "192.168.0.111/24", Gateway: "192.168.0.254"},
 			{EipCIDR: "192.168.0.112/24", Gateway: "192.168.0.254"},
@@ -33,9 +32,9 @@ func seedDesired() *annotations.Desired {
 	}
 }
 
-// seedRoute routes inside the seed's gateway: its EIPs are local, the VPC subnet is on eth0
+// SeedRoute routes inside the seed's gateway: its EIPs are local, the VPC subnet is on eth0
 // (lanIp 10.0.1.254), everything else goes out of net1 via the EIP gateway.
-func seedRoute(dst netip.Addr) (string, netip.Addr) {
+func SeedRoute(dst netip.Addr) (string, netip.Addr) {
 	if dst == netip.MustParseAddr("192.168.0.111") || dst == netip.MustParseAddr("192.168.0.112") {
 		return "", netip.Addr{}
 	}
@@ -45,16 +44,16 @@ func seedRoute(dst netip.Addr) (string, netip.Addr) {
 	return "net1", netip.MustParseAddr("192.168.0.111")
 }
 
-// richDesired has three subnets, two FIPs, TCP and UDP forwards on two EIPs, and SNAT rules of
+// RichDesired has three subnets, two FIPs, TCP and UDP forwards on two EIPs, and SNAT rules of
 // every kind of prefix length: /32, /25, /24, /16 (grouped), /12, /8 and /0 (inline).
-func richDesired() *annotations.Desired {
+func RichDesired() *annotations.Desired {
 	d := &annotations.Desired{
 		Version: annotations.Version, Gateway: "rich", Generation: 7,
 		External: annotations.ExternalNIC{IfName: "net1", Master: "eth1", Mode: "bridge"},
 		Subnets: []annotations.SubnetNIC{
-			subnet("sn", "eth0", "10.0.1.0/24", annotations.AttachPrimary),
-			subnet("db", "eth1", "10.0.2.0/24", annotations.AttachBridge),
-			subnet("big", "eth2", "10.1.0.0/16", annotations.AttachMacvlan),
+			Subnet("sn", "eth0", "10.0.1.0/24", annotations.AttachPrimary),
+			Subnet("db", "eth1", "10.0.2.0/24", annotations.AttachBridge),
+			Subnet("big", "eth2", "10.1.0.0/16", annotations.AttachMacvlan),
 		},
 		FloatingIPs: []annotations.FloatingIP{
 			{EIP: "198.51.100.10", InternalIP: "10.0.1.5"},
@@ -85,9 +84,9 @@ func richDesired() *annotations.Desired {
 	return d
 }
 
-// richRoute routes inside the rich gateway: its EIPs (198.51.100.10-16) are local, each subnet
+// RichRoute routes inside the rich gateway: its EIPs (198.51.100.10-16) are local, each subnet
 // NIC's address is the subnet gateway (.1), everything else goes out of net1.
-func richRoute(dst netip.Addr) (string, netip.Addr) {
+func RichRoute(dst netip.Addr) (string, netip.Addr) {
 	if a := dst.As4(); netip.MustParsePrefix("198.51.100.0/24").Contains(dst) && a[3] >= 10 && a[3] <= 16 {
 		return "", netip.Addr{}
 	}
@@ -103,13 +102,13 @@ func richRoute(dst netip.Addr) (string, netip.Addr) {
 	return "net1", netip.MustParseAddr("198.51.100.10")
 }
 
-// bigDesired has 10 000 rules over 200 EIPs: 5000 port forwards (25 per EIP, TCP and UDP) and
+// BigDesired has 10 000 rules over 200 EIPs: 5000 port forwards (25 per EIP, TCP and UDP) and
 // 5000 SNAT rules (2500 /32, 2000 /24, 400 /20, 100 /16) spread over the same EIPs.
-func bigDesired() *annotations.Desired {
+func BigDesired() *annotations.Desired {
 	d := &annotations.Desired{
 		Version: annotations.Version, Gateway: "big", Generation: 1,
 		External: annotations.ExternalNIC{IfName: "net1"},
-		Subnets:  []annotations.SubnetNIC{subnet("all", "eth0", "10.0.0.0/8", annotations.AttachPrimary)},
+		Subnets:  []annotations.SubnetNIC{Subnet("all", "eth0", "10.0.0.0/8", annotations.AttachPrimary)},
 	}
 	eip := func(i int) string { return fmt.Sprintf("198.51.100.%d", i%200+1) }
 	for i := range 200 {
@@ -138,20 +137,4 @@ func bigDesired() *annotations.Desired {
 		add(fmt.Sprintf("10.%d.0.0/16", 150+k), k)
 	}
 	return d
-}
-
-// kernelTable applies d to a fresh table through the whole text path the daemon uses (plan,
-// restore input, the fake kernel, iptables-save text, ParseSave), so traces run on what the
-// kernel would print back, not on Render's structs.
-func kernelTable(t testing.TB, d *annotations.Desired) *Table {
-	t.Helper()
-	k := NewTable()
-	if err := k.Restore(FullPlan(Render(d), k).RestoreInput()); err != nil {
-		t.Fatalf("applying %s: %v", d.Gateway, err)
-	}
-	parsed, err := ParseSave(k.Save())
-	if err != nil {
-		t.Fatalf("reading back %s: %v", d.Gateway, err)
-	}
-	return parsed
 }

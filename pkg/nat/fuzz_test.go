@@ -1,4 +1,4 @@
-package nat
+package nat_test
 
 import (
 	"bytes"
@@ -17,6 +17,9 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/vpcnat/vpcnat/pkg/annotations"
+
+	"github.com/vpcnat/vpcnat/pkg/nat"
+	"github.com/vpcnat/vpcnat/pkg/nat/nattest"
 )
 
 // Fuzz targets of the renderer. Their input is a desired-state annotation: whatever
@@ -24,11 +27,11 @@ import (
 // consistent and, in FuzzRenderKernel, accepted by the real iptables-restore (nf_tables) in a
 // throwaway network namespace and read back unchanged. Seeds are in testdata/fuzz/<FuzzName>/.
 
-// checkRender checks what Render makes of a validated document without a kernel, and returns it.
-func checkRender(t *testing.T, d *annotations.Desired) *Ruleset {
+// checkRender checks what nat.Render makes of a validated document without a kernel, and returns it.
+func checkRender(t *testing.T, d *annotations.Desired) *nat.Ruleset {
 	t.Helper()
-	rs := Render(d)
-	if again := Render(d); !reflect.DeepEqual(rs, again) {
+	rs := nat.Render(d)
+	if again := nat.Render(d); !reflect.DeepEqual(rs, again) {
 		t.Fatal("Render is not deterministic")
 	}
 	// Input order does not matter.
@@ -39,7 +42,7 @@ func checkRender(t *testing.T, d *annotations.Desired) *Ruleset {
 	slices.Reverse(rev.FloatingIPs)
 	slices.Reverse(rev.DNATs)
 	slices.Reverse(rev.SNATs)
-	if got := Render(&rev); !reflect.DeepEqual(rs, got) {
+	if got := nat.Render(&rev); !reflect.DeepEqual(rs, got) {
 		t.Fatal("Render depends on the order of the rule lists")
 	}
 	seen := map[string]bool{}
@@ -48,43 +51,43 @@ func checkRender(t *testing.T, d *annotations.Desired) *Ruleset {
 			t.Fatalf("chain %s rendered twice", c.Name)
 		}
 		seen[c.Name] = true
-		if !Owned(c.Name) || len(c.Name) > MaxChainName {
-			t.Fatalf("chain name %q is not one of ours or longer than %d", c.Name, MaxChainName)
+		if !nat.Owned(c.Name) || len(c.Name) > nat.MaxChainName {
+			t.Fatalf("chain name %q is not one of ours or longer than %d", c.Name, nat.MaxChainName)
 		}
 	}
 	for _, c := range rs.Chains {
 		for _, text := range c.Rules {
-			r, err := parseRule(text)
+			r, err := nat.ParseRule(text)
 			if err != nil {
 				t.Fatalf("%s: rule %q is not in canonical iptables-save form: %v", c.Name, text, err)
 			}
 			if r.String() != text {
 				t.Fatalf("%s: rule %q reads back as %q", c.Name, text, r.String())
 			}
-			if target := jumpTarget(text); !targets[target] && !seen[target] {
+			if target := nat.JumpTarget(text); !nattest.IsTarget(target) && !seen[target] {
 				t.Fatalf("%s: rule %q jumps to a chain that is not rendered", c.Name, text)
 			}
 		}
 	}
-	// Render -> Save -> ParseSave gives back the same rule set, and the plan applied to a fresh
+	// nat.Render -> Save -> nat.ParseSave gives back the same rule set, and the plan applied to a fresh
 	// table (this package's fake of the kernel) gives that table, after which nothing is left
 	// to do.
-	want := RulesetTable(rs)
-	back, err := ParseSave(want.Save())
+	want := nattest.Applied(rs)
+	back, err := nat.ParseSave(nattest.Save(want))
 	if err != nil {
 		t.Fatalf("ParseSave of the rendered rules: %v", err)
 	}
 	if diff := tableDiff(want, back); diff != "" {
-		t.Fatalf("Save/ParseSave changed the rules: %s", diff)
+		t.Fatalf("Save/nat.ParseSave changed the rules: %s", diff)
 	}
-	tb := NewTable()
-	if err := tb.Restore(FullPlan(rs, nil).RestoreInput()); err != nil {
+	tb := nat.NewTable()
+	if err := nattest.Restore(tb, nat.FullPlan(rs, nil).RestoreInput()); err != nil {
 		t.Fatalf("the plan for a fresh table does not restore: %v", err)
 	}
 	if diff := tableDiff(want, tb); diff != "" {
 		t.Fatalf("the restored table differs from the rendered rules: %s", diff)
 	}
-	if p := FullPlan(rs, tb); !p.Empty() {
+	if p := nat.FullPlan(rs, tb); !p.Empty() {
 		t.Fatalf("a second sync is not empty: %v", p.Summary())
 	}
 	return rs
@@ -92,7 +95,7 @@ func checkRender(t *testing.T, d *annotations.Desired) *Ruleset {
 
 // tableDiff describes the first difference between two tables' chains, "" if none (a nil and an
 // empty rule list are the same).
-func tableDiff(a, b *Table) string {
+func tableDiff(a, b *nat.Table) string {
 	names := map[string]bool{}
 	for n := range a.Chains {
 		names[n] = true
@@ -118,11 +121,11 @@ func tableDiff(a, b *Table) string {
 	return ""
 }
 
-// FuzzRender: for every document ParseDesired accepts, Render is deterministic and
+// FuzzRender: for every document ParseDesired accepts, nat.Render is deterministic and
 // order-independent, emits only owned chains with canonical rules and no dangling jump, and
-// Render -> Save -> ParseSave and Render -> plan -> restore both give back the same rule set.
+// nat.Render -> Save -> nat.ParseSave and nat.Render -> plan -> restore both give back the same rule set.
 func FuzzRender(f *testing.F) {
-	for _, d := range []*annotations.Desired{seedDesired(), richDesired()} {
+	for _, d := range []*annotations.Desired{nat.SeedDesired(), nat.RichDesired()} {
 		s, err := annotations.Marshal(d)
 		if err != nil {
 			f.Fatal(err)
@@ -138,25 +141,25 @@ func FuzzRender(f *testing.F) {
 	})
 }
 
-// FuzzParseSave: ParseSave never panics, and what it reads Save prints back to text it reads
+// FuzzParseSave: nat.ParseSave never panics, and what it reads Save prints back to text it reads
 // identically.
 func FuzzParseSave(f *testing.F) {
 	f.Add([]byte(seedSave))
-	f.Add(RulesetTable(Render(richDesired())).Save())
+	f.Add(nattest.Save(nattest.Applied(nat.Render(nat.RichDesired()))))
 	f.Fuzz(func(t *testing.T, data []byte) {
-		tb, err := ParseSave(data)
+		tb, err := nat.ParseSave(data)
 		if err != nil {
 			return
 		}
-		again, err := ParseSave(tb.Save())
+		again, err := nat.ParseSave(nattest.Save(tb))
 		if err != nil {
-			t.Fatalf("ParseSave refuses Save's output: %v\n%s", err, tb.Save())
+			t.Fatalf("ParseSave refuses Save's output: %v\n%s", err, nattest.Save(tb))
 		}
 		if diff := tableDiff(tb, again); diff != "" {
-			t.Fatalf("Save/ParseSave changed the table: %s", diff)
+			t.Fatalf("Save/nat.ParseSave changed the table: %s", diff)
 		}
-		if !bytes.Equal(again.Save(), tb.Save()) {
-			t.Fatalf("Save is not stable:\n%s\n%s", tb.Save(), again.Save())
+		if !bytes.Equal(nattest.Save(again), nattest.Save(tb)) {
+			t.Fatalf("Save is not stable:\n%s\n%s", nattest.Save(tb), nattest.Save(again))
 		}
 	})
 }
@@ -241,7 +244,7 @@ func FuzzRenderRules(f *testing.F) {
 // FuzzRenderKernel: for every valid gateway (rulesFrom: up to 64 FIPs, port forwards and SNATs),
 // the rendered transaction is accepted by the real `iptables-restore --noflush --test`
 // (nf_tables) and then applied for real in a throwaway network namespace; the kernel's
-// iptables-save, read with ParseSave, holds exactly the rendered chains (text for text) and both
+// iptables-save, read with nat.ParseSave, holds exactly the rendered chains (text for text) and both
 // hooks once, so a second sync plans nothing. Root only (it creates a network namespace); each
 // worker process makes one namespace, reset before every input. Nothing runs in the host's
 // namespace: the namespace is checked before first use.
@@ -254,7 +257,7 @@ func FuzzRenderKernel(f *testing.F) {
 		if out, err := ns.run([]byte("*nat\nCOMMIT\n"), "iptables-restore"); err != nil {
 			t.Fatalf("resetting the nat table: %v: %s", err, out)
 		}
-		input := FullPlan(rs, nil).RestoreInput()
+		input := nat.FullPlan(rs, nil).RestoreInput()
 		if out, err := ns.run(input, "iptables-restore", "--noflush", "--test"); err != nil {
 			t.Fatalf("iptables-restore --test refuses the rendered rules: %v: %s\n%s", err, out, input)
 		}
@@ -265,14 +268,14 @@ func FuzzRenderKernel(f *testing.F) {
 		if err != nil {
 			t.Fatalf("iptables-save: %v: %s", err, save)
 		}
-		have, err := ParseSave(save)
+		have, err := nat.ParseSave(save)
 		if err != nil {
 			t.Fatalf("ParseSave of the kernel's dump: %v\n%s", err, save)
 		}
-		if diff := tableDiff(RulesetTable(rs), have); diff != "" {
+		if diff := tableDiff(nattest.Applied(rs), have); diff != "" {
 			t.Fatalf("the kernel holds other rules than rendered: %s\ninput:\n%s", diff, input)
 		}
-		if p := FullPlan(rs, have); !p.Empty() {
+		if p := nat.FullPlan(rs, have); !p.Empty() {
 			t.Fatalf("a second sync against the kernel is not empty: %v", p.Summary())
 		}
 	})

@@ -1,21 +1,25 @@
-package nat
+package nat_test
 
 import (
+	"maps"
 	"math/rand/v2"
 	"slices"
 	"strings"
 	"testing"
 
 	"github.com/vpcnat/vpcnat/pkg/annotations"
+
+	"github.com/vpcnat/vpcnat/pkg/nat"
+	"github.com/vpcnat/vpcnat/pkg/nat/nattest"
 )
 
 func TestIncrementalPlan10k(t *testing.T) {
-	base := bigDesired()
-	last := Render(base)
+	base := nat.BigDesired()
+	last := nat.Render(base)
 	if n := ruleCount(last); n < 10000 {
 		t.Fatalf("big gateway renders %d rules, want at least 10 000", n)
 	}
-	if p := IncrementalPlan(Render(bigDesired()), last); !p.Empty() {
+	if p := nat.IncrementalPlan(nat.Render(nat.BigDesired()), last); !p.Empty() {
 		t.Fatalf("unchanged state planned %q", p.Summary())
 	}
 
@@ -40,26 +44,26 @@ func TestIncrementalPlan10k(t *testing.T) {
 			change: func(d *annotations.Desired) {
 				d.SNATs = append(d.SNATs, annotations.SNAT{EIP: "198.51.100.7", InternalCIDR: "10.250.1.0/24"})
 			},
-			write: []string{SharedSNAT, "SNAT_24_10.250"},
+			write: []string{nat.SharedSNAT, "SNAT_24_10.250"},
 		},
 		{
 			name: "every forward of one EIP removed",
 			change: func(d *annotations.Desired) {
 				d.DNATs = slices.DeleteFunc(d.DNATs, func(r annotations.DNAT) bool { return r.EIP == "198.51.100.9" })
 			},
-			write: []string{SharedDNAT},
+			write: []string{nat.SharedDNAT},
 			del:   []string{"DNAT_EIP_198.51.100.9"},
 		},
 	} {
 		t.Run(c.name, func(t *testing.T) {
-			d := bigDesired()
+			d := nat.BigDesired()
 			c.change(d)
-			p := IncrementalPlan(Render(d), last)
+			p := nat.IncrementalPlan(nat.Render(d), last)
 			if got := chainNames(p.Write); !slices.Equal(got, c.write) || !slices.Equal(p.Delete, c.del) {
 				t.Fatalf("plan %q, want writes %q deletes %q", p.Summary(), c.write, c.del)
 			}
 			for _, w := range p.Write {
-				if w.Name != SharedSNAT && w.Name != SharedDNAT && len(w.Rules) > 250 {
+				if w.Name != nat.SharedSNAT && w.Name != nat.SharedDNAT && len(w.Rules) > 250 {
 					t.Errorf("chain %s has %d rules: a one-rule change should rewrite a small chain", w.Name, len(w.Rules))
 				}
 			}
@@ -67,13 +71,13 @@ func TestIncrementalPlan10k(t *testing.T) {
 				t.Errorf("incremental plan touches hooks: %q", p.Summary())
 			}
 			// The plan must take the kernel from last to exactly the new state.
-			k := RulesetTable(last)
-			applyAndRecheck(t, Render(d), k, p)
+			k := nattest.Applied(last)
+			applyAndRecheck(t, nat.Render(d), k, p)
 		})
 	}
 }
 
-func ruleCount(r *Ruleset) int {
+func ruleCount(r *nat.Ruleset) int {
 	n := 0
 	for _, c := range r.Chains {
 		n += len(c.Rules)
@@ -88,14 +92,14 @@ func ruleCount(r *Ruleset) int {
 func TestConverges(t *testing.T) {
 	rng := rand.New(rand.NewPCG(7, 7))
 	k := edited(t, nil)
-	var last *Ruleset
+	var last *nat.Ruleset
 	for step := range 200 {
-		want := Render(randomDesired(rng))
-		var p *Plan
+		want := nat.Render(randomDesired(rng))
+		var p *nat.Plan
 		if last == nil || step%10 == 0 {
-			p = FullPlan(want, k)
+			p = nat.FullPlan(want, k)
 		} else {
-			p = IncrementalPlan(want, last)
+			p = nat.IncrementalPlan(want, last)
 		}
 		applyAndRecheck(t, want, k, p)
 		if t.Failed() {
@@ -103,13 +107,13 @@ func TestConverges(t *testing.T) {
 		}
 		last = want
 		if step%10 == 9 { // drift by hand: a rule lost, a hook duplicated
-			for _, name := range k.chainOrder() {
-				if strings.HasPrefix(name, dnatEIPPrefix) {
+			for _, name := range slices.Sorted(maps.Keys(k.Chains)) {
+				if strings.HasPrefix(name, "DNAT_EIP_") {
 					k.Chains[name] = k.Chains[name][1:]
 					break
 				}
 			}
-			k.Chains["PREROUTING"] = append(k.Chains["PREROUTING"], "-j "+DNATFilter)
+			k.Chains["PREROUTING"] = append(k.Chains["PREROUTING"], "-j "+nat.DNATFilter)
 		}
 	}
 }
@@ -120,10 +124,10 @@ func randomDesired(rng *rand.Rand) *annotations.Desired {
 	d := &annotations.Desired{External: annotations.ExternalNIC{IfName: "net1"}}
 	pick := func() bool { return rng.IntN(2) == 0 }
 	if pick() {
-		d.Subnets = append(d.Subnets, subnet("a", "eth0", "10.0.1.0/24", annotations.AttachPrimary))
+		d.Subnets = append(d.Subnets, nat.Subnet("a", "eth0", "10.0.1.0/24", annotations.AttachPrimary))
 	}
 	if pick() {
-		d.Subnets = append(d.Subnets, subnet("b", "eth1", "10.1.0.0/16", annotations.AttachBridge))
+		d.Subnets = append(d.Subnets, nat.Subnet("b", "eth1", "10.1.0.0/16", annotations.AttachBridge))
 	}
 	if pick() {
 		d.FloatingIPs = append(d.FloatingIPs, annotations.FloatingIP{EIP: "198.51.100.10", InternalIP: "10.0.1.5"})

@@ -27,11 +27,11 @@ type Mapping struct {
 func Mappings(chains map[string][]string) []Mapping {
 	var found []parsedMapping
 	for _, text := range chains[ExclusiveDNAT] {
-		r, err := parseRule(text)
-		if err != nil || r.target != "DNAT" || !r.dst.IsValid() || !r.dst.IsSingleIP() || r.proto != "" || r.toPort != 0 {
+		r, err := ParseRule(text)
+		if err != nil || r.Target != "DNAT" || !r.Dst.IsValid() || !r.Dst.IsSingleIP() || r.Proto != "" || r.ToPort != 0 {
 			continue
 		}
-		found = append(found, parsedMapping{eip: r.dst.Addr(), internal: r.toAddr})
+		found = append(found, parsedMapping{eip: r.Dst.Addr(), internal: r.ToAddr})
 	}
 	for name, rules := range chains {
 		rest, ok := strings.CutPrefix(name, dnatEIPPrefix)
@@ -40,11 +40,11 @@ func Mappings(chains map[string][]string) []Mapping {
 		}
 		eip := netip.MustParseAddr(rest) // Owned checked it is a canonical IPv4 address
 		for _, text := range rules {
-			r, err := parseRule(text)
-			if err != nil || r.target != "DNAT" || r.dport == 0 || r.toPort == 0 {
+			r, err := ParseRule(text)
+			if err != nil || r.Target != "DNAT" || r.DPort == 0 || r.ToPort == 0 {
 				continue
 			}
-			found = append(found, parsedMapping{proto: r.proto, eip: eip, port: r.dport, internal: r.toAddr, internalPort: r.toPort})
+			found = append(found, parsedMapping{proto: r.Proto, eip: eip, port: r.DPort, internal: r.ToAddr, internalPort: r.ToPort})
 		}
 	}
 	// Sort on parsed addresses: numeric order, and no parsing inside the comparison.

@@ -29,7 +29,7 @@ func FullPlan(want *Ruleset, have *Table) *Plan {
 	p := diff(want, have.Chains, foreignTargets(have.Chains))
 	wanted := want.Map()
 	for _, h := range Hooks() {
-		target := jumpTarget(h.Rule)
+		target := JumpTarget(h.Rule)
 		if _, ok := wanted[target]; !ok {
 			continue // a hook into a chain we are not writing would fail the whole restore
 		}
@@ -99,7 +99,7 @@ func diff(want *Ruleset, old map[string][]string, foreign map[string]bool) *Plan
 		if len(deleted) == 0 || written[name] || deleted[name] || !Owned(name) {
 			continue
 		}
-		if slices.ContainsFunc(rules, func(r string) bool { return deleted[jumpTarget(r)] }) {
+		if slices.ContainsFunc(rules, func(r string) bool { return deleted[JumpTarget(r)] }) {
 			extra = append(extra, name)
 		}
 	}
@@ -118,7 +118,7 @@ func foreignTargets(chains map[string][]string) map[string]bool {
 			continue
 		}
 		for _, r := range rules {
-			if t := jumpTarget(r); Owned(t) {
+			if t := JumpTarget(r); Owned(t) {
 				refs[t] = true
 			}
 		}
@@ -126,10 +126,10 @@ func foreignTargets(chains map[string][]string) map[string]bool {
 	return refs
 }
 
-// jumpTarget returns the chain or target after -j/-g in a rule, "" if none. iptables-save puts
+// JumpTarget returns the chain or target after -j/-g in a rule, "" if none. iptables-save puts
 // the target last (only its own options follow, none of which contain "-j "), so the last
 // occurrence is the one; this runs over every rule of a full read-back, hence no Fields.
-func jumpTarget(rule string) string {
+func JumpTarget(rule string) string {
 	i := max(lastOption(rule, "-j "), lastOption(rule, "-g "))
 	if i < 0 {
 		return ""

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"flag"
 	"math/rand/v2"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -18,7 +19,7 @@ var update = flag.Bool("update", false, "rewrite the golden files under testdata
 // TestGolden compares the first restore transaction of a fresh gateway (every chain, the hooks)
 // with a reviewed file; run with -update after an intended change and review the diff.
 func TestGolden(t *testing.T) {
-	for name, d := range map[string]*annotations.Desired{"seed": seedDesired(), "rich": richDesired()} {
+	for name, d := range map[string]*annotations.Desired{"seed": SeedDesired(), "rich": RichDesired()} {
 		t.Run(name, func(t *testing.T) {
 			got := FullPlan(Render(d), NewTable()).RestoreInput()
 			path := filepath.Join("testdata", name+".golden")
@@ -41,10 +42,10 @@ func TestGolden(t *testing.T) {
 // TestRenderIgnoresInputOrder: the same state in any order renders to identical rules, or an
 // unchanged gateway would be rewritten on every sync.
 func TestRenderIgnoresInputOrder(t *testing.T) {
-	want := Render(richDesired())
+	want := Render(RichDesired())
 	rng := rand.New(rand.NewPCG(1, 2))
 	for range 20 {
-		d := richDesired()
+		d := RichDesired()
 		rng.Shuffle(len(d.Subnets), func(i, j int) { d.Subnets[i], d.Subnets[j] = d.Subnets[j], d.Subnets[i] })
 		rng.Shuffle(len(d.FloatingIPs), func(i, j int) { d.FloatingIPs[i], d.FloatingIPs[j] = d.FloatingIPs[j], d.FloatingIPs[i] })
 		rng.Shuffle(len(d.DNATs), func(i, j int) { d.DNATs[i], d.DNATs[j] = d.DNATs[j], d.DNATs[i] })
@@ -59,13 +60,13 @@ func TestRenderIgnoresInputOrder(t *testing.T) {
 // parser re-prints it identically), so a read-back compares equal and a synced gateway diffs to
 // nothing. Every chain name is ours and within the kernel's limit.
 func TestRenderedRulesAreCanonical(t *testing.T) {
-	for _, d := range []*annotations.Desired{seedDesired(), richDesired(), bigDesired()} {
+	for _, d := range []*annotations.Desired{SeedDesired(), RichDesired(), BigDesired()} {
 		for _, c := range Render(d).Chains {
 			if !Owned(c.Name) || len(c.Name) > MaxChainName {
 				t.Errorf("chain %q: owned=%v, length %d (max %d)", c.Name, Owned(c.Name), len(c.Name), MaxChainName)
 			}
 			for _, text := range c.Rules {
-				r, err := parseRule(text)
+				r, err := ParseRule(text)
 				if err != nil {
 					t.Fatalf("%s: %q: %v", c.Name, text, err)
 				}
@@ -90,7 +91,7 @@ func TestRenderEmptyKeepsFixedChains(t *testing.T) {
 }
 
 func TestSNATGroups(t *testing.T) {
-	m := Render(richDesired()).Map()
+	m := Render(RichDesired()).Map()
 	wantShared := []string{
 		"-s 10.0.0.0/16 -j SNAT_32_10.0",
 		"-s 10.0.0.0/16 -j SNAT_25_10.0",
@@ -126,7 +127,7 @@ func TestOwned(t *testing.T) {
 
 // TestLongestNamesFit: the longest names Render can build stay within the kernel's 28 characters.
 func TestLongestNamesFit(t *testing.T) {
-	for _, name := range []string{dnatEIPChain(ip("255.255.255.255")), snatGroupChain(32, 255, 255)} {
+	for _, name := range []string{dnatEIPChain(netip.MustParseAddr("255.255.255.255")), snatGroupChain(32, 255, 255)} {
 		if len(name) > MaxChainName || !Owned(name) {
 			t.Errorf("%q: %d characters (max %d), owned=%v", name, len(name), MaxChainName, Owned(name))
 		}

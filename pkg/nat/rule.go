@@ -7,19 +7,19 @@ import (
 	"strings"
 )
 
-// rule is one parsed nat rule, of exactly the forms vpcnat renders. The parser is strict about
+// Rule is one parsed nat rule, of exactly the forms vpcnat renders. The parser is strict about
 // canonical iptables-save form (option order -s -d -i -o -p, matches, -j; "/32" on hosts; no
 // "0.0.0.0/0"), so it doubles as the check that rendered text will read back from the kernel
 // unchanged, and anything else (negation, other matches) is an error rather than a guess.
-type rule struct {
-	src, dst netip.Prefix // invalid: any
-	in, out  string
-	proto    string // "", "tcp" or "udp"
-	dport    int    // 0: any
-	ctstate  []string
-	target   string // "" (no target), a chain, or DNAT, SNAT, MASQUERADE, RETURN, ACCEPT
-	toAddr   netip.Addr
-	toPort   int
+type Rule struct {
+	Src, Dst netip.Prefix // invalid: any
+	In, Out  string
+	Proto    string // "", "tcp" or "udp"
+	DPort    int    // 0: any
+	CTState  []string
+	Target   string // "" (no target), a chain, or DNAT, SNAT, MASQUERADE, RETURN, ACCEPT
+	ToAddr   netip.Addr
+	ToPort   int
 }
 
 // Order of options in iptables-save output; an option may not come after a later one.
@@ -38,8 +38,9 @@ var stages = map[string]int{"-s": stageSrc, "-d": stageDst, "-i": stageIn, "-o":
 // maxIfName is IFNAMSIZ (16) minus the NUL.
 const maxIfName = 15
 
-func parseRule(text string) (rule, error) {
-	var r rule
+// ParseRule parses the text after "-A <chain> " of a rule vpcnat renders (see Rule).
+func ParseRule(text string) (Rule, error) {
+	var r Rule
 	f := strings.Fields(text)
 	stage := 0
 	for i := 0; i < len(f); {
@@ -60,27 +61,27 @@ func parseRule(text string) (rule, error) {
 		var err error
 		switch opt {
 		case "-s":
-			r.src, err = canonicalPrefix(val)
+			r.Src, err = canonicalPrefix(val)
 		case "-d":
-			r.dst, err = canonicalPrefix(val)
+			r.Dst, err = canonicalPrefix(val)
 		case "-i", "-o":
 			if val == "!" || len(val) > maxIfName {
 				return r, fmt.Errorf("option %s %q: unsupported interface", opt, val)
 			}
 			if opt == "-i" {
-				r.in = val
+				r.In = val
 			} else {
-				r.out = val
+				r.Out = val
 			}
 		case "-p":
 			if val != "tcp" && val != "udp" {
 				return r, fmt.Errorf("protocol %q not supported", val)
 			}
-			r.proto = val
+			r.Proto = val
 		case "-m":
 			i, err = r.parseMatch(val, f, i)
 		case "-j":
-			r.target = val
+			r.Target = val
 			i, err = r.parseTarget(f, i)
 		}
 		if err != nil {
@@ -91,22 +92,22 @@ func parseRule(text string) (rule, error) {
 }
 
 // parseMatch reads the options of match module mod starting at f[i]; it returns the next index.
-func (r *rule) parseMatch(mod string, f []string, i int) (int, error) {
+func (r *Rule) parseMatch(mod string, f []string, i int) (int, error) {
 	if i+1 >= len(f) {
 		return i, fmt.Errorf("match %q without options", mod)
 	}
 	switch {
 	case (mod == "tcp" || mod == "udp") && f[i] == "--dport":
-		if mod != r.proto || r.dport != 0 {
+		if mod != r.Proto || r.DPort != 0 {
 			return i, fmt.Errorf("match -m %s needs -p %s before it, once", mod, mod)
 		}
 		p, err := strconv.Atoi(f[i+1])
 		if err != nil || p < 1 || p > 65535 || strconv.Itoa(p) != f[i+1] {
 			return i, fmt.Errorf("--dport %q: not a single port", f[i+1])
 		}
-		r.dport = p
+		r.DPort = p
 	case mod == "conntrack" && f[i] == "--ctstate":
-		r.ctstate = strings.Split(f[i+1], ",")
+		r.CTState = strings.Split(f[i+1], ",")
 	default:
 		return i, fmt.Errorf("match -m %s %s not supported", mod, f[i])
 	}
@@ -114,33 +115,33 @@ func (r *rule) parseMatch(mod string, f []string, i int) (int, error) {
 }
 
 // parseTarget reads the target options starting at f[i]; the target must end the rule.
-func (r *rule) parseTarget(f []string, i int) (int, error) {
+func (r *Rule) parseTarget(f []string, i int) (int, error) {
 	var flag string
-	switch r.target {
+	switch r.Target {
 	case "DNAT":
 		flag = "--to-destination"
 	case "SNAT":
 		flag = "--to-source"
 	case "MASQUERADE", "RETURN", "ACCEPT":
 	default:
-		if strings.HasPrefix(r.target, "-") || len(r.target) > MaxChainName {
-			return i, fmt.Errorf("target %q is not a chain name", r.target)
+		if strings.HasPrefix(r.Target, "-") || len(r.Target) > MaxChainName {
+			return i, fmt.Errorf("target %q is not a chain name", r.Target)
 		}
 	}
 	if flag == "" {
 		if i != len(f) {
-			return i, fmt.Errorf("target %s: unexpected %q", r.target, f[i])
+			return i, fmt.Errorf("target %s: unexpected %q", r.Target, f[i])
 		}
 		return i, nil
 	}
 	if i+2 != len(f) || f[i] != flag {
-		return i, fmt.Errorf("target %s: want exactly %s ADDR[:PORT]", r.target, flag)
+		return i, fmt.Errorf("target %s: want exactly %s ADDR[:PORT]", r.Target, flag)
 	}
 	addr, port, err := parseAddrPort(f[i+1])
 	if err != nil {
-		return i, fmt.Errorf("target %s %s %q: %w", r.target, flag, f[i+1], err)
+		return i, fmt.Errorf("target %s %s %q: %w", r.Target, flag, f[i+1], err)
 	}
-	r.toAddr, r.toPort = addr, port
+	r.ToAddr, r.ToPort = addr, port
 	return i + 2, nil
 }
 
@@ -174,36 +175,36 @@ func parseAddrPort(s string) (netip.Addr, int, error) {
 }
 
 // String prints the rule in canonical iptables-save form.
-func (r rule) String() string {
+func (r Rule) String() string {
 	var parts []string
-	if r.src.IsValid() {
-		parts = append(parts, "-s", r.src.String())
+	if r.Src.IsValid() {
+		parts = append(parts, "-s", r.Src.String())
 	}
-	if r.dst.IsValid() {
-		parts = append(parts, "-d", r.dst.String())
+	if r.Dst.IsValid() {
+		parts = append(parts, "-d", r.Dst.String())
 	}
-	if r.in != "" {
-		parts = append(parts, "-i", r.in)
+	if r.In != "" {
+		parts = append(parts, "-i", r.In)
 	}
-	if r.out != "" {
-		parts = append(parts, "-o", r.out)
+	if r.Out != "" {
+		parts = append(parts, "-o", r.Out)
 	}
-	if r.proto != "" {
-		parts = append(parts, "-p", r.proto)
+	if r.Proto != "" {
+		parts = append(parts, "-p", r.Proto)
 	}
-	if r.dport != 0 {
-		parts = append(parts, "-m", r.proto, "--dport", strconv.Itoa(r.dport))
+	if r.DPort != 0 {
+		parts = append(parts, "-m", r.Proto, "--dport", strconv.Itoa(r.DPort))
 	}
-	if len(r.ctstate) > 0 {
-		parts = append(parts, "-m", "conntrack", "--ctstate", strings.Join(r.ctstate, ","))
+	if len(r.CTState) > 0 {
+		parts = append(parts, "-m", "conntrack", "--ctstate", strings.Join(r.CTState, ","))
 	}
-	if r.target != "" {
-		parts = append(parts, "-j", r.target)
-		to := r.toAddr.String()
-		if r.toPort != 0 {
-			to += ":" + strconv.Itoa(r.toPort)
+	if r.Target != "" {
+		parts = append(parts, "-j", r.Target)
+		to := r.ToAddr.String()
+		if r.ToPort != 0 {
+			to += ":" + strconv.Itoa(r.ToPort)
 		}
-		switch r.target {
+		switch r.Target {
 		case "DNAT":
 			parts = append(parts, "--to-destination", to)
 		case "SNAT":

@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"bytes"
 	"fmt"
-	"slices"
 	"strings"
 )
 
@@ -107,58 +106,4 @@ func parseAppend(line string) (chain, rule string, err error) {
 		return "", "", fmt.Errorf("rule without a chain or a body")
 	}
 	return chain, rule, nil
-}
-
-// Save prints the table the way iptables-save does (built-in chains first, then the others by
-// name, then the rules chain by chain), so tests can round-trip it through ParseSave.
-func (t *Table) Save() []byte {
-	var b bytes.Buffer
-	b.WriteString("*nat\n")
-	order := t.chainOrder()
-	for _, name := range order {
-		policy := "-"
-		if IsBuiltin(name) {
-			policy = t.Policies[name]
-			if policy == "" {
-				policy = "ACCEPT"
-			}
-		}
-		fmt.Fprintf(&b, ":%s %s [0:0]\n", name, policy)
-	}
-	for _, name := range order {
-		for _, r := range t.Chains[name] {
-			fmt.Fprintf(&b, "-A %s %s\n", name, r)
-		}
-	}
-	b.WriteString("COMMIT\n")
-	return b.Bytes()
-}
-
-func (t *Table) chainOrder() []string {
-	var order []string
-	for _, b := range builtinChains {
-		if _, ok := t.Chains[b]; ok {
-			order = append(order, b)
-		}
-	}
-	var user []string
-	for name := range t.Chains {
-		if !IsBuiltin(name) {
-			user = append(user, name)
-		}
-	}
-	slices.Sort(user)
-	return append(order, user...)
-}
-
-// clone returns a deep copy, so a transaction can be applied to it and dropped on error.
-func (t *Table) clone() *Table {
-	c := &Table{Chains: make(map[string][]string, len(t.Chains)), Policies: make(map[string]string, len(t.Policies))}
-	for k, v := range t.Chains {
-		c.Chains[k] = slices.Clone(v)
-	}
-	for k, v := range t.Policies {
-		c.Policies[k] = v
-	}
-	return c
 }

@@ -1,12 +1,15 @@
-package nat
+package nat_test
 
 import (
 	"strings"
 	"testing"
+
+	"github.com/vpcnat/vpcnat/pkg/nat"
+	"github.com/vpcnat/vpcnat/pkg/nat/nattest"
 )
 
 func TestParseSave(t *testing.T) {
-	tb, err := ParseSave([]byte(seedSave))
+	tb, err := nat.ParseSave([]byte(seedSave))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -22,15 +25,15 @@ func TestParseSave(t *testing.T) {
 	if _, ok := tb.Chains["MARK"]; ok || len(tb.Chains["PREROUTING"]) != 3 {
 		t.Errorf("mangle table leaked into nat: %q", tb.Chains["PREROUTING"])
 	}
-	// Save prints what ParseSave reads back identically.
-	again, err := ParseSave(tb.Save())
-	if err != nil || string(again.Save()) != string(tb.Save()) {
-		t.Errorf("Save does not round-trip (%v):\n%s", err, tb.Save())
+	// Save prints what nat.ParseSave reads back identically.
+	again, err := nat.ParseSave(nattest.Save(tb))
+	if err != nil || string(nattest.Save(again)) != string(nattest.Save(tb)) {
+		t.Errorf("Save does not round-trip (%v):\n%s", err, nattest.Save(tb))
 	}
 }
 
 func TestParseSaveEmptyAndBroken(t *testing.T) {
-	tb, err := ParseSave(nil)
+	tb, err := nat.ParseSave(nil)
 	if err != nil || len(tb.Chains) != 0 {
 		t.Errorf("empty dump: %v, %v", tb, err)
 	}
@@ -40,7 +43,7 @@ func TestParseSaveEmptyAndBroken(t *testing.T) {
 		"garbage":          "*nat\n:PREROUTING ACCEPT [0:0]\nhello\nCOMMIT\n",
 		"empty rule":       "*nat\n:X - [0:0]\n-A X\nCOMMIT\n",
 	} {
-		if _, err := ParseSave([]byte(text)); err == nil {
+		if _, err := nat.ParseSave([]byte(text)); err == nil {
 			t.Errorf("%s: parsed without error", name)
 		}
 	}
@@ -60,12 +63,12 @@ func TestRestoreChecksLikeTheKernel(t *testing.T) {
 	} {
 		t.Run(name, func(t *testing.T) {
 			tb := edited(t, nil)
-			before := string(tb.Save())
-			err := tb.Restore([]byte(c.input))
+			before := string(nattest.Save(tb))
+			err := nattest.Restore(tb, []byte(c.input))
 			if err == nil || !strings.Contains(err.Error(), c.wantErr) {
 				t.Errorf("err = %v, want one containing %q", err, c.wantErr)
 			}
-			if string(tb.Save()) != before {
+			if string(nattest.Save(tb)) != before {
 				t.Errorf("failed restore changed the table")
 			}
 		})

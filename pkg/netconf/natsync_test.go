@@ -8,9 +8,10 @@ import (
 
 	"github.com/vpcnat/vpcnat/pkg/annotations"
 	"github.com/vpcnat/vpcnat/pkg/nat"
+	"github.com/vpcnat/vpcnat/pkg/nat/nattest"
 )
 
-// fakeIptables keeps a nat table in memory; nat.Table.Restore checks input like the kernel
+// fakeIptables keeps a nat table in memory; nattest.Restore checks input like the kernel
 // (a jump to a missing chain, a chain deleted while referenced are errors) and applies it
 // all-or-nothing.
 type fakeIptables struct {
@@ -19,14 +20,14 @@ type fakeIptables struct {
 	fail     error
 }
 
-func (f *fakeIptables) SaveNAT(context.Context) ([]byte, error) { return f.table.Save(), nil }
+func (f *fakeIptables) SaveNAT(context.Context) ([]byte, error) { return nattest.Save(f.table), nil }
 
 func (f *fakeIptables) Restore(_ context.Context, input []byte) error {
 	if f.fail != nil {
 		return f.fail
 	}
 	f.restores++
-	return f.table.Restore(input)
+	return nattest.Restore(f.table, input)
 }
 
 func TestSyncNAT(t *testing.T) {

@@ -1,9 +1,10 @@
-package nat
+package nattest
 
 import (
 	"fmt"
 	"net/netip"
-	"slices"
+
+	"github.com/vpcnat/vpcnat/pkg/nat"
 )
 
 // Packet is the first packet of a connection as it enters the gateway (the nat table sees only
@@ -37,10 +38,10 @@ type Result struct {
 // maxJumpDepth bounds chain nesting; the kernel refuses loops, a parsed dump cannot be trusted to.
 const maxJumpDepth = 32
 
-// TraceNAT walks a packet through PREROUTING, the route, then POSTROUTING of the table, as the
+// Trace walks a packet through PREROUTING, the route, then POSTROUTING of the table, as the
 // kernel's nat table would for the first packet of a flow. It understands exactly the matches
 // and targets vpcnat renders and returns an error on any rule it reaches and does not.
-func (t *Table) TraceNAT(p Packet, route Route) (Result, error) {
+func Trace(t *nat.Table, p Packet, route Route) (Result, error) {
 	w := &walker{t: t, pkt: p, res: Result{}}
 	w.hook = "PREROUTING"
 	if _, err := w.walk(w.hook, 0); err != nil {
@@ -61,7 +62,7 @@ func (t *Table) TraceNAT(p Packet, route Route) (Result, error) {
 }
 
 type walker struct {
-	t        *Table
+	t        *nat.Table
 	pkt      Packet
 	hook     string
 	routeSrc netip.Addr
@@ -83,7 +84,7 @@ func (w *walker) walk(chain string, depth int) (done bool, err error) {
 		return false, fmt.Errorf("jump to missing chain %q", chain)
 	}
 	for _, text := range rules {
-		r, err := parseRule(text)
+		r, err := nat.ParseRule(text)
 		if err != nil {
 			return false, fmt.Errorf("chain %s rule %q: %w", chain, text, err)
 		}
@@ -96,7 +97,7 @@ func (w *walker) walk(chain string, depth int) (done bool, err error) {
 		}
 		where := chain + ": " + text
 		w.res.Matched = append(w.res.Matched, where)
-		switch r.target {
+		switch r.Target {
 		case "":
 		case "RETURN":
 			return false, nil
@@ -105,7 +106,7 @@ func (w *walker) walk(chain string, depth int) (done bool, err error) {
 		case "DNAT", "SNAT", "MASQUERADE":
 			return true, w.translate(r, where)
 		default:
-			if done, err := w.walk(r.target, depth+1); done || err != nil {
+			if done, err := w.walk(r.Target, depth+1); done || err != nil {
 				return done, err
 			}
 		}
@@ -113,22 +114,22 @@ func (w *walker) walk(chain string, depth int) (done bool, err error) {
 	return false, nil
 }
 
-func (w *walker) matches(r rule) (bool, error) {
-	if (r.in != "" && w.hook == "POSTROUTING") || (r.out != "" && w.hook == "PREROUTING") {
+func (w *walker) matches(r nat.Rule) (bool, error) {
+	if (r.In != "" && w.hook == "POSTROUTING") || (r.Out != "" && w.hook == "PREROUTING") {
 		return false, fmt.Errorf("interface match not valid in %s", w.hook)
 	}
-	if (r.src.IsValid() && !r.src.Contains(w.pkt.Src)) ||
-		(r.dst.IsValid() && !r.dst.Contains(w.pkt.Dst)) ||
-		(r.in != "" && r.in != w.pkt.InIface) ||
-		(r.out != "" && r.out != w.res.OutIface) ||
-		(r.proto != "" && r.proto != w.pkt.Protocol) ||
-		(r.dport != 0 && r.dport != w.pkt.DstPort) {
+	if (r.Src.IsValid() && !r.Src.Contains(w.pkt.Src)) ||
+		(r.Dst.IsValid() && !r.Dst.Contains(w.pkt.Dst)) ||
+		(r.In != "" && r.In != w.pkt.InIface) ||
+		(r.Out != "" && r.Out != w.res.OutIface) ||
+		(r.Proto != "" && r.Proto != w.pkt.Protocol) ||
+		(r.DPort != 0 && r.DPort != w.pkt.DstPort) {
 		return false, nil
 	}
-	if len(r.ctstate) == 0 {
+	if len(r.CTState) == 0 {
 		return true, nil
 	}
-	for _, s := range r.ctstate {
+	for _, s := range r.CTState {
 		switch s {
 		case "DNAT":
 			if w.dnated {
@@ -149,41 +150,28 @@ func (w *walker) matches(r rule) (bool, error) {
 
 // translate applies a NAT target; the kernel allows DNAT only before routing and SNAT and
 // MASQUERADE only after it, so a misplaced one is an error here too.
-func (w *walker) translate(r rule, where string) error {
+func (w *walker) translate(r nat.Rule, where string) error {
 	switch {
-	case r.target == "DNAT" && w.hook == "PREROUTING":
-		w.pkt.Dst = r.toAddr
-		if r.toPort != 0 {
-			w.pkt.DstPort = r.toPort
+	case r.Target == "DNAT" && w.hook == "PREROUTING":
+		w.pkt.Dst = r.ToAddr
+		if r.ToPort != 0 {
+			w.pkt.DstPort = r.ToPort
 		}
 		w.dnated, w.res.DNAT = true, where
-	case r.target == "SNAT" && w.hook == "POSTROUTING":
-		w.pkt.Src = r.toAddr
-		if r.toPort != 0 {
-			w.pkt.SrcPort = r.toPort
+	case r.Target == "SNAT" && w.hook == "POSTROUTING":
+		w.pkt.Src = r.ToAddr
+		if r.ToPort != 0 {
+			w.pkt.SrcPort = r.ToPort
 		}
 		w.snated, w.res.SNAT = true, where
-	case r.target == "MASQUERADE" && w.hook == "POSTROUTING":
+	case r.Target == "MASQUERADE" && w.hook == "POSTROUTING":
 		if !w.routeSrc.IsValid() {
 			return fmt.Errorf("%s: MASQUERADE out of %q, which has no source address", where, w.res.OutIface)
 		}
 		w.pkt.Src = w.routeSrc
 		w.snated, w.res.SNAT = true, where
 	default:
-		return fmt.Errorf("%s: target %s not valid in %s", where, r.target, w.hook)
+		return fmt.Errorf("%s: target %s not valid in %s", where, r.Target, w.hook)
 	}
 	return nil
-}
-
-// RulesetTable returns a table holding the built-in chains, the hooks and the rules of r: what
-// the kernel holds after r was applied to a fresh namespace. Tests trace packets through it.
-func RulesetTable(r *Ruleset) *Table {
-	t := NewTable()
-	for _, c := range r.Chains {
-		t.Chains[c.Name] = slices.Clone(c.Rules)
-	}
-	for _, h := range Hooks() {
-		t.Chains[h.Chain] = append([]string{h.Rule}, t.Chains[h.Chain]...)
-	}
-	return t
 }
