@@ -49,6 +49,9 @@ func FuzzParseDesired(f *testing.F) {
 		f.Fatal(err)
 	}
 	f.Add(big)
+	replicated := goodDesired()
+	replicated.Replicas = 3
+	f.Add(mustMarshal(f, replicated))
 	f.Fuzz(func(t *testing.T, s string) {
 		d, err := ParseDesired(s)
 		if err != nil {

@@ -2,6 +2,10 @@ package annotations
 
 import "fmt"
 
+// MaxReplicas bounds spec.replicas (and Desired.Replicas): every replica sends a heartbeat per
+// interval on every NIC, and one standby on another node already survives a node's loss.
+const MaxReplicas = 5
+
 // Roles of a replica of a replicated gateway in Applied.Role.
 const (
 	RoleActive  = "active"

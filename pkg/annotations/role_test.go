@@ -27,3 +27,18 @@ func TestAppliedRole(t *testing.T) {
 		t.Errorf("role leader: %v", err)
 	}
 }
+
+// TestDesiredReplicas: a desired state names 2-MaxReplicas replicas, or none (one replica).
+func TestDesiredReplicas(t *testing.T) {
+	for n, ok := range map[int]bool{0: true, 1: false, 2: true, MaxReplicas: true, MaxReplicas + 1: false, -1: false} {
+		d := goodDesired()
+		d.Replicas = n
+		errs := ValidateDesired(d)
+		if ok != (len(errs) == 0) {
+			t.Errorf("replicas %d: %v", n, errs)
+		}
+		if !ok && (len(errs) != 1 || errs[0].Field != "replicas") {
+			t.Errorf("replicas %d: want one error on the replicas field, got %v", n, errs)
+		}
+	}
+}

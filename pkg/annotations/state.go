@@ -141,6 +141,11 @@ type Desired struct {
 	DNATs       []DNAT       `json:"dnatRules,omitempty"`
 	SNATs       []SNAT       `json:"snatRules,omitempty"`
 	Routes      []Route      `json:"routes,omitempty"`
+	// Replicas is spec.replicas of a replicated gateway (2-5; absent for one replica). Each
+	// replica's NICs then get their own MACs, derived from the planned ones and the pod's name
+	// (plan.ReplicaMAC), as replicas share the NICs' segments from different nodes (docs/ha.md).
+	// Added after v1's first release without a version change, like Dataplane.
+	Replicas int `json:"replicas,omitempty"`
 	// Dataplane is the backend that programs the NAT: DataplaneIPTables (also when empty) or
 	// DataplaneNFTables. Added after v1's first release without a version change: absent for
 	// the default, so a document without it reads and hashes as before.

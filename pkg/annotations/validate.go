@@ -1,6 +1,7 @@
 package annotations
 
 import (
+	"fmt"
 	"strings"
 
 	"k8s.io/apimachinery/pkg/util/validation"
@@ -79,6 +80,9 @@ func ValidateDesiredAt(d *Desired, p Paths) field.ErrorList {
 		}
 		errs = append(errs, validateExternal(&d.External, field.NewPath("external"))...)
 		errs = append(errs, validateSubnetNICs(d.Subnets, field.NewPath("subnets"))...)
+	}
+	if d.Replicas != 0 && (d.Replicas < 2 || d.Replicas > MaxReplicas) {
+		errs = append(errs, field.Invalid(field.NewPath("replicas"), d.Replicas, fmt.Sprintf("must be 2-%d, or absent for one replica", MaxReplicas)))
 	}
 	if d.Dataplane != "" && d.Dataplane != DataplaneIPTables && d.Dataplane != DataplaneNFTables {
 		errs = append(errs, field.NotSupported(field.NewPath("dataplane"), d.Dataplane, []string{DataplaneIPTables, DataplaneNFTables}))

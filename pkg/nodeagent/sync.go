@@ -67,6 +67,9 @@ func (a *Agent) sync(ctx context.Context, key string) (time.Duration, error) {
 	}
 	g := a.lookup(key, gwName, pod.UID)
 	d, hash, fresh, err := g.desired(raw, a.parseDesired)
+	if err == nil && fresh {
+		withReplicaMACs(d, pod.Name) // once per parse: d is cached
+	}
 	if err != nil {
 		if fresh {
 			a.metrics.syncs.WithLabelValues(resultInvalid).Inc()

@@ -59,6 +59,9 @@ func Build(in Inputs) (*annotations.NICPlan, *annotations.Desired, field.ErrorLi
 		Subnets:   b.subnetNICs(),
 		Dataplane: in.Config.Dataplane,
 	}
+	if b.gw.Spec.Replicas > 1 {
+		d.Replicas = int(b.gw.Spec.Replicas)
+	}
 	b.rules(d)
 	paths := annotations.Paths{Rules: specPath, PlanChecked: true, SubnetsUnknown: !b.subnetsKnown}
 	if vpc != nil {

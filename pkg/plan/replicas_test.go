@@ -25,3 +25,20 @@ func TestReplicaMAC(t *testing.T) {
 		t.Fatalf("ReplicaMAC is not stable: %s then %s", a, again)
 	}
 }
+
+// TestBuildReplicas: the desired state carries spec.replicas for a replicated gateway and
+// nothing for one replica (its document, and so its hash, is what it was before replicas
+// existed).
+func TestBuildReplicas(t *testing.T) {
+	for replicas, want := range map[int32]int{0: 0, 1: 0, 2: 2, 5: 5} {
+		in := withSubnets(t)
+		in.Gateway.Spec.Replicas = replicas
+		_, d, errs := Build(in)
+		if len(errs) > 0 {
+			t.Fatalf("replicas %d: %v", replicas, errs)
+		}
+		if d.Replicas != want {
+			t.Errorf("replicas %d: desired replicas %d, want %d", replicas, d.Replicas, want)
+		}
+	}
+}
