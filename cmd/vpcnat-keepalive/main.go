@@ -33,14 +33,15 @@ func main() {
 	mult := flag.Int("multiplier", 0, "bfd.multiplier: intervals without a heartbeat that make a peer dead (0: 3)")
 	exclude := flag.String("exclude", "eth0", "comma list of NICs that are not the gateway's (the primary CNI's)")
 	metricsAddr := flag.String("metrics-address", "", "serve Prometheus metrics on this address (empty: off)")
+	replicaMACs := flag.Bool("replica-macs", false, "send nothing from a NIC until the daemon gave it this replica's own MAC (first byte 06)")
 	flag.Parse()
-	if err := run(*gateway, *replica, *priority, *minRX, *minTX, *mult, *exclude, *metricsAddr); err != nil {
+	if err := run(*gateway, *replica, *priority, *minRX, *minTX, *mult, *exclude, *metricsAddr, *replicaMACs); err != nil {
 		klog.ErrorS(err, "vpcnat-keepalive")
 		os.Exit(1)
 	}
 }
 
-func run(gateway, replica string, priority uint, minRX, minTX, mult int, exclude, metricsAddr string) error {
+func run(gateway, replica string, priority uint, minRX, minTX, mult int, exclude, metricsAddr string, replicaMACs bool) error {
 	if priority > 255 {
 		return fmt.Errorf("-priority %d: must be 0-255", priority)
 	}
@@ -54,7 +55,7 @@ func run(gateway, replica string, priority uint, minRX, minTX, mult int, exclude
 			ex = append(ex, s)
 		}
 	}
-	agent, err := ha.NewAgent(ha.Config{Gateway: gateway, Replica: replica, Priority: uint8(priority), Timing: timing, Exclude: ex})
+	agent, err := ha.NewAgent(ha.Config{Gateway: gateway, Replica: replica, Priority: uint8(priority), Timing: timing, Exclude: ex, ReplicaMACs: replicaMACs})
 	if err != nil {
 		return err
 	}

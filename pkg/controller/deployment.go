@@ -197,7 +197,7 @@ func withFailoverAgent(c *corev1.Container, gw *v1.VpcNatGateway) {
 	c.Command = []string{KeepaliveBinary,
 		"--gateway=" + gw.Name,
 		fmt.Sprintf("--min-rx=%d", bfd.MinRX), fmt.Sprintf("--min-tx=%d", bfd.MinTX), fmt.Sprintf("--multiplier=%d", bfd.Multiplier),
-		"--exclude=" + annotations.PrimaryIfName}
+		"--exclude=" + annotations.PrimaryIfName, "--replica-macs"}
 	c.Env = append(c.Env, corev1.EnvVar{Name: "POD_NAME", ValueFrom: &corev1.EnvVarSource{
 		FieldRef: &corev1.ObjectFieldSelector{APIVersion: "v1", FieldPath: "metadata.name"}}})
 	c.SecurityContext.RunAsUser = ptr.To[int64](0)

@@ -65,7 +65,7 @@ func TestDeploymentFailoverAgent(t *testing.T) {
 	gw.Spec.Replicas = 2
 	gw.Spec.BFD = &v1.BFDConfig{Enabled: true, MinRX: 200, MinTX: 150, Multiplier: 4}
 	c := buildDeployment(gw, "kube-system", "img", nil, nil).Spec.Template.Spec.Containers[0]
-	want := []string{KeepaliveBinary, "--gateway=gw1", "--min-rx=200", "--min-tx=150", "--multiplier=4", "--exclude=eth0"}
+	want := []string{KeepaliveBinary, "--gateway=gw1", "--min-rx=200", "--min-tx=150", "--multiplier=4", "--exclude=eth0", "--replica-macs"}
 	if !slices.Equal(c.Command, want) {
 		t.Fatalf("command %q, want %q", c.Command, want)
 	}

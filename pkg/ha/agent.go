@@ -29,6 +29,11 @@ type Config struct {
 	// Exclude are NICs of the netns that are not the gateway's: the primary CNI's eth0 (its
 	// address is the pod's own, never a role). Every other NIC but lo is a gateway NIC.
 	Exclude []string
+	// ReplicaMACs: the daemon gives each replica's NICs their own MACs (plan.ReplicaMAC, first
+	// byte 06). Until a NIC has one, it still carries the MAC every replica was created with:
+	// the agent silences it but sends nothing from it (a switch would learn that shared MAC at
+	// this replica's port), and counts the replica unhealthy (not converged yet).
+	ReplicaMACs bool
 	// OnRole, when set, is called (from Run's goroutine) after every role change is applied.
 	OnRole func(role Role, term uint64, reason string)
 }
@@ -171,7 +176,7 @@ func (a *Agent) step(now time.Time, tick bool) {
 	}
 	a.sendHeartbeat(a.elector.Heartbeat())
 	for _, t := range targets {
-		if n := a.nics[t.nic]; n != nil && n.arp != nil {
+		if n := a.nics[t.nic]; n != nil && n.arp != nil && a.mayTalk(n.mac) {
 			_ = n.arp.send(broadcastMAC, arpRequest(n.mac, netip.IPv4Unspecified(), t.addr))
 		}
 	}
@@ -196,6 +201,9 @@ func (a *Agent) sendHeartbeat(hb Heartbeat) {
 		return
 	}
 	for _, n := range a.nics {
+		if !a.mayTalk(n.mac) {
+			continue
+		}
 		if err := n.hb.send(heartbeatGroup, b); err == nil {
 			a.metrics.sent.WithLabelValues(n.name).Inc()
 		}
@@ -216,7 +224,7 @@ func (a *Agent) health(links []netlink.Link, now time.Time) (bool, []target) {
 	}
 	for _, l := range links {
 		at := l.Attrs()
-		if at.Flags&net.FlagUp == 0 || at.RawFlags&unix.IFF_LOWER_UP == 0 {
+		if at.Flags&net.FlagUp == 0 || at.RawFlags&unix.IFF_LOWER_UP == 0 || !a.mayTalk(at.HardwareAddr) {
 			return false, nil
 		}
 	}
@@ -330,7 +338,7 @@ func (a *Agent) announceDue(links []netlink.Link, now time.Time) {
 	a.announce = a.announce[due:]
 	for _, l := range links {
 		n := a.nics[l.Attrs().Name]
-		if n == nil || n.arp == nil {
+		if n == nil || n.arp == nil || !a.mayTalk(n.mac) {
 			continue
 		}
 		addrs, err := a.nl.AddrList(l, netlink.FAMILY_V4)
@@ -349,6 +357,14 @@ func (a *Agent) announceDue(links []netlink.Link, now time.Time) {
 		}
 	}
 }
+
+// mayTalk: frames may leave a NIC with this MAC (see Config.ReplicaMACs).
+func (a *Agent) mayTalk(mac net.HardwareAddr) bool {
+	return !a.cfg.ReplicaMACs || (len(mac) == 6 && mac[0] == replicaMACByte)
+}
+
+// replicaMACByte is the first byte of plan.ReplicaMAC's MACs.
+const replicaMACByte = 0x06
 
 // resumable: the NICs are marked active by an agent of this netns and answer ARP: the agent
 // restarted while its replica was active.

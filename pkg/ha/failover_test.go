@@ -26,6 +26,8 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/vpcnat/vpcnat/pkg/ha"
+	"github.com/vpcnat/vpcnat/pkg/plan"
 	"github.com/vpcnat/vpcnat/test/topo"
 )
 
@@ -112,13 +114,43 @@ func newReplicaSet(t *testing.T, replicas ...string) *replicaSet {
 		_, err = tp.Exec("ten", "ip", "link", "set", "t-"+r, "master", "brt")
 		must(err)
 	}
-	// The agents start before the addresses exist, as in a pod: the daemon converges after the
-	// pod's container has started. Every replica's NICs are silent from the agent's first step.
+	// Every replica's NICs start with the same MACs, as the CNI plugin creates them from the
+	// gateway's NIC plan.
+	for _, r := range replicas {
+		for dev, mac := range map[string]string{"net1": plan.ExternalMAC("gw1"), "vpc-sn": plan.SubnetMAC("gw1", "sn")} {
+			_, err := tp.Exec(r, "ip", "link", "set", dev, "address", mac)
+			must(err)
+		}
+	}
+	heartbeats, err := tp.StartCapture("ext", "brx", ha.EtherType)
+	must(err)
+	t.Cleanup(heartbeats.Close)
+	// The agents start before the daemon converges, as in a pod. Every replica's NICs are silent
+	// from the agent's first step, and nothing leaves them while they carry the shared MACs.
 	for _, r := range replicas {
 		rs.start(r)
 	}
 	for _, r := range replicas {
-		rs.waitFor(r, func(role string) bool { return role == "standby" || role == "active" })
+		rs.waitFor(r, func(role string) bool { return role == "standby" })
+	}
+	time.Sleep(2 * ha.DefaultTiming.DeadAfter) // long enough for heartbeats, elections and probes
+	for _, r := range replicas {
+		if role := rs.role(r); role != "standby" {
+			t.Fatalf("replica %s became %s with the shared MACs, before the daemon converged it", r, role)
+		}
+	}
+	if n := len(heartbeats.Frames()); n != 0 {
+		t.Fatalf("%d heartbeats left replicas whose NICs still carry the shared MACs", n)
+	}
+	// The daemon converges each replica: its own MACs, then addresses, routes, NAT.
+	for _, r := range replicas {
+		for dev, mac := range map[string]string{"net1": plan.ReplicaMAC(plan.ExternalMAC("gw1"), r),
+			"vpc-sn": plan.ReplicaMAC(plan.SubnetMAC("gw1", "sn"), r)} {
+			for _, argv := range [][]string{{"ip", "link", "set", dev, "down"}, {"ip", "link", "set", dev, "address", mac}, {"ip", "link", "set", dev, "up"}} {
+				_, err := tp.Exec(r, argv...)
+				must(err)
+			}
+		}
 	}
 	for _, r := range replicas {
 		for _, argv := range [][]string{
@@ -139,7 +171,7 @@ func newReplicaSet(t *testing.T, replicas ...string) *replicaSet {
 func (rs *replicaSet) start(r string) {
 	rs.t.Helper()
 	cmd := exec.Command("ip", "netns", "exec", rs.tp.Name(r), agentBinary(rs.t),
-		"--gateway", "gw1", "--replica", r, "--exclude", "", "-v=2")
+		"--gateway", "gw1", "--replica", r, "--exclude", "", "--replica-macs", "-v=2")
 	log := &strings.Builder{}
 	cmd.Stdout, cmd.Stderr = log, log
 	if err := cmd.Start(); err != nil {
