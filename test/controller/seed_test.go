@@ -69,7 +69,7 @@ func TestSeedApplies(t *testing.T) {
 	}
 	t.Logf("kubectl get vpc-nat-gw:\n%s", out)
 	lines := strings.Split(strings.TrimSpace(string(out)), "\n")
-	if len(lines) != 2 || !regexp.MustCompile(`^NAME\s+VPC\s+SUBNET\s+LANIP\s+EIPS\s+READY\s+AGE$`).MatchString(lines[0]) ||
+	if len(lines) != 2 || !regexp.MustCompile(`^NAME\s+VPC\s+SUBNET\s+LANIP\s+EIPS\s+READY\s+ACTIVE\s+STANDBYS\s+AGE$`).MatchString(lines[0]) ||
 		!regexp.MustCompile(`^ngw\s+test-vpc-1\s+sn\s+10\.0\.1\.254\s+2\s+True\s+\S+$`).MatchString(lines[1]) {
 		t.Errorf("kubectl get vpc-nat-gw printed:\n%s", out)
 	}
