@@ -91,6 +91,9 @@ func ChainReport(conf []byte, e Entry, supported []string) (*Chained, error) {
 	if err != nil {
 		return nil, err
 	}
+	if err := refuseMetaPlugin(kept); err != nil {
+		return nil, err
+	}
 	if len(kept) == 0 {
 		return nil, fmt.Errorf("network configuration: no plugin before %s to chain after", PluginType)
 	}
@@ -133,6 +136,29 @@ func toList(conf object) (object, error) {
 	}
 	list.set("plugins", mustRaw([]object{plugin}))
 	return list, nil
+}
+
+// ErrMetaPlugin is the error of a configuration whose plugin is Multus.
+var ErrMetaPlugin = errors.New("the node's network configuration is Multus's")
+
+// multusTypes are the types Multus's configurations carry (thin plugin, thick plugin's shim).
+var multusTypes = []string{"multus", "multus-shim"}
+
+// refuseMetaPlugin refuses to chain after Multus (docs/cni.md): Multus acts on the gateway pod's
+// k8s.v1.cni.cncf.io/networks annotation itself and needs that NetworkAttachmentDefinition; the
+// Multus daemon also regenerates its file, which would then exist twice. The file is left as
+// it is.
+func refuseMetaPlugin(plugins []json.RawMessage) error {
+	for i, p := range plugins {
+		var t struct {
+			Type string `json:"type"`
+		}
+		if json.Unmarshal(p, &t) == nil && slices.Contains(multusTypes, t.Type) {
+			return fmt.Errorf("network configuration: plugins[%d] has type %q: %w; %s does not chain itself after Multus "+
+				"(see docs/cni.md), the file is left as it is", i, t.Type, ErrMetaPlugin, PluginType)
+		}
+	}
+	return nil
 }
 
 // ErrVersion is the error of a configuration whose cniVersion the plugin does not speak.

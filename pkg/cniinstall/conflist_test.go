@@ -285,3 +285,16 @@ func TestChainVersion(t *testing.T) {
 		}
 	}
 }
+
+// TestChainRefusesMultus: a node whose first configuration is Multus's (the thin plugin's .conf
+// or the thick plugin's shim) is refused with ErrMetaPlugin naming the type: vpcnat does not
+// chain itself after Multus (docs/cni.md).
+func TestChainRefusesMultus(t *testing.T) {
+	for _, typ := range []string{"multus", "multus-shim"} {
+		in := `{"cniVersion":"0.3.1","name":"multus-cni-network","type":"` + typ + `","clusterNetwork":"/host/etc/cni/net.d/10-calico.conflist"}`
+		_, _, err := Chain([]byte(in), entry, supported)
+		if !errors.Is(err, ErrMetaPlugin) || !strings.Contains(err.Error(), `"`+typ+`"`) {
+			t.Errorf("%s: %v, want ErrMetaPlugin naming the type", typ, err)
+		}
+	}
+}
