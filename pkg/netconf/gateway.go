@@ -53,6 +53,9 @@ type Gateway struct {
 type Report struct {
 	// Full: the nat table was read back from the kernel rather than trusted from memory.
 	Full bool
+	// NATTime is how long the NAT step took (render, diff, read-back if full, commit), whichever
+	// backend ran it.
+	NATTime time.Duration
 	// Changes has one human line per kernel change; empty when the netns was already in sync.
 	Changes []string
 	// Announced are the addresses gratuitous ARPs were sent for (not a change of the netns):
@@ -65,12 +68,12 @@ type Report struct {
 
 // NewGateway returns a Gateway for the netns mounted at nsPath. Nothing is read until Converge.
 func NewGateway(nsPath string) *Gateway {
-	return &Gateway{nsPath: nsPath, ipt: execIptables{nsPath: nsPath}, nft: netlinkNFT{nsPath: nsPath}, acd: newACD(nsPath)}
+	return &Gateway{nsPath: nsPath, ipt: execIptables{nsPath: nsPath}, nft: newNetlinkNFT(nsPath), acd: newACD(nsPath)}
 }
 
 // Close stops pending gratuitous ARP repeats and the address conflict listeners. The Gateway
 // must not be used afterwards.
-func (g *Gateway) Close() { g.acd.close() }
+func (g *Gateway) Close() { g.acd.close(); g.nft.Close() }
 
 // SetClaimPolicy sets how addresses not yet on their NIC are claimed (probe first, or take over
 // as the legitimate new owner) and which MACs are the gateway's peers; see ClaimPolicy. It holds
@@ -161,7 +164,9 @@ func (g *Gateway) Converge(ctx context.Context, d *annotations.Desired, full boo
 		}
 	}
 
+	natStart := time.Now()
 	stale, lines, commitNAT, err := g.syncDataplane(ctx, d, full)
+	rep.NATTime = time.Since(natStart)
 	natChanged := len(lines) > 0
 	change(lines)
 	if err != nil {
@@ -234,6 +239,7 @@ func (g *Gateway) checkIdentity(netNS ns.NetNS) error {
 		klog.V(2).InfoS("Gateway netns was recreated: converging from scratch", "netns", g.nsPath)
 		g.last, g.nftLast, g.dataplane, g.initialised, g.pendingStale = nil, nil, "", false, nil
 		g.acd.close() // listeners of the old netns's links
+		g.nft.Close() // a netlink socket of the old netns
 	}
 	g.nsID = id
 	return nil

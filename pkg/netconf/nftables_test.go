@@ -7,12 +7,17 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/vpcnat/vpcnat/pkg/annotations"
 	"github.com/vpcnat/vpcnat/pkg/nft"
 	"github.com/vpcnat/vpcnat/pkg/nft/nfttest"
 )
 
 // nftIn returns the nftables backend of a role's netns.
-func (tp *topo) nftIn(role string) netlinkNFT { return netlinkNFT{nsPath: tp.path(role)} }
+func (tp *topo) nftIn(role string) *netlinkNFT {
+	k := newNetlinkNFT(tp.path(role))
+	tp.t.Cleanup(k.Close)
+	return k
+}
 
 // nftList is `nft list table ip vpcnat` in a role's netns, as an operator would read it.
 func (tp *topo) nftList(role string) string {
@@ -130,5 +135,39 @@ func TestNFTIncrementalAndDrift(t *testing.T) {
 	}
 	if got := tp.exec(roleGW, "nft", "list", "tables"); got != "table ip other\n" {
 		t.Errorf("tables after Delete: %q, want only the foreign one", got)
+	}
+}
+
+// A table larger than one netlink message holds (5 000 port forwards, 1 000 SNAT prefixes: the
+// elements of one message are a nested attribute whose length is 16 bits) goes in as one batch
+// and reads back identically; replacing it whole is one batch too.
+func TestNFTLargeBatch(t *testing.T) {
+	tp := nsOnly(t)
+	k := tp.nftIn(roleGW)
+	d := scaleDesired(200, 25)
+	for i := range 1000 {
+		d.SNATs = append(d.SNATs, annotations.SNAT{EIP: "192.168.0.2", InternalCIDR: fmt.Sprintf("10.%d.%d.0/24", 1+i/256, i%256)})
+	}
+	want := nft.Build(d)
+	for _, have := range []*nft.Table{nil, nft.Build(nfttest.Seed())} { // create, then replace
+		if have != nil {
+			if err := k.Apply(nft.Diff(have, nil)); err != nil {
+				t.Fatal(err)
+			}
+			have.Chains = append(have.Chains, nft.Chain{Name: "FOREIGN"}) // forces a replace
+		}
+		if err := k.Apply(nft.Diff(want, have)); err != nil {
+			t.Fatalf("applying %d port forwards: %v", len(d.DNATs), err)
+		}
+		back, err := k.Read()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if b := nft.Diff(want, back); !b.Empty() {
+			t.Fatalf("read-back differs: %d changes, first %q", len(b.Summary()), b.Summary()[0])
+		}
+		if _, err := k.Delete(); err != nil {
+			t.Fatal(err)
+		}
 	}
 }

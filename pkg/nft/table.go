@@ -249,22 +249,24 @@ func hairpin(subnets []annotations.SubnetNIC) []Rule {
 }
 
 // SortElements sorts as `nft list` (1.0.x) prints: a single address numerically, and a
-// concatenation as the integer its key bytes make in host (little-endian) order, which puts the
-// port's low byte first. Matching it makes our text and the kernel's listing compare with ==.
+// concatenation as the integer its key bytes (PortKey) make in host (little-endian) order, which
+// puts the port's low byte first. Matching it makes our text and the kernel's listing compare
+// with ==.
 func SortElements(kind MapKind, els []Element) {
 	if kind != PortMap {
 		slices.SortFunc(els, func(a, b Element) int { return a.Addr.Compare(b.Addr) })
 		return
 	}
-	slices.SortFunc(els, func(a, b Element) int {
-		ka, kb := PortKey(a), PortKey(b)
-		for i := len(ka) - 1; i >= 0; i-- {
-			if c := cmp.Compare(ka[i], kb[i]); c != 0 {
-				return c
-			}
-		}
-		return 0
-	})
+	slices.SortFunc(els, func(a, b Element) int { return cmp.Compare(listOrder(a), listOrder(b)) })
+}
+
+// listOrder is the significant part of a PortMap key read as a little-endian integer: the port's
+// low byte, its high byte, the protocol, then the address from its last byte to its first (the
+// padding bytes are zero).
+func listOrder(e Element) uint64 {
+	a := e.Addr.As4()
+	return uint64(e.Port&0xff)<<48 | uint64(e.Port>>8)<<40 | uint64(e.Proto)<<32 |
+		uint64(a[3])<<24 | uint64(a[2])<<16 | uint64(a[1])<<8 | uint64(a[0])
 }
 
 // PortKey is the key of a PortMap element as the kernel stores it: each field of the
