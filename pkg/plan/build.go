@@ -61,6 +61,7 @@ func Build(in Inputs) (*annotations.NICPlan, *annotations.Desired, field.ErrorLi
 	}
 	if b.gw.Spec.Replicas > 1 {
 		d.Replicas = int(b.gw.Spec.Replicas)
+		b.checkReplicas(d)
 	}
 	b.rules(d)
 	paths := annotations.Paths{Rules: specPath, PlanChecked: true, SubnetsUnknown: !b.subnetsKnown}

@@ -2,6 +2,7 @@ package plan
 
 import (
 	"net"
+	"strings"
 	"testing"
 )
 
@@ -40,5 +41,20 @@ func TestBuildReplicas(t *testing.T) {
 		if d.Replicas != want {
 			t.Errorf("replicas %d: desired replicas %d, want %d", replicas, d.Replicas, want)
 		}
+	}
+}
+
+// TestReplicasNeedAttachedSubnets: a replicated gateway with a subnet on the primary network is
+// refused on spec.replicas, naming the subnet; the same gateway with one replica builds.
+func TestReplicasNeedAttachedSubnets(t *testing.T) {
+	in := withSubnets(t)
+	in.Subnets = append(in.Subnets, subnet("p-sub", "10.1.3.0/24", "10.1.3.1", nil))
+	if _, _, errs := Build(in); len(errs) > 0 {
+		t.Fatalf("one replica: %v", errs)
+	}
+	in.Gateway.Spec.Replicas = 2
+	_, _, errs := Build(in)
+	if len(errs) != 1 || errs[0].Field != "spec.replicas" || !strings.Contains(errs[0].Error(), `subnet "p-sub"`) {
+		t.Fatalf("two replicas with a primary subnet: %v", errs)
 	}
 }
