@@ -8,13 +8,17 @@
 package monitoring
 
 import (
+	"bytes"
+	"encoding/json"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"regexp"
 	"runtime"
 	"slices"
 	"sort"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -34,10 +38,14 @@ import (
 	"github.com/vpcnat/vpcnat/pkg/nodeagent"
 )
 
-var monitoringDir = func() string {
-	_, file, _, _ := runtime.Caller(0)
-	return filepath.Join(filepath.Dir(file), "..", "..", "deploy", "monitoring")
-}()
+// testDir is this package's directory; monitoringDir is deploy/monitoring.
+var (
+	testDir = func() string {
+		_, file, _, _ := runtime.Caller(0)
+		return filepath.Dir(file)
+	}()
+	monitoringDir = filepath.Join(testDir, "..", "..", "deploy", "monitoring")
+)
 
 // recorder is a Registerer that keeps the names of what is registered on it.
 type recorder struct{ names map[string]bool }
@@ -119,59 +127,72 @@ func registeredNames(t *testing.T) map[string]bool {
 	return names
 }
 
-// notMetrics are the words of PromQL that are not metric names: functions, aggregations,
-// operators and modifiers.
-var notMetrics = map[string]bool{}
-
-func init() {
-	for _, w := range strings.Fields(`sum min max avg count stddev stdvar topk bottomk quantile group
-		count_values rate irate increase delta idelta deriv predict_linear histogram_quantile time
-		timestamp vector scalar abs ceil floor round clamp clamp_min clamp_max exp ln log2 log10 sqrt
-		absent absent_over_time changes resets sort sort_desc label_replace label_join
-		avg_over_time min_over_time max_over_time sum_over_time count_over_time last_over_time
-		quantile_over_time stddev_over_time present_over_time day_of_month day_of_week hour minute
-		month year days_in_month and or unless by without on ignoring group_left group_right bool
-		offset inf nan`) {
-		notMetrics[w] = true
-	}
+// parsed is what Prometheus's parser made of one expression: the metric names it selects, or
+// its error.
+type parsed struct {
+	names []string
+	err   string
 }
 
-var (
-	stringLit     = regexp.MustCompile(`"(?:[^"\\]|\\.)*"|'(?:[^'\\]|\\.)*'`)
-	matcherBlock  = regexp.MustCompile(`\{[^{}]*\}`)
-	rangeBlock    = regexp.MustCompile(`\[[^\[\]]*\]`)
-	groupingBlock = regexp.MustCompile(`\b(by|without|on|ignoring|group_left|group_right)\s*\([^()]*\)`)
-	variable      = regexp.MustCompile(`\$\{?[A-Za-z_][A-Za-z0-9_]*\}?`)
-	identifier    = regexp.MustCompile(`[A-Za-z_:][A-Za-z0-9_:]*`)
-)
-
-// metricNames returns the metric names a PromQL expression selects: every identifier that is
-// not a PromQL word, a label name (inside {…} or a by/without/on/ignoring list), a string, a
-// duration or a Grafana variable.
-func metricNames(expr string) []string {
-	e := stringLit.ReplaceAllString(expr, `""`)
-	e = variable.ReplaceAllString(e, " ")
-	e = matcherBlock.ReplaceAllString(e, " ")
-	e = rangeBlock.ReplaceAllString(e, " ")
-	e = groupingBlock.ReplaceAllString(e, "$1 ")
-	var names []string
-	for _, loc := range identifier.FindAllStringIndex(e, -1) {
-		w := e[loc[0]:loc[1]]
-		// A number's exponent or unit (1e3, 5m) starts inside a number: skip it.
-		if loc[0] > 0 && strings.ContainsRune("0123456789.", rune(e[loc[0]-1])) {
-			continue
-		}
-		if !notMetrics[w] && !slices.Contains(names, w) {
-			names = append(names, w)
+// parsePromQL parses exprs with Prometheus's own PromQL parser (the promqlcheck module beside
+// this file, built here; go's build cache keeps it).
+func parsePromQL(t *testing.T, exprs []string) []parsed {
+	t.Helper()
+	bin := filepath.Join(t.TempDir(), "promqlcheck")
+	build := exec.Command("go", "build", "-o", bin, ".")
+	build.Dir = filepath.Join(testDir, "promqlcheck")
+	build.Env = append(os.Environ(), "GOFLAGS=-buildvcs=false", "GOWORK=off")
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("building promqlcheck: %v\n%s", err, out)
+	}
+	var in bytes.Buffer
+	for _, e := range exprs {
+		b, _ := json.Marshal(e)
+		in.Write(append(b, '\n'))
+	}
+	cmd := exec.Command(bin)
+	cmd.Stdin = &in
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("promqlcheck: %v", err)
+	}
+	lines := strings.Split(strings.TrimSuffix(string(out), "\n"), "\n")
+	if len(lines) != len(exprs) {
+		t.Fatalf("promqlcheck answered %d lines for %d expressions:\n%s", len(lines), len(exprs), out)
+	}
+	res := make([]parsed, len(exprs))
+	for i, l := range lines {
+		switch verdict, rest, _ := strings.Cut(l, " "); verdict {
+		case "ok":
+			res[i].names = strings.Fields(rest)
+		case "error":
+			res[i].err = rest
+		default:
+			t.Fatalf("promqlcheck: %q", l)
 		}
 	}
-	return names
+	return res
 }
 
-// unknown returns the metric names of expr that no program registers.
-func unknown(expr string, known map[string]bool) []string {
+// grafanaVariable is a dashboard variable in an expression ($instance, ${datasource},
+// $__rate_interval); Grafana replaces them before Prometheus sees the query.
+var grafanaVariable = regexp.MustCompile(`\$\{?(__[a-z_]*interval|[A-Za-z_][A-Za-z0-9_]*)\}?`)
+
+// asPromQL replaces dashboard variables as Grafana would: intervals with a duration, others
+// with a value.
+func asPromQL(expr string) string {
+	return grafanaVariable.ReplaceAllStringFunc(expr, func(v string) string {
+		if strings.Contains(v, "interval") {
+			return "5m"
+		}
+		return "x"
+	})
+}
+
+// unknown returns the names no program registers.
+func unknown(names []string, known map[string]bool) []string {
 	var out []string
-	for _, n := range metricNames(expr) {
+	for _, n := range names {
 		if !known[n] {
 			out = append(out, n)
 		}
@@ -203,18 +224,31 @@ func TestAlertRulesNameRegisteredMetrics(t *testing.T) {
 	if err := yaml.UnmarshalStrict(b, &rf); err != nil {
 		t.Fatalf("alerts.yaml: %v", err)
 	}
-	var alerts []string
+	var alerts, exprs []string
 	for _, g := range rf.Groups {
 		for _, r := range g.Rules {
+			exprs = append(exprs, r.Expr)
+		}
+	}
+	results := parsePromQL(t, exprs)
+	i := 0
+	for _, g := range rf.Groups {
+		for _, r := range g.Rules {
+			p := results[i]
+			i++
 			alerts = append(alerts, r.Alert)
 			if r.Alert == "" || r.Expr == "" {
 				t.Errorf("group %s: a rule without alert or expr: %+v", g.Name, r)
 				continue
 			}
-			if len(metricNames(r.Expr)) == 0 {
+			if p.err != "" {
+				t.Errorf("alert %s: expr %q: %s", r.Alert, r.Expr, p.err)
+				continue
+			}
+			if len(p.names) == 0 {
 				t.Errorf("alert %s: expr %q names no metric", r.Alert, r.Expr)
 			}
-			if u := unknown(r.Expr, known); len(u) > 0 {
+			if u := unknown(p.names, known); len(u) > 0 {
 				t.Errorf("alert %s: expr %q names metrics no vpcnat program registers: %q", r.Alert, r.Expr, u)
 			}
 			if s := r.Labels["severity"]; s != "critical" && s != "warning" && s != "info" {
@@ -277,7 +311,8 @@ func TestDashboardNamesRegisteredMetrics(t *testing.T) {
 	if d.UID == "" || d.Title == "" {
 		t.Errorf("dashboard without uid or title")
 	}
-	used := map[string]bool{}
+	type query struct{ where, expr string }
+	var queries []query
 	var walk func([]panel)
 	walk = func(ps []panel) {
 		for _, p := range ps {
@@ -289,15 +324,7 @@ func TestDashboardNamesRegisteredMetrics(t *testing.T) {
 				t.Errorf("panel %q has no query", p.Title)
 			}
 			for _, tg := range p.Targets {
-				if len(metricNames(tg.Expr)) == 0 {
-					t.Errorf("panel %q: expr %q names no metric", p.Title, tg.Expr)
-				}
-				if u := unknown(tg.Expr, known); len(u) > 0 {
-					t.Errorf("panel %q: expr %q names metrics no vpcnat program registers: %q", p.Title, tg.Expr, u)
-				}
-				for _, n := range metricNames(tg.Expr) {
-					used[strings.TrimSuffix(strings.TrimSuffix(n, "_bucket"), "_count")] = true
-				}
+				queries = append(queries, query{"panel " + strconv.Quote(p.Title), tg.Expr})
 			}
 		}
 	}
@@ -311,8 +338,26 @@ func TestDashboardNamesRegisteredMetrics(t *testing.T) {
 			t.Errorf("variable %s: %q is not label_values(metric, label)", v.Name, v.Definition)
 			continue
 		}
-		if u := unknown(m[1], known); len(u) > 0 {
-			t.Errorf("variable %s: %q names unknown metrics %q", v.Name, v.Definition, u)
+		queries = append(queries, query{"variable " + v.Name, m[1]})
+	}
+	var exprs []string
+	for _, q := range queries {
+		exprs = append(exprs, asPromQL(q.expr))
+	}
+	used := map[string]bool{}
+	for i, p := range parsePromQL(t, exprs) {
+		q := queries[i]
+		switch {
+		case p.err != "":
+			t.Errorf("%s: expr %q: %s", q.where, q.expr, p.err)
+		case len(p.names) == 0:
+			t.Errorf("%s: expr %q names no metric", q.where, q.expr)
+		}
+		if u := unknown(p.names, known); len(u) > 0 {
+			t.Errorf("%s: expr %q names metrics no vpcnat program registers: %q", q.where, q.expr, u)
+		}
+		for _, n := range p.names {
+			used[strings.TrimSuffix(strings.TrimSuffix(n, "_bucket"), "_count")] = true
 		}
 	}
 	// Every vpcnat metric has a panel.
@@ -329,22 +374,34 @@ func TestDashboardNamesRegisteredMetrics(t *testing.T) {
 	}
 }
 
-// TestMetricNamesOfExpressions: the name extraction the two tests rely on finds a misspelt
-// metric and leaves labels, strings, durations, functions and Grafana variables alone.
-func TestMetricNamesOfExpressions(t *testing.T) {
+// TestPromQLCheck: the parser the two tests rely on reports a misspelt metric, a syntax error
+// and a Grafana variable left in, and takes label names, functions and durations for what they
+// are.
+func TestPromQLCheck(t *testing.T) {
 	known := map[string]bool{"vpcnat_daemon_syncs_total": true, "vpcnat_daemon_sync_duration_seconds_bucket": true}
-	for _, c := range []struct {
-		expr string
-		want []string
+	cases := []struct {
+		expr    string
+		unknown []string
+		err     bool
 	}{
-		{`sum by (instance) (rate(vpcnat_daemon_syncs_total{result=~"error|invalid"}[5m])) > 0`, nil},
-		{`histogram_quantile(0.99, sum by (le, full) (rate(vpcnat_daemon_sync_duration_seconds_bucket{instance=~"$instance"}[$__rate_interval]))) > 1e3`, nil},
-		{`sum(rate(vpcnat_daemon_sync_total[5m]))`, []string{"vpcnat_daemon_sync_total"}},
-		{`vpcnat_daemon_syncs_total and on (instance) kube_node_info`, []string{"kube_node_info"}},
-		{`time() - vpcnat_daemon_last_sync > 900`, []string{"vpcnat_daemon_last_sync"}},
-	} {
-		if got := unknown(c.expr, known); !slices.Equal(got, c.want) {
-			t.Errorf("unknown(%q) = %q, want %q", c.expr, got, c.want)
+		{expr: `sum by (instance) (rate(vpcnat_daemon_syncs_total{result=~"error|invalid"}[5m])) > 0`},
+		{expr: asPromQL(`histogram_quantile(0.99, sum by (le, full) (rate(vpcnat_daemon_sync_duration_seconds_bucket{instance=~"$instance"}[$__rate_interval]))) > 1e3`)},
+		{expr: `sum(rate(vpcnat_daemon_sync_total[5m]))`, unknown: []string{"vpcnat_daemon_sync_total"}},
+		{expr: `vpcnat_daemon_syncs_total and on (instance) kube_node_info`, unknown: []string{"kube_node_info"}},
+		{expr: `sum(rate(vpcnat_daemon_syncs_total[5m])`, err: true},
+		{expr: `rate(vpcnat_daemon_syncs_total[$__rate_interval])`, err: true},
+	}
+	var exprs []string
+	for _, c := range cases {
+		exprs = append(exprs, c.expr)
+	}
+	for i, p := range parsePromQL(t, exprs) {
+		c := cases[i]
+		if (p.err != "") != c.err {
+			t.Errorf("%q: error %q, want an error: %v", c.expr, p.err, c.err)
+		}
+		if got := unknown(p.names, known); !slices.Equal(got, c.unknown) {
+			t.Errorf("%q: unknown %q, want %q", c.expr, got, c.unknown)
 		}
 	}
 }
