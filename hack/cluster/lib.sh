@@ -213,6 +213,34 @@ umount_under() {
   done
 }
 
+# forget_cni_results SANDBOX_DIR...: remove libcni's cached results of these sandboxes (the
+# directories are containerd's, named by sandbox ID).
+forget_cni_results() {
+  local sb id
+  for sb in "$@"; do
+    id="$(basename "$sb")"
+    [[ "$id" =~ ^[0-9a-f]{64}$ ]] && rm -f /var/lib/cni/results/*-"$id"-*
+  done
+  return 0
+}
+
+# remove_owned: the network namespaces and links tests registered in RUN/owned-netns and
+# RUN/owned-links; reports through the caller's problem().
+remove_owned() {
+  local ns l
+  if [ -f "$RUN/owned-netns" ]; then
+    while read -r ns; do
+      [ -n "$ns" ] && [ -e "/run/netns/$ns" ] && { ip netns del "$ns" || problem "cannot delete netns $ns"; }
+    done <"$RUN/owned-netns"
+  fi
+  if [ -f "$RUN/owned-links" ]; then
+    while read -r l; do
+      [ -n "$l" ] && ip link show dev "$l" >/dev/null 2>&1 && { ip link del dev "$l" || problem "cannot delete link $l"; }
+    done <"$RUN/owned-links"
+  fi
+  return 0
+}
+
 # restore_host: the sysctls and host directories as HOSTSTATE recorded them at start (stop.sh,
 # stop-multi.sh); reports through the caller's problem().
 restore_host() {

@@ -64,20 +64,8 @@ for ((n = 1; n <= nodes; n++)); do
     ip netns del "$ns" || problem "cannot delete netns $ns"
   done
 done
-for sb in "$RUN"/node*/containerd/io.containerd.grpc.v1.cri/sandboxes/*; do
-  id="$(basename "$sb")"
-  [[ "$id" =~ ^[0-9a-f]{64}$ ]] && rm -f /var/lib/cni/results/*-"$id"-*
-done
-if [ -f "$RUN/owned-netns" ]; then
-  while read -r ns; do
-    [ -n "$ns" ] && [ -e "/run/netns/$ns" ] && { ip netns del "$ns" || problem "cannot delete netns $ns"; }
-  done <"$RUN/owned-netns"
-fi
-if [ -f "$RUN/owned-links" ]; then
-  while read -r l; do
-    [ -n "$l" ] && ip link show dev "$l" >/dev/null 2>&1 && { ip link del dev "$l" || problem "cannot delete link $l"; }
-  done <"$RUN/owned-links"
-fi
+forget_cni_results "$RUN"/node*/containerd/io.containerd.grpc.v1.cri/sandboxes/*
+remove_owned
 for ((n = 1; n <= nodes; n++)); do
   ns="$(node_ns $n)"
   [ -e "/run/netns/$ns" ] && { ip netns del "$ns" || problem "cannot delete netns $ns"; }

@@ -90,24 +90,12 @@ fi
 
 # libcni caches each attachment's result under /var/lib/cni/results/NETWORK-SANDBOXID-IFNAME
 # until its DEL; when the pods could not be removed through containerd, remove our sandboxes'.
-for sb in "$RUN"/containerd/io.containerd.grpc.v1.cri/sandboxes/* "$RSTATE"/containerd/io.containerd.grpc.v1.cri/sandboxes/*; do
-  id="$(basename "$sb")"
-  [[ "$id" =~ ^[0-9a-f]{64}$ ]] && rm -f /var/lib/cni/results/*-"$id"-*
-done
+forget_cni_results "$RUN"/containerd/io.containerd.grpc.v1.cri/sandboxes/* "$RSTATE"/containerd/io.containerd.grpc.v1.cri/sandboxes/*
 
 # Test networks attached to the node (an external network's bridge, a VPC's bridge, their test
 # hosts' namespaces): a test lists what it creates in run/owned-netns and run/owned-links, one
 # name per line, before creating it, so that even a killed test's are removed here.
-if [ -f "$RUN/owned-netns" ]; then
-  while read -r ns; do
-    [ -n "$ns" ] && [ -e "/run/netns/$ns" ] && { ip netns del "$ns" || problem "cannot delete netns $ns"; }
-  done <"$RUN/owned-netns"
-fi
-if [ -f "$RUN/owned-links" ]; then
-  while read -r l; do
-    [ -n "$l" ] && ip link show dev "$l" >/dev/null 2>&1 && { ip link del dev "$l" || problem "cannot delete link $l"; }
-  done <"$RUN/owned-links"
-fi
+remove_owned
 
 # --- 6. mounts under the cluster's directories (overlays, shm, projected volumes), deepest first
 for m in $(umount_under "$RUN"; umount_under "$RSTATE"); do problem "cannot unmount $m"; done
