@@ -6,13 +6,14 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
 )
 
-// TestBenchSmoke runs every benchmark (`make bench`, `make bench-daemon`, `make bench-controller`)
-// at a small size, as `make test` does, so that none of them rots: each must build, run to the
+// TestBenchSmoke runs every benchmark (`make bench`, test/bench/dataplane, `make bench-daemon`,
+// `make bench-controller`) at a small size, as `make test` does, so that none of them rots: each must build, run to the
 // end against the real parts it measures, exit 0 and print its markdown table. The figures are
 // not judged here: a timing is a benchmark's output, never a test's verdict.
 func TestBenchSmoke(t *testing.T) {
@@ -28,6 +29,8 @@ func TestBenchSmoke(t *testing.T) {
 	}{
 		{"data-plane", "./test/bench", true,
 			[]string{"--sizes=10", "--baseline-max=10", "--conn-time=200ms", "--changes=2", "--cni-rounds=2"}, 3},
+		{"dataplane-backends", "./test/bench/dataplane", true,
+			[]string{"--sizes=10", "--changes=2", "--conn-time=200ms"}, 2},
 		{"daemon", "./test/bench/daemon", true,
 			[]string{"--repo=" + root, "--rounds=2", "--sizes=1,10", "--gateways=2"}, 1},
 		{"controller", "./test/bench/controller", false,
@@ -53,13 +56,16 @@ func TestBenchSmoke(t *testing.T) {
 			if err := cmd.Run(); err != nil {
 				t.Fatalf("%s %s: %v\nstdout:\n%s\nstderr:\n%s", c.pkg, strings.Join(c.args, " "), err, stdout.String(), tail(stderr.String(), 4000))
 			}
-			if got := strings.Count(stdout.String(), "\n| --- |"); got < c.tables {
+			if got := len(tableRule.FindAllString(stdout.String(), -1)); got < c.tables {
 				t.Errorf("%s printed %d markdown tables, want %d:\n%s", c.pkg, got, c.tables, stdout.String())
 			}
 			t.Logf("%s:\n%s", c.pkg, stdout.String())
 		})
 	}
 }
+
+// tableRule is the line under a markdown table's header: | --- | ---: | :---: |
+var tableRule = regexp.MustCompile(`(?m)^\|( *:?-{3,}:? *\|)+$`)
 
 func tail(s string, n int) string {
 	if len(s) <= n {
