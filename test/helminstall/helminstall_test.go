@@ -391,8 +391,25 @@ func TestHelmInstallUpgradeUninstall(t *testing.T) {
 		t.Errorf("the webhook certificate Secret the controller made: %v (the README's uninstall names it)", err)
 	}
 
+	links := n.HostLinks()
 	if err := n.Close(); err != nil {
-		t.Errorf("removing the seed topology: %v", err)
+		// A veth's host end goes with its peer's namespace, which the kernel tears down
+		// asynchronously: Close can see one listed and then fail to delete it. Only a link still
+		// there is a leftover.
+		gctx, gcancel := context.WithTimeout(ctx, 30*time.Second) // a hang guard
+		defer gcancel()
+		if perr := poll(gctx, "the seed topology's host links gone", func() (bool, error) {
+			for _, l := range links {
+				if exec.Command("ip", "link", "show", "dev", l).Run() == nil {
+					return false, fmt.Errorf("%s still there", l)
+				}
+			}
+			return true, nil
+		}); perr != nil {
+			t.Errorf("removing the seed topology: %v; %v", err, perr)
+		} else {
+			t.Logf("removing the seed topology: %v (the links went with their namespaces)", err)
+		}
 	}
 	closed = true
 	out2, err := c.Stop()
