@@ -46,7 +46,7 @@ case "$op" in
     ;;
   poweron)
     powered_off || die "node $n is not powered off"
-    wipe_node "$n" # what the reboot lost (mounts made after power-off by nothing; repeated for safety)
+    wipe_node "$n" # power-off wiped it already; again in case that was interrupted
     node_links "$n" up
     start_containerd "$n"
     wait_for "containerd-$n" 30 ctr --address "$(node_sock "$n")" version

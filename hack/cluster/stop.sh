@@ -5,8 +5,9 @@
 # PIDs in the cluster's own cgroup tree), shims (those naming the cluster's containerd socket),
 # network namespaces whose veth sits on the cluster's bridge, the test networks registered in
 # run/owned-*, mounts under the cluster's directories, the cgroups, libcni's cache entries of
-# our sandboxes, the host directories start.sh found absent, the sysctls. Safe to run twice;
-# exits non-zero, naming it, if something could not be removed.
+# our sandboxes, the host directories start.sh found absent, the sysctls. The multi-node cluster
+# (NODES=3 start.sh) is stopped first, by stop-multi.sh. Safe to run twice; exits non-zero,
+# naming it, if something could not be removed.
 set -uo pipefail
 . "$(dirname "$0")/lib.sh"
 [ "$(id -u)" -eq 0 ] || die "run as root"
