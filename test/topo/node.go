@@ -189,7 +189,9 @@ func (n *NodeTopology) Close() error {
 		if exec.Command("ip", "link", "show", "dev", l).Run() != nil {
 			continue // a veth end, gone with its peer's namespace
 		}
-		if err := n.ip("", "link", "del", "dev", l); err != nil {
+		if err := n.ip("", "link", "del", "dev", l); err != nil && exec.Command("ip", "link", "show", "dev", l).Run() == nil {
+			// Still there: a real failure. (A veth end also goes away by itself, with its peer's
+			// namespace, between the look above and the delete.)
 			errs = append(errs, err.Error())
 		}
 	}
