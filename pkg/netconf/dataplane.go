@@ -80,6 +80,7 @@ func (g *Gateway) syncDataplane(ctx context.Context, d *annotations.Desired, ful
 		if deleted {
 			lines = append(lines, "nftables: deleted table ip "+nft.TableName)
 		}
+		g.nft.Close() // an iptables gateway keeps no nf_tables socket open
 	}
 	return stale, lines, func() { g.last, g.nftLast, g.dataplane = want, nil, plane }, nil
 }
