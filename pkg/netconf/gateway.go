@@ -18,7 +18,6 @@ import (
 
 	"github.com/vpcnat/vpcnat/pkg/annotations"
 	"github.com/vpcnat/vpcnat/pkg/nat"
-	"github.com/vpcnat/vpcnat/pkg/nft"
 )
 
 // Gateway converges one gateway network namespace. Its methods are safe for concurrent use;
@@ -32,7 +31,7 @@ type Gateway struct {
 	// nftables backend, and dataplane the backend of the last converge ("": none yet); see
 	// dataplane.go.
 	last      *nat.Ruleset
-	nftLast   *nft.Table
+	nftLast   *nftApplied
 	nft       nftTable
 	dataplane string
 	// initialised: a converge completed, so forwarding is on.

@@ -29,6 +29,9 @@ type nftTable interface {
 	Apply(b *nft.Batch) error
 	// Delete removes the table, if any, in one transaction; deleted says there was one.
 	Delete() (deleted bool, err error)
+	// Generation is the netns's nf_tables generation: bumped by one by every committed
+	// transaction in the netns, of any table.
+	Generation() (uint32, error)
 	// Close releases the netlink socket; the next call opens a new one (in the netns then
 	// mounted at the path).
 	Close()
@@ -43,6 +46,8 @@ type netlinkNFT struct {
 	nsPath string
 	mu     sync.Mutex
 	c      *nftables.Conn
+	// gen asks for the generation, which google/nftables has no call for.
+	gen *netlink.Conn
 }
 
 func newNetlinkNFT(nsPath string) *netlinkNFT { return &netlinkNFT{nsPath: nsPath} }
@@ -66,6 +71,17 @@ func (n *netlinkNFT) use(fn func(c *nftables.Conn) error) error {
 		}
 		n.c = c
 	}
+	if n.gen == nil {
+		f, err := os.Open(n.nsPath)
+		if err != nil {
+			return fmt.Errorf("nftables: opening gateway netns %s: %w", n.nsPath, err)
+		}
+		n.gen, err = netlink.Dial(unix.NETLINK_NETFILTER, &netlink.Config{NetNS: int(f.Fd())})
+		f.Close()
+		if err != nil {
+			return fmt.Errorf("nftables: netlink socket in gateway netns %s: %w", n.nsPath, err)
+		}
+	}
 	err := fn(n.c)
 	if err != nil {
 		n.closeLocked()
@@ -84,6 +100,10 @@ func (n *netlinkNFT) closeLocked() {
 	if c := n.c; c != nil {
 		go func() { _ = c.CloseLasting() }()
 		n.c = nil
+	}
+	if g := n.gen; g != nil {
+		go func() { _ = g.Close() }()
+		n.gen = nil
 	}
 }
 
@@ -153,6 +173,41 @@ func (n *netlinkNFT) Delete() (deleted bool, err error) {
 		return nil
 	})
 	return deleted, err
+}
+
+func (n *netlinkNFT) Generation() (gen uint32, err error) {
+	err = n.use(func(*nftables.Conn) error {
+		gen, err = getGeneration(n.gen)
+		return err
+	})
+	return gen, err
+}
+
+// getGeneration sends NFT_MSG_GETGEN and reads NFTA_GEN_ID from the answer.
+func getGeneration(c *netlink.Conn) (uint32, error) {
+	msgs, err := c.Execute(netlink.Message{
+		Header: netlink.Header{Type: netlink.HeaderType(unix.NFNL_SUBSYS_NFTABLES<<8 | unix.NFT_MSG_GETGEN), Flags: netlink.Request},
+		Data:   []byte{unix.AF_UNSPEC, unix.NFNETLINK_V0, 0, 0}, // struct nfgenmsg
+	})
+	if err != nil {
+		return 0, fmt.Errorf("nftables: reading the generation: %w", err)
+	}
+	for _, m := range msgs {
+		if len(m.Data) < 4 {
+			continue
+		}
+		ad, err := netlink.NewAttributeDecoder(m.Data[4:])
+		if err != nil {
+			return 0, fmt.Errorf("nftables: reading the generation: %w", err)
+		}
+		ad.ByteOrder = binary.BigEndian
+		for ad.Next() {
+			if ad.Type() == unix.NFTA_GEN_ID {
+				return ad.Uint32(), nil
+			}
+		}
+	}
+	return 0, errors.New("nftables: reading the generation: no NFTA_GEN_ID in the answer")
 }
 
 func hasOwnTable(c *nftables.Conn) (bool, error) {

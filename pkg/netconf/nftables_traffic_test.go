@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/vpcnat/vpcnat/pkg/annotations"
+	"github.com/vpcnat/vpcnat/pkg/nft"
 )
 
 const rolePod2 = "pod2" // 10.0.1.10, the seed's port-forward target
@@ -175,5 +176,42 @@ func TestDataplaneSwitch(t *testing.T) {
 	}
 	if rep := tp.mustConverge(g, seedDesired(), true); len(rep.Changes) != 0 {
 		t.Errorf("converging again: %q", rep.Changes)
+	}
+}
+
+// A full converge skips the read-back while nothing was committed in the netns since the last
+// one (the nf_tables generation is unchanged), and reads back and repairs as soon as anything
+// was: a hand edit of our table, or a commit to a foreign table.
+func TestNFTResyncByGeneration(t *testing.T) {
+	needNFT(t)
+	tp := newTopo(t)
+	g := tp.gateway()
+	tp.mustConverge(g, nftSeed(), true)
+	gen := g.nftLast.gen
+	if gen == 0 {
+		t.Fatal("the first converge did not learn the generation of its own commit")
+	}
+	if rep := tp.mustConverge(g, nftSeed(), true); len(rep.Changes) != 0 || g.nftLast.gen != gen {
+		t.Fatalf("in-sync resync: %q, generation %d -> %d", rep.Changes, gen, g.nftLast.gen)
+	}
+
+	tp.exec(roleGW, "nft", "delete", "element", "ip", "vpcnat", "fip_dnat", "{ 192.168.0.111 }")
+	if rep := tp.mustConverge(g, nftSeed(), false); len(rep.Changes) != 0 {
+		t.Errorf("a fast converge trusts memory, yet changed %q", rep.Changes)
+	}
+	rep := tp.mustConverge(g, nftSeed(), true)
+	if !hasChange(rep, "nftables: add element fip_dnat 192.168.0.111 : 10.0.1.5") {
+		t.Errorf("the resync after a hand edit: %q", rep.Changes)
+	}
+	if got, want := tp.nftList(roleGW), nft.Build(nftSeed()).Text(); got != want {
+		t.Errorf("after the repair:\n%s\nwant\n%s", got, want)
+	}
+
+	// A commit elsewhere in the netns also forces a read-back (which finds nothing to do); the
+	// generation is learned again from it.
+	tp.exec(roleGW, "nft", "add", "table", "ip", "other")
+	before := g.nftLast.gen
+	if rep := tp.mustConverge(g, nftSeed(), true); len(rep.Changes) != 0 || g.nftLast.gen == before || g.nftLast.gen == 0 {
+		t.Errorf("resync after a foreign commit: %q, generation %d -> %d", rep.Changes, before, g.nftLast.gen)
 	}
 }
