@@ -1,5 +1,6 @@
 // Package netconf converges one gateway network namespace to an annotations.Desired: links,
-// addresses, sysctls, policy routing, NAT rules (through pkg/nat and iptables-restore),
+// addresses, sysctls, policy routing, NAT rules (through pkg/nat and iptables-restore, or
+// pkg/nft and one nf_tables netlink batch: dataplane.go),
 // conntrack clean-up and gratuitous ARP. With the CNI plugin it is the only code that touches the
 // kernel; everything that decides *what* should exist is pure and lives in plan*.go / diff.go so
 // it is testable without root.
@@ -20,6 +21,7 @@
 // callback set with OnConflictChange; Close stops the listeners.
 //
 // Ownership. We touch only what is ours by contract: the links named in the desired state plus
-// subnet NICs with the "vpc-" prefix, our nat chains (pkg/nat decides), ip rules whose priority
+// subnet NICs with the "vpc-" prefix, our nat chains (pkg/nat decides) or our nftables table
+// "ip vpcnat" (pkg/nft), ip rules whose priority
 // AND table are both in our ranges, and routes in our tables (constants in owned.go).
 package netconf
