@@ -83,6 +83,9 @@ type row struct {
 	snatChange    time.Duration
 	// The NAT step alone (Report.NATTime) of the same converges.
 	natFirst, natResync, natDNAT, natSNAT time.Duration
+	// slabKB is the growth of the kernel's unreclaimable slab memory over the first converge
+	// (machine-wide: other work on the machine shows in it too).
+	slabKB int
 	// nftables only: a resync after a commit to a foreign table, which forces the read-back
 	// the unchanged generation lets an in-sync resync skip.
 	readback, natReadback time.Duration
@@ -180,9 +183,18 @@ func (b bench) measure(n int, plane string) (row, error) {
 	gw := netconf.NewGateway(t.Path(topo.Gateway))
 	defer gw.Close()
 	var rep *netconf.Report
+	slab0, err := slabUnreclaimable()
+	if err != nil {
+		return r, err
+	}
 	if r.first, rep, err = converge(t, gw, d, true); err != nil {
 		return r, fmt.Errorf("first converge: %w", err)
 	}
+	slab1, err := slabUnreclaimable()
+	if err != nil {
+		return r, err
+	}
+	r.slabKB = slab1 - slab0
 	r.natFirst = rep.NATTime
 	if r.resync, rep, err = converge(t, gw, d, true); err != nil {
 		return r, err
@@ -300,6 +312,21 @@ func (b bench) connRate(t *topo.Topology) (float64, error) {
 	return float64(n) / time.Since(start).Seconds(), nil
 }
 
+// slabUnreclaimable is SUnreclaim of /proc/meminfo in kB: where nf_tables and xtables keep
+// rules, sets and their elements.
+func slabUnreclaimable() (int, error) {
+	b, err := os.ReadFile("/proc/meminfo")
+	if err != nil {
+		return 0, err
+	}
+	for _, l := range strings.Split(string(b), "\n") {
+		if rest, ok := strings.CutPrefix(l, "SUnreclaim:"); ok {
+			return strconv.Atoi(strings.TrimSuffix(strings.TrimSpace(rest), " kB"))
+		}
+	}
+	return 0, fmt.Errorf("/proc/meminfo: no SUnreclaim")
+}
+
 func median(ds []time.Duration) time.Duration {
 	if len(ds) == 0 {
 		return 0
@@ -328,11 +355,11 @@ func print(rows []row) {
 	fmt.Printf("## NAT backends side by side (%s, %s)\n\n", host, time.Now().UTC().Format(time.RFC3339))
 	fmt.Println("Whole converge (NAT step alone in brackets):")
 	fmt.Println()
-	fmt.Println("| rules | backend | first converge | in-sync resync | one DNAT change | one SNAT change | new conn/s via DNAT |")
-	fmt.Println("| ---: | --- | ---: | ---: | ---: | ---: | ---: |")
+	fmt.Println("| rules | backend | first converge | in-sync resync | one DNAT change | one SNAT change | new conn/s via DNAT | kernel slab growth at first converge |")
+	fmt.Println("| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: |")
 	for _, r := range rows {
-		fmt.Printf("| %d | %s | %s (%s) | %s (%s) | %s (%s) | %s (%s) | %.0f |\n", r.rules, r.plane, ms(r.first), ms(r.natFirst),
-			ms(r.resync), ms(r.natResync), ms(r.dnatChange), ms(r.natDNAT), ms(r.snatChange), ms(r.natSNAT), r.connRate)
+		fmt.Printf("| %d | %s | %s (%s) | %s (%s) | %s (%s) | %s (%s) | %.0f | %d kB |\n", r.rules, r.plane, ms(r.first), ms(r.natFirst),
+			ms(r.resync), ms(r.natResync), ms(r.dnatChange), ms(r.natDNAT), ms(r.snatChange), ms(r.natSNAT), r.connRate, r.slabKB)
 	}
 	fmt.Println()
 	fmt.Println("Ratios iptables ÷ nftables of the NAT step, and the exec path knftables would take:")
