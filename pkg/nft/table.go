@@ -155,9 +155,10 @@ func Build(d *annotations.Desired) *Table {
 	t.Maps[0].Elements, t.Maps[1].Elements = fipDNAT, fipSNAT
 	t.Maps[2].Elements = portElements(d.DNATs)
 	t.Maps[3].Elements = snatElements(d.SNATs)
-	for i := range t.Maps {
-		SortElements(t.Maps[i].Kind, t.Maps[i].Elements)
-	}
+	// The port forwards and the SNAT ranges come out in listing order; the FIP maps are sorted
+	// here.
+	SortElements(AddrMap, t.Maps[0].Elements)
+	SortElements(AddrMap, t.Maps[1].Elements)
 
 	jump := func(target string) Rule { return Rule{Verb: Jump, Target: target} }
 	extJump := func(target string) Rule { return Rule{OIfName: ext, Verb: Jump, Target: target} }
@@ -214,12 +215,26 @@ func portElements(in []annotations.DNAT) []Element {
 		}
 		out = append(out, Element{Addr: eip, Proto: proto, Port: uint16(r.ExternalPort), To: ip, ToPort: uint16(r.InternalPort)})
 	}
-	// One key, one element: a duplicate keeps the lowest destination, the first iptables rule.
-	// Sorted in listing order already (one sort of 10 000 elements, not two).
-	slices.SortFunc(out, func(a, b Element) int {
-		return cmp.Or(cmp.Compare(listOrder(a), listOrder(b)), a.To.Compare(b.To), cmp.Compare(a.ToPort, b.ToPort))
-	})
-	return slices.CompactFunc(out, func(a, b Element) bool { return a.Addr == b.Addr && a.Proto == b.Proto && a.Port == b.Port })
+	// Sorted in listing order here (so Build's SortElements finds it sorted), through small
+	// keys computed once: sorting 100 000 elements of 80 bytes with a comparator that derives
+	// the key each time cost 30 ms. One key, one element: a duplicate keeps the lowest
+	// destination, the first iptables rule.
+	type sortKey struct {
+		key, tie uint64
+		i        int32
+	}
+	keys := make([]sortKey, len(out))
+	for i, e := range out {
+		keys[i] = sortKey{key: listOrder(e), tie: uint64(u32(e.To))<<16 | uint64(e.ToPort), i: int32(i)}
+	}
+	slices.SortFunc(keys, func(a, b sortKey) int { return cmp.Or(cmp.Compare(a.key, b.key), cmp.Compare(a.tie, b.tie)) })
+	sorted := make([]Element, 0, len(out))
+	for j, k := range keys {
+		if j == 0 || k.key != keys[j-1].key {
+			sorted = append(sorted, out[k.i])
+		}
+	}
+	return sorted
 }
 
 // protoNumbers are the IP protocol numbers of the protocols a port forward may name.
