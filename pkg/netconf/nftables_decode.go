@@ -117,10 +117,9 @@ func decodeElements(kind nft.MapKind, els []nftables.SetElement) ([]nft.Element,
 // just before the next higher element of either kind, or to 255.255.255.255 when none follows.
 func decodeIntervals(els []nftables.SetElement) ([]nft.Element, error) {
 	type point struct {
-		at    netip.Addr
-		end   bool
-		to    netip.Addr
-		valid bool
+		at  netip.Addr
+		end bool
+		to  netip.Addr
 	}
 	pts := make([]point, 0, len(els))
 	for _, se := range els {
@@ -148,7 +147,39 @@ func decodeIntervals(els []nftables.SetElement) ([]nft.Element, error) {
 		}
 		out = append(out, nft.Element{Addr: p.at, End: last, To: p.to})
 	}
+	// Accepted only if the ranges encode back to exactly the elements read: an element added
+	// by hand (nft adds an end element at 0.0.0.0 of its own, for one) is foreign, and would
+	// otherwise stay and collide with a later range's end.
+	if !sameElements(elements(nft.IntervalMap, out), els) {
+		return nil, errForeign
+	}
 	return out, nil
+}
+
+// sameElements compares two lists of interval elements as sets of (key, end flag, data).
+func sameElements(a, b []nftables.SetElement) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	key := func(e nftables.SetElement) string {
+		k := string(e.Key) + string(e.Val)
+		if e.IntervalEnd {
+			k += "end"
+		}
+		return k
+	}
+	count := make(map[string]int, len(a))
+	for _, e := range a {
+		count[key(e)]++
+	}
+	for _, e := range b {
+		k := key(e)
+		if count[k] == 0 {
+			return false
+		}
+		count[k]--
+	}
+	return true
 }
 
 // decodeRule reads a rule back into the model. It decodes loosely and then accepts the result

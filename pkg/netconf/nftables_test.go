@@ -7,6 +7,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/google/nftables"
+
 	"github.com/vpcnat/vpcnat/pkg/annotations"
 	"github.com/vpcnat/vpcnat/pkg/nft"
 	"github.com/vpcnat/vpcnat/pkg/nft/nfttest"
@@ -170,4 +172,49 @@ func TestNFTLargeBatch(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+}
+
+// A range added by hand to the SNAT interval map is removed by the next repair; an element that
+// is not of vpcnat's encoding (here a lone end element at 0.0.0.0, which nft itself writes before
+// a first range that does not start there) makes the read-back call the map foreign, and the
+// repair replaces the table, so no stray element stays behind.
+func TestNFTForeignIntervalElement(t *testing.T) {
+	tp := nsOnly(t)
+	k := tp.nftIn(roleGW)
+	want := nft.Build(nfttest.Seed())
+	if err := k.Apply(nft.Diff(want, nil)); err != nil {
+		t.Fatal(err)
+	}
+	repair := func(wantReplace bool) {
+		t.Helper()
+		have, err := k.Read()
+		if err != nil {
+			t.Fatal(err)
+		}
+		b := nft.Diff(want, have)
+		if b.Empty() || b.Replace != wantReplace {
+			t.Fatalf("repair %q, want replace=%v", b.Summary(), wantReplace)
+		}
+		if err := k.Apply(b); err != nil {
+			t.Fatal(err)
+		}
+		if got := tp.nftList(roleGW); got != want.Text() {
+			t.Errorf("after the repair:\n%s\nwant\n%s", got, want.Text())
+		}
+		if out := tp.exec(roleGW, "nft", "--debug=netlink", "list", "map", "ip", nft.TableName, nft.MapSNAT); strings.Count(out, "element ") != 2 {
+			t.Errorf("the SNAT map holds other elements than the range's start and end:\n%s", out)
+		}
+	}
+	tp.exec(roleGW, "nft", "add", "element", "ip", nft.TableName, nft.MapSNAT, "{ 192.168.50.0/24 : 198.51.100.99 }")
+	repair(false)
+
+	if err := k.use(func(c *nftables.Conn) error {
+		if err := c.SetAddElements(setOf(nft.MapSNAT, nft.IntervalMap), []nftables.SetElement{{Key: []byte{0, 0, 0, 0}, IntervalEnd: true}}); err != nil {
+			return err
+		}
+		return c.Flush()
+	}); err != nil {
+		t.Fatal(err)
+	}
+	repair(true)
 }
