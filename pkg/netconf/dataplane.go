@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os/exec"
 	"slices"
 	"strings"
 
@@ -151,6 +152,9 @@ func nextGeneration(gen uint32) uint32 {
 // chain a foreign rule still jumps to is emptied instead of deleted, as pkg/nat does.
 func removeIptablesNAT(ctx context.Context, ipt iptables) ([]string, error) {
 	save, err := ipt.SaveNAT(ctx)
+	if errors.Is(err, exec.ErrNotFound) {
+		return nil, nil // no iptables on this node: it cannot have left rules
+	}
 	if err != nil {
 		return nil, fmt.Errorf("reading the nat table: %w", err)
 	}

@@ -1,6 +1,7 @@
 package netconf
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"os/exec"
@@ -217,4 +218,23 @@ func TestNFTForeignIntervalElement(t *testing.T) {
 		t.Fatal(err)
 	}
 	repair(true)
+}
+
+// missingIptables is a node without the iptables binaries.
+type missingIptables struct{}
+
+func (missingIptables) SaveNAT(context.Context) ([]byte, error) {
+	return nil, fmt.Errorf("iptables-save: %w", exec.ErrNotFound)
+}
+func (missingIptables) Restore(context.Context, []byte) error {
+	return fmt.Errorf("iptables-restore: %w", exec.ErrNotFound)
+}
+
+// With the nftables backend a node needs no iptables binaries: the look for the other
+// backend's rules finds none to remove.
+func TestRemoveIptablesNATWithoutIptables(t *testing.T) {
+	lines, err := removeIptablesNAT(context.Background(), missingIptables{})
+	if err != nil || lines != nil {
+		t.Fatalf("without iptables: %q, %v", lines, err)
+	}
 }
