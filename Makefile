@@ -112,6 +112,14 @@ bench-controller: deps
 	$(GO) build -o $(BIN)/vpcnat-bench-controller ./test/bench/controller
 	$(BIN)/vpcnat-bench-controller
 
+# --- the two NAT backends side by side (test/bench/dataplane): first converge, one-rule change,
+# in-sync resync and kernel memory at 10 000 rules, iptables and nftables in the same run.
+.PHONY: bench-dataplane
+bench-dataplane: deps
+	@mkdir -p $(BIN)
+	$(GO) build -o $(BIN)/vpcnat-bench-dataplane ./test/bench/dataplane
+	$(BIN)/vpcnat-bench-dataplane
+
 # --- every benchmark at a small size: each builds, runs to its end and prints its table (make
 # test runs the same test through `go test ./...`, so no benchmark rots unnoticed).
 .PHONY: bench-smoke
