@@ -61,6 +61,7 @@ type Agent struct {
 	replies  map[netip.Addr]time.Time
 	announce []time.Time
 	metrics  *metrics
+	healthy  bool // as last decided, for the log
 }
 
 type nic struct {
@@ -117,6 +118,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	if err := a.apply(links, false); err != nil {
 		return err
 	}
+	a.step(time.Now(), true) // the first heartbeat at once: a restarted agent is heard again at once
 	tick := time.NewTicker(a.cfg.Timing.Interval)
 	defer tick.Stop()
 	for {
@@ -138,6 +140,10 @@ func (a *Agent) Run(ctx context.Context) error {
 func (a *Agent) receive(f frame) {
 	if f.hb != nil {
 		a.metrics.heartbeats.WithLabelValues(f.nic).Inc()
+		if !slices.ContainsFunc(a.elector.Peers(f.at), func(p Heartbeat) bool { return p.Replica == f.hb.Replica }) {
+			klog.V(2).InfoS("Hearing replica", "gateway", a.cfg.Gateway, "replica", a.cfg.Replica, "peer", f.hb.Replica,
+				"interface", f.nic, "active", f.hb.Active, "term", f.hb.Term)
+		}
 		a.elector.Receive(*f.hb, f.at)
 		return
 	}
@@ -155,13 +161,25 @@ func (a *Agent) step(now time.Time, tick bool) {
 		if links, err = a.refresh(); err != nil {
 			klog.ErrorS(err, "Listing the gateway NICs", "gateway", a.cfg.Gateway)
 		}
+		now = time.Now() // the election's clock is the wall's, not a tick that waited
 	}
 	healthy, targets := a.health(links, now)
+	if healthy != a.healthy {
+		a.healthy = healthy
+		klog.V(2).InfoS("Health changed", "gateway", a.cfg.Gateway, "replica", a.cfg.Replica, "healthy", healthy)
+	}
 	role, why := a.elector.Decide(now, healthy)
 	changed := role != a.role
 	a.role = role
 	if err := a.apply(links, changed); err != nil {
 		klog.ErrorS(err, "Applying the role", "gateway", a.cfg.Gateway, "role", role)
+	}
+	if !changed && role == Active && a.elector.Contested() && len(a.announce) == 0 {
+		// Another replica was active too (a partition healed): bring back the neighbours that
+		// followed it.
+		klog.InfoS("Announcing again: another replica was active", "gateway", a.cfg.Gateway, "replica", a.cfg.Replica)
+		a.scheduleAnnounce(now)
+		a.announceDue(links, now)
 	}
 	if changed {
 		term := a.elector.Heartbeat().Term
@@ -297,16 +315,21 @@ func (a *Agent) apply(links []netlink.Link, changed bool) error {
 	}
 	if changed && a.role == Active {
 		now := time.Now()
-		a.announce = a.announce[:0]
-		for _, d := range announceAfter {
-			a.announce = append(a.announce, now.Add(d))
-		}
+		a.scheduleAnnounce(now)
 		a.announceDue(links, now)
 	}
 	if a.role != Active {
 		a.announce = nil
 	}
 	return errors.Join(errs...)
+}
+
+// scheduleAnnounce plans the rounds of gratuitous ARPs from now (announceAfter).
+func (a *Agent) scheduleAnnounce(now time.Time) {
+	a.announce = a.announce[:0]
+	for _, d := range announceAfter {
+		a.announce = append(a.announce, now.Add(d))
+	}
 }
 
 // forgetSilentNeighbours deletes the NOARP neighbour entries a silent NIC made (they point at

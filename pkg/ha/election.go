@@ -61,16 +61,22 @@ func TimingFromBFD(minRX, minTX, multiplier int32) (Timing, error) {
 //     healthy standbys (priority, then name); it takes a term above every term it has heard;
 //   - an active replica stays active (no preemption by a better rank) unless it hears a live,
 //     healthy active peer that beats it: a higher term, or the same term and a better rank;
-//   - a replica listens one dead interval after it starts before it may take over, so a
-//     restarted replica does not seize the role from a live one; Resume skips that for a replica
-//     that finds itself active at start (its agent restarted, its NICs still answering).
+//   - a replica listens one dead interval after it becomes healthy (at start, or after it was
+//     unhealthy: it could not hear or be heard) before it may take over, so it does not seize
+//     the role from a live replica it has not heard yet; Resume skips that for a replica that
+//     finds itself active at start (its agent restarted, its NICs still answering).
+//
+// An active replica that hears an active peer it beats keeps the role and is told so (Decide's
+// contested result): neighbours may have followed the peer, and an announcement brings them back.
 type Elector struct {
-	self     Heartbeat
-	timing   Timing
-	started  time.Time
-	peers    map[string]seen
-	maxTerm  uint64
-	listened bool
+	self    Heartbeat
+	timing  Timing
+	peers   map[string]seen
+	maxTerm uint64
+	// healthySince: when the replica last became healthy; zero while unhealthy.
+	healthySince time.Time
+	// contested: the last Decide kept the role against an active peer.
+	contested bool
 }
 
 type seen struct {
@@ -81,13 +87,13 @@ type seen struct {
 // NewElector starts a standby election for replica self (Gateway, Replica, Priority are used).
 func NewElector(self Heartbeat, t Timing, now time.Time) *Elector {
 	self.Active, self.Term = false, 0
-	return &Elector{self: self, timing: t, started: now, peers: map[string]seen{}}
+	return &Elector{self: self, timing: t, peers: map[string]seen{}}
 }
 
 // Resume makes the replica active at term without listening first: it was active before its
 // agent restarted. A live active peer with a higher term still wins.
 func (e *Elector) Resume(term uint64) {
-	e.self.Active, e.self.Term, e.listened = true, term, true
+	e.self.Active, e.self.Term = true, term
 	e.maxTerm = max(e.maxTerm, term)
 }
 
@@ -107,6 +113,12 @@ func (e *Elector) Receive(h Heartbeat, now time.Time) {
 func (e *Elector) Decide(now time.Time, healthy bool) (Role, string) {
 	was := e.role()
 	e.self.Healthy = healthy
+	if !healthy {
+		e.healthySince = time.Time{}
+	} else if e.healthySince.IsZero() {
+		e.healthySince = now
+	}
+	e.contested = false
 	live := e.live(now)
 	reason := ""
 	switch {
@@ -115,17 +127,20 @@ func (e *Elector) Decide(now time.Time, healthy bool) (Role, string) {
 		reason = "unhealthy"
 	case e.self.Active:
 		for _, p := range live {
-			if p.Active && p.Healthy && beats(p, e.self) {
-				e.self.Active = false
+			if !p.Active || !p.Healthy {
+				continue
+			}
+			if beats(p, e.self) {
+				e.self.Active, e.contested = false, false
 				reason = fmt.Sprintf("replica %s is active with term %d", p.Replica, p.Term)
 				break
 			}
+			e.contested = true
 		}
 	default:
-		if !e.listened && now.Sub(e.started) < e.timing.DeadAfter {
-			break
+		if now.Sub(e.healthySince) < e.timing.DeadAfter {
+			break // listening
 		}
-		e.listened = true
 		best := true
 		for _, p := range live {
 			if p.Active && p.Healthy {
@@ -150,6 +165,10 @@ func (e *Elector) Decide(now time.Time, healthy bool) (Role, string) {
 	}
 	return e.role(), reason
 }
+
+// Contested says whether the last Decide kept the active role against a live active peer (which
+// will step down): the neighbours that followed the peer need an announcement.
+func (e *Elector) Contested() bool { return e.contested }
 
 // Heartbeat is the frame to send now (after Decide).
 func (e *Elector) Heartbeat() Heartbeat { return e.self }

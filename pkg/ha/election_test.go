@@ -80,7 +80,6 @@ func TestElectionTakeoverAndNoPreemption(t *testing.T) {
 	}
 	// a comes back (a new agent: a fresh elector) and outranks b by name: b keeps the role.
 	a = replica("a", 100)
-	a.started = at(ms)
 	for end := ms + 1000; ms <= end; ms += 100 {
 		exchange(at(ms), nil, a, b)
 	}
@@ -106,7 +105,8 @@ func TestElectionPartition(t *testing.T) {
 		t.Fatalf("after a lost its health: active %v, want [b]", got)
 	}
 
-	// Split brain by construction: both active, b with the later term.
+	// Split brain by construction: both active and healthy, b with the later term.
+	a.Decide(at(ms+150), true)
 	a.Resume(b.Heartbeat().Term - 1)
 	if got := actives(a, b); len(got) != 2 {
 		t.Fatalf("setup: active %v", got)
@@ -114,6 +114,34 @@ func TestElectionPartition(t *testing.T) {
 	exchange(at(ms+200), nil, a, b)
 	if got := actives(a, b); len(got) != 1 || got[0] != "b" {
 		t.Fatalf("after the partition healed: active %v, want [b] (later term)", got)
+	}
+	if !b.Contested() {
+		t.Fatal("b kept the role against an active a without being told to announce again")
+	}
+	exchange(at(ms+300), nil, a, b)
+	if b.Contested() {
+		t.Fatal("b still contested after a stepped down")
+	}
+}
+
+// TestElectionListensAfterHealth: a replica that becomes healthy (its NICs converged, its link
+// back) listens one dead time before it may take over, whatever happened before: a replica it
+// could not hear while unhealthy may be active.
+func TestElectionListensAfterHealth(t *testing.T) {
+	a := replica("a", 100)
+	for ms := 0; ms <= 1000; ms += 100 {
+		if r, _ := a.Decide(at(ms), false); r != Standby {
+			t.Fatalf("unhealthy a is %v at %d ms", r, ms)
+		}
+	}
+	for ms := 1100; ms <= 1600; ms += 100 {
+		r, _ := a.Decide(at(ms), true)
+		if listening := ms-1100 < int(DefaultTiming.DeadAfter.Milliseconds()); listening && r != Standby {
+			t.Fatalf("a took over at %d ms, %d ms after it became healthy", ms, ms-1100)
+		}
+	}
+	if !a.Heartbeat().Active {
+		t.Fatal("a, alone and healthy for longer than the dead time, is not active")
 	}
 }
 

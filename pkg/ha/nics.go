@@ -29,7 +29,7 @@ func (a *Agent) refresh() ([]netlink.Link, error) {
 		seen[at.Name] = true
 		n := a.nics[at.Name]
 		if n != nil && (n.index != at.Index || n.mac.String() != at.HardwareAddr.String()) {
-			n.close()
+			n.release()
 			n = nil
 		}
 		if n == nil {
@@ -43,7 +43,7 @@ func (a *Agent) refresh() ([]netlink.Link, error) {
 	}
 	for name, n := range a.nics {
 		if !seen[name] {
-			n.close()
+			n.release()
 			delete(a.nics, name)
 		}
 	}
@@ -120,6 +120,11 @@ func (n *nic) read(s *packetSocket, frames chan<- frame, heartbeats bool) {
 	}
 }
 
+// release tells the NIC's readers to stop without waiting for them: each closes its socket
+// within the receive timeout, and the election goes on meanwhile.
+func (n *nic) release() { close(n.stop) }
+
+// close stops the NIC's readers and waits until their sockets are closed.
 func (n *nic) close() {
 	close(n.stop)
 	n.wg.Wait()
