@@ -308,6 +308,11 @@ func (a *Agent) apply(links []netlink.Link, changed bool) error {
 			errs = append(errs, fmt.Errorf("setting ARP %s on %s: %w (the agent needs CAP_NET_ADMIN in its netns)", map[bool]string{true: "off", false: "on"}[silent], l.Attrs().Name, err))
 			continue
 		}
+		if n.silent && !silent && !changed {
+			// A NIC the active replica takes on now (added to the gateway, or silenced by the
+			// daemon before this agent knew it): its addresses are announced like a takeover's.
+			a.scheduleAnnounce(time.Now())
+		}
 		n.silent = silent
 		if err := a.nl.LinkSetAlias(l, alias); err != nil {
 			errs = append(errs, fmt.Errorf("marking %s: %w", l.Attrs().Name, err))

@@ -345,6 +345,11 @@ func (g *Gateway) syncInterfaces(netNS ns.NetNS, h *Handles, d *annotations.Desi
 			names = append(names, name)
 		}
 	}
+	lines, err = silenceNewReplicaNICs(h, d, names) // standby.go
+	change(lines)
+	if err != nil {
+		return nil, nil, nil, err
+	}
 	have, err := g.attachACD(netNS, h, names)
 	if err != nil {
 		return nil, nil, nil, err

@@ -1,6 +1,7 @@
 package netconf
 
 import (
+	"fmt"
 	"strings"
 
 	"github.com/containernetworking/plugins/pkg/ns"
@@ -78,4 +79,32 @@ func (g *Gateway) ReplicaRole() string {
 func (a *acd) noteSilence(name string, silent bool) bool {
 	old, seen := a.silence.Swap(name, silent)
 	return seen && old.(bool) != silent
+}
+
+// silenceNewReplicaNICs makes the NICs of a replicated gateway (Desired.Replicas ≥ 2) that no
+// failover agent has taken yet (no ReplicaAliasPrefix alias) silent, before any address is
+// claimed on them: a new replica is a standby until its agent decides otherwise, and must not
+// answer ARP for addresses the active replica holds (nor probe them and find them taken) in the
+// moment between the CNI plugin creating its NICs and its agent starting. A NIC the agent has
+// taken is left as the agent set it. A single gateway's NICs are never touched.
+func silenceNewReplicaNICs(h *Handles, d *annotations.Desired, names []string) ([]string, error) {
+	if d.Replicas < 2 {
+		return nil, nil
+	}
+	var changes []string
+	for _, name := range names {
+		l, err := h.Gateway.LinkByName(name)
+		if err != nil {
+			return changes, fmt.Errorf("looking up %s: %w", name, err)
+		}
+		at := l.Attrs()
+		if strings.HasPrefix(at.Alias, annotations.ReplicaAliasPrefix) || at.RawFlags&unix.IFF_NOARP != 0 {
+			continue
+		}
+		if err := h.Gateway.LinkSetARPOff(l); err != nil {
+			return changes, fmt.Errorf("silencing %s until the failover agent takes it: %w", name, err)
+		}
+		changes = append(changes, "link "+name+": ARP off until the failover agent takes it (replicated gateway)")
+	}
+	return changes, nil
 }

@@ -91,3 +91,41 @@ func TestReplicaRoleReported(t *testing.T) {
 		t.Fatalf("role with NOARP: %q, want %q", r, annotations.RoleStandby)
 	}
 }
+
+// TestNewReplicaStartsSilent: a replicated gateway's NICs that no failover agent has taken are
+// silenced by the converge before any address is claimed, so a new replica neither probes nor
+// announces the active replica's addresses; a NIC the agent took keeps the flag the agent set.
+func TestNewReplicaStartsSilent(t *testing.T) {
+	tp := newTopo(t)
+	tp.addExternalHost(roleActive, "192.168.0.111/24") // the active replica holds the EIP
+	router := tp.captureARP(roleExt, "ext0")
+	g := tp.gateway()
+	d := seedDesired()
+	d.Replicas = 2
+	rep := tp.mustConverge(g, d, true)
+	if len(rep.Pending) != 0 || !hasChange(rep, "link net1: ARP off until the failover agent takes it") {
+		t.Errorf("new replica: changes %q, pending %v", rep.Changes, rep.Pending)
+	}
+	for _, dev := range []string{"net1", "vpc-sn"} {
+		if out := tp.ip(roleGW, "link", "show", dev); !strings.Contains(out, "NOARP") {
+			t.Errorf("%s of a new replica: %q, want NOARP", dev, out)
+		}
+	}
+	time.Sleep(garpRepeats*garpInterval + 200*time.Millisecond)
+	for _, ip := range []string{"192.168.0.111", "192.168.0.112"} {
+		if n := router.claims(seedMAC, ip) + router.count("1 "+seedMAC+" 0.0.0.0 "+ip); n != 0 {
+			t.Errorf("the new replica sent %d frames probing or claiming %s", n, ip)
+		}
+	}
+	// The agent takes the NICs and makes this replica active: the next converge leaves them so.
+	for _, dev := range []string{"net1", "vpc-sn"} {
+		tp.ip(roleGW, "link", "set", dev, "arp", "on", "alias", annotations.ReplicaAliasPrefix+"active 1")
+	}
+	rep = tp.mustConverge(g, d, true)
+	if hasChange(rep, "ARP off") {
+		t.Errorf("the converge silenced NICs the agent took: %q", rep.Changes)
+	}
+	if out := tp.ip(roleGW, "link", "show", "net1"); strings.Contains(out, "NOARP") {
+		t.Errorf("net1 after the agent made it active and a converge: %q", out)
+	}
+}
