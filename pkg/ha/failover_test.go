@@ -460,9 +460,9 @@ func (rs *replicaSet) probesWithCount() (stop func() (topo.LossCount, topo.LossC
 // an agent that stays away long enough loses the role to the standby, and when it comes back
 // it hears the later term and silences its NICs: one active replica again.
 func TestAgentRestart(t *testing.T) {
-	// A detection time (2 s) that a restart of the agent's process fits in with room to spare
+	// A detection time (1 s) that a restart of the agent's process fits in with room to spare
 	// on a loaded machine: what is tested is that a restart within it changes nothing.
-	rs := newReplicaSetTimed(t, ha.Timing{Interval: 100 * time.Millisecond, DeadAfter: 2 * time.Second}, "r1", "r2")
+	rs := newReplicaSetTimed(t, ha.Timing{Interval: 100 * time.Millisecond, DeadAfter: time.Second}, "r1", "r2")
 	old := rs.active("r1", "r2")
 	stop, counts := rs.probesWithCount()
 	flowing(t, counts)
