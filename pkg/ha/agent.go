@@ -17,6 +17,7 @@ import (
 	"k8s.io/klog/v2"
 
 	"github.com/vpcnat/vpcnat/pkg/annotations"
+	"github.com/vpcnat/vpcnat/pkg/arp"
 )
 
 // Config is one replica's agent configuration.
@@ -195,7 +196,7 @@ func (a *Agent) step(now time.Time, tick bool) {
 	a.sendHeartbeat(a.elector.Heartbeat())
 	for _, t := range targets {
 		if n := a.nics[t.nic]; n != nil && n.arp != nil && a.mayTalk(n.mac) {
-			_ = n.arp.send(broadcastMAC, arpRequest(n.mac, netip.IPv4Unspecified(), t.addr))
+			_ = n.arp.send(broadcastMAC, arp.Request(n.mac, netip.IPv4Unspecified(), t.addr))
 		}
 	}
 	a.announceDue(links, now)
@@ -379,7 +380,7 @@ func (a *Agent) announceDue(links []netlink.Link, now time.Time) {
 				continue
 			}
 			ip = ip.Unmap()
-			if err := n.arp.send(broadcastMAC, arpRequest(n.mac, ip, ip)); err == nil {
+			if err := n.arp.send(broadcastMAC, arp.Request(n.mac, ip, ip)); err == nil {
 				a.metrics.announcements.Inc()
 			}
 		}

@@ -1,10 +1,8 @@
 package ha
 
 import (
-	"encoding/binary"
 	"fmt"
 	"net"
-	"net/netip"
 
 	"golang.org/x/sys/unix"
 )
@@ -77,26 +75,3 @@ func (s *packetSocket) recv(buf []byte) (int, net.HardwareAddr, error) {
 func (s *packetSocket) close() { unix.Close(s.fd) }
 
 var broadcastMAC = net.HardwareAddr{0xff, 0xff, 0xff, 0xff, 0xff, 0xff}
-
-// arpRequest is the ARP part of a request from mac: sender spa (0.0.0.0 for a probe, which
-// touches no neighbour's cache; the address itself for a gratuitous ARP), target tpa.
-func arpRequest(mac net.HardwareAddr, spa, tpa netip.Addr) []byte {
-	b := make([]byte, 28)
-	binary.BigEndian.PutUint16(b[0:], 1)
-	binary.BigEndian.PutUint16(b[2:], unix.ETH_P_IP)
-	b[4], b[5] = 6, 4
-	binary.BigEndian.PutUint16(b[6:], 1)
-	copy(b[8:14], mac)
-	s, t := spa.As4(), tpa.As4()
-	copy(b[14:18], s[:])
-	copy(b[24:28], t[:])
-	return b
-}
-
-// arpSender is the sender protocol address of an Ethernet/IPv4 ARP frame.
-func arpSender(b []byte) (netip.Addr, bool) {
-	if len(b) < 28 || binary.BigEndian.Uint16(b[0:]) != 1 || binary.BigEndian.Uint16(b[2:]) != unix.ETH_P_IP || b[4] != 6 || b[5] != 4 {
-		return netip.Addr{}, false
-	}
-	return netip.AddrFrom4([4]byte(b[14:18])), true
-}

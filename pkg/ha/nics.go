@@ -9,6 +9,8 @@ import (
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 	"k8s.io/klog/v2"
+
+	"github.com/vpcnat/vpcnat/pkg/arp"
 )
 
 // refresh lists the gateway NICs (every Ethernet NIC but lo and the excluded ones), opens the
@@ -106,7 +108,7 @@ func (n *nic) read(s *packetSocket, frames chan<- frame, heartbeats bool) {
 			}
 			f.hb = &hb
 		} else {
-			ip, ok := arpSender(buf[:c])
+			ip, ok := arp.Sender(buf[:c])
 			if !ok || !ip.IsValid() || ip.IsUnspecified() {
 				continue
 			}

@@ -12,6 +12,8 @@ import (
 	"github.com/containernetworking/plugins/pkg/ns"
 	"golang.org/x/sys/unix"
 	"k8s.io/klog/v2"
+
+	"github.com/vpcnat/vpcnat/pkg/arp"
 )
 
 // arpLink is the ARP listener and sender of one gateway NIC: one AF_PACKET socket, created
@@ -122,18 +124,7 @@ func parseARP(b []byte) (arpFrame, bool) {
 
 // arpPayload is an ARP request from mac: sender spa (0.0.0.0 for a probe, RFC 5227 §2.1.1; the
 // address itself for an announcement), target tpa, target hardware address zero.
-func arpPayload(mac net.HardwareAddr, spa, tpa netip.Addr) []byte {
-	b := make([]byte, 28)
-	binary.BigEndian.PutUint16(b[0:], 1)
-	binary.BigEndian.PutUint16(b[2:], unix.ETH_P_IP)
-	b[4], b[5] = 6, 4
-	binary.BigEndian.PutUint16(b[6:], 1)
-	copy(b[8:14], mac)
-	s, t := spa.As4(), tpa.As4()
-	copy(b[14:18], s[:])
-	copy(b[24:28], t[:])
-	return b
-}
+func arpPayload(mac net.HardwareAddr, spa, tpa netip.Addr) []byte { return arp.Request(mac, spa, tpa) }
 
 var zeroIP = netip.AddrFrom4([4]byte{})
 
