@@ -50,6 +50,15 @@ var (
 	buildErr  error
 )
 
+// TestMain removes the agent binary agentBinary built, if any.
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if agentBin != "" {
+		_ = os.RemoveAll(filepath.Dir(agentBin))
+	}
+	os.Exit(code)
+}
+
 // agentBinary builds cmd/vpcnat-keepalive once per test binary.
 func agentBinary(t testing.TB) string {
 	t.Helper()
