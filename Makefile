@@ -143,7 +143,7 @@ soak: deps build
 	FUZZ_LOGDIR=/tmp/vpcnat-fuzz-soak hack/fuzz.sh $(FUZZTIME)
 
 # --- the multi-node cluster (hack/cluster/start-multi.sh, node.sh; test/multinode) -------------
-.PHONY: multinode baseline-failover
+.PHONY: multinode baseline-failover e2e-failover
 # Three real nodes on this machine: Ready, cross-node pod traffic, power off / partition / power
 # on, nothing left after stop (make test runs it too; under the cluster lock, like e2e).
 multinode: cluster-setup
@@ -154,3 +154,9 @@ multinode: cluster-setup
 # and the default tolerations. About 8 minutes; not part of `make test`.
 baseline-failover: cluster-setup
 	VPCNAT_BASELINE=1 flock /tmp/vpcnat-cluster.lock $(GO) test -count=1 -v -timeout 30m -run TestBaselineNodeFailure ./test/e2e/
+
+# The replicated gateway's failover (docs/ha.md): the seed with replicas: 2 on a 3-node cluster,
+# UDP probes every 10 ms through the DNAT and the SNAT while the active pod is killed, the daemon
+# on its node restarted, its external NIC cut, its node powered off and on. Not in `make test`.
+e2e-failover: cluster-setup
+	VPCNAT_HA_E2E=1 flock /tmp/vpcnat-cluster.lock $(GO) test -count=1 -v -timeout 30m -run TestReplicatedFailover ./test/e2e/

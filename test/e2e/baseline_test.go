@@ -47,44 +47,13 @@ func TestBaselineNodeFailure(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 25*time.Minute) // a hang guard
 	defer cancel()
-	repo, err := filepath.Abs(filepath.Join("..", ".."))
-	if err != nil {
-		t.Fatal(err)
-	}
-	c, err := multinode.NewCluster(ctx, repo, 3)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if exists, alive := c.Running(); alive {
-		t.Fatalf("a multi-node cluster is running from %s: stop it with hack/cluster/stop.sh first", c.Env["RUN_DIR"])
-	} else if exists {
-		if _, err := c.Stop(); err != nil {
-			t.Fatalf("cleaning an earlier run's state: %v", err)
-		}
-	}
-	if _, err := c.Setup(ctx); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := c.Start(ctx); err != nil {
-		t.Fatal(err)
-	}
-	b := &baseline{t: t, ctx: ctx, c: c}
-	defer func() {
-		if t.Failed() {
-			b.diagnose()
-		}
-		if out, err := c.Stop(); err != nil {
-			t.Errorf("stop: %v\n%s", err, out)
-		}
-	}()
-	if b.client, err = c.Client(); err != nil {
-		t.Fatal(err)
-	}
+	b := startMultiNode(t, ctx)
+	c := b.c
 	b.buildNetworks()
 	b.install()
 	const victim = 3
 	b.cordonAllBut(victim)
-	b.applySeed()
+	b.applySeed(nil)
 
 	var results []string
 	shortest := []corev1.Toleration{
@@ -125,12 +94,53 @@ func TestBaselineNodeFailure(t *testing.T) {
 	_ = os.WriteFile(filepath.Join(c.Env["LOG_DIR"], "baseline-failover.txt"), []byte(report), 0o644)
 }
 
+// startMultiNode starts the 3-node cluster of hack/cluster (refusing one that runs already) and
+// stops it when the test ends, with a diagnosis first if the test failed.
+func startMultiNode(t *testing.T, ctx context.Context) *baseline {
+	t.Helper()
+	repo, err := filepath.Abs(filepath.Join("..", ".."))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := multinode.NewCluster(ctx, repo, 3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if exists, alive := c.Running(); alive {
+		t.Fatalf("a multi-node cluster is running from %s: stop it with hack/cluster/stop.sh first", c.Env["RUN_DIR"])
+	} else if exists {
+		if _, err := c.Stop(); err != nil {
+			t.Fatalf("cleaning an earlier run's state: %v", err)
+		}
+	}
+	if _, err := c.Setup(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	b := &baseline{t: t, ctx: ctx, c: c}
+	t.Cleanup(func() {
+		if t.Failed() {
+			b.diagnose()
+		}
+		if out, err := c.Stop(); err != nil {
+			t.Errorf("stop: %v\n%s", err, out)
+		}
+	})
+	if b.client, err = c.Client(); err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
 type baseline struct {
 	t      *testing.T
 	ctx    context.Context
 	c      *multinode.Cluster
 	client kubernetes.Interface
 	cli    string // the client's network namespace (path)
+	prefix string // the test hosts' netns names are prefix-cli, prefix-srv (test/topo's naming)
 }
 
 const (
@@ -138,6 +148,9 @@ const (
 	blDNAT     = "192.168.0.112:8888"
 	blTarget   = "10.0.1.10"
 	blClientIP = "192.168.0.10/24"
+	// The EIPs' gateway, on the client too: a replicated gateway's agent counts a replica
+	// healthy only while that gateway answers its ARP probes.
+	blEIPGateway = "192.168.0.254/24"
 )
 
 // buildNetworks makes the client on the external L2 and the DNAT target (a TCP server on :80
@@ -145,6 +158,7 @@ const (
 func (b *baseline) buildNetworks() {
 	t := b.t
 	prefix := fmt.Sprintf("bl%d", os.Getpid()%100000)
+	b.prefix = prefix
 	for _, h := range []struct {
 		role, bridge, addr, via string
 	}{{"cli", b.c.Env["EXTERNAL_BRIDGE"], blClientIP, ""}, {"srv", b.c.Env["TENANT_HOST_BRIDGE"], blTarget + "/24", "10.0.1.254"}} {
@@ -162,6 +176,9 @@ func (b *baseline) buildNetworks() {
 			{"-n", name, "addr", "add", h.addr, "dev", "eth0"},
 			{"-n", name, "link", "set", "eth0", "up"},
 			{"-n", name, "link", "set", "lo", "up"},
+		}
+		if h.role == "cli" {
+			cmds = append(cmds, []string{"-n", name, "addr", "add", blEIPGateway, "dev", "eth0"})
 		}
 		if h.via != "" {
 			cmds = append(cmds, []string{"-n", name, "route", "add", "default", "via", h.via})
@@ -318,10 +335,18 @@ func (b *baseline) apply(name string, docs []*unstructured.Unstructured) {
 	}
 }
 
-func (b *baseline) applySeed() {
+// applySeed applies examples/seed.yaml, its gateway first changed by edit (if not nil).
+func (b *baseline) applySeed(edit func(gw *unstructured.Unstructured) error) {
 	docs, err := loadManifests(filepath.Join(b.c.Repo, "examples", "seed.yaml"))
 	if err != nil {
 		b.t.Fatal(err)
+	}
+	for _, o := range docs {
+		if edit != nil && o.GetKind() == "VpcNatGateway" {
+			if err := edit(o); err != nil {
+				b.t.Fatal(err)
+			}
+		}
 	}
 	if _, err := b.adaptation().adapt(docs); err != nil {
 		b.t.Fatal(err)

@@ -1,0 +1,338 @@
+package e2e
+
+// The replicated gateway's failover on the multi-node cluster (docs/ha.md): the seed with
+// replicas: 2 on nodes 2 and 3 of a 3-node cluster (node 1 runs the controller and is cordoned
+// so that no replica lands there), UDP probes every 10 ms through the DNAT and the SNAT, and the
+// failures one at a time. Not part of `make test` (minutes long): `make e2e-failover`.
+//
+// Address plan: baseline_test.go's (the client 192.168.0.10/24, which also holds the EIPs'
+// gateway 192.168.0.254, on the external L2; the target 10.0.1.10/24 on the tenant L2), plus a
+// UDP port forward 192.168.0.112:9000 -> 10.0.1.10:9000 added to the seed's gateway for the
+// DNAT probe, and a UDP server on the client at 192.168.0.10:9001 for the SNAT probe.
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"strings"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+
+	"github.com/vpcnat/vpcnat/pkg/plan"
+	"github.com/vpcnat/vpcnat/test/topo"
+)
+
+const (
+	foProbeInterval = 10 * time.Millisecond
+	foDNATProbe     = "192.168.0.112:9000"
+	foSNATServer    = "192.168.0.10:9001"
+	foEIP           = "192.168.0.112"
+	// The agent's default detection time (100 ms x 3) plus its step and the announcements: after
+	// this, one MAC answers for an EIP.
+	foDetection = time.Second
+)
+
+// TestReplicatedFailover: a takeover when the active replica's pod is killed, its node powered
+// off or its external NIC cut; nothing when the daemon on the active node is restarted (no probe
+// lost) or the powered-off node comes back (the active replica stays where it is). Each case logs
+// its loss window: the lost probes of that case x 10 ms.
+func TestReplicatedFailover(t *testing.T) {
+	if os.Getenv("VPCNAT_HA_E2E") == "" {
+		t.Skip("minutes long: VPCNAT_HA_E2E=1 (make e2e-failover)")
+	}
+	if os.Geteuid() != 0 {
+		t.Skip("needs root")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 25*time.Minute) // a hang guard
+	defer cancel()
+	b := startMultiNode(t, ctx)
+	b.buildNetworks()
+	b.install()
+	b.kubectl("cordon", b.c.NodeName(1))
+	b.applySeed(func(gw *unstructured.Unstructured) error {
+		if err := unstructured.SetNestedField(gw.Object, int64(2), "spec", "replicas"); err != nil {
+			return err
+		}
+		rules, _, err := unstructured.NestedSlice(gw.Object, "spec", "dnatRules")
+		if err != nil {
+			return err
+		}
+		rules = append(rules, map[string]any{"eip": foEIP, "externalPort": "9000", "protocol": "udp",
+			"internalIp": blTarget, "internalPort": "9000"})
+		return unstructured.SetNestedSlice(gw.Object, rules, "spec", "dnatRules")
+	})
+	f := &failover{baseline: b, tp: &topo.Topology{Prefix: b.prefix}}
+	for _, s := range []struct{ role, addr string }{{"srv", blTarget + ":9000"}, {"cli", foSNATServer}} {
+		srv, err := f.tp.Listen(s.role, "udp", s.addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { srv.Close() })
+	}
+	active := f.settled("")
+	t.Logf("replicated gateway: active on %s", active)
+
+	var figures []string
+	record := func(name string, lost []topo.LossCount) {
+		var parts []string
+		for _, l := range lost {
+			parts = append(parts, fmt.Sprintf("%s %d ms (%d of %d lost)", l.Name, l.Lost()*int(foProbeInterval/time.Millisecond), l.Lost(), l.Sent))
+		}
+		line := fmt.Sprintf("%-40s %s", name, strings.Join(parts, ", "))
+		t.Log(line)
+		figures = append(figures, line)
+	}
+
+	// 1. The active gateway pod killed.
+	pod := f.podOn(active)
+	lost := f.measure(func() {
+		b.kubectl("delete", "pod", "-n", "kube-system", pod, "--grace-period=0", "--force")
+	}, func() error { return f.takenOver(active) })
+	record("active pod killed", lost)
+	active = f.settled(active)
+
+	// 2. The daemon on the active node killed and restarted: nothing happens.
+	n := f.nodeIndex(active)
+	lost = f.measure(func() {
+		b.kubectl("delete", "pod", "-n", "kube-system", "-l", "vpcnat.test/node="+fmt.Sprint(n), "--grace-period=0", "--force")
+		b.poll(3*time.Minute, "the daemon on "+active+" Ready again", func() error {
+			ds, err := b.client.AppsV1().DaemonSets("kube-system").Get(b.ctx, fmt.Sprintf("vpcnat-daemon-%d", n), metav1.GetOptions{})
+			if err != nil {
+				return err
+			}
+			if ds.Status.NumberReady != 1 || ds.Status.UpdatedNumberScheduled != 1 {
+				return fmt.Errorf("DaemonSet %s: %d ready", ds.Name, ds.Status.NumberReady)
+			}
+			return nil
+		})
+		time.Sleep(3 * time.Second) // its first converge of the gateway
+	}, nil)
+	record("daemon restarted on the active node", lost)
+	for _, l := range lost {
+		if l.Lost() != 0 {
+			t.Errorf("daemon restart on the active node: %v, want no loss", l)
+		}
+	}
+	if now := f.activeNode(); now != active {
+		t.Errorf("daemon restart on the active node: the active replica moved from %s to %q", active, now)
+	}
+
+	// 3. The active's external NIC partitioned, then healed.
+	n = f.nodeIndex(active)
+	lost = f.measure(func() {
+		if err := b.c.Partition(b.ctx, n, "ext"); err != nil {
+			t.Fatal(err)
+		}
+	}, func() error { return f.takenOver(active) })
+	record("active's external NIC partitioned", lost)
+	if err := b.c.Heal(b.ctx, n); err != nil {
+		t.Fatal(err)
+	}
+	active = f.settled(active)
+
+	// 4. The active's node powered off.
+	n = f.nodeIndex(active)
+	lost = f.measure(func() {
+		if err := b.c.PowerOff(b.ctx, n); err != nil {
+			t.Fatal(err)
+		}
+	}, func() error { return f.takenOver(active) })
+	record("active's node powered off", lost)
+	off := active
+	active = f.activeNode()
+
+	// 5. The node powered on again: its replica comes back as a standby, the active one stays.
+	lost = f.measure(func() {
+		if err := b.c.PowerOn(b.ctx, n); err != nil {
+			t.Fatal(err)
+		}
+		b.poll(5*time.Minute, off+"'s replica back as a standby", func() error {
+			gw, err := f.status()
+			if err != nil {
+				return err
+			}
+			if gw.standbys != 1 || gw.active != active {
+				return fmt.Errorf("active %q, %d standbys ready", gw.active, gw.standbys)
+			}
+			p := f.podOnOrNil(off)
+			if p == nil || !podReady(p) {
+				return fmt.Errorf("no Ready replica on %s", off)
+			}
+			return nil
+		})
+		time.Sleep(3 * time.Second)
+	}, nil)
+	record("powered-off node back", lost)
+	if now := f.activeNode(); now != active {
+		t.Errorf("node %s back: the active replica moved from %s to %q (flapping back)", off, active, now)
+	}
+
+	t.Log("replicas: 2, failover loss windows (10 ms UDP probes):\n" + strings.Join(figures, "\n"))
+}
+
+type failover struct {
+	*baseline
+	tp *topo.Topology
+}
+
+type gwStatus struct {
+	active   string
+	standbys int
+}
+
+func (f *failover) status() (gwStatus, error) {
+	out, err := f.c.Kubectl(f.ctx, "", "get", "vpc-nat-gw", blGateway, "-o", "jsonpath={.status.activeNode} {.status.standbysReady}")
+	if err != nil {
+		return gwStatus{}, fmt.Errorf("%w: %s", err, out)
+	}
+	var s gwStatus
+	fields := strings.Fields(out)
+	if len(fields) > 0 {
+		s.active = fields[0]
+	}
+	if len(fields) > 1 {
+		fmt.Sscan(fields[1], &s.standbys)
+	}
+	return s, nil
+}
+
+func (f *failover) activeNode() string {
+	s, err := f.status()
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	return s.active
+}
+
+// settled waits until the gateway has an active replica on a node other than not (if given) and
+// one ready standby, and returns the active node.
+func (f *failover) settled(not string) string {
+	var active string
+	f.poll(5*time.Minute, "an active replica and a ready standby", func() error {
+		s, err := f.status()
+		if err != nil {
+			return err
+		}
+		if s.active == "" || s.active == not || s.standbys != 1 {
+			return fmt.Errorf("active %q, %d standbys ready", s.active, s.standbys)
+		}
+		active = s.active
+		return nil
+	})
+	return active
+}
+
+// takenOver is nil once the API shows another node's replica active.
+func (f *failover) takenOver(was string) error {
+	s, err := f.status()
+	if err != nil {
+		return err
+	}
+	if s.active == "" || s.active == was {
+		return fmt.Errorf("active %q", s.active)
+	}
+	return nil
+}
+
+func (f *failover) nodeIndex(name string) int {
+	for n := 1; n <= f.c.Nodes; n++ {
+		if f.c.NodeName(n) == name {
+			return n
+		}
+	}
+	f.t.Fatalf("no node %q", name)
+	return 0
+}
+
+func (f *failover) podOnOrNil(node string) *corev1.Pod {
+	pods, err := f.client.CoreV1().Pods("kube-system").List(f.ctx, metav1.ListOptions{LabelSelector: plan.LabelGateway + "=" + blGateway})
+	if err != nil {
+		return nil
+	}
+	for i, p := range pods.Items {
+		if p.DeletionTimestamp == nil && p.Spec.NodeName == node {
+			return &pods.Items[i]
+		}
+	}
+	return nil
+}
+
+func (f *failover) podOn(node string) string {
+	p := f.podOnOrNil(node)
+	if p == nil {
+		f.t.Fatalf("no gateway replica on %s", node)
+	}
+	return p.Name
+}
+
+// measure runs the probes through the DNAT and the SNAT from before act until done (if given)
+// holds and both probes are answered again, plus a few seconds; it checks that after the
+// detection window at most one MAC answered ARP for the EIP, and returns what the probes counted.
+func (f *failover) measure(act func(), done func() error) []topo.LossCount {
+	t := f.t
+	capture, err := f.tp.StartCapture("cli", "eth0", unix.ETH_P_ARP)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer capture.Close()
+	dnat, err := f.tp.StartLossProbe("DNAT", "cli", foDNATProbe, foProbeInterval)
+	if err != nil {
+		t.Fatal(err)
+	}
+	snat, err := f.tp.StartLossProbe("SNAT", "srv", foSNATServer, foProbeInterval)
+	if err != nil {
+		dnat.Stop(0)
+		t.Fatal(err)
+	}
+	probes := []*topo.LossProbe{dnat, snat}
+	f.poll(time.Minute, "both probes answered before the case", func() error {
+		for _, p := range probes {
+			if p.Count().Received == 0 {
+				return fmt.Errorf("%v", p.Count())
+			}
+		}
+		return nil
+	})
+	act()
+	if done != nil {
+		f.poll(2*time.Minute, "a takeover shown in the API", done)
+	}
+	mark := time.Now()
+	flowing := func() error {
+		for _, p := range probes {
+			before := p.Count().Received
+			time.Sleep(100 * time.Millisecond)
+			if p.Count().Received == before {
+				return fmt.Errorf("%s: no answer in 100 ms", p.Name)
+			}
+		}
+		return nil
+	}
+	f.poll(2*time.Minute, "both probes answered again", flowing)
+	// Make the client resolve the EIP again, now that the detection window is over.
+	time.Sleep(foDetection)
+	if out, err := exec.Command("ip", "-n", f.tp.Name("cli"), "neigh", "flush", "dev", "eth0").CombinedOutput(); err != nil {
+		t.Logf("ip neigh flush: %v: %s", err, out)
+	}
+	time.Sleep(2 * time.Second)
+	var counts []topo.LossCount
+	for _, p := range probes {
+		counts = append(counts, p.Stop(500*time.Millisecond))
+	}
+	macs := map[string]bool{}
+	for _, a := range capture.ARPs() {
+		if a.Op == 2 && a.SenderIP.String() == foEIP && a.At.After(mark.Add(foDetection)) {
+			macs[a.SenderMAC] = true
+		}
+	}
+	if len(macs) > 1 {
+		t.Errorf("after the detection window %d MACs answered ARP for %s: %v", len(macs), foEIP, macs)
+	}
+	return counts
+}
