@@ -20,6 +20,9 @@ const (
 	LogicalSwitchKey = "ovn.kubernetes.io/logical_switch"
 	// IPAddressKey is the comma list of the gateway's IPs on those subnets, lanIp first.
 	IPAddressKey = "ovn.kubernetes.io/ip_address"
+	// NetworkStatusKey is Multus's record of the pod's networks (a JSON list of
+	// {name, interface, ips, mac, default, dns}); the controller writes it on the running pod.
+	NetworkStatusKey = "k8s.v1.cni.cncf.io/network-status"
 )
 
 // Project keys.

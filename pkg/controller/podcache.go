@@ -41,9 +41,9 @@ func digestLen(d string) int {
 }
 
 // compactPod is the pod informer's transform: it keeps what the controller reads of a gateway
-// pod (metadata, node, phase, conditions and why its containers wait, the message bounded) and
-// replaces the desired annotation by its digest. The object is fresh from the decoder, not yet
-// shared, so changing it here is safe.
+// pod (metadata, node, phase, conditions, IPs for the network status, and why its containers
+// wait, the message bounded) and replaces the desired annotation by its digest. The object is
+// fresh from the decoder, not yet shared, so changing it here is safe.
 func compactPod(obj any) (any, error) {
 	p, ok := obj.(*corev1.Pod)
 	if !ok {
@@ -61,7 +61,8 @@ func compactPod(obj any) (any, error) {
 				Waiting: &corev1.ContainerStateWaiting{Reason: w.Reason, Message: truncate(w.Message, maxEventMessage)}}})
 		}
 	}
-	p.Status = corev1.PodStatus{Phase: p.Status.Phase, Conditions: p.Status.Conditions, ContainerStatuses: waiting}
+	p.Status = corev1.PodStatus{Phase: p.Status.Phase, Conditions: p.Status.Conditions, ContainerStatuses: waiting,
+		PodIP: p.Status.PodIP, PodIPs: p.Status.PodIPs}
 	return p, nil
 }
 

@@ -137,10 +137,11 @@ func tooLarge(value, total int) *problem {
 
 const mergePatch = types.MergePatchType
 
-// desiredPatch is a JSON merge patch setting the desired annotation: it touches that one key,
-// never the daemon's applied annotation or anyone else's.
-func desiredPatch(value string) ([]byte, error) {
-	b, err := json.Marshal(map[string]any{"metadata": map[string]any{"annotations": map[string]string{annotations.DesiredKey: value}}})
+// desiredPatch is a JSON merge patch setting the desired annotation and the network status: it
+// touches those two keys, never the daemon's applied annotation or anyone else's.
+func desiredPatch(value, networkStatus string) ([]byte, error) {
+	b, err := json.Marshal(map[string]any{"metadata": map[string]any{"annotations": map[string]string{
+		annotations.DesiredKey: value, annotations.NetworkStatusKey: networkStatus}}})
 	if err != nil {
 		return nil, fmt.Errorf("encoding patch: %w", err)
 	}

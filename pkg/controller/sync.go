@@ -174,23 +174,33 @@ func (c *Controller) livePods(gw *v1.VpcNatGateway) []*corev1.Pod {
 }
 
 // projectToPods writes the desired annotation on each live pod created from the current
-// template (same NIC plan); a pod of an older template is about to be replaced (Recreate).
+// template (same NIC plan); a pod of an older template is about to be replaced (Recreate). The
+// same merge patch writes the pod's network status (networkstatus.go), again whenever it would
+// say something else (the pod got its IP); a pod on which both are current is not patched.
 func (c *Controller) projectToPods(ctx context.Context, gw *v1.VpcNatGateway, proj *projection, pods []*corev1.Pod) (*problem, error) {
 	digest := desiredDigest(proj.value)
 	for _, p := range pods {
-		if p.Annotations[annotations.NICsKey] != proj.nics || p.Annotations[annotations.DesiredKey] == digest {
+		if p.Annotations[annotations.NICsKey] != proj.nics {
+			continue
+		}
+		status, err := buildNetworkStatus(p, proj.desired)
+		if err != nil {
+			return nil, err
+		}
+		if p.Annotations[annotations.DesiredKey] == digest && p.Annotations[annotations.NetworkStatusKey] == status {
 			continue
 		}
 		others := 0
 		for k, v := range p.Annotations {
-			if k != annotations.DesiredKey {
+			if k != annotations.DesiredKey && k != annotations.NetworkStatusKey {
 				others += len(k) + len(v)
 			}
 		}
-		if size := others + len(annotations.DesiredKey) + len(proj.value); size > annotations.MaxTotalSize {
+		size := others + len(annotations.DesiredKey) + len(proj.value) + len(annotations.NetworkStatusKey) + len(status)
+		if size > annotations.MaxTotalSize {
 			return tooLarge(len(proj.value), size), nil
 		}
-		patch, err := desiredPatch(proj.value)
+		patch, err := desiredPatch(proj.value, status)
 		if err != nil {
 			return nil, err
 		}
