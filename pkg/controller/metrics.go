@@ -35,7 +35,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		}, []string{"kind"}),
 		patches: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "vpcnat_controller_desired_patches_total",
-			Help: "Patches of a gateway pod's desired annotation.",
+			Help: "Patches of a gateway pod's desired (and network-status) annotations.",
 		}),
 		deployments: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "vpcnat_controller_deployment_writes_total",
