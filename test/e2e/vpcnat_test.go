@@ -665,6 +665,7 @@ func (e *vpcEnv) applySeed() flows {
 		t.Errorf("Vpc %s status lists gateways %v (%v), want %s", vpcName, vpc.Status.NatGateways, err, gwName)
 	}
 	checkFlows(t, e.net, "examples/seed.yaml", seedFlows)
+	e.checkNetworkStatus(g)
 	e.recordFootprint()
 	return seedFlows
 }
