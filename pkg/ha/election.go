@@ -82,6 +82,9 @@ type Elector struct {
 type seen struct {
 	hb Heartbeat
 	at time.Time
+	// healthySince: when the peer's heartbeats began to say healthy (zero while they do not).
+	// A peer listens one dead interval from then before it may take over.
+	healthySince time.Time
 }
 
 // NewElector starts a standby election for replica self (Gateway, Replica, Priority are used).
@@ -104,7 +107,14 @@ func (e *Elector) Receive(h Heartbeat, now time.Time) {
 	if h.Gateway != e.self.Gateway || h.Replica == e.self.Replica {
 		return
 	}
-	e.peers[h.Replica] = seen{hb: h, at: now}
+	s := seen{hb: h, at: now}
+	if h.Healthy {
+		s.healthySince = now
+		if old, ok := e.peers[h.Replica]; ok && old.hb.Healthy {
+			s.healthySince = old.healthySince
+		}
+	}
+	e.peers[h.Replica] = s
 	e.maxTerm = max(e.maxTerm, h.Term)
 }
 
@@ -147,7 +157,10 @@ func (e *Elector) Decide(now time.Time, healthy bool) (Role, string) {
 				best = false // no preemption
 				break
 			}
-			if p.Healthy && ranksBefore(p, e.self) {
+			// A better-ranked standby still listening (a replica just started, say the one
+			// replacing a deleted active pod) cannot take over yet: waiting for it would leave
+			// the gateway without an active replica for its listening time.
+			if p.Healthy && ranksBefore(p, e.self) && now.Sub(e.peers[p.Replica].healthySince) >= e.timing.DeadAfter {
 				best = false
 			}
 		}

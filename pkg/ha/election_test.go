@@ -169,3 +169,35 @@ func TestTimingFromBFD(t *testing.T) {
 		t.Fatal("minRX 5 ms accepted")
 	}
 }
+
+// TestElectionDoesNotWaitForAListeningReplica: the active replica's pod is deleted and its
+// replacement starts at once (its name ranks before the standby's); the standby takes over when
+// the old active leaves, without waiting for the new replica's listening time, and the new
+// replica, once it has listened, stays a standby.
+func TestElectionDoesNotWaitForAListeningReplica(t *testing.T) {
+	old, b := replica("a", 100), replica("b", 100)
+	ms := 0
+	for ; ms <= 500; ms += 100 {
+		exchange(at(ms), nil, old, b)
+	}
+	if got := actives(old, b); len(got) != 1 || got[0] != "a" {
+		t.Fatalf("active %v, want [a]", got)
+	}
+	// The old active leaves (its last heartbeat: neither active nor healthy); its replacement
+	// "a0" is healthy and heard from the same moment.
+	left := old.Heartbeat()
+	left.Active, left.Healthy = false, false
+	b.Receive(left, at(ms))
+	fresh := replica("a0", 100)
+	fresh.Decide(at(ms), true)
+	b.Receive(fresh.Heartbeat(), at(ms))
+	if r, _ := b.Decide(at(ms), true); r != Active {
+		t.Fatalf("b is %v once the active replica left and only a listening replica remains", r)
+	}
+	for end := ms + 1000; ms <= end; ms += 100 {
+		exchange(at(ms), nil, fresh, b)
+	}
+	if got := actives(fresh, b); len(got) != 1 || got[0] != "b" {
+		t.Fatalf("after a0 listened: active %v, want [b] (no preemption)", got)
+	}
+}

@@ -79,10 +79,11 @@ func TestReplicatedFailover(t *testing.T) {
 	t.Logf("replicated gateway: active on %s", active)
 
 	var figures []string
-	record := func(name string, lost []topo.LossCount) {
+	record := func(name string, lost []probeResult) {
 		var parts []string
 		for _, l := range lost {
-			parts = append(parts, fmt.Sprintf("%s %d ms (%d of %d lost)", l.Name, l.Lost()*int(foProbeInterval/time.Millisecond), l.Lost(), l.Sent))
+			parts = append(parts, fmt.Sprintf("%s %d ms (%d of %d lost, longest silence %d ms)", l.Name,
+				l.Lost()*int(foProbeInterval/time.Millisecond), l.Lost(), l.Sent, l.silence.Milliseconds()))
 		}
 		line := fmt.Sprintf("%-40s %s", name, strings.Join(parts, ", "))
 		t.Log(line)
@@ -95,6 +96,7 @@ func TestReplicatedFailover(t *testing.T) {
 		b.kubectl("delete", "pod", "-n", "kube-system", pod, "--grace-period=0", "--force")
 	}, func() error { return f.takenOver(active) })
 	record("active pod killed", lost)
+	f.agentLog(f.activeNode())
 	active = f.settled(active)
 
 	// 2. The daemon on the active node killed and restarted: nothing happens.
@@ -131,6 +133,7 @@ func TestReplicatedFailover(t *testing.T) {
 		}
 	}, func() error { return f.takenOver(active) })
 	record("active's external NIC partitioned", lost)
+	f.agentLog(f.activeNode())
 	if err := b.c.Heal(b.ctx, n); err != nil {
 		t.Fatal(err)
 	}
@@ -144,6 +147,7 @@ func TestReplicatedFailover(t *testing.T) {
 		}
 	}, func() error { return f.takenOver(active) })
 	record("active's node powered off", lost)
+	f.agentLog(f.activeNode())
 	off := active
 	active = f.activeNode()
 
@@ -174,6 +178,37 @@ func TestReplicatedFailover(t *testing.T) {
 	}
 
 	t.Log("replicas: 2, failover loss windows (10 ms UDP probes):\n" + strings.Join(figures, "\n"))
+}
+
+// probeResult is what a probe counted in one case and the longest time it went without an
+// answer (sampled every millisecond: the loss window of one outage, where the lost count sums
+// every outage of the case).
+type probeResult struct {
+	topo.LossCount
+	silence time.Duration
+}
+
+// agentLog logs the role changes in the log of the failover agent on node.
+func (f *failover) agentLog(node string) {
+	p := f.podOnOrNil(node)
+	if p == nil {
+		return
+	}
+	out, err := f.c.Kubectl(f.ctx, "", "logs", "-n", "kube-system", p.Name, "--tail=200")
+	if err != nil {
+		f.t.Logf("agent log of %s: %v", p.Name, err)
+		return
+	}
+	var lines []string
+	for _, l := range strings.Split(out, "\n") {
+		if strings.Contains(l, "Role changed") || strings.Contains(l, "Announcing") || strings.Contains(l, "Resuming") {
+			lines = append(lines, l)
+		}
+	}
+	if len(lines) > 6 {
+		lines = lines[len(lines)-6:]
+	}
+	f.t.Logf("agent %s on %s, last role changes:\n%s", p.Name, node, strings.Join(lines, "\n"))
 }
 
 type failover struct {
@@ -274,7 +309,7 @@ func (f *failover) podOn(node string) string {
 // measure runs the probes through the DNAT and the SNAT from before act until done (if given)
 // holds and both probes are answered again, plus a few seconds; it checks that after the
 // detection window at most one MAC answered ARP for the EIP, and returns what the probes counted.
-func (f *failover) measure(act func(), done func() error) []topo.LossCount {
+func (f *failover) measure(act func(), done func() error) []probeResult {
 	t := f.t
 	capture, err := f.tp.StartCapture("cli", "eth0", unix.ETH_P_ARP)
 	if err != nil {
@@ -299,6 +334,28 @@ func (f *failover) measure(act func(), done func() error) []topo.LossCount {
 		}
 		return nil
 	})
+	silences := make([]time.Duration, len(probes))
+	stop, sampled := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(sampled)
+		last := make([]int, len(probes))
+		since := make([]time.Time, len(probes))
+		for {
+			now := time.Now()
+			for i, p := range probes {
+				if r := p.Count().Received; r != last[i] || since[i].IsZero() {
+					last[i], since[i] = r, now
+				} else if d := now.Sub(since[i]); d > silences[i] {
+					silences[i] = d
+				}
+			}
+			select {
+			case <-stop:
+				return
+			case <-time.After(time.Millisecond):
+			}
+		}
+	}()
 	act()
 	if done != nil {
 		f.poll(2*time.Minute, "a takeover shown in the API", done)
@@ -321,9 +378,11 @@ func (f *failover) measure(act func(), done func() error) []topo.LossCount {
 		t.Logf("ip neigh flush: %v: %s", err, out)
 	}
 	time.Sleep(2 * time.Second)
-	var counts []topo.LossCount
-	for _, p := range probes {
-		counts = append(counts, p.Stop(500*time.Millisecond))
+	close(stop)
+	<-sampled
+	var counts []probeResult
+	for i, p := range probes {
+		counts = append(counts, probeResult{LossCount: p.Stop(500 * time.Millisecond), silence: silences[i]})
 	}
 	macs := map[string]bool{}
 	for _, a := range capture.ARPs() {
