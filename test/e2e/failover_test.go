@@ -13,9 +13,12 @@ package e2e
 import (
 	"context"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -93,6 +96,7 @@ func TestReplicatedFailover(t *testing.T) {
 	// 1. The active gateway pod killed. Its replacement may start on the same node before it is
 	// gone, listen, and win the election by its name: the takeover is another pod active.
 	pod := f.podOn(active)
+	follow := f.followLog(pod)
 	lost := f.measure(func() {
 		b.kubectl("delete", "pod", "-n", "kube-system", pod, "--grace-period=0", "--force")
 	}, func() error {
@@ -106,6 +110,7 @@ func TestReplicatedFailover(t *testing.T) {
 		return nil
 	})
 	record("active pod killed", lost)
+	t.Logf("deleted agent %s, its last lines:\n%s", pod, follow())
 	f.agentLog(f.activeNode())
 	active = f.settled("")
 
@@ -196,6 +201,47 @@ func TestReplicatedFailover(t *testing.T) {
 type probeResult struct {
 	topo.LossCount
 	silence time.Duration
+	from    time.Time // when the longest silence began
+}
+
+// followLog follows pod's log until the returned function is called, which returns the role
+// changes and exit lines it saw.
+func (f *failover) followLog(pod string) func() string {
+	var out strings.Builder
+	cmd := exec.CommandContext(f.ctx, filepath.Join(f.c.Env["KUBE_BIN"], "kubectl"), "--kubeconfig", f.c.Env["KUBECONFIG"],
+		"logs", "-f", "-n", "kube-system", pod)
+	cmd.Stdout, cmd.Stderr = &syncWriter{w: &out}, &syncWriter{w: &out}
+	if err := cmd.Start(); err != nil {
+		return func() string { return err.Error() }
+	}
+	done := make(chan struct{})
+	go func() { _ = cmd.Wait(); close(done) }()
+	return func() string {
+		select {
+		case <-done:
+		case <-time.After(2 * time.Second):
+			_ = cmd.Process.Kill()
+			<-done
+		}
+		var lines []string
+		for _, l := range strings.Split(out.String(), "\n") {
+			if strings.Contains(l, "Role changed") || strings.Contains(l, "Left") || strings.Contains(l, "Resuming") || strings.Contains(l, "rror") {
+				lines = append(lines, l)
+			}
+		}
+		return strings.Join(lines, "\n")
+	}
+}
+
+type syncWriter struct {
+	mu sync.Mutex
+	w  io.Writer
+}
+
+func (s *syncWriter) Write(b []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.w.Write(b)
 }
 
 // agentLog logs the role changes in the log of the failover agent on node.
@@ -354,6 +400,7 @@ func (f *failover) measure(act func(), done func() error) []probeResult {
 		return nil
 	})
 	silences := make([]time.Duration, len(probes))
+	froms := make([]time.Time, len(probes))
 	stop, sampled := make(chan struct{}), make(chan struct{})
 	go func() {
 		defer close(sampled)
@@ -365,7 +412,7 @@ func (f *failover) measure(act func(), done func() error) []probeResult {
 				if r := p.Count().Received; r != last[i] || since[i].IsZero() {
 					last[i], since[i] = r, now
 				} else if d := now.Sub(since[i]); d > silences[i] {
-					silences[i] = d
+					silences[i], froms[i] = d, since[i]
 				}
 			}
 			select {
@@ -401,7 +448,17 @@ func (f *failover) measure(act func(), done func() error) []probeResult {
 	<-sampled
 	var counts []probeResult
 	for i, p := range probes {
-		counts = append(counts, probeResult{LossCount: p.Stop(500 * time.Millisecond), silence: silences[i]})
+		counts = append(counts, probeResult{LossCount: p.Stop(500 * time.Millisecond), silence: silences[i], from: froms[i]})
+	}
+	if silences[0] > 100*time.Millisecond {
+		var lines []string
+		for _, a := range capture.ARPs() {
+			if a.At.After(froms[0].Add(-time.Second)) && a.At.Before(froms[0].Add(silences[0]+time.Second)) && !a.Probe() {
+				lines = append(lines, a.String())
+			}
+		}
+		t.Logf("DNAT probe silent from %s for %v; ARP on the client's segment around it (probes left out):\n%s",
+			froms[0].Format("15:04:05.000"), silences[0], strings.Join(lines, "\n"))
 	}
 	macs := map[string]bool{}
 	for _, a := range capture.ARPs() {
