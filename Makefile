@@ -95,7 +95,7 @@ chart: helm
 
 test: helm
 
-# --- vpcnat-daemon's node mode (issue 4) -----------------------------------------------------
+# --- vpcnat-daemon's node mode ----------------------------------------------------------------
 .PHONY: bench-daemon
 # Annotation patch to live rule (1 and 10 000 rules) and the daemon's memory with 50 gateway
 # pods, against a real kube-apiserver (test/bench/daemon builds the daemon itself).
@@ -126,7 +126,7 @@ bench-dataplane: deps
 bench-smoke: deps
 	$(GO) test -count=1 -v -run TestBenchSmoke ./test/bench/
 
-# --- reliability soak (issue 7): long runs that print figures; not part of `make test` ---------
+# --- reliability soak: long runs that print figures; not part of `make test` ---------
 .PHONY: soak fuzz
 # Every fuzz target for FUZZTIME each (make test runs them for 5 s each).
 FUZZTIME ?= 10m

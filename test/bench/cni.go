@@ -213,7 +213,7 @@ func printCNI(r cniResult) {
 		}
 		fmt.Printf("| %s | %s | %s | %s |\n", v.name, ms(median(v.addDel)), diff, exe)
 	}
-	fmt.Printf("\nTarget (issue 3): vpcnat adds at most 2 ms to a normal pod's ADD+DEL. Two plugin executions are the least any chained plugin adds; their medians here: vpcnat %s, the do-nothing Go plugin %s",
+	fmt.Printf("\nTarget: vpcnat adds at most 2 ms to a normal pod's ADD+DEL. Two plugin executions are the least any chained plugin adds; their medians here: vpcnat %s, the do-nothing Go plugin %s",
 		ms(median(r.variants[1].execs)), ms(floor))
 	if r.cFloor != nil {
 		fmt.Printf(", the do-nothing static C program %s", ms(median(r.cFloor.execs)))

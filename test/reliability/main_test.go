@@ -1,4 +1,4 @@
-// Package reliability holds the data-plane reliability tests of issue 7: crash consistency of
+// Package reliability holds the data-plane reliability tests: crash consistency of
 // `vpcnat-daemon apply` under SIGKILL, flows racing a gateway's setup (Kube-OVN 4193), quick
 // edits and add/delete at the kernel level (5115, 5799, 6412). Every check of the kernel goes
 // through test/kstate, which derives the expected state independently of pkg/netconf.

@@ -1,4 +1,4 @@
-// Package soak is issue 7's churn test: N gateways, each with its own Vpc, Subnet, EIPs and
+// Package soak is the churn test: N gateways, each with its own Vpc, Subnet, EIPs and
 // rules, created through a real kube-apiserver (test/kubeenv, with kube-controller-manager for
 // Deployments, ReplicaSets and garbage collection); the real vpcnat-controller and vpcnat-daemon
 // binaries run against it; a simulated kubelet (kubelet_test.go) gives gateway pods real
