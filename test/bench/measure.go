@@ -194,15 +194,7 @@ func (b bench) connRate(t *topo.Topology) (float64, error) {
 		return 0, err
 	}
 	defer srv.Close()
-	start := time.Now()
-	n := 0
-	for time.Since(start) < b.connTime {
-		if _, err := t.Request(topo.Client, "tcp", "192.168.0.112:8888", 2*time.Second); err != nil {
-			return 0, fmt.Errorf("connection %d through the DNAT: %w", n, err)
-		}
-		n++
-	}
-	return float64(n) / time.Since(start).Seconds(), nil
+	return t.ConnRate(topo.Client, "192.168.0.112:8888", b.connTime)
 }
 
 // perRuleBaseline applies the same rules the way Kube-OVN's nat-gateway.sh does, in a fresh

@@ -182,3 +182,17 @@ func parseReply(line string) (Reply, error) {
 	}
 	return r, nil
 }
+
+// ConnRate opens new TCP connections one after the other from a role's namespace to addr for d
+// and returns the connections per second (a benchmark figure).
+func (t *Topology) ConnRate(role, addr string, d time.Duration) (float64, error) {
+	start := time.Now()
+	n := 0
+	for time.Since(start) < d {
+		if _, err := t.Request(role, "tcp", addr, 2*time.Second); err != nil {
+			return 0, fmt.Errorf("connection %d to %s: %w", n, addr, err)
+		}
+		n++
+	}
+	return float64(n) / time.Since(start).Seconds(), nil
+}
