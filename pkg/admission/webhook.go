@@ -115,6 +115,9 @@ func (w *Webhook) review(req *admissionv1.AdmissionRequest) *admissionv1.Admissi
 			errs = append(errs, fe)
 		}
 		errs = append(errs, claims.GatewayConflicts(w.lookup, &gw)...)
+		if fe := claims.ReplicatedSubnets(w.lookup, &gw); fe != nil {
+			errs = append(errs, fe)
+		}
 	case "subnets":
 		kind = "Subnet"
 		var s v1.Subnet
@@ -124,6 +127,9 @@ func (w *Webhook) review(req *admissionv1.AdmissionRequest) *admissionv1.Admissi
 		w.stamp(&s.ObjectMeta)
 		if c := claims.SegmentConflict(w.lookup, &s); c != nil {
 			errs = append(errs, c.Error())
+		}
+		if fe := claims.PrimarySubnetOfReplicated(w.lookup, &s); fe != nil {
+			errs = append(errs, fe)
 		}
 	default:
 		return allow

@@ -10,6 +10,7 @@ import (
 	admissionv1 "k8s.io/api/admission/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
+	appslisters "k8s.io/client-go/listers/apps/v1"
 	"k8s.io/client-go/tools/cache"
 
 	v1 "github.com/vpcnat/vpcnat/pkg/apis/kubeovn/v1"
@@ -87,5 +88,48 @@ func TestWebhookAnswers(t *testing.T) {
 			!strings.Contains(out.Response.Result.Message, "Subnet sn-b of Vpc vpc-b") {
 			t.Errorf("%s: %+v", op, out.Response)
 		}
+	}
+}
+
+// TestWebhookReplicatedGateway: a gateway with replicas ≥ 2 in a Vpc with a Subnet on the
+// primary network is refused naming the Subnet; such a Subnet in the Vpc of a replicated gateway
+// is refused naming the gateway; one replica is accepted.
+func TestWebhookReplicatedGateway(t *testing.T) {
+	subnets := cache.NewIndexer(cache.MetaNamespaceKeyFunc, claims.SubnetIndexers)
+	gateways := cache.NewIndexer(cache.MetaNamespaceKeyFunc, claims.GatewayIndexers)
+	if err := subnets.Add(&v1.Subnet{ObjectMeta: metav1.ObjectMeta{Name: "sn-p"}, Spec: v1.SubnetSpec{Vpc: "vpc-a", CIDRBlock: "203.0.113.0/25"}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := gateways.Add(&v1.VpcNatGateway{ObjectMeta: metav1.ObjectMeta{Name: "gw-ha"}, Spec: v1.VpcNatGatewaySpec{Vpc: "vpc-b", Subnet: "sn-b", Replicas: 2}}); err != nil {
+		t.Fatal(err)
+	}
+	deployments := appslisters.NewDeploymentLister(cache.NewIndexer(cache.MetaNamespaceKeyFunc, cache.Indexers{cache.NamespaceIndex: cache.MetaNamespaceIndexFunc}))
+	w := NewWebhook(claims.Caches{Gateways: gateways, Subnets: subnets, Deployments: deployments.Deployments("kube-system")}, func() bool { return true }, nil)
+	answer := func(resource string, obj any) *admissionv1.AdmissionResponse {
+		t.Helper()
+		rec := post(t, w, review(t, admissionv1.Create, resource, obj))
+		var out admissionv1.AdmissionReview
+		if err := json.Unmarshal(rec.Body.Bytes(), &out); err != nil || out.Response == nil {
+			t.Fatalf("%v %s", err, rec.Body)
+		}
+		return out.Response
+	}
+	gw := &v1.VpcNatGateway{ObjectMeta: metav1.ObjectMeta{Name: "gw-a"}, Spec: v1.VpcNatGatewaySpec{Vpc: "vpc-a", Subnet: "sn-p", Replicas: 1}}
+	if r := answer("vpcnatgateways", gw); !r.Allowed {
+		t.Errorf("one replica refused: %+v", r.Result)
+	}
+	gw.Spec.Replicas = 2
+	if r := answer("vpcnatgateways", gw); r.Allowed || !strings.Contains(r.Result.Message, "spec.replicas: Invalid value: 2") ||
+		!strings.Contains(r.Result.Message, "Subnet sn-p has no natGatewayAttachment") {
+		t.Errorf("two replicas with a primary-attached Subnet: %+v", r)
+	}
+	sn := &v1.Subnet{ObjectMeta: metav1.ObjectMeta{Name: "sn-new"}, Spec: v1.SubnetSpec{Vpc: "vpc-b", CIDRBlock: "203.0.113.128/25"}}
+	if r := answer("subnets", sn); r.Allowed || !strings.Contains(r.Result.Message, "spec.natGatewayAttachment: Required value") ||
+		!strings.Contains(r.Result.Message, "gw-ha (replicas: 2)") {
+		t.Errorf("primary-attached Subnet in a replicated gateway's Vpc: %+v", r)
+	}
+	sn.Spec.NatGatewayAttachment = &v1.SubnetAttachment{Bridge: "br-new"}
+	if r := answer("subnets", sn); !r.Allowed {
+		t.Errorf("bridged Subnet refused: %+v", r.Result)
 	}
 }
