@@ -101,7 +101,7 @@ func (a *Agent) sync(ctx context.Context, key string) (time.Duration, error) {
 	recheck := g.recheck.Swap(false)
 	if !full && !recheck && g.hash == hash {
 		// In sync: the usual reaction to our own patch, or to a change of the pod we do not use.
-		return 0, a.reportApplied(ctx, pod, g, newApplied(d.Generation, hash, nil, time.Now()))
+		return roleRecheckOf(d), a.reportApplied(ctx, pod, g, newApplied(d.Generation, hash, nil, time.Now()))
 	}
 	full, err = a.converge(ctx, g, d, full)
 	if err != nil {
@@ -117,7 +117,7 @@ func (a *Agent) sync(ctx context.Context, key string) (time.Duration, error) {
 		// the return value: a failed patch below must not cost the gateway its drift repair.
 		a.queue.AddAfter(key, wait.Jitter(a.cfg.Resync, resyncJitter))
 	}
-	return 0, a.reportApplied(ctx, pod, g, newApplied(d.Generation, hash, nil, time.Now()))
+	return roleRecheckOf(d), a.reportApplied(ctx, pod, g, newApplied(d.Generation, hash, nil, time.Now()))
 }
 
 // parseDesired decodes and validates the annotation, checks it is this gateway's, and returns
