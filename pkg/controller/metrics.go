@@ -2,6 +2,10 @@ package controller
 
 import (
 	"github.com/prometheus/client_golang/prometheus"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	v1 "github.com/vpcnat/vpcnat/pkg/apis/kubeovn/v1"
 )
 
 // Sync results, the values of the result label.
@@ -20,6 +24,8 @@ type metrics struct {
 	deployments  *prometheus.CounterVec
 	statuses     *prometheus.CounterVec
 	conflicts    *prometheus.GaugeVec
+	ready        *prometheus.GaugeVec
+	standbys     *prometheus.GaugeVec
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -49,9 +55,17 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Name: "vpcnat_controller_address_conflicts",
 			Help: "Addresses of a gateway another host claims, as its daemon reports them (status condition AddressConflict).",
 		}, []string{"gateway"}),
+		ready: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "vpcnat_controller_gateway_ready",
+			Help: "1 when the gateway's Ready condition is True, else 0 (its reason is in the status).",
+		}, []string{"gateway"}),
+		standbys: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "vpcnat_controller_gateway_standbys_ready",
+			Help: "Converged standby replicas ready to take over, of a gateway with spec.replicas of 2 or more (status.standbysReady); no series for a gateway of one replica.",
+		}, []string{"gateway"}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.syncs, m.syncDuration, m.patches, m.deployments, m.statuses, m.conflicts)
+		reg.MustRegister(m.syncs, m.syncDuration, m.patches, m.deployments, m.statuses, m.conflicts, m.ready, m.standbys)
 	}
 	return m
 }
@@ -61,7 +75,23 @@ func (m *metrics) observeConflicts(gateway string, o *observation) {
 	m.conflicts.WithLabelValues(gateway).Set(float64(len(conflictsOf(o))))
 }
 
+// observeStatus sets a gateway's Ready and standby gauges from the status computed for it.
+func (m *metrics) observeStatus(gw *v1.VpcNatGateway, st *v1.VpcNatGatewayStatus) {
+	ready := 0.0
+	if c := meta.FindStatusCondition(st.Conditions, CondReady); c != nil && c.Status == metav1.ConditionTrue {
+		ready = 1
+	}
+	m.ready.WithLabelValues(gw.Name).Set(ready)
+	if gw.Spec.Replicas >= 2 {
+		m.standbys.WithLabelValues(gw.Name).Set(float64(st.StandbysReady))
+	} else {
+		m.standbys.DeleteLabelValues(gw.Name)
+	}
+}
+
 // forgetGateway deletes a deleted gateway's series.
 func (m *metrics) forgetGateway(gateway string) {
-	m.conflicts.DeletePartialMatch(prometheus.Labels{"gateway": gateway})
+	for _, v := range []*prometheus.GaugeVec{m.conflicts, m.ready, m.standbys} {
+		v.DeletePartialMatch(prometheus.Labels{"gateway": gateway})
+	}
 }

@@ -225,6 +225,7 @@ func (c *Controller) projectToPods(ctx context.Context, gw *v1.VpcNatGateway, pr
 func (c *Controller) updateStatus(ctx context.Context, gw *v1.VpcNatGateway, obs *observation) error {
 	st := computeStatus(&gw.Status, obs)
 	c.metrics.observeConflicts(gw.Name, obs)
+	c.metrics.observeStatus(gw, &st)
 	if equality.Semantic.DeepEqual(gw.Status, st) {
 		return nil
 	}

@@ -75,6 +75,38 @@ func (r *running) syncs() float64 {
 	return n
 }
 
+// gauge is the value of the gauge name{gateway=gateway}, -1 when there is no such series.
+func (r *running) gauge(name, gateway string) float64 {
+	mfs, err := r.reg.Gather()
+	if err != nil {
+		return -2
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != name {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			for _, l := range m.GetLabel() {
+				if l.GetName() == "gateway" && l.GetValue() == gateway {
+					return m.GetGauge().GetValue()
+				}
+			}
+		}
+	}
+	return -1
+}
+
+// wantGauge waits until name{gateway=gateway} is want (-1: no series).
+func (r *running) wantGauge(t *testing.T, name, gateway string, want float64) {
+	t.Helper()
+	eventually(t, waitLong, name, func() error {
+		if v := r.gauge(name, gateway); v != want {
+			return errorf("%s{gateway=%q} = %v, want %v", name, gateway, v, want)
+		}
+		return nil
+	})
+}
+
 // runPods plays scheduler and kubelet for gateway pods until the test ends.
 func runPods(t *testing.T) {
 	t.Helper()

@@ -50,7 +50,7 @@ func TestReplicatedGateway(t *testing.T) {
 	in.Gateway.Spec.BFD = &v1.BFDConfig{Enabled: true, MinRX: 100, MinTX: 100, Multiplier: 3}
 	createConfig(t, configMap(image1, "true", "eth1"))
 	createObjects(t, in.Vpc, in.Subnets, in.Gateway)
-	startController(t)
+	ctrl := startController(t)
 	runPods(t)
 
 	d := getDeployment(t, "ngw")
@@ -98,14 +98,26 @@ func TestReplicatedGateway(t *testing.T) {
 			return nil
 		})
 	}
+	// No daemon has reported yet: not Ready.
+	ctrl.wantGauge(t, "vpcnat_controller_gateway_ready", "ngw", 0)
 	reportRole(t, pods[0], wantDoc, annotations.RoleActive)
 	reportRole(t, pods[1], wantDoc, annotations.RoleStandby)
 	replicaStatus(pods[0].Spec.NodeName, 1, controller.ReasonAsExpected)
 	condition(t, "ngw", controller.CondReady, metav1.ConditionTrue, controller.ReasonReady, pods[0].Name)
+	ctrl.wantGauge(t, "vpcnat_controller_gateway_ready", "ngw", 1)
+	ctrl.wantGauge(t, "vpcnat_controller_gateway_standbys_ready", "ngw", 1)
 
 	// The standby's daemon reports no role (its agent has not marked the NICs yet): no standby.
 	reportRole(t, pods[1], wantDoc, "")
 	replicaStatus(pods[0].Spec.NodeName, 0, controller.ReasonNoStandby)
+	ctrl.wantGauge(t, "vpcnat_controller_gateway_standbys_ready", "ngw", 0)
+
+	// Deleted: its series go.
+	if err := admin.ovn.VpcNatGateways.Delete(context.Background(), "ngw", metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	ctrl.wantGauge(t, "vpcnat_controller_gateway_ready", "ngw", -1)
+	ctrl.wantGauge(t, "vpcnat_controller_gateway_standbys_ready", "ngw", -1)
 }
 
 // TestReplicasValidation: the API server defaults replicas to 1 and refuses replicas outside
