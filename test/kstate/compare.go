@@ -20,11 +20,17 @@ const (
 // Problem is one difference between the kernel and the desired state.
 type Problem struct {
 	Kind string // Missing, Duplicate, Foreign, Wrong
-	What string // link, addr, route, rule, chain, nat rule, sysctl
+	What string // link, addr, route, rule, chain, nat rule, nft table/chain/rule/map/element/object, sysctl
 	Item string // the object, in iproute2/iptables-save words
 }
 
 func (p Problem) String() string { return p.Kind + " " + p.What + ": " + p.Item }
+
+// NAT reports whether the problem is in the NAT of either backend (the iptables nat table or
+// the nftables table ip vpcnat).
+func (p Problem) NAT() bool {
+	return p.What == "chain" || p.What == "nat rule" || strings.HasPrefix(p.What, "nft ")
+}
 
 // Diff is every difference found; empty when the netns is exactly as desired.
 type Diff []Problem
@@ -72,8 +78,11 @@ func Check(nsPath string, d *annotations.Desired) (Diff, error) {
 //   - routes: vpcnat's tables (100, 1000-1999) hold exactly the desired routes, each once; every
 //     route in any other table is the kernel's own (protocol kernel) and not duplicated;
 //   - ip rules (IPv4): exactly the kernel's three defaults plus the desired ones, each once;
-//   - nat table: exactly the built-in chains plus the rendered ones (no foreign chain), each
-//     holding exactly its rules as a multiset (a duplicate is reported as such), in order;
+//   - nat table (iptables backend): exactly the built-in chains plus the modelled ones (no
+//     foreign chain), each holding exactly its rules as a multiset (a duplicate is reported as
+//     such), in order; and no nftables table ip vpcnat;
+//   - nftables backend: the nat table holds nothing (the built-in chains empty), and table ip
+//     vpcnat exactly the modelled chains, rules, maps and map elements;
 //   - net.ipv4.ip_forward is 1, rp_filter 0 on "all" and every managed link, promote_secondaries
 //     1 on every managed link.
 func Compare(st *State, d *annotations.Desired) Diff {
@@ -188,6 +197,14 @@ func Compare(st *State, d *annotations.Desired) Diff {
 				add(Foreign, "nat rule", "-A "+c+" "+r)
 			}
 		}
+	}
+	switch {
+	case e.NFT == nil && st.NFT != nil:
+		add(Foreign, "nft table", nftFamily+" "+nftTable)
+	case e.NFT != nil && st.NFT == nil:
+		add(Missing, "nft table", nftFamily+" "+nftTable)
+	case e.NFT != nil:
+		compareNFT(st.NFT, e.NFT, add)
 	}
 	if !st.Forwarding {
 		add(Wrong, "sysctl", "net.ipv4.ip_forward is 0")

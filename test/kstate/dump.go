@@ -1,10 +1,12 @@
 // Package kstate is an independent checker of a gateway network namespace: it dumps what the
-// kernel holds (iproute2's JSON output and iptables-save, run inside the netns) and compares it,
+// kernel holds (iproute2's JSON output, iptables-save and nft -j, run inside the netns) and compares it,
 // as multisets, with what an annotations.Desired asks for. It shares no code with pkg/netconf:
 // the expected addresses, routes and ip rules are derived here again from the desired state (the
-// data-plane layout of docs/design.md), so a netconf bug cannot hide itself. The expected nat rules
-// come from pkg/nat's renderer, which is the specification of the chain layout; the comparison
-// with the kernel's is set-based and counts duplicates.
+// data-plane layout of docs/design.md), so a netconf bug cannot hide itself. The expected NAT is
+// modelled here too, from the spec, for both backends (natmodel.go: the iptables nat table;
+// nftmodel.go: the nftables table ip vpcnat, read back with nft's own JSON listing), picked by
+// the desired state's dataplane: the other backend must have left nothing. The comparison with
+// the kernel's is set-based and counts duplicates.
 //
 // Usage:
 //
@@ -21,7 +23,7 @@
 // stale ones. Leaks lists vpcnat-looking links, namespaces and records left on a node.
 //
 // Every function may be called from any goroutine: the dump tools run on a thread locked into
-// the netns for the duration of each command (ns.Do), and need iproute2, iptables-save,
+// the netns for the duration of each command (ns.Do), and need iproute2, iptables-save, nft,
 // conntrack and root.
 package kstate
 
@@ -123,6 +125,10 @@ type State struct {
 	Sysctls map[string]string
 	// NATText is the raw iptables-save -t nat output, for messages.
 	NATText string
+	// NFT is the nftables table ip vpcnat, nil when the netns has none; NFTText its raw
+	// `nft -j list table` output, for messages.
+	NFT     *NFTable
+	NFTText string
 }
 
 // run runs argv inside the netns at nsPath and returns its standard output.
@@ -280,6 +286,10 @@ func Dump(nsPath string) (*State, error) {
 	st.NATText = string(save)
 	if err := parseSave(st, st.NATText); err != nil {
 		return nil, fmt.Errorf("in netns %s: %w", nsPath, err)
+	}
+
+	if st.NFT, st.NFTText, err = dumpNFT(nsPath); err != nil {
+		return nil, err
 	}
 
 	// ip_forward, and rp_filter and promote_secondaries of "all" and every link, in one exec.

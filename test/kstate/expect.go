@@ -34,8 +34,12 @@ type Expected struct {
 	Routes []string
 	// Rules: the owned rule keys (Rule.Key).
 	Rules []string
-	// NAT: expected chains of the nat table and their rules in order.
+	// NAT: expected chains of the nat table and their rules in order (with the nftables
+	// backend, only the built-in chains, empty).
 	NAT map[string][]string
+	// NFT: the expected table ip vpcnat with the nftables backend; nil with iptables, where
+	// the table must not exist.
+	NFT *NFTable
 }
 
 // network is one connected network of the gateway.
@@ -201,7 +205,11 @@ func Expect(d *annotations.Desired, own []netip.Addr) *Expected {
 		}
 		e.Rules = append(e.Rules, strconv.Itoa(srcPrioBase+i)+": from "+src+" lookup "+strconv.Itoa(table))
 	}
-	e.NAT = expectedNAT(d)
+	if d.Dataplane == annotations.DataplaneNFTables {
+		e.NAT, e.NFT = builtinNAT(), expectedNFT(d)
+	} else {
+		e.NAT = expectedNAT(d)
+	}
 	return e
 }
 

@@ -1,0 +1,271 @@
+package kstate
+
+import (
+	"cmp"
+	"fmt"
+	"net/netip"
+	"slices"
+	"sort"
+
+	"github.com/vpcnat/vpcnat/pkg/annotations"
+)
+
+// The nftables layout (docs/nftables.md, "Layout"), modelled here from the spec and written
+// without pkg/nft on purpose, like natmodel.go for iptables: one table ip vpcnat, the seed's
+// chain names, floating IPs as two address maps, port forwards as one map keyed by
+// EIP . protocol . port, SNAT as one interval map in which every address maps to the EIP of the
+// longest prefix that holds it. The semantics of duplicates follow the iptables layout's first
+// match (a lower internal IP, port or EIP first), so both backends translate alike.
+const (
+	mapFIPDNAT  = "fip_dnat"
+	mapFIPSNAT  = "fip_snat"
+	mapPortDNAT = "port_dnat"
+	mapSNAT     = "snat_prefixes"
+)
+
+// builtinNAT is the iptables nat table a gateway on the nftables backend holds: the built-in
+// chains, empty (or the table absent, which iptables-save lists the same way).
+func builtinNAT() map[string][]string {
+	return map[string][]string{"PREROUTING": {}, "INPUT": {}, "OUTPUT": {}, "POSTROUTING": {}}
+}
+
+// expectedNFT is the whole expected table ip vpcnat of d.
+func expectedNFT(d *annotations.Desired) *NFTable {
+	ext := d.External.IfName
+	if ext == "" {
+		ext = annotations.ExternalIfName
+	}
+	t := &NFTable{ChainHeader: map[string]string{}, Rules: map[string][]string{}, Elements: map[string][]string{},
+		Maps: map[string]string{
+			mapFIPDNAT:  "map ipv4_addr : ipv4_addr",
+			mapFIPSNAT:  "map ipv4_addr : ipv4_addr",
+			mapPortDNAT: "map ipv4_addr . inet_proto . inet_service : ipv4_addr . inet_service",
+			mapSNAT:     "map ipv4_addr : ipv4_addr flags interval",
+		}}
+	chain := func(name, header string, rules ...string) {
+		t.Chains = append(t.Chains, name)
+		t.ChainHeader[name] = header
+		t.Rules[name] = append([]string{}, rules...)
+	}
+	chain("PREROUTING", "type nat hook prerouting priority -100 policy accept", "jump "+chainDNATFilter)
+	chain(chainDNATFilter, "", "jump "+chainFIPDNAT, "jump "+chainPortFwd)
+	chain(chainFIPDNAT, "", "dnat to ip daddr map @"+mapFIPDNAT)
+	chain(chainPortFwd, "", "dnat ip to ip daddr . meta l4proto . th dport map @"+mapPortDNAT)
+	chain("POSTROUTING", "type nat hook postrouting priority 100 policy accept", "jump "+chainSNATFilter)
+	chain(chainSNATFilter, "", "jump "+chainHairpin,
+		"meta oifname == "+ext+"; jump "+chainFIPSNAT, "meta oifname == "+ext+"; jump "+chainSNAT)
+	chain(chainHairpin, "", hairpinNFT(d.Subnets)...)
+	chain(chainFIPSNAT, "", "snat to ip saddr map @"+mapFIPSNAT)
+	chain(chainSNAT, "", "snat to ip saddr map @"+mapSNAT)
+
+	// Floating IPs: inbound the lowest internal IP of an EIP, outbound the lowest EIP of an
+	// internal IP (the first iptables rule of each).
+	dnat, snat := map[netip.Addr]netip.Addr{}, map[netip.Addr]netip.Addr{}
+	for _, f := range d.FloatingIPs {
+		eip, ip := v4(f.EIP), v4(f.InternalIP)
+		if !eip.IsValid() || !ip.IsValid() {
+			continue
+		}
+		if cur, ok := dnat[eip]; !ok || ip.Less(cur) {
+			dnat[eip] = ip
+		}
+		if cur, ok := snat[ip]; !ok || eip.Less(cur) {
+			snat[ip] = eip
+		}
+	}
+	t.Elements[mapFIPDNAT] = pairs(dnat)
+	t.Elements[mapFIPSNAT] = pairs(snat)
+
+	// Port forwards: one element per EIP . protocol . port, the lowest target of duplicates.
+	type fwdKey struct {
+		eip   netip.Addr
+		proto string
+		port  int
+	}
+	type fwdTo struct {
+		ip   netip.Addr
+		port int
+	}
+	fwd := map[fwdKey]fwdTo{}
+	for _, r := range d.DNATs {
+		eip, ip := v4(r.EIP), v4(r.InternalIP)
+		if !eip.IsValid() || !ip.IsValid() || (r.Protocol != "tcp" && r.Protocol != "udp") ||
+			r.ExternalPort < 1 || r.ExternalPort > 65535 || r.InternalPort < 1 || r.InternalPort > 65535 {
+			continue
+		}
+		k, to := fwdKey{eip, r.Protocol, r.ExternalPort}, fwdTo{ip, r.InternalPort}
+		if cur, ok := fwd[k]; !ok || cmp.Or(to.ip.Compare(cur.ip), cmp.Compare(to.port, cur.port)) < 0 {
+			fwd[k] = to
+		}
+	}
+	ports := []string{}
+	for k, to := range fwd {
+		ports = append(ports, fmt.Sprintf("%s . %s . %d : %s . %d", k.eip, k.proto, k.port, to.ip, to.port))
+	}
+	sort.Strings(ports)
+	t.Elements[mapPortDNAT] = ports
+
+	t.Elements[mapSNAT] = snatRanges(d.SNATs)
+	return t
+}
+
+func pairs(m map[netip.Addr]netip.Addr) []string {
+	out := []string{}
+	for k, v := range m {
+		out = append(out, k.String()+" : "+v.String())
+	}
+	sort.Strings(out)
+	return out
+}
+
+// hairpinNFT: one rule per IPv4 subnet NIC, as the iptables layout's HAIRPIN_SNAT.
+func hairpinNFT(subnets []annotations.SubnetNIC) []string {
+	type nic struct {
+		name string
+		cidr netip.Prefix
+	}
+	var nics []nic
+	for _, s := range subnets {
+		if p, err := netip.ParsePrefix(s.CIDR); err == nil && p.Addr().Is4() && s.IfName != "" {
+			nics = append(nics, nic{s.IfName, p.Masked()})
+		}
+	}
+	slices.SortFunc(nics, func(a, b nic) int {
+		return cmp.Or(cmp.Compare(a.name, b.name), a.cidr.Addr().Compare(b.cidr.Addr()), cmp.Compare(a.cidr.Bits(), b.cidr.Bits()))
+	})
+	nics = slices.Compact(nics)
+	out := []string{}
+	for _, n := range nics {
+		r := ""
+		switch n.cidr.Bits() {
+		case 0:
+		case 32: // nft lists a /32 match as the bare address
+			r = "ip saddr == " + n.cidr.Addr().String() + "; "
+		default:
+			r = "ip saddr == " + n.cidr.String() + "; "
+		}
+		out = append(out, r+"meta oifname == "+n.name+"; ct status in dnat; masquerade")
+	}
+	return out
+}
+
+// snatRanges is what the SNAT interval map must cover: for every IPv4 address, the EIP of the
+// longest SNAT prefix holding it (the lowest EIP among equal prefixes), as disjoint ranges with
+// adjacent equal ones merged. It is computed the plain way: the prefixes' ends cut the address
+// space into segments, and each segment's EIP is found by looking at every prefix.
+func snatRanges(rules []annotations.SNAT) []string {
+	type snat struct {
+		lo, hi uint64
+		bits   int
+		eip    netip.Addr
+	}
+	var ss []snat
+	cuts := map[uint64]bool{}
+	for _, r := range rules {
+		p, ok := prefixOrHost(r.InternalCIDR)
+		eip := v4(r.EIP)
+		if !ok || !eip.IsValid() {
+			continue
+		}
+		lo := uint64(u32(p.Addr()))
+		hi := lo + (uint64(1) << (32 - p.Bits())) - 1
+		ss = append(ss, snat{lo, hi, p.Bits(), eip})
+		cuts[lo], cuts[hi+1] = true, true
+	}
+	points := make([]uint64, 0, len(cuts))
+	for c := range cuts {
+		points = append(points, c)
+	}
+	slices.Sort(points)
+	type seg struct {
+		lo, hi uint64
+		eip    netip.Addr
+	}
+	var segs []seg
+	for i := 0; i+1 < len(points); i++ {
+		lo, hi := points[i], points[i+1]-1
+		best := -1
+		for j, s := range ss {
+			if s.lo <= lo && hi <= s.hi && (best < 0 || s.bits > ss[best].bits || (s.bits == ss[best].bits && s.eip.Less(ss[best].eip))) {
+				best = j
+			}
+		}
+		if best < 0 {
+			continue
+		}
+		if n := len(segs); n > 0 && segs[n-1].eip == ss[best].eip && segs[n-1].hi+1 == lo {
+			segs[n-1].hi = hi
+			continue
+		}
+		segs = append(segs, seg{lo, hi, ss[best].eip})
+	}
+	out := []string{}
+	for _, s := range segs {
+		out = append(out, fmt.Sprintf("%s-%s : %s", addrOf(s.lo), addrOf(s.hi), s.eip))
+	}
+	return out
+}
+
+func u32(a netip.Addr) uint32 {
+	b := a.As4()
+	return uint32(b[0])<<24 | uint32(b[1])<<16 | uint32(b[2])<<8 | uint32(b[3])
+}
+
+func addrOf(n uint64) netip.Addr {
+	return netip.AddrFrom4([4]byte{byte(n >> 24), byte(n >> 16), byte(n >> 8), byte(n)})
+}
+
+// compareNFT compares the kernel's table with the expected one: chains (and their hook
+// headers), each chain's rules as a multiset and in order, maps' declarations, each map's
+// elements as a multiset; anything else in the table is foreign.
+func compareNFT(have, want *NFTable, add func(kind, what, item string)) {
+	for _, c := range have.Chains {
+		if _, ok := want.ChainHeader[c]; !ok {
+			add(Foreign, "nft chain", c)
+		}
+	}
+	for _, c := range want.Chains {
+		h, ok := have.ChainHeader[c]
+		switch {
+		case !ok:
+			add(Missing, "nft chain", c)
+			continue
+		case countOf(have.Chains, c) > 1:
+			add(Duplicate, "nft chain", c)
+		case h != want.ChainHeader[c]:
+			add(Wrong, "nft chain", fmt.Sprintf("%s is %q, want %q", c, h, want.ChainHeader[c]))
+		}
+		var problems int
+		count := func(kind, what, item string) { problems++; add(kind, what, item) }
+		multiset(want.Rules[c], have.Rules[c], "nft rule", "chain "+c+": ", count)
+		if problems == 0 && !slices.Equal(want.Rules[c], have.Rules[c]) {
+			add(Wrong, "nft rule", "chain "+c+" holds the right rules in the wrong order")
+		}
+	}
+	for c, rules := range have.Rules {
+		if _, ok := want.ChainHeader[c]; !ok {
+			for _, r := range rules {
+				add(Foreign, "nft rule", "chain "+c+": "+r)
+			}
+		}
+	}
+	for _, m := range sortedKeys(have.Maps) {
+		if _, ok := want.Maps[m]; !ok {
+			add(Foreign, "nft map", m+" ("+have.Maps[m]+")")
+		}
+	}
+	for _, m := range sortedKeys(want.Maps) {
+		decl, ok := have.Maps[m]
+		switch {
+		case !ok:
+			add(Missing, "nft map", m)
+			continue
+		case decl != want.Maps[m]:
+			add(Wrong, "nft map", fmt.Sprintf("%s is %q, want %q", m, decl, want.Maps[m]))
+		}
+		multiset(want.Elements[m], have.Elements[m], "nft element", "map "+m+": ", add)
+	}
+	for _, o := range have.Other {
+		add(Foreign, "nft object", o)
+	}
+}
