@@ -17,7 +17,8 @@ import (
 )
 
 // TestReplicatedFailoverSoak: VPCNAT_FAILOVER_SOAK trials of each kind, the kinds in turn; every
-// trial must take over (the API shows another replica active), keep its TCP flows and leave one MAC answering for each EIP after the detection
+// trial must take over (the API shows another replica active), keep its TCP flows (as
+// VPCNAT_HA_TCP_FLOWS says: tcpFlowCheck) and leave one MAC answering for each EIP after the detection
 // window. It prints per kind the min / median / max of the UDP loss window and, per trial, the
 // TCP flows that survived.
 func TestReplicatedFailoverSoak(t *testing.T) {
@@ -87,8 +88,12 @@ func TestReplicatedFailoverSoak(t *testing.T) {
 	}
 
 	var report strings.Builder
-	fmt.Fprintf(&report, "replicas: 2, %d trials per kind, UDP probes every %v through the DNAT and the SNAT, %d TCP flows (%s)\n",
-		trials, foProbeInterval, len(foFlows), flowNames())
+	check := tcpFlowCheck()
+	if check == "" {
+		check = "not asserted"
+	}
+	fmt.Fprintf(&report, "replicas: 2, %d trials per kind, UDP probes every %v through the DNAT and the SNAT, %d TCP flows (%s; VPCNAT_HA_TCP_FLOWS: %s)\n",
+		trials, foProbeInterval, len(foFlows), flowNames(), check)
 	for _, k := range kinds {
 		rs := results[k.name]
 		var windows, lost []time.Duration
