@@ -77,16 +77,21 @@ func writeSpec(t *testing.T, in plan.Inputs) string {
 
 // apply runs `vpcnat-daemon apply` on the simulated node.
 func (f *fixture) apply(spec string) (string, error) {
-	out, err := exec.Command("ip", "netns", "exec", f.topo.Name(topo.Node), daemonBin, "apply",
-		"--netns", f.topo.Path(topo.Gateway), "--spec", spec, "--master", "eth1").CombinedOutput()
+	args := []string{"netns", "exec", f.topo.Name(topo.Node), daemonBin, "apply",
+		"--netns", f.topo.Path(topo.Gateway), "--spec", spec, "--master", "eth1"}
+	if f.in.Config.Dataplane != "" {
+		args = append(args, "--dataplane", f.in.Config.Dataplane)
+	}
+	out, err := exec.Command("ip", args...).CombinedOutput()
 	return string(out), err
 }
 
 // TestBadInputLeavesNamespaceAsIs: a converged gateway, then bad specs through the CLI: each is
 // refused with the field path and value, exit status 1, and the namespace stays byte-identical.
 // (pkg/plan's tests hold the full corpus of invalid specs; these go through the whole program.)
-func TestBadInputLeavesNamespaceAsIs(t *testing.T) {
-	f := newFixture(t)
+func TestBadInputLeavesNamespaceAsIs(t *testing.T) { eachBackend(t, testBadInputLeavesNamespaceAsIs) }
+
+func testBadInputLeavesNamespaceAsIs(t *testing.T, f *fixture) {
 	good := writeSpec(t, f.in)
 	if out, err := f.apply(good); err != nil {
 		t.Fatalf("applying the good spec: %v\n%s", err, out)

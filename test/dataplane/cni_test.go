@@ -13,8 +13,9 @@ import (
 // host-local, then vpcnat) from its pod template annotations, as containerd would do it; then
 // `vpcnat-daemon apply` converges it and every rule kind carries traffic. Both subnets' NICs come
 // from the plugin, so apply finds them in place and creates no link.
-func TestThroughCNIChain(t *testing.T) {
-	f := newFixture(t)
+func TestThroughCNIChain(t *testing.T) { eachBackend(t, testThroughCNIChain) }
+
+func testThroughCNIChain(t *testing.T, f *fixture) {
 	nics, _, errs := plan.Build(f.in)
 	if len(errs) > 0 {
 		t.Fatal(errs.ToAggregate())

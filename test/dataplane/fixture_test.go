@@ -10,6 +10,7 @@ import (
 	"context"
 	"os"
 	"path/filepath"
+	"regexp"
 	"runtime"
 	"testing"
 	"time"
@@ -20,6 +21,7 @@ import (
 	v1 "github.com/vpcnat/vpcnat/pkg/apis/kubeovn/v1"
 	"github.com/vpcnat/vpcnat/pkg/netconf"
 	"github.com/vpcnat/vpcnat/pkg/plan"
+	"github.com/vpcnat/vpcnat/test/kstate"
 	"github.com/vpcnat/vpcnat/test/topo"
 )
 
@@ -31,6 +33,23 @@ type fixture struct {
 	gw   *netconf.Gateway
 	in   plan.Inputs
 }
+
+// backends are the NAT backends every packet test runs with, each in a subtest of its name.
+var backends = []string{annotations.DataplaneIPTables, annotations.DataplaneNFTables}
+
+// eachBackend runs fn once per backend, each on a fresh fixture whose ConfigMap names it.
+func eachBackend(t *testing.T, fn func(t *testing.T, f *fixture)) {
+	for _, plane := range backends {
+		t.Run(plane, func(t *testing.T) {
+			f := newFixture(t)
+			f.in.Config.Dataplane = plane
+			fn(t, f)
+		})
+	}
+}
+
+// nft reports whether the fixture runs the nftables backend.
+func (f *fixture) nft() bool { return f.in.Config.Dataplane == annotations.DataplaneNFTables }
 
 // seedPath is examples/seed.yaml, found from this package's directory.
 func seedPath(t *testing.T) string {
@@ -113,14 +132,30 @@ func (f *fixture) gwExec(argv ...string) string {
 	return out
 }
 
-// dump is the gateway's kernel state as text (topo.Dump).
+// dump is the gateway's kernel state as text (topo.Dump) and its nftables ruleset (nft list
+// ruleset: the table ip vpcnat of the nftables backend, the iptables-nft tables of the other;
+// packet counters left out).
 func (f *fixture) dump() string {
 	f.t.Helper()
 	out, err := f.topo.Dump(topo.Gateway)
 	if err != nil {
 		f.t.Fatal(err)
 	}
-	return out
+	return out + nftCounters.ReplaceAllString(f.gwExec("nft", "list", "ruleset"), "counter ")
+}
+
+var nftCounters = regexp.MustCompile(`counter packets [0-9]+ bytes [0-9]+ `)
+
+// check compares the gateway netns with the fixture's desired state through test/kstate.
+func (f *fixture) check() {
+	f.t.Helper()
+	diff, err := kstate.Check(f.topo.Path(topo.Gateway), f.desired())
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	if !diff.Empty() {
+		f.t.Errorf("gateway netns (%s backend) is not the spec: %s", f.in.Config.Dataplane, diff)
+	}
 }
 
 func dnat(eip string, port int32, proto, ip string, iport int32) v1.DnatRule {

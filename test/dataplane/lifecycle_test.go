@@ -14,8 +14,9 @@ import (
 
 // TestIdempotent: converging the same state again changes nothing in the kernel, on the fast
 // path and on a full read-back alike.
-func TestIdempotent(t *testing.T) {
-	f := newFixture(t)
+func TestIdempotent(t *testing.T) { eachBackend(t, testIdempotent) }
+
+func testIdempotent(t *testing.T, f *fixture) {
 	if rep := f.converge(true); len(rep.Changes) == 0 {
 		t.Fatal("first converge reported no changes")
 	}
@@ -32,8 +33,9 @@ func TestIdempotent(t *testing.T) {
 
 // TestSpecUpdate: a changed DNAT target and a removed FIP take effect for the next packet of an
 // existing flow too (their conntrack entries are gone), and the new mapping works.
-func TestSpecUpdate(t *testing.T) {
-	f := newFixture(t)
+func TestSpecUpdate(t *testing.T) { eachBackend(t, testSpecUpdate) }
+
+func testSpecUpdate(t *testing.T, f *fixture) {
 	g := &f.in.Gateway.Spec
 	g.DnatRules = append(g.DnatRules, dnat(eip112, 8888, "udp", topo.Pod2IP, 80))
 	f.converge(true)
@@ -62,16 +64,25 @@ func TestSpecUpdate(t *testing.T) {
 
 // TestDriftRepair: addresses, routes, ip rules and NAT rules deleted by hand come back on the
 // next full converge, exactly as they were.
-func TestDriftRepair(t *testing.T) {
-	f := newFixture(t)
+func TestDriftRepair(t *testing.T) { eachBackend(t, testDriftRepair) }
+
+func testDriftRepair(t *testing.T, f *fixture) {
 	f.converge(true)
 	f.listen(topo.Pod2, "tcp", topo.Pod2IP+":80")
 	f.listen(topo.Inet, "tcp", topo.InetIP+":8080")
 	want := f.dump()
 
+	f.check()
+
 	f.gwExec("ip", "addr", "del", eip112+"/24", "dev", "net1")
-	f.gwExec("iptables", "-t", "nat", "-F", "DNAT_EIP_"+eip112)
-	f.gwExec("iptables", "-t", "nat", "-D", "POSTROUTING", "-j", "SNAT_FILTER")
+	if f.nft() {
+		// The port forwards gone, the SNAT chain no longer hooked.
+		f.gwExec("nft", "flush", "map", "ip", "vpcnat", "port_dnat")
+		f.gwExec("nft", "flush", "chain", "ip", "vpcnat", "POSTROUTING")
+	} else {
+		f.gwExec("iptables", "-t", "nat", "-F", "DNAT_EIP_"+eip112)
+		f.gwExec("iptables", "-t", "nat", "-D", "POSTROUTING", "-j", "SNAT_FILTER")
+	}
 	f.gwExec("ip", "route", "del", "default", "table", "100")
 	f.gwExec("ip", "rule", "del", "iif", "net1", "lookup", "100")
 	f.expectNoAnswer(topo.Client, "tcp", eip112+":8888")
@@ -83,14 +94,16 @@ func TestDriftRepair(t *testing.T) {
 	if got := f.dump(); got != want {
 		t.Errorf("state after repair differs:\n--- want\n%s\n--- got\n%s", want, got)
 	}
+	f.check()
 	f.expect(topo.Client, "tcp", eip112+":8888", topo.ClientIP, topo.Pod2IP+":80")
 	f.expect(topo.Pod2, "tcp", topo.InetIP+":8080", eip112, "")
 }
 
 // TestNoEmptyChainDuringUpdates: a probe through an unchanged rule keeps succeeding across 100
 // updates that rewrite the chains it passes through (same EIP, SNAT, FIP), fast and full.
-func TestNoEmptyChainDuringUpdates(t *testing.T) {
-	f := newFixture(t)
+func TestNoEmptyChainDuringUpdates(t *testing.T) { eachBackend(t, testNoEmptyChainDuringUpdates) }
+
+func testNoEmptyChainDuringUpdates(t *testing.T, f *fixture) {
 	g := &f.in.Gateway.Spec
 	g.Eips = append(g.Eips, eip(eip113))
 	f.converge(true)
@@ -136,7 +149,12 @@ func TestNoEmptyChainDuringUpdates(t *testing.T) {
 		t.Errorf("probe through the unchanged DNAT: %d ok, %d failed (first: %v)", ok.Load(), failed.Load(), firstErr.Load())
 	}
 	t.Logf("probe: %d requests succeeded across 100 updates", ok.Load())
-	if out := f.gwExec("iptables-save", "-t", "nat"); !strings.Contains(out, "--dport 9099 ") {
+	if f.nft() {
+		if out := f.gwExec("nft", "list", "map", "ip", "vpcnat", "port_dnat"); !strings.Contains(out, eip112+" . tcp . 9099 ") {
+			t.Errorf("last update not in the kernel:\n%s", out)
+		}
+	} else if out := f.gwExec("iptables-save", "-t", "nat"); !strings.Contains(out, "--dport 9099 ") {
 		t.Errorf("last update not in the kernel:\n%s", out)
 	}
+	f.check()
 }

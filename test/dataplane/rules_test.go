@@ -22,8 +22,9 @@ const (
 func objectMeta(name string) metav1.ObjectMeta { return metav1.ObjectMeta{Name: name} }
 
 // TestSeedRules: the seed's example as is, every rule kind with real packets.
-func TestSeedRules(t *testing.T) {
-	f := newFixture(t)
+func TestSeedRules(t *testing.T) { eachBackend(t, testSeedRules) }
+
+func testSeedRules(t *testing.T, f *fixture) {
 	f.converge(true)
 	f.listen(topo.Inet, "tcp", topo.InetIP+":8080")
 	f.listen(topo.Pod1, "tcp", ":7000")
@@ -47,8 +48,9 @@ func TestSeedRules(t *testing.T) {
 }
 
 // TestSNATLongestPrefix: /32 beats /24 beats /20 beats /16, across two subnets egressing at once.
-func TestSNATLongestPrefix(t *testing.T) {
-	f := newFixture(t)
+func TestSNATLongestPrefix(t *testing.T) { eachBackend(t, testSNATLongestPrefix) }
+
+func testSNATLongestPrefix(t *testing.T, f *fixture) {
 	g := &f.in.Gateway.Spec
 	g.Eips = append(g.Eips, eip(eip113), eip(eip114), eip(eip115))
 	g.SnatRules = []v1.SnatRule{
@@ -77,8 +79,9 @@ func TestSNATLongestPrefix(t *testing.T) {
 }
 
 // TestDNATProtocols: TCP and UDP on the same EIP port are two rules with two targets.
-func TestDNATProtocols(t *testing.T) {
-	f := newFixture(t)
+func TestDNATProtocols(t *testing.T) { eachBackend(t, testDNATProtocols) }
+
+func testDNATProtocols(t *testing.T, f *fixture) {
 	g := &f.in.Gateway.Spec
 	g.DnatRules = append(g.DnatRules, dnat(eip112, 8888, "udp", topo.Pod3IP, 5353))
 	f.converge(true)
@@ -92,8 +95,9 @@ func TestDNATProtocols(t *testing.T) {
 
 // TestStaticRoutes: a policyDst route sends traffic for 203.0.113.0/25 to the VPC router; a
 // policySrc route sends everything from sn2 there.
-func TestStaticRoutes(t *testing.T) {
-	f := newFixture(t)
+func TestStaticRoutes(t *testing.T) { eachBackend(t, testStaticRoutes) }
+
+func testStaticRoutes(t *testing.T, f *fixture) {
 	f.in.Vpc.Spec.StaticRoutes = append(f.in.Vpc.Spec.StaticRoutes,
 		v1.StaticRoute{Policy: v1.PolicyDst, CIDR: "203.0.113.0/25", NextHopIP: topo.VRIP})
 	f.converge(true)
