@@ -28,8 +28,8 @@ type edit struct {
 // editInputs is the seed (with the UDP port forward of seedInputs) plus EIPs .113 and .114, a
 // second port forward, a second subnet sn2 (10.0.2.0/24 on br-sn2) and one static route of each
 // policy via the VPC router 10.0.1.100.
-func editInputs(t *testing.T) plan.Inputs {
-	in := seedInputs(t)
+func editInputs(t *testing.T, plane string) plan.Inputs {
+	in := seedInputs(t, plane)
 	gw := &in.Gateway.Spec
 	gw.Eips = append(gw.Eips, v1.Eip{EipCIDR: "192.168.0.113/24", Gateway: topo.RouterIP}, v1.Eip{EipCIDR: "192.168.0.114/24", Gateway: topo.RouterIP})
 	gw.DnatRules = append(gw.DnatRules, v1.DnatRule{Eip: "192.168.0.113", ExternalPort: intstr.FromInt32(2222), Protocol: "tcp",
@@ -184,16 +184,18 @@ func quickPairs() []quickPair {
 // nat diff against the last applied ruleset), "full" reads the nat table back every time.
 func TestQuickEdits(t *testing.T) {
 	topo.NeedRoot(t)
-	for _, mode := range []string{"fast", "full"} {
-		t.Run(mode, func(t *testing.T) { quickEdits(t, mode == "full") })
-	}
+	eachBackend(t, func(t *testing.T, plane string) {
+		for _, mode := range []string{"fast", "full"} {
+			t.Run(mode, func(t *testing.T) { quickEdits(t, mode == "full", plane) })
+		}
+	})
 }
 
-func quickEdits(t *testing.T, full bool) {
+func quickEdits(t *testing.T, full bool, plane string) {
 	tp := newSeed(t)
 	gw := netconf.NewGateway(tp.Path(topo.Gateway))
 	defer gw.Close()
-	in := editInputs(t)
+	in := editInputs(t, plane)
 	d := build(t, in)
 	if _, err := convergeIn(tp, gw, d, true); err != nil {
 		t.Fatal(err)

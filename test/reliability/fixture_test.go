@@ -15,6 +15,16 @@ import (
 	"github.com/vpcnat/vpcnat/test/topo"
 )
 
+// backends are the NAT backends every test here runs with, each in a subtest of its name.
+var backends = []string{annotations.DataplaneIPTables, annotations.DataplaneNFTables}
+
+// eachBackend runs fn once per backend, in a subtest named for it.
+func eachBackend(t *testing.T, fn func(t *testing.T, plane string)) {
+	for _, plane := range backends {
+		t.Run(plane, func(t *testing.T) { fn(t, plane) })
+	}
+}
+
 // bare is the crash and edit tests' topology: a simulated node (eth1, the external NIC's master,
 // a veth into "ext"; bridges br-sn and br-sn2) and an empty gateway netns. No traffic flows.
 type bare struct {
@@ -113,12 +123,12 @@ func apply(t *testing.T, tp *topo.Topology, spec string) (string, time.Duration)
 // sections groups kstate problems by part of the data plane.
 func sections(diff kstate.Diff) (nat, addrs, routing, other int) {
 	for _, p := range diff {
-		switch p.What {
-		case "chain", "nat rule":
+		switch {
+		case p.NAT():
 			nat++
-		case "addr":
+		case p.What == "addr":
 			addrs++
-		case "route", "rule":
+		case p.What == "route" || p.What == "rule":
 			routing++
 		default:
 			other++

@@ -29,14 +29,14 @@ const (
 
 // seedInputs is examples/seed.yaml (nic eth1) plus a UDP port forward 192.168.0.112:5353 ->
 // pod2:5353, so inbound UDP has a DNAT too.
-func seedInputs(t *testing.T) plan.Inputs {
+func seedInputs(t *testing.T, plane string) plan.Inputs {
 	t.Helper()
 	_, file, _, _ := runtime.Caller(0)
 	in, err := plan.LoadFile(filepath.Join(filepath.Dir(file), "..", "..", "examples", "seed.yaml"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	in.Config.NIC = "eth1"
+	in.Config.NIC, in.Config.Dataplane = "eth1", plane
 	in.Gateway.Spec.DnatRules = append(in.Gateway.Spec.DnatRules, v1.DnatRule{Eip: eip112, ExternalPort: intstr.FromInt32(5353),
 		Protocol: "udp", InternalIP: topo.Pod2IP, InternalPort: intstr.FromInt32(5353)})
 	return in
@@ -159,14 +159,16 @@ func (tr *traffic) Stop() {
 // and netconf alone (in-process converge of an empty netns).
 func TestFlowsRacingSetup(t *testing.T) {
 	topo.NeedRoot(t)
-	for _, via := range []string{"cni", "netconf"} {
-		t.Run(via, func(t *testing.T) { flowsRacingSetup(t, via) })
-	}
+	eachBackend(t, func(t *testing.T, plane string) {
+		for _, via := range []string{"cni", "netconf"} {
+			t.Run(via, func(t *testing.T) { flowsRacingSetup(t, via, plane) })
+		}
+	})
 }
 
-func flowsRacingSetup(t *testing.T, via string) {
+func flowsRacingSetup(t *testing.T, via, plane string) {
 	tp := newSeed(t)
-	in := seedInputs(t)
+	in := seedInputs(t, plane)
 	nics, d, errs := plan.Build(in)
 	if len(errs) > 0 {
 		t.Fatal(errs.ToAggregate())
@@ -298,7 +300,7 @@ func flowsRacingSetup(t *testing.T, via string) {
 	for _, f := range flows {
 		sent = append(sent, fmt.Sprintf("%s %d", f.name, f.sent.Load()))
 	}
-	t.Logf("via %s: %d entries checked; sent: %s", via, len(entries), strings.Join(sent, ", "))
+	t.Logf("%s, via %s: %d entries checked; sent: %s", plane, via, len(entries), strings.Join(sent, ", "))
 }
 
 // missingFlows names the flows without a conntrack entry NATed as they should be.

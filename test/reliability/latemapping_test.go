@@ -28,7 +28,7 @@ import (
 // restarted daemon's converge, whose nat diff is empty, deletes it.
 func TestMappingAddedAfterFlow(t *testing.T) {
 	topo.NeedRoot(t)
-	for _, c := range []lateCase{
+	cases := []lateCase{
 		{
 			name: "dnat",
 			remove: func(in *plan.Inputs) {
@@ -49,10 +49,13 @@ func TestMappingAddedAfterFlow(t *testing.T) {
 			role:   topo.Pod2, local: topo.Pod2IP, sport: 40000, remote: topo.InetIP + ":8081",
 			server: topo.Inet, serverAddr: topo.InetIP + ":8081", wantSeen: eip112,
 		},
-	} {
-		t.Run(c.name, func(t *testing.T) { mappingAddedAfterFlow(t, c, false) })
-		t.Run(c.name+"/restart", func(t *testing.T) { mappingAddedAfterFlow(t, c, true) })
 	}
+	eachBackend(t, func(t *testing.T, plane string) {
+		for _, c := range cases {
+			t.Run(c.name, func(t *testing.T) { mappingAddedAfterFlow(t, c, false, plane) })
+			t.Run(c.name+"/restart", func(t *testing.T) { mappingAddedAfterFlow(t, c, true, plane) })
+		}
+	})
 }
 
 type lateCase struct {
@@ -77,7 +80,7 @@ type keeper struct {
 	dport int
 }
 
-func mappingAddedAfterFlow(t *testing.T, c lateCase, restart bool) {
+func mappingAddedAfterFlow(t *testing.T, c lateCase, restart bool, plane string) {
 	tp := newSeed(t)
 	gwNS := tp.Path(topo.Gateway)
 	build := func(in plan.Inputs) *annotations.Desired {
@@ -87,8 +90,8 @@ func mappingAddedAfterFlow(t *testing.T, c lateCase, restart bool) {
 		}
 		return d
 	}
-	with := seedInputs(t)
-	without := seedInputs(t)
+	with := seedInputs(t, plane)
+	without := seedInputs(t, plane)
 	c.remove(&without)
 	dWith, dWithout := build(with), build(without)
 	tp.ListenFor(t, c.server, "udp", c.serverAddr)

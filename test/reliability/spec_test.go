@@ -40,6 +40,7 @@ type bigSpec struct {
 	lanV    int
 	sn2V    int // sn2's gateway address version
 	seedMix uint64
+	plane   string // the ConfigMap's dataplane ("" = iptables)
 }
 
 const (
@@ -215,7 +216,7 @@ func (s *bigSpec) inputs() plan.Inputs {
 	return plan.Inputs{Gateway: gw, Vpc: vpc, Subnets: []*v1.Subnet{
 		subnet("sn", "10.0.0.0/16", "10.0.0.1", "br-sn"),
 		subnet("sn2", "10.1.0.0/24", fmt.Sprintf("10.1.0.%d", 1+s.sn2V%2), "br-sn2"),
-	}, Config: plan.Config{Enabled: true, NIC: "eth1"}}
+	}, Config: plan.Config{Enabled: true, NIC: "eth1", Dataplane: s.plane}}
 }
 
 // rules counts the spec's rules and routes.
@@ -242,6 +243,9 @@ func writeSpec(tb testing.TB, path string, in plan.Inputs) {
 	cm := &corev1.ConfigMap{TypeMeta: metav1.TypeMeta{APIVersion: "v1", Kind: "ConfigMap"},
 		ObjectMeta: metav1.ObjectMeta{Name: "ovn-vpc-nat-gw-config", Namespace: "kube-system"},
 		Data:       map[string]string{"image": "vpcnat.local/vpcnat-gateway:dev", "enable-vpc-nat-gw": "true", "nic": in.Config.NIC}}
+	if in.Config.Dataplane != "" {
+		cm.Data["dataplane"] = in.Config.Dataplane
+	}
 	objs := []any{cm, in.Vpc}
 	for _, sn := range in.Subnets {
 		objs = append(objs, sn)
