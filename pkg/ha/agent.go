@@ -37,6 +37,23 @@ type Config struct {
 	ReplicaMACs bool
 	// OnRole, when set, is called (from Run's goroutine) after every role change is applied.
 	OnRole func(role Role, term uint64, reason string)
+	// Conntrack, when set, replicates the conntrack table from the active replica to the
+	// standbys (pkg/ctsync) and commits it on takeover, before the NICs answer ARP.
+	Conntrack ConntrackSync
+}
+
+// ConntrackSync is the conntrack replication the agent drives (pkg/ctsync.Replicator). Its
+// methods do not block on the network; Commit writes into the kernel.
+type ConntrackSync interface {
+	// Addr is where this replica serves its table when active (invalid until known).
+	Addr() netip.AddrPort
+	// Follow streams from the active replica's address (invalid: none known) into the cache.
+	Follow(active netip.AddrPort)
+	// Serve serves this replica's table to the peers at these addresses.
+	Serve(peers []netip.Addr)
+	// Commit writes the cache into the kernel and returns how many entries it wrote.
+	Commit() (int, error)
+	Close()
 }
 
 // aliasPrefix marks a NIC's IFLA_IFALIAS with the role the agent gave it ("vpcnat-ha active
@@ -105,6 +122,9 @@ func NewAgent(cfg Config) (*Agent, error) {
 func (a *Agent) Run(ctx context.Context) error {
 	defer a.nl.Close()
 	defer a.closeNICs()
+	if a.cfg.Conntrack != nil {
+		defer a.cfg.Conntrack.Close()
+	}
 	now := time.Now()
 	a.elector = NewElector(Heartbeat{Gateway: a.cfg.Gateway, Replica: a.cfg.Replica, Priority: a.cfg.Priority}, a.cfg.Timing, now)
 	links, err := a.refresh()
@@ -169,9 +189,15 @@ func (a *Agent) step(now time.Time, tick bool) {
 		a.healthy = healthy
 		klog.V(2).InfoS("Health changed", "gateway", a.cfg.Gateway, "replica", a.cfg.Replica, "healthy", healthy)
 	}
+	if a.cfg.Conntrack != nil {
+		a.elector.SetSync(a.cfg.Conntrack.Addr())
+	}
 	role, why := a.elector.Decide(now, healthy)
 	changed := role != a.role
 	a.role = role
+	if changed && role == Active && a.cfg.Conntrack != nil {
+		a.commitConntrack()
+	}
 	if err := a.apply(links, changed); err != nil {
 		klog.ErrorS(err, "Applying the role", "gateway", a.cfg.Gateway, "role", role)
 	}
@@ -190,6 +216,7 @@ func (a *Agent) step(now time.Time, tick bool) {
 			a.cfg.OnRole(role, term, why)
 		}
 	}
+	a.followOrServe(now)
 	if !tick {
 		return
 	}
@@ -200,6 +227,47 @@ func (a *Agent) step(now time.Time, tick bool) {
 		}
 	}
 	a.announceDue(links, now)
+}
+
+// commitConntrack writes the entries replicated from the old active replica into the kernel,
+// before the NICs answer ARP and announce the addresses: the first packet of an established
+// flow that reaches this replica finds its entry (both tuples: the NAT mapping) and is
+// translated as before, and new connections do not take the old mappings' ports. The peers hear
+// at once that this replica is active, so none waits out the commit as silence.
+func (a *Agent) commitConntrack() {
+	a.sendHeartbeat(a.elector.Heartbeat())
+	n, err := a.cfg.Conntrack.Commit()
+	if err != nil {
+		klog.ErrorS(err, "Committing the replicated conntrack entries (the others are in the kernel)", "gateway", a.cfg.Gateway, "committed", n)
+	}
+}
+
+// followOrServe points the conntrack replication at the role: an active replica serves the live
+// peers' streams; a standby follows the active peer's.
+func (a *Agent) followOrServe(now time.Time) {
+	if a.cfg.Conntrack == nil {
+		return
+	}
+	peers := a.elector.Peers(now)
+	if a.role == Active {
+		var addrs []netip.Addr
+		for _, p := range peers {
+			if p.Sync.IsValid() {
+				addrs = append(addrs, p.Sync.Addr())
+			}
+		}
+		a.cfg.Conntrack.Serve(addrs)
+		return
+	}
+	// Of two active peers (a partition healing), the later term stays active.
+	var active netip.AddrPort
+	var term uint64
+	for _, p := range peers {
+		if p.Active && p.Sync.IsValid() && (!active.IsValid() || p.Term > term) {
+			active, term = p.Sync, p.Term
+		}
+	}
+	a.cfg.Conntrack.Follow(active)
 }
 
 // leave silences the NICs and tells the peers, so a standby takes over without waiting.

@@ -2,6 +2,7 @@ package ha
 
 import (
 	"fmt"
+	"net/netip"
 	"time"
 )
 
@@ -182,6 +183,9 @@ func (e *Elector) Decide(now time.Time, healthy bool) (Role, string) {
 // Contested says whether the last Decide kept the active role against a live active peer (which
 // will step down): the neighbours that followed the peer need an announcement.
 func (e *Elector) Contested() bool { return e.contested }
+
+// SetSync sets the address this replica serves its conntrack table at (carried in heartbeats).
+func (e *Elector) SetSync(a netip.AddrPort) { e.self.Sync = a }
 
 // Heartbeat is the frame to send now (after Decide).
 func (e *Elector) Heartbeat() Heartbeat { return e.self }

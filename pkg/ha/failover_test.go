@@ -8,6 +8,9 @@ package ha_test
 //	tenant L2 (ns "ten", bridge brt)     203.0.113.0/24
 //	  pod  203.0.113.10   a VPC host, default via 203.0.113.1
 //	  r1, r2 vpc-sn 203.0.113.1/24   the subnet's gateway address, held by both replicas
+//	pod network (ns "podnet", bridge brp) 2001:db8:100::/64
+//	  r1, r2 eth0 2001:db8:100::1, ::2   each replica's own pod address (the primary CNI's),
+//	                                     which the conntrack stream between replicas uses
 //
 // Each replica is converged the same (addresses, default route, DNAT and SNAT rules), as the
 // daemon converges every replica; only the agent makes one of them answer ARP.
@@ -84,6 +87,8 @@ func agentBinary(t testing.TB) string {
 type replicaSet struct {
 	t      testing.TB
 	timing ha.Timing
+	// args are extra agent flags (e.g. --conntrack-sync=false).
+	args   []string
 	tp     *topo.Topology
 	agents map[string]*exec.Cmd
 	logs   map[string]*strings.Builder
@@ -98,9 +103,15 @@ func newReplicaSet(t testing.TB, replicas ...string) *replicaSet {
 // newReplicaSetTimed is newReplicaSet with the agents' heartbeat timing (whole milliseconds).
 func newReplicaSetTimed(t testing.TB, timing ha.Timing, replicas ...string) *replicaSet {
 	t.Helper()
+	return newReplicaSetWith(t, timing, nil, replicas...)
+}
+
+// newReplicaSetWith is newReplicaSetTimed with extra agent flags.
+func newReplicaSetWith(t testing.TB, timing ha.Timing, args []string, replicas ...string) *replicaSet {
+	t.Helper()
 	topo.NeedRoot(t)
 	tp := &topo.Topology{Prefix: topo.NewPrefix()}
-	rs := &replicaSet{t: t, tp: tp, timing: timing, agents: map[string]*exec.Cmd{}, logs: map[string]*strings.Builder{}}
+	rs := &replicaSet{t: t, tp: tp, timing: timing, args: args, agents: map[string]*exec.Cmd{}, logs: map[string]*strings.Builder{}}
 	t.Cleanup(rs.close)
 	must := func(err error) {
 		t.Helper()
@@ -114,11 +125,18 @@ func newReplicaSetTimed(t testing.TB, timing ha.Timing, replicas ...string) *rep
 	must(tp.Bridge("ten", "brt"))
 	must(tp.Host("rtr", "ext", "brx", "p-rtr", routerIP+"/24", ""))
 	must(tp.Host("pod", "ten", "brt", "p-pod", podIP+"/24", subnetGW))
-	for _, r := range replicas {
+	must(tp.AddNS("podnet"))
+	must(tp.Bridge("podnet", "brp"))
+	for i, r := range replicas {
 		must(tp.AddNS(r))
+		must(tp.Veth("podnet", "p-"+r, r, "eth0"))
+		_, err := tp.Exec("podnet", "ip", "link", "set", "p-"+r, "master", "brp")
+		must(err)
+		_, err = tp.Exec(r, "ip", "addr", "add", fmt.Sprintf("2001:db8:100::%d/64", i+1), "dev", "eth0", "nodad")
+		must(err)
 		must(tp.Veth("ext", "x-"+r, r, "net1"))
 		must(tp.Veth("ten", "t-"+r, r, "vpc-sn"))
-		_, err := tp.Exec("ext", "ip", "link", "set", "x-"+r, "master", "brx")
+		_, err = tp.Exec("ext", "ip", "link", "set", "x-"+r, "master", "brx")
 		must(err)
 		_, err = tp.Exec("ten", "ip", "link", "set", "t-"+r, "master", "brt")
 		must(err)
@@ -206,10 +224,11 @@ func (rs *replicaSet) close() {
 
 func (rs *replicaSet) start(r string) {
 	rs.t.Helper()
-	cmd := exec.Command("ip", "netns", "exec", rs.tp.Name(r), agentBinary(rs.t),
-		"--gateway", "gw1", "--replica", r, "--exclude", "", "--replica-macs", "-v=2",
+	args := append([]string{"netns", "exec", rs.tp.Name(r), agentBinary(rs.t),
+		"--gateway", "gw1", "--replica", r, "--exclude", "eth0", "--replica-macs", "-v=2",
 		fmt.Sprintf("--min-tx=%d", rs.timing.Interval.Milliseconds()), "--min-rx="+fmt.Sprint(rs.timing.Interval.Milliseconds()),
-		fmt.Sprintf("--multiplier=%d", rs.timing.DeadAfter/rs.timing.Interval))
+		fmt.Sprintf("--multiplier=%d", rs.timing.DeadAfter/rs.timing.Interval)}, rs.args...)
+	cmd := exec.Command("ip", args...)
 	log := &strings.Builder{}
 	cmd.Stdout, cmd.Stderr = log, log
 	if err := cmd.Start(); err != nil {

@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"net/netip"
 )
 
 // EtherType of heartbeat frames: IEEE 802's "local experimental" EtherType 1, which no
@@ -40,7 +41,19 @@ type Heartbeat struct {
 	Active bool
 	// Healthy: the sender's NICs have carrier and it reaches the external network's gateway.
 	Healthy bool
+	// Sync is where the sender serves its conntrack table while it is active: its eth0 address
+	// (the primary CNI's, the one address replicas do not share) and port. Invalid when the
+	// sender does not replicate conntrack.
+	Sync netip.AddrPort
 }
+
+// Optional fields follow the replica name as type, length, value; type 0 ends them (Ethernet
+// pads short frames with zeros). A version-1 agent that predates a field ignores it, as it
+// ignores padding, so fields are added without a version change.
+const (
+	fieldEnd  = 0
+	fieldSync = 1 // the Sync address: 4 or 16 address bytes, then the port
+)
 
 // Marshal encodes h (without the Ethernet header, which the packet socket adds).
 func (h Heartbeat) Marshal() ([]byte, error) {
@@ -62,6 +75,12 @@ func (h Heartbeat) Marshal() ([]byte, error) {
 	b = append(b, h.Gateway...)
 	b = append(b, byte(len(h.Replica)))
 	b = append(b, h.Replica...)
+	if h.Sync.IsValid() {
+		a := h.Sync.Addr().AsSlice()
+		b = append(b, fieldSync, byte(len(a)+2))
+		b = append(b, a...)
+		b = binary.BigEndian.AppendUint16(b, h.Sync.Port())
+	}
 	return b, nil
 }
 
@@ -83,11 +102,26 @@ func ParseHeartbeat(b []byte) (Heartbeat, error) {
 	if h.Gateway, rest, ok = lenString(rest); !ok {
 		return Heartbeat{}, errors.New("heartbeat: truncated gateway name")
 	}
-	if h.Replica, _, ok = lenString(rest); !ok {
+	if h.Replica, rest, ok = lenString(rest); !ok {
 		return Heartbeat{}, errors.New("heartbeat: truncated replica name")
 	}
 	if h.Gateway == "" || h.Replica == "" {
 		return Heartbeat{}, errors.New("heartbeat: empty gateway or replica name")
+	}
+	for len(rest) > 0 && rest[0] != fieldEnd {
+		if len(rest) < 2 || len(rest) < 2+int(rest[1]) {
+			return Heartbeat{}, fmt.Errorf("heartbeat: truncated field %d", rest[0])
+		}
+		typ, val := rest[0], rest[2:2+int(rest[1])]
+		rest = rest[2+len(val):]
+		if typ != fieldSync {
+			continue // a later version's field
+		}
+		if len(val) != 6 && len(val) != 18 {
+			return Heartbeat{}, fmt.Errorf("heartbeat: sync address of %d bytes", len(val))
+		}
+		a, _ := netip.AddrFromSlice(val[:len(val)-2])
+		h.Sync = netip.AddrPortFrom(a, binary.BigEndian.Uint16(val[len(val)-2:]))
 	}
 	return h, nil
 }

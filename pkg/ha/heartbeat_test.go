@@ -1,6 +1,7 @@
 package ha
 
 import (
+	"net/netip"
 	"strings"
 	"testing"
 )
@@ -10,6 +11,8 @@ func TestHeartbeatRoundTrip(t *testing.T) {
 		{Gateway: "gw1", Replica: "vpc-nat-gw-gw1-5d8f-abcde", Priority: 100, Term: 7, Active: true, Healthy: true},
 		{Gateway: "g", Replica: "r", Term: 1<<64 - 1},
 		{Gateway: strings.Repeat("g", 255), Replica: strings.Repeat("r", 255), Healthy: true},
+		{Gateway: "gw1", Replica: "r1", Active: true, Sync: netip.MustParseAddrPort("10.16.0.7:9540")},
+		{Gateway: "gw1", Replica: "r2", Sync: netip.MustParseAddrPort("[2001:db8::7]:9540")},
 	} {
 		b, err := h.Marshal()
 		if err != nil {
@@ -37,6 +40,8 @@ func TestHeartbeatRefused(t *testing.T) {
 		"version 2":      append(append(append([]byte{}, good[:4]...), 2), good[5:]...),
 		"truncated name": good[:len(good)-1],
 		"no replica":     good[:15+1+3],
+		"truncated sync": append(append([]byte{}, good...), fieldSync, 6, 10, 0, 0),
+		"short sync":     append(append([]byte{}, good...), fieldSync, 3, 10, 0, 0),
 	} {
 		if h, err := ParseHeartbeat(b); err == nil {
 			t.Errorf("%s: parsed as %+v", name, h)
@@ -48,6 +53,8 @@ func FuzzParseHeartbeat(f *testing.F) {
 	good, _ := Heartbeat{Gateway: "gw1", Replica: "r1", Term: 3, Active: true}.Marshal()
 	f.Add(good)
 	f.Add([]byte("VNHA\x01"))
+	withSync, _ := Heartbeat{Gateway: "gw1", Replica: "r1", Sync: netip.MustParseAddrPort("10.16.0.7:9540")}.Marshal()
+	f.Add(withSync)
 	f.Fuzz(func(t *testing.T, b []byte) {
 		h, err := ParseHeartbeat(b)
 		if err != nil {
@@ -61,4 +68,22 @@ func FuzzParseHeartbeat(f *testing.F) {
 			t.Fatalf("round trip of %+v: %+v, %v", h, back, err)
 		}
 	})
+}
+
+// TestHeartbeatFieldsForward: an agent skips an optional field it does not know (a later
+// version's), and an agent that predates the sync field reads a frame with one as before: the
+// field sits where it reads padding.
+func TestHeartbeatFieldsForward(t *testing.T) {
+	h := Heartbeat{Gateway: "gw1", Replica: "r1", Term: 2, Sync: netip.MustParseAddrPort("10.16.0.7:9540")}
+	b, _ := h.Marshal()
+	later := append(append([]byte{}, b...), 9, 2, 0xaa, 0xbb, 0, 0, 0)
+	if got, err := ParseHeartbeat(later); err != nil || got != h {
+		t.Fatalf("with an unknown field: %+v, %v; want %+v", got, err, h)
+	}
+	noSync := h
+	noSync.Sync = netip.AddrPort{}
+	old, _ := noSync.Marshal()
+	if string(b[:len(old)]) != string(old) {
+		t.Fatalf("the sync field changes the frame's version-1 part: %x vs %x", b[:len(old)], old)
+	}
 }
