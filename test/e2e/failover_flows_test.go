@@ -230,7 +230,11 @@ func (fl *tcpFlow) send() {
 		case <-tick.C:
 		}
 		if _, err := fl.conn.Write([]byte(flowLine(fl.spec.name, seq))); err != nil {
-			fl.fail(fmt.Errorf("sending line %d: %w", seq, err))
+			select {
+			case <-fl.stop: // finish closed the connection under a blocked write
+			default:
+				fl.fail(fmt.Errorf("sending line %d: %w", seq, err))
+			}
 			return
 		}
 		fl.mu.Lock()
@@ -279,18 +283,25 @@ func (r flowResult) survived() bool { return r.err == nil && r.sent > 0 && r.ech
 
 func (r flowResult) String() string {
 	s := fmt.Sprintf("TCP %s: %d sent, %d echoed, longest stall %d ms", r.name, r.sent, r.echoed, r.stall.Milliseconds())
-	if r.err != nil {
+	switch {
+	case r.err != nil:
 		s += ", broken: " + r.err.Error()
+	case !r.survived():
+		s += fmt.Sprintf(", stalled: no echo since %s", r.lastEcho.Format("15:04:05.000"))
 	}
 	return s
 }
 
 // finish stops sending, gives the last lines settle to come back, closes the connection and
-// returns the result.
+// returns the result. A write blocked on a stalled connection (its send buffer full) ends with
+// the close.
 func (fl *tcpFlow) finish(settle time.Duration) flowResult {
 	fl.stopOnce.Do(func() {
 		close(fl.stop)
-		<-fl.sendDone
+		select {
+		case <-fl.sendDone:
+		case <-time.After(settle): // a write blocked on a stalled connection
+		}
 		deadline := time.Now().Add(settle)
 		for time.Now().Before(deadline) {
 			fl.mu.Lock()
@@ -302,6 +313,7 @@ func (fl *tcpFlow) finish(settle time.Duration) flowResult {
 			time.Sleep(10 * time.Millisecond)
 		}
 		_ = fl.conn.Close()
+		<-fl.sendDone
 		<-fl.readDone
 	})
 	fl.mu.Lock()
