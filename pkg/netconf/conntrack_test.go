@@ -6,6 +6,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/containernetworking/plugins/pkg/ns"
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
@@ -132,5 +133,57 @@ func TestConntrackOfRemovedMappings(t *testing.T) {
 	}
 	if rep := tp.mustConverge(g, noFIP, true); len(rep.Changes) != 0 {
 		t.Errorf("converging again: %q", rep.Changes)
+	}
+}
+
+// The per-netns count that lets a converge skip the dump is the gateway's own: 0 in a fresh
+// netns, the number of entries made there, and unmoved by entries of another netns.
+func TestConntrackEntriesCountsTheNetnsOnly(t *testing.T) {
+	tp := newTopo(t)
+	count := func(role string) uint64 {
+		t.Helper()
+		netNS, err := ns.GetNS(tp.path(role))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer netNS.Close()
+		n, ok, err := conntrackEntries(netNS)
+		if err != nil || !ok {
+			t.Fatalf("counting: %d, %v, %v", n, ok, err)
+		}
+		return n
+	}
+	if n := count(roleGW); n != 0 {
+		t.Fatalf("fresh gateway netns: %d entries, want 0:\n%s", n, tp.dumpFlows())
+	}
+	// Entries in the external host's netns are not the gateway's.
+	add := func(role string, n int) {
+		t.Helper()
+		fd, err := netns.GetFromPath(tp.path(role))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer fd.Close()
+		h, err := netlink.NewHandleAt(fd, unix.NETLINK_NETFILTER)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer h.Close()
+		for i := range n {
+			src, dst := net.IPv4(203, 0, 113, byte(1+i)).To4(), net.IPv4(198, 51, 100, 1).To4()
+			if err := h.ConntrackCreate(netlink.ConntrackTable, unix.AF_INET, &netlink.ConntrackFlow{FamilyType: unix.AF_INET, TimeOut: 600,
+				Forward: netlink.IPTuple{SrcIP: src, DstIP: dst, Protocol: unix.IPPROTO_UDP, SrcPort: 40000, DstPort: 53},
+				Reverse: netlink.IPTuple{SrcIP: dst, DstIP: src, Protocol: unix.IPPROTO_UDP, SrcPort: 53, DstPort: 40000}}); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	add(roleExt, 5)
+	if n := count(roleGW); n != 0 {
+		t.Errorf("gateway netns after 5 entries in another netns: %d entries, want 0", n)
+	}
+	add(roleGW, 3)
+	if n, listed := count(roleGW), len(tp.conntrack()); n != 3 || listed != 3 {
+		t.Errorf("gateway netns after 3 entries: counted %d, listed %d, want 3", n, listed)
 	}
 }

@@ -34,7 +34,7 @@ func enableForwarding(netNS ns.NetNS, h *Handles) ([]string, error) {
 	if err != nil || v == "1" {
 		return nil, err
 	}
-	if err := flushConntrack(h.Gateway); err != nil {
+	if err := flushConntrack(h); err != nil {
 		return nil, err
 	}
 	if err := setSysctl(netNS, forwardSysctl, "1"); err != nil {

@@ -184,23 +184,16 @@ func (g *Gateway) Converge(ctx context.Context, d *annotations.Desired, full boo
 	if err != nil {
 		return rep, err
 	}
-	lines, err = deleteMappings(h.Gateway, g.pendingStale, d)
+	// A full converge (a restart, a resync, any converge after an error) or a nat change also
+	// sweeps the table level-based: what a crash left between the nat commit and the clean-up,
+	// flows of changed SNATs, and flows that began before the FIP, port forward or SNAT that now
+	// covers them (untranslated), none of which the mapping diff covers.
+	lines, err = cleanConntrack(netNS, h, g.pendingStale, d, full || natChanged)
 	change(lines)
 	if err != nil {
 		return rep, err
 	}
 	g.pendingStale = nil
-	// A full converge (a restart, a resync, any converge after an error) or a nat change also
-	// sweeps the table level-based: what a crash left between the nat commit and the clean-up,
-	// flows of changed SNATs, and flows that began before the FIP, port forward or SNAT that now
-	// covers them (untranslated), none of which the mapping diff covers.
-	if full || natChanged {
-		lines, err = sweepConntrack(h.Gateway, d)
-		change(lines)
-		if err != nil {
-			return rep, err
-		}
-	}
 	lines, err = enableForwarding(netNS, h)
 	change(lines)
 	if err != nil {

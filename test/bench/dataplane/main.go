@@ -22,6 +22,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"runtime/pprof"
 	"slices"
 	"strconv"
 	"strings"
@@ -40,6 +41,8 @@ func main() {
 	sizes := flag.String("sizes", "1,10000", "rule counts to measure")
 	changes := flag.Int("changes", 20, "one-rule changes measured per size and backend (median reported)")
 	connTime := flag.Duration("conn-time", time.Second, "how long each connection-rate run lasts")
+	backends := flag.String("backends", "iptables,nftables", "backends to measure, in this order")
+	cpuProfile := flag.String("cpuprofile", "", "write CPU profiles of the one-rule changes to files named <this>-<rules>-<backend>-<dnat|snat>.pprof")
 	flag.Parse()
 	if os.Geteuid() != 0 {
 		fmt.Fprintln(os.Stderr, "vpcnat-dataplane-bench: needs root (it creates network namespaces)")
@@ -54,10 +57,18 @@ func main() {
 		}
 		ns = append(ns, n)
 	}
-	b := bench{changes: *changes, connTime: *connTime}
+	var planes []string
+	for _, p := range strings.Split(*backends, ",") {
+		if p != annotations.DataplaneIPTables && p != annotations.DataplaneNFTables {
+			fmt.Fprintf(os.Stderr, "vpcnat-dataplane-bench: --backends: %q is neither iptables nor nftables\n", p)
+			os.Exit(2)
+		}
+		planes = append(planes, p)
+	}
+	b := bench{changes: *changes, connTime: *connTime, profile: *cpuProfile}
 	var rows []row
 	for _, n := range ns {
-		for _, plane := range []string{annotations.DataplaneIPTables, annotations.DataplaneNFTables} {
+		for _, plane := range planes {
 			r, err := b.measure(n, plane)
 			if err != nil {
 				fmt.Fprintf(os.Stderr, "vpcnat-dataplane-bench: %s, %d rules: %v\n", plane, n, err)
@@ -72,6 +83,9 @@ func main() {
 type bench struct {
 	changes  int
 	connTime time.Duration
+	// profile, when set, is the prefix of the files that receive a CPU profile of each series
+	// of one-rule changes.
+	profile string
 }
 
 // row is one backend at one size.
@@ -168,7 +182,7 @@ func converge(t *topo.Topology, gw *netconf.Gateway, d *annotations.Desired, ful
 	return took, rep, err
 }
 
-func (b bench) measure(n int, plane string) (row, error) {
+func (b *bench) measure(n int, plane string) (row, error) {
 	r := row{n: n, plane: plane}
 	d, err := desired(n, plane)
 	if err != nil {
@@ -203,13 +217,13 @@ func (b bench) measure(n int, plane string) (row, error) {
 	}
 	r.natResync = rep.NATTime
 	if len(d.DNATs) > 1 {
-		if r.dnatChange, r.natDNAT, err = b.changesOf(t, gw, d, func(i int) { d.DNATs[len(d.DNATs)/2].InternalPort = 1000 + i }); err != nil {
+		if r.dnatChange, r.natDNAT, err = b.changesOf(t, gw, d, fmt.Sprintf("%d-%s-dnat", n, plane), func(i int) { d.DNATs[len(d.DNATs)/2].InternalPort = 1000 + i }); err != nil {
 			return r, err
 		}
 	}
 	if len(d.SNATs) > 2 {
 		m := len(d.SNATs) / 2
-		if r.snatChange, r.natSNAT, err = b.changesOf(t, gw, d, func(i int) { d.SNATs[m].EIP = d.SNATs[m+1+i%2].EIP }); err != nil {
+		if r.snatChange, r.natSNAT, err = b.changesOf(t, gw, d, fmt.Sprintf("%d-%s-snat", n, plane), func(i int) { d.SNATs[m].EIP = d.SNATs[m+1+i%2].EIP }); err != nil {
 			return r, err
 		}
 	}
@@ -244,8 +258,19 @@ func (b bench) measure(n int, plane string) (row, error) {
 
 // changesOf applies b.changes successive one-rule edits on the fast path; median times of the
 // converge and of its NAT step.
-func (b bench) changesOf(t *topo.Topology, gw *netconf.Gateway, d *annotations.Desired, edit func(i int)) (time.Duration, time.Duration, error) {
+func (b *bench) changesOf(t *topo.Topology, gw *netconf.Gateway, d *annotations.Desired, name string, edit func(i int)) (time.Duration, time.Duration, error) {
 	var times, nat []time.Duration
+	if b.profile != "" {
+		f, err := os.Create(b.profile + "-" + name + ".pprof")
+		if err != nil {
+			return 0, 0, err
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return 0, 0, err
+		}
+		defer pprof.StopCPUProfile()
+	}
 	for i := range b.changes {
 		edit(i)
 		took, rep, err := converge(t, gw, d, false)
@@ -358,9 +383,17 @@ func print(rows []row) {
 	fmt.Println()
 	fmt.Println("| rules | first | resync | DNAT change | SNAT change | nftables map elements | nftables resync with read-back | `nft -f` one-element change | `nft list table` |")
 	fmt.Println("| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
-	for i := 0; i+1 < len(rows); i += 2 {
-		a, b := rows[i], rows[i+1]
-		fmt.Printf("| %d | %s | %s | %s | %s | %d | %s (%s) | %s | %s |\n", a.rules, ratio(a.natFirst, b.natFirst), ratio(a.natResync, b.natResync),
+	for i, b := range rows {
+		if b.plane != annotations.DataplaneNFTables {
+			continue
+		}
+		a := row{} // the iptables row of the same size, if measured: no ratio without it
+		for _, r := range rows[:i] {
+			if r.n == b.n && r.plane == annotations.DataplaneIPTables {
+				a = r
+			}
+		}
+		fmt.Printf("| %d | %s | %s | %s | %s | %d | %s (%s) | %s | %s |\n", b.rules, ratio(a.natFirst, b.natFirst), ratio(a.natResync, b.natResync),
 			ratio(a.natDNAT, b.natDNAT), ratio(a.natSNAT, b.natSNAT), b.nftElements, ms(b.readback), ms(b.natReadback), ms(b.execChange), ms(b.execList))
 	}
 }
