@@ -18,16 +18,31 @@ import (
 	"github.com/vpcnat/vpcnat/test/topo"
 )
 
-// Forced kill points (iptwrap) and the random one.
+// Forced kill points (iptwrap for the iptables backend, nlstop for nftables) and the random one.
 const (
-	killDuringSave    = "iptables-save:before"    // reading the nat table back
-	killBeforeCommit  = "iptables-restore:before" // transaction written, not committed
-	killAfterCommit   = "iptables-restore:after"  // committed; links, addresses, routes not yet
-	killAfterNote     = "iptables-restore:note"   // uniform delay after the commit, within the measured rest
-	killRandom        = "random"                  // uniform delay within the measured converge
+	killDuringSave   = "iptables-save:before"    // reading the nat table back
+	killBeforeCommit = "iptables-restore:before" // transaction written, not committed
+	killAfterCommit  = "iptables-restore:after"  // committed; links, addresses, routes not yet
+	killAfterNote    = "iptables-restore:note"   // uniform delay after the commit, within the measured rest
+	killNFTRead      = "nft-get:before"          // the first nf_tables request (generation or read-back)
+	killNFTBefore    = "nft-batch:before"        // the batch built, its sendmsg entered, not run
+	killNFTAfter     = "nft-batch:after"         // the batch's sendmsg returned: committed, unseen
+	killNFTNote      = "nft-batch:note"          // uniform delay after the commit, within the measured rest
+	killRandom       = "random"                  // uniform delay within the measured converge
+
 	crashTrialsSoak   = 500
 	crashTrialsNormal = 100
+	// The nftables backend's trials in make test: fewer, as the iptables ones already cover
+	// everything but the NAT commit (links, addresses, routes, conntrack are the same code).
+	crashTrialsNormalNFT = 40
 )
+
+// killModes are the kill modes of a backend, used in turn; the last but one is the one that
+// marks the commit (for calibrating the rest of a converge).
+var killModes = map[string][]string{
+	annotations.DataplaneIPTables: {killDuringSave, killBeforeCommit, killAfterCommit, killAfterNote, killRandom},
+	annotations.DataplaneNFTables: {killNFTRead, killNFTBefore, killNFTAfter, killNFTNote, killRandom},
+}
 
 // TestCrashConsistency: a gateway holding a mixed ~2 000-rule spec is given a changed spec (about
 // 10% of every rule kind edited in place, some rules removed and added, EIPs moved, lanIp and a
@@ -41,16 +56,34 @@ const (
 // test/kstate must find the netns exactly as the new spec: no missing, duplicate or foreign rule,
 // chain, address, route or ip rule, forwarding on; and conntrack entries planted before the kill
 // for mappings the change removes (FIPs, port forwards, SNATs) must be gone. Each trial starts
-// from the previous trial's spec. 100 trials by default (the count, in make test), 500 with -soak / VPCNAT_SOAK=1.
+// from the previous trial's spec. Conntrack entries of mappings the change leaves alone, planted
+// too, must survive the kill and the restart (no flow through an unchanged mapping is lost).
+//
+// Both backends, a subtest each. The nftables backend commits in-process, one netlink batch in
+// one sendmsg that the kernel applies inside the system call, so its forced points are read
+// from the daemon's system calls under ptrace (nlstop): the first nf_tables request (the
+// generation query or read-back), the batch's sendmsg entered but not run, and that sendmsg
+// returned (committed, the daemon not yet told). 100 trials for iptables (the count) and
+// 40 for nftables in make test, 500 each with -soak / VPCNAT_SOAK=1.
 func TestCrashConsistency(t *testing.T) {
+	eachBackend(t, crashConsistency)
+}
+
+func crashConsistency(t *testing.T, plane string) {
 	tp := newBare(t)
 	trials := crashTrialsNormal
+	if plane == annotations.DataplaneNFTables {
+		trials = crashTrialsNormalNFT
+	}
 	if *soak {
 		trials = crashTrialsSoak
 	}
+	modes := killModes[plane]
+	noteMode := modes[len(modes)-2]
 	dir := t.TempDir()
 	seed := uint64(20260726)
 	spec := newBigSpec(seed)
+	spec.plane = plane
 	cur := build(t, spec.inputs())
 	path := filepath.Join(dir, "spec.yaml")
 	writeSpec(t, path, spec.inputs())
@@ -67,7 +100,7 @@ func TestCrashConsistency(t *testing.T) {
 		spec = spec.mutate(r, 0.1)
 		cur = build(t, spec.inputs())
 		writeSpec(t, path, spec.inputs())
-		d, afterCommit := timedApply(t, tp.Topology, path)
+		d, afterCommit := timedApply(t, tp.Topology, path, noteMode)
 		conv, tail = max(conv, d), max(tail, afterCommit)
 		if diff := check(t, tp.Topology, cur); !diff.Empty() {
 			t.Fatalf("calibration change %d: %s", i, diff)
@@ -76,27 +109,35 @@ func TestCrashConsistency(t *testing.T) {
 	t.Logf("spec: %d rules; first apply %s, a change %s (process start to exit), of which %s after the nat commit",
 		spec.rules(), fmtDur(first), fmtDur(conv), fmtDur(tail))
 
-	points := map[string]int{}   // where the kill landed, as read from the kernel
-	byMode := map[string]int{}   // kill modes used
-	var restartMax time.Duration // the restart's apply
-	planted := 0                 // conntrack entries of removed mappings planted before the kills
+	points := map[string]int{}    // where the kill landed, as read from the kernel
+	byMode := map[string]int{}    // kill modes used
+	var restartMax time.Duration  // the restart's apply
+	staleTotal, keptTotal := 0, 0 // conntrack entries of removed and of unchanged mappings planted before the kills
 	start := time.Now()
 	for i := 0; i < trials; i++ {
 		prev := cur
 		spec = spec.mutate(r, 0.1)
 		cur = build(t, spec.inputs())
 		writeSpec(t, path, spec.inputs())
-		mode := []string{killDuringSave, killBeforeCommit, killAfterCommit, killAfterNote, killRandom}[i%5]
+		mode := modes[i%len(modes)]
 		byMode[mode]++
 		delay := time.Duration(r.Int64N(int64(conv)))
-		if mode == killAfterNote {
+		if mode == noteMode {
 			// The addresses and routes are the first few milliseconds after the commit.
 			delay = time.Duration(r.Int64N(int64(tail/2) + 1))
 		}
 		// Flows of mappings the change removes: their entries must be gone after the restart.
 		gone := mappingKeys(cur)
 		stale := plantSome(t, tp.Topology, prev, i, func(m string) bool { return !gone[m] }, 2)
-		planted += len(stale)
+		staleTotal += len(stale)
+		// Flows of mappings the change keeps: their entries must survive.
+		var kept []planted
+		for _, p := range plantSome(t, tp.Topology, prev, i+2000, func(m string) bool { return gone[m] }, 2) {
+			if unchanged(p, prev, cur) {
+				kept = append(kept, p)
+			}
+		}
+		keptTotal += len(kept)
 		point := crashOnce(t, tp.Topology, path, mode, delay, prev, cur)
 		points[point]++
 
@@ -113,6 +154,11 @@ func TestCrashConsistency(t *testing.T) {
 			t.Errorf("trial %d (kill %s, landed %s): after the restart, conntrack entries of removed mappings are left:\n%s",
 				i, mode, point, strings.Join(bad, "\n"))
 		}
+		for _, p := range kept {
+			if !hasFlow(flows, p.flow) {
+				t.Errorf("trial %d (kill %s, landed %s): the entry of an unchanged mapping (%s) was lost: %s", i, mode, point, p.mapping, p.flow)
+			}
+		}
 		if _, err := tp.Exec(topo.Gateway, "conntrack", "-F"); err != nil {
 			t.Fatal(err)
 		}
@@ -126,8 +172,8 @@ func TestCrashConsistency(t *testing.T) {
 	for _, k := range sortedKeys(points) {
 		lines = append(lines, fmt.Sprintf("%s: %d", k, points[k]))
 	}
-	t.Logf("%d trials in %s (kill modes %v); kill points read from the kernel: %s; slowest restart %s; %d conntrack entries of removed mappings planted",
-		trials, fmtDur(time.Since(start)), byMode, strings.Join(lines, ", "), fmtDur(restartMax), planted)
+	t.Logf("%s: %d trials in %s (kill modes %v); kill points read from the kernel: %s; slowest restart %s; %d conntrack entries of removed mappings planted, %d of unchanged ones kept",
+		plane, trials, fmtDur(time.Since(start)), byMode, strings.Join(lines, ", "), fmtDur(restartMax), staleTotal, keptTotal)
 }
 
 // crashOnce runs the daemon on the spec at path, SIGKILLs its process group at the given point
@@ -149,10 +195,11 @@ func crashOnce(t *testing.T, tp *topo.Topology, path, mode string, delay time.Du
 	done := make(chan error, 1)
 	go func() { done <- cmd.Wait() }()
 	exited := false
-	if mode == killAfterNote {
+	note := mode == killAfterNote || mode == killNFTNote
+	if note {
 		waitMark(t, marks, mode, done, &out)
 	}
-	if mode == killRandom || mode == killAfterNote {
+	if mode == killRandom || note {
 		select {
 		case err := <-done:
 			if err != nil {
@@ -184,7 +231,7 @@ func crashOnce(t *testing.T, tp *topo.Topology, path, mode string, delay time.Du
 	case exited:
 		return "completed before the kill"
 	case newNAT > 0 && oldNAT > 0:
-		t.Errorf("kill %s: the nat table is neither the old nor the new spec (not atomic)", mode)
+		t.Errorf("kill %s: the NAT is neither the old nor the new spec (not atomic): against the new spec %s", mode, kstate.Compare(st, cur))
 		return "nat table half-written"
 	case oldNAT == 0 && newNAT > 0:
 		return "before the nat commit"
@@ -203,7 +250,7 @@ func crashOnce(t *testing.T, tp *topo.Topology, path, mode string, delay time.Du
 	}
 }
 
-// waitMark waits for iptwrap's mark of a stop point ("iptables-restore:after" makes
+// waitMark waits for iptwrap's or nlstop's mark of a stop point ("iptables-restore:after" makes
 // iptables-restore.after in marks).
 func waitMark(t *testing.T, marks, point string, done chan error, out *strings.Builder) {
 	t.Helper()
@@ -221,11 +268,12 @@ func waitMark(t *testing.T, marks, point string, done chan error, out *strings.B
 }
 
 // timedApply applies a spec to completion and returns how long it took and how much of that
-// came after the nat commit (iptables-restore's exit).
-func timedApply(t *testing.T, tp *topo.Topology, path string) (total, afterCommit time.Duration) {
+// came after the nat commit (iptables-restore's exit, or the nf_tables batch's sendmsg),
+// marked at the note point.
+func timedApply(t *testing.T, tp *topo.Topology, path, note string) (total, afterCommit time.Duration) {
 	t.Helper()
 	marks := t.TempDir()
-	cmd := daemonCmd(tp, path, killAfterNote, marks)
+	cmd := daemonCmd(tp, path, note, marks)
 	var out strings.Builder
 	cmd.Stdout, cmd.Stderr = &out, &out
 	start := time.Now()
@@ -234,7 +282,7 @@ func timedApply(t *testing.T, tp *topo.Topology, path string) (total, afterCommi
 	}
 	done := make(chan error, 1)
 	go func() { done <- cmd.Wait() }()
-	waitMark(t, marks, killAfterNote, done, &out)
+	waitMark(t, marks, note, done, &out)
 	committed := time.Now()
 	if err := <-done; err != nil {
 		t.Fatalf("apply: %v\n%s", err, out.String())

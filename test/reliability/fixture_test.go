@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -98,11 +99,17 @@ func convergeIn(tp *topo.Topology, gw *netconf.Gateway, d *annotations.Desired, 
 
 // daemonCmd is `vpcnat-daemon apply` of spec into the gateway netns, run from the simulated
 // node, in a process group of its own (so a SIGKILL takes its iptables children too, as a
-// container's end does), with iptwrap first on PATH; stop is IPTWRAP_STOP ("" for none).
+// container's end does), with iptwrap first on PATH; stop is IPTWRAP_STOP ("" for none), or a
+// point of nlstop ("nft-batch:before", ...), which then runs the daemon under ptrace.
 func daemonCmd(tp *topo.Topology, spec, stop, markDir string) *exec.Cmd {
-	cmd := exec.Command("ip", "netns", "exec", tp.Name(topo.Node), daemonBin, "apply",
-		"--netns", tp.Path(topo.Gateway), "--spec", spec, "--master", "eth1", "--timeout", "60s")
-	cmd.Env = append(os.Environ(), "PATH="+wrapDir+":"+os.Getenv("PATH"), "IPTWRAP_STOP="+stop, "IPTWRAP_DIR="+markDir)
+	argv := []string{"netns", "exec", tp.Name(topo.Node), daemonBin, "apply",
+		"--netns", tp.Path(topo.Gateway), "--spec", spec, "--master", "eth1", "--timeout", "60s"}
+	if strings.HasPrefix(stop, "nft-") {
+		argv = slices.Insert(argv, 3, nlstopBin)
+	}
+	cmd := exec.Command("ip", argv...)
+	cmd.Env = append(os.Environ(), "PATH="+wrapDir+":"+os.Getenv("PATH"), "IPTWRAP_STOP="+stop, "IPTWRAP_DIR="+markDir,
+		"NLSTOP="+stop, "NLSTOP_DIR="+markDir)
 	cmd.SysProcAttr = newPgid()
 	return cmd
 }

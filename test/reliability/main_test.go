@@ -26,8 +26,9 @@ var (
 	soak = flag.Bool("soak", os.Getenv("VPCNAT_SOAK") == "1", "long mode: full trial counts")
 
 	// daemonBin is vpcnat-daemon built for the package; wrapDir holds iptwrap installed as
-	// iptables-save and iptables-restore.
-	daemonBin, wrapDir string
+	// iptables-save and iptables-restore; nlstopBin stops the daemon at points of its nf_tables
+	// netlink traffic.
+	daemonBin, wrapDir, nlstopBin string
 )
 
 func TestMain(m *testing.M) {
@@ -42,7 +43,8 @@ func TestMain(m *testing.M) {
 		daemonBin = filepath.Join(dir, "vpcnat-daemon")
 		wrapDir = filepath.Join(dir, "wrap")
 		wrapBin := filepath.Join(dir, "iptwrap")
-		for _, b := range [][2]string{{daemonBin, "./daemon"}, {wrapBin, "./test/reliability/iptwrap"}} {
+		nlstopBin = filepath.Join(dir, "nlstop")
+		for _, b := range [][2]string{{daemonBin, "./daemon"}, {wrapBin, "./test/reliability/iptwrap"}, {nlstopBin, "./test/reliability/nlstop"}} {
 			cmd := exec.Command("go", "build", "-o", b[0], b[1])
 			cmd.Dir = filepath.Join("..", "..")
 			if out, err := cmd.CombinedOutput(); err != nil {
