@@ -96,11 +96,12 @@ func TestReplicatedFailoverSoak(t *testing.T) {
 		trials, foProbeInterval, len(foFlows), flowNames(), check)
 	for _, k := range kinds {
 		rs := results[k.name]
-		var windows, lost []time.Duration
+		var windows, lost, api []time.Duration
 		var survived []string
 		dup := 0
 		for _, r := range rs {
 			windows = append(windows, r.window())
+			api = append(api, r.api)
 			worst := 0
 			for _, p := range r.probes {
 				worst = max(worst, p.Lost())
@@ -119,8 +120,8 @@ func TestReplicatedFailoverSoak(t *testing.T) {
 				}
 			}
 		}
-		fmt.Fprintf(&report, "%-26s loss window (longest silence) min/median/max %s; lost probes x 10 ms %s; TCP flows survived per trial %s; EIPs with two MACs after the detection window: %d\n",
-			k.name, spread(windows), spread(lost), strings.Join(survived, " "), dup)
+		fmt.Fprintf(&report, "%-26s loss window (longest silence) min/median/max %s; lost probes x 10 ms %s; status showed the takeover after %s; TCP flows survived per trial %s; EIPs with two MACs after the detection window: %d\n",
+			k.name, spread(windows), spread(lost), spread(api), strings.Join(survived, " "), dup)
 	}
 	t.Log("\n" + report.String())
 }

@@ -435,6 +435,9 @@ type caseResult struct {
 	flows   []flowResult
 	claims  map[string]map[string]bool // EIP -> MACs
 	replies map[string]int             // EIP -> ARP replies after the detection window
+	// api is the time from the failure until the gateway's status showed the takeover (0:
+	// the case expects none).
+	api time.Duration
 }
 
 func (r caseResult) String() string {
@@ -448,6 +451,9 @@ func (r caseResult) String() string {
 		if fl.survived() {
 			survived++
 		}
+	}
+	if r.api > 0 {
+		parts = append(parts, fmt.Sprintf("status showed the takeover after %.1f s", r.api.Seconds()))
 	}
 	parts = append(parts, fmt.Sprintf("TCP flows survived %d of %d", survived, len(r.flows)))
 	for _, fl := range r.flows {
@@ -564,9 +570,12 @@ func (f *failover) measure(act func(), done func() error) caseResult {
 			}
 		}
 	}()
+	failed := time.Now()
 	act()
+	var api time.Duration
 	if done != nil {
 		f.poll(2*time.Minute, "a takeover shown in the API", done)
+		api = time.Since(failed)
 	}
 	mark := time.Now()
 	flowing := func() error {
@@ -592,7 +601,7 @@ func (f *failover) measure(act func(), done func() error) caseResult {
 	time.Sleep(2 * time.Second)
 	close(stop)
 	<-sampled
-	res := caseResult{claims: map[string]map[string]bool{}, replies: map[string]int{}}
+	res := caseResult{claims: map[string]map[string]bool{}, replies: map[string]int{}, api: api}
 	for i, p := range probes {
 		res.probes = append(res.probes, probeResult{LossCount: p.Stop(500 * time.Millisecond), silence: silences[i], from: froms[i]})
 	}
