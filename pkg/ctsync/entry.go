@@ -92,8 +92,10 @@ func tupleFrom(t conntrack.Tuple) Tuple {
 		ID: t.Proto.ICMPID, Type: t.Proto.ICMPType, Code: t.Proto.ICMPCode}
 }
 
-func (t Tuple) flow(proto uint8, zone uint16) conntrack.Tuple {
-	ct := conntrack.Tuple{IP: conntrack.IPTuple{SourceAddress: t.Src, DestinationAddress: t.Dst}, Zone: zone,
+// flow is t as the conntrack library's tuple. The zone is the entry's (CTA_ZONE), never the
+// tuple's: a tuple zone makes the kernel look for a zone of that direction only.
+func (t Tuple) flow(proto uint8) conntrack.Tuple {
+	ct := conntrack.Tuple{IP: conntrack.IPTuple{SourceAddress: t.Src, DestinationAddress: t.Dst},
 		Proto: conntrack.ProtoTuple{Protocol: proto}}
 	if isICMP(proto) {
 		ct.Proto.ICMPID, ct.Proto.ICMPType, ct.Proto.ICMPCode = t.ID, t.Type, t.Code

@@ -116,6 +116,14 @@ type commitResult struct {
 // replica's word, and a standby's kernel carries no live traffic.
 func commit(entries []Entry, liberal bool) (commitResult, error) {
 	var res commitResult
+	failed, err := createBatched(entries, liberal)
+	if err != nil {
+		return res, err
+	}
+	res.created = len(entries) - len(failed)
+	if len(failed) == 0 {
+		return res, nil
+	}
 	nf, err := netfilter.Dial(nil)
 	if err != nil {
 		return res, fmt.Errorf("ctnetlink: %w", err)
@@ -126,31 +134,29 @@ func commit(entries []Entry, liberal bool) (commitResult, error) {
 		return res, fmt.Errorf("ctnetlink: %w", err)
 	}
 	defer ct.Close()
-	for _, e := range entries {
+	for i, ferr := range failed {
+		e := entries[i]
+		if !errors.Is(ferr, unix.EEXIST) {
+			res.errs = append(res.errs, ferr)
+			continue
+		}
 		req, err := createRequest(e, e.Timeout, liberal)
 		if err != nil {
 			res.errs = append(res.errs, err)
 			continue
 		}
-		_, err = nf.Query(req)
-		if errors.Is(err, unix.EEXIST) {
-			// Delete the holder of the original tuple, then of the reply tuple (another entry
-			// may hold the mapping), and create again.
-			_ = ct.Delete(conntrack.Flow{TupleOrig: e.Orig.flow(e.Proto, e.Zone), Zone: e.Zone})
-			if _, err = nf.Query(req); errors.Is(err, unix.EEXIST) {
-				_ = ct.Delete(conntrack.Flow{TupleReply: e.Reply.flow(e.Proto, e.Zone), Zone: e.Zone})
-				_, err = nf.Query(req)
-			}
-			if err == nil {
-				res.replaced++
-				continue
-			}
+		// Delete the holder of the original tuple, then of the reply tuple (another entry may
+		// hold the mapping), and create again.
+		_ = ct.Delete(conntrack.Flow{TupleOrig: e.Orig.flow(e.Proto), Zone: e.Zone})
+		if _, err = nf.Query(req); errors.Is(err, unix.EEXIST) {
+			_ = ct.Delete(conntrack.Flow{TupleReply: e.Reply.flow(e.Proto), Zone: e.Zone})
+			_, err = nf.Query(req)
 		}
 		if err != nil {
 			res.errs = append(res.errs, fmt.Errorf("creating conntrack entry %v: %w", e.Key(), err))
 			continue
 		}
-		res.created++
+		res.replaced++
 	}
 	return res, nil
 }

@@ -35,31 +35,45 @@ const (
 	// another external port from the active replica's kernel, and of the new connection after
 	// the takeover.
 	snatSrcPort = 41000
+	// smallChunk: the interactive flows' bytes per round trip; bulkChunk: the bulk flow's, many
+	// segments in flight each way, with window scaling (what a committed entry's window tracking
+	// must accept without having seen the handshake).
+	smallChunk = 256
+	bulkChunk  = 128 << 10
 	// flowLimit: hang guard for a flow's progress after the takeover (TCP retransmits lost
 	// segments with an exponential backoff from 200 ms: 0.2, 0.6, 1.4, 3 s, ...).
 	flowLimit = 20 * time.Second
 )
 
-// TestEstablishedFlowsSurviveFailover: TCP connections through a DNAT, a FIP (inbound and
-// outbound) and an SNAT (two hosts, one source port) exchange data continuously while the
+// TestEstablishedFlowsSurviveFailover: TCP connections through a DNAT (one interactive, one
+// bulk), a FIP (inbound and outbound) and an SNAT (two hosts, one source port) exchange data
+// continuously while the
 // active replica is lost; with conntrack replication every one of them goes on exchanging data
 // after the takeover, its byte stream intact, no RST seen by any host; a new SNAT connection
-// from a third host with the same source port gets an external port no old flow uses.
+// from a third host with the same source port gets an external port no old flow uses. The
+// standby's agent restarts before the takeover, so its cache comes from the full dump alone.
 func TestEstablishedFlowsSurviveFailover(t *testing.T) {
 	fs := newFlowSet(t, nil)
 	before := fs.establish()
-	fs.waitReplicated(5)
+	fs.waitReplicated(6)
+	// The standby's agent restarts (its cache is gone): the stream it opens again starts with a
+	// full dump, so a late standby is complete too.
+	standby := other(fs.old)
+	fs.rs.kill(standby)
+	fs.rs.start(standby)
+	fs.rs.waitFor(standby, func(r string) bool { return r == "standby" })
+	fs.waitReplicated(6)
 	fs.failover()
 	fs.allProgress(flowLimit)
-	if n := fs.rs.metric(fs.newActive, "vpcnat_keepalive_conntrack_committed_total", `result="created"`); n < 5 {
-		t.Errorf("the new active replica committed %v entries, want at least the 5 flows'", n)
+	if n := fs.rs.metric(fs.newActive, "vpcnat_keepalive_conntrack_committed_total", `result="created"`); n < 6 {
+		t.Errorf("the new active replica committed %v entries, want at least the 6 flows'", n)
 	}
 	fs.noBrokenFlow()
 	fs.noRST()
 
 	// A new SNAT connection with an old flow's source port, from another host: the old flows'
 	// external ports are taken on the new active replica.
-	s, ext := fs.openFlow("new", "pod4", snatSrcPort, routerIP+":8001", fs.srvSNAT, 9)
+	s, ext := fs.openFlow("new", "pod4", snatSrcPort, routerIP+":8001", fs.srvSNAT, 9, smallChunk)
 	t.Logf("new SNAT connection %s:%d -> external port %d; old SNAT flows' external ports %v", pod4IP, snatSrcPort, ext, before)
 	for _, p := range before {
 		if ext == p {
@@ -173,14 +187,16 @@ func (fs *flowSet) establish() []int {
 		port       int
 		to         string
 		srv        *echoServer
+		size       int
 	}{
-		{"dnat", "rtr", 0, eip + ":5001", dnat},
-		{"fip-in", "rtr", 0, fip + ":7002", fipIn},
-		{"fip-out", "pod2", 0, routerIP + ":8002", fipOut},
-		{"snat-pod", "pod", snatSrcPort, routerIP + ":8001", snat},
-		{"snat-pod3", "pod3", snatSrcPort, routerIP + ":8001", snat},
+		{"dnat", "rtr", 0, eip + ":5001", dnat, smallChunk},
+		{"dnat-bulk", "rtr", 0, eip + ":5001", dnat, bulkChunk},
+		{"fip-in", "rtr", 0, fip + ":7002", fipIn, smallChunk},
+		{"fip-out", "pod2", 0, routerIP + ":8002", fipOut, smallChunk},
+		{"snat-pod", "pod", snatSrcPort, routerIP + ":8001", snat, smallChunk},
+		{"snat-pod3", "pod3", snatSrcPort, routerIP + ":8001", snat, smallChunk},
 	} {
-		f, ext := fs.openFlow(c.name, c.role, c.port, c.to, c.srv, byte(len(fs.flows)+1))
+		f, ext := fs.openFlow(c.name, c.role, c.port, c.to, c.srv, byte(len(fs.flows)+1), c.size)
 		fs.flows = append(fs.flows, f)
 		if c.srv == snat {
 			ports = append(ports, ext)
@@ -198,7 +214,7 @@ func (fs *flowSet) establish() []int {
 
 // openFlow dials to from role (from port, 0: any), starts its exchange loop, waits for its first
 // round trip and returns it with the source port the server saw.
-func (fs *flowSet) openFlow(name, role string, port int, to string, srv *echoServer, id byte) (*tcpFlow, int) {
+func (fs *flowSet) openFlow(name, role string, port int, to string, srv *echoServer, id byte, size int) (*tcpFlow, int) {
 	t := fs.t
 	n := srv.count()
 	var c net.Conn
@@ -211,7 +227,7 @@ func (fs *flowSet) openFlow(name, role string, port int, to string, srv *echoSer
 	if err != nil {
 		t.Fatalf("flow %s: %s -> %s: %v", name, role, to, err)
 	}
-	f := &tcpFlow{name: name, id: id, conn: c, stop: make(chan struct{})}
+	f := &tcpFlow{name: name, id: id, size: size, conn: c, stop: make(chan struct{})}
 	t.Cleanup(f.close)
 	f.done.Add(1)
 	go f.run()
@@ -336,6 +352,7 @@ func (fs *flowSet) noRST() {
 type tcpFlow struct {
 	name string
 	id   byte
+	size int // bytes per round trip
 	conn net.Conn
 	stop chan struct{}
 	once sync.Once
@@ -359,7 +376,7 @@ func (f *tcpFlow) run() {
 		f.fail(err)
 		return
 	}
-	out, in := make([]byte, 256), make([]byte, 256)
+	out, in := make([]byte, f.size), make([]byte, f.size)
 	for off := 0; ; off += len(out) {
 		select {
 		case <-f.stop:
