@@ -75,6 +75,9 @@ func startCluster(t *testing.T) *cluster {
 		ObjectMeta: metav1.ObjectMeta{Name: plan.ConfigMapName, Namespace: plan.ConfigMapNamespace},
 		Data:       map[string]string{plan.KeyImage: "vpcnat.local/vpcnat-gateway:dev", plan.KeyEnable: "true", plan.KeyNIC: "eth1"},
 	}
+	if *soakDataplane != "" {
+		cm.Data[plan.KeyDataplane] = *soakDataplane
+	}
 	if _, err := c.kube.CoreV1().ConfigMaps(cm.Namespace).Create(ctx, cm, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
