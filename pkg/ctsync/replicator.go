@@ -306,9 +306,7 @@ func (r *Replicator) stream(ctx context.Context, active netip.AddrPort) error {
 			}
 			metrics.received.WithLabelValues(kind).Inc()
 		}
-		if m.Type == MsgDumpEnd {
-			metrics.cacheSize.Set(float64(r.cache.Len()))
-		}
+		metrics.cacheSize.Set(float64(r.cache.Len()))
 	}
 }
 
@@ -502,9 +500,11 @@ func (w *writer) send(m Message) error {
 	if _, err := w.bw.Write(w.buf); err != nil {
 		return err
 	}
-	kind := map[MsgType]string{MsgUpsert: "upsert", MsgDestroy: "destroy"}[m.Type]
-	if kind != "" {
-		metrics.sent.WithLabelValues(kind).Inc()
+	switch m.Type {
+	case MsgUpsert:
+		metrics.sent.WithLabelValues("upsert").Inc()
+	case MsgDestroy:
+		metrics.sent.WithLabelValues("destroy").Inc()
 	}
 	return nil
 }

@@ -567,3 +567,84 @@ func (rs *replicaSet) metric(r, name, labels string) float64 {
 	}
 	return sum
 }
+
+// BenchmarkConntrackTakeover: a burst of n new SNAT entries (one UDP datagram, answered, from
+// each of n source ports of the VPC host) reaches the standby as events; then the active
+// replica is lost and the standby commits the entries before it answers ARP. Reported: the
+// burst's own time (n datagrams, each answered, one after the other), the time from its end
+// until the standby holds every entry (the replication's lag behind the kernel), and the
+// commit's time at the takeover (the agent's vpcnat_keepalive_conntrack_commit_seconds).
+//
+//	sudo go test -run '^$' -bench ConntrackTakeover -benchtime 3x ./pkg/ha/
+func BenchmarkConntrackTakeover(b *testing.B) {
+	for _, n := range []int{1000, 10000} {
+		b.Run(fmt.Sprintf("entries=%d", n), func(b *testing.B) {
+			var burst, lag, commit time.Duration
+			for range b.N {
+				bu, l, c := conntrackTakeover(b, n)
+				burst, lag, commit = burst+bu, lag+l, commit+c
+			}
+			b.ReportMetric(float64(burst.Milliseconds())/float64(b.N), "burst-ms")
+			b.ReportMetric(float64(lag.Milliseconds())/float64(b.N), "lag-ms")
+			b.ReportMetric(float64(commit.Microseconds())/1000/float64(b.N), "commit-ms")
+			b.ReportMetric(0, "ns/op")
+		})
+	}
+}
+
+func conntrackTakeover(b *testing.B, n int) (burst, lag, commit time.Duration) {
+	rs := newReplicaSetWith(b, ha.DefaultTiming, []string{"--metrics-address", metricsAddr}, "r1", "r2")
+	defer rs.close()
+	old := rs.active("r1", "r2")
+	standby := other(old)
+	srv, err := rs.tp.Listen("rtr", "udp", routerIP+":"+snatPort)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer srv.Close()
+	base := max(rs.metric(standby, "vpcnat_keepalive_conntrack_cache_entries", ""), 0)
+	start := time.Now()
+	if err := rs.tp.Do("pod", func() error {
+		buf := make([]byte, 16)
+		for i := range n {
+			c, err := net.DialUDP("udp4", &net.UDPAddr{Port: 20000 + i}, &net.UDPAddr{IP: net.ParseIP(routerIP), Port: 6000})
+			if err != nil {
+				return err
+			}
+			_, err = c.Write([]byte("x"))
+			if err == nil {
+				_ = c.SetReadDeadline(time.Now().Add(time.Second))
+				_, err = c.Read(buf)
+			}
+			c.Close()
+			if err != nil {
+				return fmt.Errorf("datagram %d: %w", i, err)
+			}
+		}
+		return nil
+	}); err != nil {
+		b.Fatal(err)
+	}
+	burst = time.Since(start)
+	end := time.Now()
+	deadline := time.Now().Add(2 * time.Minute) // hang guard
+	for rs.metric(standby, "vpcnat_keepalive_conntrack_cache_entries", "") < base+float64(n) {
+		if time.Now().After(deadline) {
+			b.Fatalf("the standby holds %v of %v entries after 2 minutes", rs.metric(standby, "vpcnat_keepalive_conntrack_cache_entries", ""), base+float64(n))
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	lag = time.Since(end)
+	rs.kill(old)
+	for _, p := range []struct{ ns, dev string }{{"ext", "x-" + old}, {"ten", "t-" + old}} {
+		if _, err := rs.tp.Exec(p.ns, "ip", "link", "set", p.dev, "down"); err != nil {
+			b.Fatal(err)
+		}
+	}
+	rs.waitFor(standby, func(r string) bool { return r == "active" })
+	if got := rs.metric(standby, "vpcnat_keepalive_conntrack_committed_total", `result="created"`); got < float64(n) {
+		b.Fatalf("the new active replica committed %v entries, want at least %d", got, n)
+	}
+	sum := rs.metric(standby, "vpcnat_keepalive_conntrack_commit_seconds_sum", "")
+	return burst, lag, time.Duration(sum * float64(time.Second))
+}
