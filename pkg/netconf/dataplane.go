@@ -50,9 +50,14 @@ func (g *Gateway) syncDataplane(ctx context.Context, d *annotations.Desired, ful
 	plane := dataplaneOf(d)
 	switching := g.dataplane != plane
 	if plane == annotations.DataplaneNFTables {
-		want := nft.Build(d)
+		// The builder of the last applied table edits it into d's; without one (a new Gateway,
+		// or after any error) a new builder builds d's table whole.
+		build := &nft.Builder{}
+		if g.nftLast != nil && g.nftLast.build != nil {
+			build = g.nftLast.build
+		}
 		var applied *nftApplied
-		stale, lines, applied, err = syncNFT(g.nft, want, g.nftLast, full)
+		stale, lines, applied, err = syncNFT(g.nft, build, build.Build(d), g.nftLast, full)
 		if err != nil {
 			return nil, lines, nil, err
 		}
@@ -88,10 +93,12 @@ func (g *Gateway) syncDataplane(ctx context.Context, d *annotations.Desired, ful
 }
 
 // nftApplied is the table last applied, and the netns's nf_tables generation at which the
-// kernel was known to hold exactly it (0: not known).
+// kernel was known to hold exactly it (0: not known). build built it (its last table): the next
+// desired state's table is built from it, and diffed against it without walking the maps.
 type nftApplied struct {
 	table *nft.Table
 	gen   uint32
+	build *nft.Builder
 }
 
 // syncNFT applies want with at most one netlink batch: against last when not full, else against
@@ -101,7 +108,7 @@ type nftApplied struct {
 // is skipped (a resync of 100 000 elements costs one round trip instead of a 1.5 s dump, whose
 // cost is the kernel's: each dump chunk walks the set from its start). Any other commit in the
 // netns, even to a foreign table, makes the next full converge read back.
-func syncNFT(k nftTable, want *nft.Table, last *nftApplied, full bool) (stale []nat.Mapping, changes []string, applied *nftApplied, err error) {
+func syncNFT(k nftTable, build *nft.Builder, want *nft.Table, last *nftApplied, full bool) (stale []nat.Mapping, changes []string, applied *nftApplied, err error) {
 	gen0, err := k.Generation()
 	if err != nil {
 		return nil, nil, nil, err
@@ -122,14 +129,14 @@ func syncNFT(k nftTable, want *nft.Table, last *nftApplied, full bool) (stale []
 			knownAt = gen0 // nothing was committed while the dump ran
 		}
 	}
-	b := nft.Diff(want, have)
+	b := build.Diff(want, have)
 	if b.Empty() {
-		return nil, nil, &nftApplied{table: want, gen: knownAt}, nil
+		return nil, nil, &nftApplied{table: want, gen: knownAt, build: build}, nil
 	}
 	if err := k.Apply(b); err != nil {
 		return nil, nil, nil, err
 	}
-	applied = &nftApplied{table: want}
+	applied = &nftApplied{table: want, build: build}
 	if gen1, err := k.Generation(); err == nil && knownAt != 0 && gen1 == nextGeneration(knownAt) {
 		applied.gen = gen1 // our commit was the only one
 	}

@@ -141,11 +141,17 @@ func (t *Table) Map(name string) *Map {
 // an entry that still does not parse as IPv4 is left out, as pkg/nat does. Input order does not
 // matter.
 func Build(d *annotations.Desired) *Table {
+	t, _ := build(d)
+	return t
+}
+
+// build is Build, and whether two port forwards shared a key.
+func build(d *annotations.Desired) (t *Table, sharedPorts bool) {
 	ext := d.External.IfName
 	if ext == "" {
 		ext = annotations.ExternalIfName
 	}
-	t := &Table{Maps: []Map{
+	t = &Table{Maps: []Map{
 		{Name: MapFIPDNAT, Kind: AddrMap},
 		{Name: MapFIPSNAT, Kind: AddrMap},
 		{Name: MapPortDNAT, Kind: PortMap},
@@ -153,7 +159,7 @@ func Build(d *annotations.Desired) *Table {
 	}}
 	fipDNAT, fipSNAT := fipElements(d.FloatingIPs)
 	t.Maps[0].Elements, t.Maps[1].Elements = fipDNAT, fipSNAT
-	t.Maps[2].Elements = portElements(d.DNATs)
+	t.Maps[2].Elements, sharedPorts = portElements(d.DNATs)
 	t.Maps[3].Elements = snatElements(d.SNATs)
 	// The port forwards and the SNAT ranges come out in listing order; the FIP maps are sorted
 	// here.
@@ -175,7 +181,7 @@ func Build(d *annotations.Desired) *Table {
 		{Name: nat.ExclusiveSNAT, Rules: []Rule{{Verb: SNATMap, Map: MapFIPSNAT}}},
 		{Name: nat.SharedSNAT, Rules: []Rule{{Verb: SNATMap, Map: MapSNAT}}},
 	}
-	return t
+	return t, sharedPorts
 }
 
 // fipElements returns both directions of the floating IPs. Outbound, with two FIPs on one
@@ -203,17 +209,26 @@ func fipElements(in []annotations.FloatingIP) (dnat, snat []Element) {
 	return dnat, snat
 }
 
-func portElements(in []annotations.DNAT) []Element {
+// portElement is the element of one port forward; false when it renders none.
+func portElement(r annotations.DNAT) (Element, bool) {
+	eip, err1 := netip.ParseAddr(r.EIP)
+	ip, err2 := netip.ParseAddr(r.InternalIP)
+	proto, ok := protoNumbers[r.Protocol]
+	if err1 != nil || err2 != nil || !eip.Is4() || !ip.Is4() || !ok ||
+		r.ExternalPort < 1 || r.ExternalPort > 65535 || r.InternalPort < 1 || r.InternalPort > 65535 {
+		return Element{}, false
+	}
+	return Element{Addr: eip, Proto: proto, Port: uint16(r.ExternalPort), To: ip, ToPort: uint16(r.InternalPort)}, true
+}
+
+// portElements returns the port map's elements, and whether two port forwards shared a key (one
+// of them was left out).
+func portElements(in []annotations.DNAT) (els []Element, shared bool) {
 	out := make([]Element, 0, len(in))
 	for _, r := range in {
-		eip, err1 := netip.ParseAddr(r.EIP)
-		ip, err2 := netip.ParseAddr(r.InternalIP)
-		proto, ok := protoNumbers[r.Protocol]
-		if err1 != nil || err2 != nil || !eip.Is4() || !ip.Is4() || !ok ||
-			r.ExternalPort < 1 || r.ExternalPort > 65535 || r.InternalPort < 1 || r.InternalPort > 65535 {
-			continue
+		if e, ok := portElement(r); ok {
+			out = append(out, e)
 		}
-		out = append(out, Element{Addr: eip, Proto: proto, Port: uint16(r.ExternalPort), To: ip, ToPort: uint16(r.InternalPort)})
 	}
 	// Sorted in listing order here (so Build's SortElements finds it sorted), through small
 	// keys computed once: sorting 100 000 elements of 80 bytes with a comparator that derives
@@ -234,7 +249,7 @@ func portElements(in []annotations.DNAT) []Element {
 			sorted = append(sorted, out[k.i])
 		}
 	}
-	return sorted
+	return sorted, len(sorted) < len(out)
 }
 
 // protoNumbers are the IP protocol numbers of the protocols a port forward may name.

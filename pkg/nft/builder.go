@@ -1,0 +1,216 @@
+package nft
+
+import (
+	"cmp"
+	"slices"
+
+	"github.com/vpcnat/vpcnat/pkg/annotations"
+)
+
+// Builder builds the tables of one gateway's successive desired states, each from the previous
+// one: a desired state that differs from the last in a few port forwards costs those port
+// forwards, not the whole table (at 100 000 rules, Build parses and sorts every entry: ~14 ms).
+// It compares the desired state with a copy of the last (unchanged entries compare equal
+// without being parsed), so the result is exactly Build's whatever the caller changed, and its
+// Diff of the last table against the one before it is the delta it recorded, without walking
+// the maps.
+//
+// Tables it returns are never modified afterwards (by it or, as with any Table, by anyone). A
+// Builder is not safe for concurrent use; the zero value is ready.
+type Builder struct {
+	// last is the table of the last Build and prev the one before it; delta is the port map's
+	// change from prev to last when last was built incrementally from prev (nil: not known).
+	last, prev *Table
+	delta      *MapChange
+	// The inputs of last, copied: the caller may change its slices in place.
+	dnats   []annotations.DNAT
+	fips    []annotations.FloatingIP
+	snats   []annotations.SNAT
+	subnets []hairpinInput
+	ext     string
+	// sharedPorts: two port forwards of the last list share a key (the validator refuses
+	// that; Build keeps one), so removing one may uncover the other: no edit until a whole
+	// build finds the keys unique again.
+	sharedPorts bool
+}
+
+// hairpinInput is what the hairpin rules read of a subnet NIC.
+type hairpinInput struct{ cidr, ifName string }
+
+// incrementalLimit is the number of changed port forwards (removed plus added) up to which a
+// Build edits the last table instead of building it whole; past it, building is as cheap.
+const incrementalLimit = 256
+
+// Build returns the table of d, as Build does.
+func (b *Builder) Build(d *annotations.Desired) *Table {
+	ext := d.External.IfName
+	if ext == "" {
+		ext = annotations.ExternalIfName
+	}
+	subnets := make([]hairpinInput, len(d.Subnets))
+	for i, s := range d.Subnets {
+		subnets[i] = hairpinInput{s.CIDR, s.IfName}
+	}
+	var t *Table
+	var delta *MapChange
+	if b.last != nil && !b.sharedPorts && ext == b.ext && slices.Equal(subnets, b.subnets) {
+		t, delta = b.next(d)
+	}
+	if t == nil {
+		t, b.sharedPorts = build(d)
+	}
+	b.prev, b.last, b.delta = b.last, t, delta
+	b.dnats = append(b.dnats[:0], d.DNATs...)
+	if t != b.prev { // the FIP and SNAT inputs are unchanged when the table is
+		b.fips = append(b.fips[:0], d.FloatingIPs...)
+		b.snats = append(b.snats[:0], d.SNATs...)
+	}
+	b.subnets, b.ext = subnets, ext
+	return t
+}
+
+// next builds d's table from the last one, whose chains d keeps (same external NIC and
+// subnets). It returns the last table itself when nothing changed, and nil when the port
+// forwards cannot be edited (too many changes, or a key held by two port forwards, which Build
+// resolves).
+func (b *Builder) next(d *annotations.Desired) (*Table, *MapChange) {
+	fipsSame := slices.Equal(d.FloatingIPs, b.fips)
+	snatsSame := slices.Equal(d.SNATs, b.snats)
+	// The changed port forwards: what lies between the common head and the common tail of the
+	// last list and d's (one edit, insertion or removal leaves one short window).
+	old, cur := b.dnats, d.DNATs
+	head := 0
+	for head < len(old) && head < len(cur) && old[head] == cur[head] {
+		head++
+	}
+	tail := 0
+	for tail < len(old)-head && tail < len(cur)-head && old[len(old)-1-tail] == cur[len(cur)-1-tail] {
+		tail++
+	}
+	removed, added := old[head:len(old)-tail], cur[head:len(cur)-tail]
+	if len(removed) == 0 && len(added) == 0 && fipsSame && snatsSame {
+		return b.last, &MapChange{Name: MapPortDNAT, Kind: PortMap}
+	}
+	if len(removed)+len(added) > incrementalLimit {
+		return nil, nil
+	}
+	lastPorts := b.last.Map(MapPortDNAT)
+	ports, change, ok := editPorts(lastPorts.Elements, removed, added)
+	if !ok {
+		return nil, nil
+	}
+	t := &Table{Maps: slices.Clone(b.last.Maps), Chains: b.last.Chains}
+	for i := range t.Maps {
+		switch t.Maps[i].Name {
+		case MapPortDNAT:
+			t.Maps[i].Elements = ports
+		case MapFIPDNAT, MapFIPSNAT:
+			if !fipsSame {
+				dnat, snat := fipElements(d.FloatingIPs)
+				SortElements(AddrMap, dnat)
+				SortElements(AddrMap, snat)
+				if t.Maps[i].Name == MapFIPDNAT {
+					t.Maps[i].Elements = dnat
+				} else {
+					t.Maps[i].Elements = snat
+				}
+			}
+		case MapSNAT:
+			if !snatsSame {
+				t.Maps[i].Elements = snatElements(d.SNATs)
+			}
+		}
+	}
+	return t, change
+}
+
+// editPorts returns the port map's elements (sorted, one per key) after removing the elements
+// of the removed port forwards and adding those of the added ones, and the change as Diff
+// computes it. ok=false when a key is held by two port forwards before or after: Build picks
+// one of them, which an edit does not reproduce.
+func editPorts(els []Element, removed, added []annotations.DNAT) (out []Element, change *MapChange, ok bool) {
+	change = &MapChange{Name: MapPortDNAT, Kind: PortMap}
+	for _, r := range removed {
+		e, valid := portElement(r)
+		if !valid {
+			continue // Build left it out
+		}
+		i, found := slices.BinarySearchFunc(els, listOrder(e), searchKey)
+		if !found || els[i] != e {
+			return nil, nil, false // another port forward held the key
+		}
+		change.Del = append(change.Del, e)
+	}
+	for _, r := range added {
+		if e, valid := portElement(r); valid {
+			change.Add = append(change.Add, e)
+		}
+	}
+	byKey := func(a, b Element) int { return cmp.Compare(listOrder(a), listOrder(b)) }
+	slices.SortFunc(change.Del, byKey)
+	slices.SortFunc(change.Add, byKey)
+	for i := 1; i < len(change.Add); i++ {
+		if listOrder(change.Add[i]) == listOrder(change.Add[i-1]) {
+			return nil, nil, false
+		}
+	}
+	// A port forward moved within the list is removed and added alike: no change.
+	del, add := elementDelta(PortMap, change.Del, change.Add)
+	change.Del, change.Add = del, add
+	// One merge of the sorted elements with the sorted additions, skipping the deletions.
+	out = make([]Element, 0, len(els)-len(del)+len(add))
+	d, a := 0, 0
+	for _, e := range els {
+		k := listOrder(e)
+		for a < len(add) && listOrder(add[a]) < k {
+			out = append(out, add[a])
+			a++
+		}
+		if d < len(del) && del[d] == e {
+			d++
+			continue
+		}
+		if a < len(add) && listOrder(add[a]) == k {
+			return nil, nil, false // an added key is held by a port forward that stays
+		}
+		out = append(out, e)
+	}
+	out = append(out, add[a:]...)
+	return out, change, true
+}
+
+func searchKey(e Element, key uint64) int { return cmp.Compare(listOrder(e), key) }
+
+// Diff is Diff(want, have), from the recorded change when want is the last table built and
+// have the one before it: the maps are not walked.
+func (b *Builder) Diff(want, have *Table) *Batch {
+	if want == have && want != nil {
+		return &Batch{Want: want, Existed: true}
+	}
+	if want != b.last || have != b.prev || have == nil || b.delta == nil {
+		return Diff(want, have)
+	}
+	out := &Batch{Want: want, Existed: true}
+	for _, wm := range want.Maps {
+		hm := have.Map(wm.Name)
+		if wm.Name == MapPortDNAT {
+			if len(b.delta.Del) > 0 || len(b.delta.Add) > 0 {
+				out.Maps = append(out.Maps, *b.delta)
+			}
+			continue
+		}
+		if sameElements(hm.Elements, wm.Elements) {
+			continue
+		}
+		if del, add := elementDelta(wm.Kind, hm.Elements, wm.Elements); len(del) > 0 || len(add) > 0 {
+			out.Maps = append(out.Maps, MapChange{Name: wm.Name, Kind: wm.Kind, Del: del, Add: add})
+		}
+	}
+	// The chains are shared with have (next keeps them).
+	return out
+}
+
+// sameElements: the same slice (a map the edit did not touch).
+func sameElements(a, b []Element) bool {
+	return len(a) == len(b) && (len(a) == 0 || &a[0] == &b[0])
+}
