@@ -83,3 +83,19 @@ func TestManyRulesFit(t *testing.T) {
 	}
 	t.Logf("desired annotation for 10000 rules: %d bytes (cap %d)", len(s), annotations.MaxTotalSize)
 }
+
+// BenchmarkParseDesired10k is the daemon's side of one sync at 10 000 rules: ParseDesired of the
+// annotation the controller wrote (inflate, strict decode, validation).
+func BenchmarkParseDesired10k(b *testing.B) {
+	d := buildAndValidate(b, manyRules(b, 10000))
+	s, err := annotations.EncodeDesired(d)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := annotations.ParseDesired(s); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

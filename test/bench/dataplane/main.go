@@ -20,6 +20,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"runtime/pprof"
@@ -28,6 +29,9 @@ import (
 	"strings"
 	"time"
 
+	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
 	"k8s.io/apimachinery/pkg/util/validation/field"
 
 	"github.com/vpcnat/vpcnat/pkg/annotations"
@@ -41,6 +45,7 @@ func main() {
 	sizes := flag.String("sizes", "1,10000", "rule counts to measure")
 	changes := flag.Int("changes", 20, "one-rule changes measured per size and backend (median reported)")
 	connTime := flag.Duration("conn-time", time.Second, "how long each connection-rate run lasts")
+	entries := flag.Int("conntrack", 0, "conntrack entries planted in the gateway netns after the first converge (flows the converges keep), so resyncs and changes meet a populated table")
 	backends := flag.String("backends", "iptables,nftables", "backends to measure, in this order")
 	cpuProfile := flag.String("cpuprofile", "", "write CPU profiles of the one-rule changes to files named <this>-<rules>-<backend>-<dnat|snat>.pprof")
 	flag.Parse()
@@ -65,7 +70,11 @@ func main() {
 		}
 		planes = append(planes, p)
 	}
-	b := bench{changes: *changes, connTime: *connTime, profile: *cpuProfile}
+	if *entries < 0 || *entries > 65000 {
+		fmt.Fprintf(os.Stderr, "vpcnat-dataplane-bench: --conntrack: %d is not 0-65000\n", *entries)
+		os.Exit(2)
+	}
+	b := bench{changes: *changes, connTime: *connTime, profile: *cpuProfile, entries: *entries}
 	var rows []row
 	for _, n := range ns {
 		for _, plane := range planes {
@@ -77,12 +86,14 @@ func main() {
 			rows = append(rows, r)
 		}
 	}
-	print(rows)
+	print(rows, b.entries)
 }
 
 type bench struct {
 	changes  int
 	connTime time.Duration
+	// entries is the number of conntrack entries planted before the resync and the changes.
+	entries int
 	// profile, when set, is the prefix of the files that receive a CPU profile of each series
 	// of one-rule changes.
 	profile string
@@ -210,6 +221,9 @@ func (b *bench) measure(n int, plane string) (row, error) {
 	}
 	r.slabKB = slab1 - slab0
 	r.natFirst = rep.NATTime
+	if err := plantFlows(t, b.entries); err != nil {
+		return r, err
+	}
 	if r.resync, rep, err = converge(t, gw, d, true); err != nil {
 		return r, err
 	} else if len(rep.Changes) != 0 {
@@ -329,6 +343,36 @@ func (b bench) connRate(t *topo.Topology) (float64, error) {
 	return t.ConnRate(topo.Client, "192.168.0.112:8888", b.connTime)
 }
 
+// plantFlows creates n conntrack entries in the gateway netns: UDP from the outside client to
+// an EIP's port 5000, which no rule translates, so every converge keeps them (the sweep never
+// judges traffic to the gateway's own addresses on a port without a port forward). They stand
+// for the flows of a busy gateway: a converge that must walk the table meets them.
+func plantFlows(t *topo.Topology, n int) error {
+	if n == 0 {
+		return nil
+	}
+	fd, err := netns.GetFromPath(t.Path(topo.Gateway))
+	if err != nil {
+		return err
+	}
+	defer fd.Close()
+	h, err := netlink.NewHandleAt(fd, unix.NETLINK_NETFILTER)
+	if err != nil {
+		return err
+	}
+	defer h.Close()
+	client, eip := net.ParseIP(topo.ClientIP).To4(), net.ParseIP("192.168.0.112").To4()
+	for i := range n {
+		port := uint16(1024 + i)
+		if err := h.ConntrackCreate(netlink.ConntrackTable, unix.AF_INET, &netlink.ConntrackFlow{FamilyType: unix.AF_INET, TimeOut: 3600,
+			Forward: netlink.IPTuple{SrcIP: client, DstIP: eip, Protocol: unix.IPPROTO_UDP, SrcPort: port, DstPort: 5000},
+			Reverse: netlink.IPTuple{SrcIP: eip, DstIP: client, Protocol: unix.IPPROTO_UDP, SrcPort: 5000, DstPort: port}}); err != nil {
+			return fmt.Errorf("planting conntrack entry %d: %w", i, err)
+		}
+	}
+	return nil
+}
+
 // slabUnreclaimable is SUnreclaim of /proc/meminfo in kB: where nf_tables and xtables keep
 // rules, sets and their elements.
 func slabUnreclaimable() (int, error) {
@@ -367,9 +411,10 @@ func ratio(a, b time.Duration) string {
 	return strconv.FormatFloat(float64(a)/float64(b), 'f', 1, 64) + "×"
 }
 
-func print(rows []row) {
+func print(rows []row, entries int) {
 	host, _ := os.Hostname()
 	fmt.Printf("## NAT backends side by side (%s, %s)\n\n", host, time.Now().UTC().Format(time.RFC3339))
+	fmt.Printf("Conntrack entries in the gateway netns during the resyncs and changes: %d.\n\n", entries)
 	fmt.Println("Whole converge (NAT step alone in brackets):")
 	fmt.Println()
 	fmt.Println("| rules | backend | first converge | in-sync resync | one DNAT change | one SNAT change | new conn/s via DNAT | kernel slab growth at first converge |")
