@@ -32,12 +32,12 @@ func TestCreateRequestNAT(t *testing.T) {
 		{name: "SNAT with a remapped port", e: snatEntry, natSrc: "198.51.100.10:6573", statusOut: 0x0e},
 		{name: "DNAT", e: dnatEntry, natDst: "203.0.113.10:5000", statusOut: 0x0e},
 		{name: "FIP outbound, port kept", e: Entry{Proto: unix.IPPROTO_TCP,
-			Orig:  Tuple{Src: netip.MustParseAddr("203.0.113.11"), Dst: netip.MustParseAddr("198.51.100.1"), SrcPort: 50253, DstPort: 8002},
-			Reply: Tuple{Src: netip.MustParseAddr("198.51.100.1"), Dst: netip.MustParseAddr("198.51.100.11"), SrcPort: 8002, DstPort: 50253},
+			Orig:   Tuple{Src: netip.MustParseAddr("203.0.113.11"), Dst: netip.MustParseAddr("198.51.100.1"), SrcPort: 50253, DstPort: 8002},
+			Reply:  Tuple{Src: netip.MustParseAddr("198.51.100.1"), Dst: netip.MustParseAddr("198.51.100.11"), SrcPort: 8002, DstPort: 50253},
 			Status: 0x18e, Timeout: 10}, natSrc: "198.51.100.11:50253", statusOut: 0x0e},
 		{name: "no NAT (routed)", e: Entry{Proto: unix.IPPROTO_UDP,
-			Orig:  Tuple{Src: netip.MustParseAddr("203.0.113.11"), Dst: netip.MustParseAddr("198.51.100.1"), SrcPort: 1, DstPort: 2},
-			Reply: Tuple{Src: netip.MustParseAddr("198.51.100.1"), Dst: netip.MustParseAddr("203.0.113.11"), SrcPort: 2, DstPort: 1},
+			Orig:   Tuple{Src: netip.MustParseAddr("203.0.113.11"), Dst: netip.MustParseAddr("198.51.100.1"), SrcPort: 1, DstPort: 2},
+			Reply:  Tuple{Src: netip.MustParseAddr("198.51.100.1"), Dst: netip.MustParseAddr("203.0.113.11"), SrcPort: 2, DstPort: 1},
 			Status: 0x8, Timeout: 10}, statusOut: 0x08},
 	} {
 		m, err := createRequest(c.e, 42, true)

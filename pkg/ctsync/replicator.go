@@ -62,6 +62,9 @@ type Replicator struct {
 	clientWG  sync.WaitGroup
 	srv       *server
 	allowed   map[netip.Addr]bool
+	// serveAgain: after a failed listen (the port taken), Serve tries again from then on, not
+	// on every step of the agent.
+	serveAgain time.Time
 }
 
 // New returns a Replicator; nothing runs until Follow or Serve.
@@ -161,7 +164,7 @@ func (r *Replicator) Serve(peers []netip.Addr) {
 	for _, p := range peers {
 		r.allowed[p.Unmap()] = true
 	}
-	if r.srv != nil {
+	if r.srv != nil || time.Now().Before(r.serveAgain) {
 		return
 	}
 	if !r.own.IsValid() {
@@ -172,7 +175,8 @@ func (r *Replicator) Serve(peers []netip.Addr) {
 	srv, err := newServer(r.cfg, netip.AddrPortFrom(r.own, r.cfg.Port), r.isAllowed)
 	if err != nil {
 		metrics.errors.WithLabelValues("stream").Inc()
-		klog.ErrorS(err, "Serving conntrack to the standbys", "gateway", r.cfg.Gateway)
+		klog.ErrorS(err, "Serving conntrack to the standbys; trying again in 5s", "gateway", r.cfg.Gateway)
+		r.serveAgain = time.Now().Add(5 * time.Second)
 		return
 	}
 	r.srv = srv

@@ -226,7 +226,7 @@ func (rs *replicaSet) start(r string) {
 	rs.t.Helper()
 	args := append([]string{"netns", "exec", rs.tp.Name(r), agentBinary(rs.t),
 		"--gateway", "gw1", "--replica", r, "--exclude", "eth0", "--replica-macs", "-v=2",
-		fmt.Sprintf("--min-tx=%d", rs.timing.Interval.Milliseconds()), "--min-rx="+fmt.Sprint(rs.timing.Interval.Milliseconds()),
+		fmt.Sprintf("--min-tx=%d", rs.timing.Interval.Milliseconds()), "--min-rx=" + fmt.Sprint(rs.timing.Interval.Milliseconds()),
 		fmt.Sprintf("--multiplier=%d", rs.timing.DeadAfter/rs.timing.Interval)}, rs.args...)
 	cmd := exec.Command("ip", args...)
 	log := &strings.Builder{}
