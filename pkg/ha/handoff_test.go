@@ -1,12 +1,13 @@
 package ha_test
 
-// The same address plan as failover_test.go; here every replica has a node namespace (n-rX) as
+// The same address plan as failover_test.go (the pod network too); here every replica has a node namespace (n-rX) as
 // the daemon sees one: eth1 on the external bridge, a bridge br-sn linked to the tenant bridge,
 // and the daemon's own converge (pkg/netconf) builds the replica's NICs, addresses, routes and
 // NAT from a desired state, as the controller would write it.
 
 import (
 	"context"
+	"fmt"
 	"os/exec"
 	"strings"
 	"testing"
@@ -45,11 +46,13 @@ func replicaDesired(t testing.TB, pod string) *annotations.Desired {
 // TestDaemonHandOff: two replicas converged by the daemon's own code, with the agents running:
 // the daemon's converge leaves the role to the agents (a new replica's NICs silent, no probe or
 // announcement on a standby), stopping the active replica's daemon changes nothing and loses no
-// datagram, and losing the active replica's node makes the standby take over.
+// datagram, and losing the active replica's node makes the standby take over, with an
+// established TCP connection through the daemon's SNAT going on (conntrack replicated).
 func TestDaemonHandOff(t *testing.T) {
 	topo.NeedRoot(t)
 	tp := &topo.Topology{Prefix: topo.NewPrefix()}
-	rs := &replicaSet{t: t, tp: tp, timing: ha.DefaultTiming, agents: map[string]*exec.Cmd{}, logs: map[string]*strings.Builder{}}
+	rs := &replicaSet{t: t, tp: tp, timing: ha.DefaultTiming, args: []string{"--metrics-address", metricsAddr},
+		agents: map[string]*exec.Cmd{}, logs: map[string]*strings.Builder{}}
 	t.Cleanup(rs.close)
 	must := func(err error) {
 		t.Helper()
@@ -65,14 +68,22 @@ func TestDaemonHandOff(t *testing.T) {
 	must(tp.Host("pod", "ten", "brt", "p-pod", podIP+"/24", subnetGW))
 	replicas := []string{"r1", "r2"}
 	gws := map[string]*netconf.Gateway{}
-	for _, r := range replicas {
+	must(tp.AddNS("podnet"))
+	must(tp.Bridge("podnet", "brp"))
+	for i, r := range replicas {
 		node := "n-" + r
 		must(tp.AddNS(node))
 		must(tp.AddNS(r))
+		// The pod's eth0 (the primary CNI's), which the conntrack stream uses.
+		must(tp.Veth("podnet", "p-"+r, r, "eth0"))
+		_, err := tp.Exec("podnet", "ip", "link", "set", "p-"+r, "master", "brp")
+		must(err)
+		_, err = tp.Exec(r, "ip", "addr", "add", fmt.Sprintf("2001:db8:100::%d/64", i+1), "dev", "eth0", "nodad")
+		must(err)
 		must(tp.Veth("ext", "x-"+r, node, "eth1"))
 		must(tp.Veth("ten", "t-"+r, node, "uplink"))
 		must(tp.Bridge(node, "br-sn"))
-		_, err := tp.Exec("ext", "ip", "link", "set", "x-"+r, "master", "brx")
+		_, err = tp.Exec("ext", "ip", "link", "set", "x-"+r, "master", "brx")
 		must(err)
 		_, err = tp.Exec("ten", "ip", "link", "set", "t-"+r, "master", "brt")
 		must(err)
@@ -122,7 +133,14 @@ func TestDaemonHandOff(t *testing.T) {
 		t.Errorf("the standby's daemon reports conflicts with the active replica: %v", cs)
 	}
 
-	// The active replica's node is lost.
+	// The active replica's node is lost, with an established TCP connection through the
+	// daemon's SNAT: the standby holds its entry and commits it, the connection goes on.
+	fs := &flowSet{t: t, rs: rs, old: old}
+	srv := listenEcho(t, tp, "rtr", routerIP+":8001")
+	f, _ := fs.openFlow("snat", "pod", 0, routerIP+":8001", srv, 1, smallChunk)
+	fs.flows = append(fs.flows, f)
+	fs.allProgress(waitLimit)
+	fs.waitReplicated(1)
 	stop, counts = rs.probesWithCount()
 	flowing(t, counts)
 	rs.kill(old)
@@ -132,6 +150,8 @@ func TestDaemonHandOff(t *testing.T) {
 	}
 	rs.waitFor(other(old), func(r string) bool { return r == "active" })
 	flowing(t, counts)
+	fs.allProgress(flowLimit)
+	fs.noBrokenFlow()
 	d, s = stop()
 	t.Logf("replica loss with the daemon's converge: %d DNAT and %d SNAT datagrams lost at one per %v", d.Lost(), s.Lost(), probeTick)
 }
