@@ -41,16 +41,7 @@ func createBatched(entries []Entry, liberal bool) (map[int]error, error) {
 		end := min(start+batchSize, len(entries))
 		buf = buf[:0]
 		for i := start; i < end; i++ {
-			req, err := createRequest(entries[i], entries[i].Timeout, liberal)
-			if err != nil {
-				failed[i] = err
-				continue
-			}
-			req.Header.Flags &^= netlink.Acknowledge
-			req.Header.Sequence = uint32(i + 1)
-			if buf, err = appendMessage(buf, req); err != nil {
-				failed[i] = err
-			}
+			buf = appendCreate(buf, entries[i], entries[i].Timeout, liberal, uint32(i+1), createFlags)
 		}
 		barrier := uint32(len(entries) + 1 + start)
 		stats, err := netfilter.MarshalNetlink(netfilter.Header{SubsystemID: netfilter.NFSubsysCTNetlink, MessageType: ipctnlMsgCtGetStats,
@@ -75,6 +66,10 @@ func createBatched(entries []Entry, liberal bool) (map[int]error, error) {
 	}
 	return failed, nil
 }
+
+// createFlags: a batch's create requests ask for no acknowledgement; the kernel answers
+// failures anyway.
+const createFlags = unix.NLM_F_REQUEST | unix.NLM_F_CREATE | unix.NLM_F_EXCL
 
 // ipctnlMsgCtGetStats is IPCTNL_MSG_CT_GET_STATS: one answer, whatever the table holds.
 const ipctnlMsgCtGetStats = 5

@@ -102,3 +102,27 @@ func TestCreateRequestICMPv6(t *testing.T) {
 		}
 	}
 }
+
+// TestAppendCreateSameBytes: the batch's allocation-free encoder writes what createRequest
+// (the general attribute encoder) writes, for every kind of entry.
+func TestAppendCreateSameBytes(t *testing.T) {
+	fip := snatEntry
+	fip.Reply.DstPort = fip.Orig.SrcPort
+	for _, e := range []Entry{snatEntry, dnatEntry, icmp6Entry, fip, synthetic(3)[2]} {
+		for _, liberal := range []bool{false, true} {
+			req, err := createRequest(e, 77, liberal)
+			if err != nil {
+				t.Fatal(err)
+			}
+			req.Header.Sequence = 9
+			want, err := appendMessage(nil, req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			got := appendCreate([]byte("x"), e, 77, liberal, 9, uint16(req.Header.Flags))
+			if string(got[:4]) != "x\x00\x00\x00" || string(got[4:]) != string(want) {
+				t.Errorf("%v (liberal %v):\n got %x\nwant %x", e.Key(), liberal, got, want)
+			}
+		}
+	}
+}
