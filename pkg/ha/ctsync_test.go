@@ -15,6 +15,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -647,4 +648,57 @@ func conntrackTakeover(b *testing.B, n int) (burst, lag, commit time.Duration) {
 	}
 	sum := rs.metric(standby, "vpcnat_keepalive_conntrack_commit_seconds_sum", "")
 	return burst, lag, time.Duration(sum * float64(time.Second))
+}
+
+// TestEstablishedFlowThroughTwoTakeovers: three replicas; an SNAT connection survives the loss
+// of the active replica and then of the one that took over: the new active replica serves its
+// table (the committed entries included) to the remaining standby.
+func TestEstablishedFlowThroughTwoTakeovers(t *testing.T) {
+	replicas := []string{"r1", "r2", "r3"}
+	rs := newReplicaSetWith(t, ha.DefaultTiming, []string{"--metrics-address", metricsAddr}, replicas...)
+	fs := &flowSet{t: t, rs: rs}
+	srv := listenEcho(t, rs.tp, "rtr", routerIP+":8001")
+	f, _ := fs.openFlow("snat", "pod", snatSrcPort, routerIP+":8001", srv, 1, smallChunk)
+	fs.flows = append(fs.flows, f)
+	fs.allProgress(waitLimit)
+	live := slices.Clone(replicas)
+	for round := 1; round <= 2; round++ {
+		old := rs.active(live...)
+		live = slices.DeleteFunc(live, func(r string) bool { return r == old })
+		for _, r := range live {
+			if round == 2 {
+				// The standby's agent restarts, so what it holds comes from the replica that
+				// took over, whose table has the entry only because it committed it.
+				rs.kill(r)
+				rs.start(r)
+				rs.waitFor(r, func(role string) bool { return role == "standby" })
+			}
+			waitMetric(t, rs, r, "vpcnat_keepalive_conntrack_cache_entries", 1)
+		}
+		rs.kill(old)
+		for _, p := range []struct{ ns, dev string }{{"ext", "x-" + old}, {"ten", "t-" + old}} {
+			if _, err := rs.tp.Exec(p.ns, "ip", "link", "set", p.dev, "down"); err != nil {
+				t.Fatal(err)
+			}
+		}
+		now := rs.active(live...)
+		if n := rs.metric(now, "vpcnat_keepalive_conntrack_committed_total", `result="created"`); n < 1 {
+			t.Fatalf("takeover %d: %s committed %v entries, want the connection's", round, now, n)
+		}
+		fs.allProgress(flowLimit)
+		t.Logf("takeover %d: %s -> %s, the connection goes on", round, old, now)
+	}
+	fs.noBrokenFlow()
+}
+
+// waitMetric waits until a replica's metric is at least min.
+func waitMetric(t *testing.T, rs *replicaSet, r, name string, min float64) {
+	t.Helper()
+	deadline := time.Now().Add(waitLimit)
+	for rs.metric(r, name, "") < min {
+		if time.Now().After(deadline) {
+			t.Fatalf("replica %s: %s is %v after %v, want at least %v", r, name, rs.metric(r, name, ""), waitLimit, min)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 }
