@@ -77,6 +77,13 @@ cluster-setup: deps
 e2e: cluster-setup
 	$(GO) test -count=1 -v -timeout 30m ./test/e2e/...
 
+# The end-to-end suite's run with the ConfigMap's dataplane set to nftables (test/e2e
+# TestVpcNatNFTables: the seed's traffic, every edit, a daemon restart, a live switch to iptables
+# and back under an open connection), on a throwaway one-node cluster of its own.
+.PHONY: e2e-nftables
+e2e-nftables: cluster-setup
+	VPCNAT_E2E_NFTABLES=1 flock /tmp/vpcnat-cluster.lock $(GO) test -count=1 -v -timeout 30m -run TestVpcNatNFTables ./test/e2e/
+
 # `make test` runs test/e2e with the rest; building the cluster before go test starts keeps a
 # cold Kubernetes build (~20 min) out of the test binary's timeout.
 test: cluster-setup
