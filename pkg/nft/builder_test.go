@@ -100,6 +100,13 @@ func edit(r *rand.Rand, d *annotations.Desired) {
 		d.Subnets[0].CIDR = []string{"10.0.1.0/24", "10.0.2.0/24"}[r.IntN(2)]
 	case k < 18:
 		d.External.IfName = []string{"", "net1", "ext0"}[r.IntN(3)]
+	case k < 19 && r.IntN(2) == 0: // several added into one gap between the keys
+		x, base := randomDNAT(r), 20001+r.IntN(44000)
+		for i := range 1 + r.IntN(4) {
+			y := x
+			y.ExternalPort = base + 256*i // above every other port, adjacent in listing order (low byte first)
+			d.DNATs = slices.Insert(d.DNATs, r.IntN(len(d.DNATs)+1), y)
+		}
 	case k < 19: // a key shared by two port forwards (the validator refuses that; Build keeps one)
 		x := d.DNATs[r.IntN(len(d.DNATs))]
 		x.InternalPort++
