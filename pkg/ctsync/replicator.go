@@ -136,12 +136,18 @@ func (r *Replicator) Follow(active netip.AddrPort) {
 	if !active.IsValid() {
 		return
 	}
+	if !r.own.IsValid() {
+		r.own = interfaceAddr(r.cfg.Interface)
+	}
+	// The client goroutine gets what it needs now and never takes r.mu: stopFollowingLocked
+	// waits for it while holding r.mu.
+	own := r.own
 	ctx, cancel := context.WithCancel(context.Background())
 	r.cancel = cancel
 	r.clientWG.Add(1)
 	go func() {
 		defer r.clientWG.Done()
-		r.follow(ctx, active)
+		r.follow(ctx, active, own)
 	}()
 }
 
@@ -259,9 +265,9 @@ const retryAfter = 500 * time.Millisecond
 
 // follow streams from the active replica into the cache until ctx ends, reconnecting after
 // errors. The cache survives a broken stream: the active replica's death is when it is needed.
-func (r *Replicator) follow(ctx context.Context, active netip.AddrPort) {
+func (r *Replicator) follow(ctx context.Context, active netip.AddrPort, own netip.Addr) {
 	for ctx.Err() == nil {
-		err := r.stream(ctx, active)
+		err := r.stream(ctx, active, own)
 		if ctx.Err() != nil {
 			return
 		}
@@ -275,12 +281,12 @@ func (r *Replicator) follow(ctx context.Context, active netip.AddrPort) {
 	}
 }
 
-func (r *Replicator) stream(ctx context.Context, active netip.AddrPort) error {
+func (r *Replicator) stream(ctx context.Context, active netip.AddrPort, own netip.Addr) error {
 	metrics.reconnects.Inc()
 	d := net.Dialer{Timeout: 2 * time.Second, KeepAlive: 5 * time.Second}
-	if own := r.Addr(); own.IsValid() {
+	if own.IsValid() {
 		// From the eth0 address, which the active replica checks against the heartbeats.
-		d.LocalAddr = &net.TCPAddr{IP: own.Addr().AsSlice()}
+		d.LocalAddr = &net.TCPAddr{IP: own.AsSlice()}
 	}
 	c, err := d.DialContext(ctx, "tcp", active.String())
 	if err != nil {
