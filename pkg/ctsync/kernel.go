@@ -101,7 +101,21 @@ func events(out chan<- Message, sk skip) (errs <-chan error, closeFn func(), err
 	}()
 	return fail, func() {
 		close(done)
-		c.Close()
+		// Close waits for the library's worker, which may be blocked handing over an event or
+		// an error that nobody reads any more: drain both until it is gone.
+		closed := make(chan struct{})
+		go func() {
+			c.Close()
+			close(closed)
+		}()
+		for {
+			select {
+			case <-evs:
+			case <-errCh:
+			case <-closed:
+				return
+			}
+		}
 	}, nil
 }
 
