@@ -332,6 +332,9 @@ type server struct {
 
 	mu   sync.Mutex
 	subs map[*subscriber]struct{}
+	// conns: every accepted connection, closed by close, so no handler waits out its hello's
+	// read deadline or a write's while the replica steps down.
+	conns map[net.Conn]struct{}
 }
 
 type subscriber struct {
@@ -348,7 +351,8 @@ func newServer(cfg Config, addr netip.AddrPort, allowed func(netip.Addr) bool) (
 	if err != nil {
 		return nil, fmt.Errorf("listening on %s (--conntrack-sync-port): %w", addr, err)
 	}
-	s := &server{cfg: cfg, ln: ln, allowed: allowed, sk: ownTraffic(addr.Addr()), done: make(chan struct{}), subs: map[*subscriber]struct{}{}}
+	s := &server{cfg: cfg, ln: ln, allowed: allowed, sk: ownTraffic(addr.Addr()), done: make(chan struct{}),
+		subs: map[*subscriber]struct{}{}, conns: map[net.Conn]struct{}{}}
 	s.wg.Add(2)
 	go s.accept()
 	go s.fanOut()
@@ -360,8 +364,8 @@ func (s *server) close() {
 	close(s.done)
 	s.ln.Close()
 	s.mu.Lock()
-	for sub := range s.subs {
-		sub.conn.Close()
+	for c := range s.conns {
+		c.Close()
 	}
 	s.mu.Unlock()
 	s.wg.Wait()
@@ -374,9 +378,24 @@ func (s *server) accept() {
 		if err != nil {
 			return
 		}
+		s.mu.Lock()
+		select {
+		case <-s.done: // closing: close has closed the others already
+			s.mu.Unlock()
+			c.Close()
+			return
+		default:
+		}
+		s.conns[c] = struct{}{}
+		s.mu.Unlock()
 		s.wg.Add(1)
 		go func() {
 			defer s.wg.Done()
+			defer func() {
+				s.mu.Lock()
+				delete(s.conns, c)
+				s.mu.Unlock()
+			}()
 			err := s.handle(c)
 			klog.V(2).InfoS("Conntrack stream to a standby ended", "gateway", s.cfg.Gateway, "standby", c.RemoteAddr(), "err", err)
 		}()
