@@ -76,7 +76,8 @@ func Check(nsPath string, d *annotations.Desired) (Diff, error) {
 //   - addresses: each managed link holds exactly its desired IPv4 addresses (IPv6 link-local
 //     ones aside, and nothing else of IPv6);
 //   - routes: vpcnat's tables (100, 1000-1999) hold exactly the desired routes, each once; every
-//     route in any other table is the kernel's own (protocol kernel) and not duplicated;
+//     route in any other table is the kernel's own (protocol kernel) or on the primary CNI's
+//     interfaces (eth0, primary attachments), and not duplicated;
 //   - ip rules (IPv4): exactly the kernel's three defaults plus the desired ones, each once;
 //   - nat table (iptables backend): exactly the built-in chains plus the modelled ones (no
 //     foreign chain), each holding exactly its rules as a multiset (a duplicate is reported as
@@ -158,7 +159,9 @@ func Compare(st *State, d *annotations.Desired) Diff {
 		if counts[k] == 2 {
 			add(Duplicate, "route", k)
 		}
-		if r.Protocol != "kernel" {
+		// Outside vpcnat's tables, a route on the primary CNI's interface (its default route in
+		// a pod) is the primary CNI's, like the interface itself.
+		if r.Protocol != "kernel" && r.Dev != primaryIfName && !e.Primary[r.Dev] {
 			add(Foreign, "route", k+" proto "+r.Protocol)
 		}
 	}

@@ -15,7 +15,8 @@
 //	if !diff.Empty() { t.Errorf("gateway netns: %s", diff) }
 //
 // What Compare tolerates, because it is not vpcnat's: lo, eth0 and the primary attachments'
-// links with their addresses, the kernel's own routes (protocol kernel) outside vpcnat's tables,
+// links with their addresses, the kernel's own routes (protocol kernel) and the primary CNI's
+// routes on those links (a pod's default route via eth0) outside vpcnat's tables,
 // IPv6 link-local addresses, the kernel's three default ip rules. Everything else in the netns
 // must be exactly what the desired state implies, once.
 //
