@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -211,14 +212,20 @@ func (e *vpcEnv) waitApplied(what string, want []string) *v1.VpcNatGateway {
 // netnsName is the ip-netns name of a sandbox's netns path (/var/run/netns/cni-...).
 func netnsName(path string) string { return filepath.Base(path) }
 
+// nftCounters are an nft listing's packet counters (of iptables-nft's tables; vpcnat's table has
+// none).
+var nftCounters = regexp.MustCompile(`counter packets \d+ bytes \d+`)
+
 // kernelState is what the daemon owns in a gateway's netns, as text: every table of
-// iptables-save (without counters and the dated header), addresses, ip rules and all routing
-// tables. Two equal states mean no rule changed.
+// iptables-save (without counters and the dated header), the nftables ruleset (the nftables
+// backend's table; counters left out), addresses, ip rules and all routing tables. Two equal
+// states mean no rule changed.
 func kernelState(ctx context.Context, netnsPath string) (string, error) {
 	ns := netnsName(netnsPath)
 	var out strings.Builder
 	for _, argv := range [][]string{
 		{"ip", "netns", "exec", ns, "iptables-save"},
+		{"ip", "netns", "exec", ns, "nft", "list", "ruleset"},
 		{"ip", "-n", ns, "-o", "addr", "show"},
 		{"ip", "-n", ns, "rule", "show"},
 		{"ip", "-n", ns, "route", "show", "table", "all"},
@@ -232,7 +239,7 @@ func kernelState(ctx context.Context, netnsPath string) (string, error) {
 			if strings.HasPrefix(l, "#") {
 				continue
 			}
-			out.WriteString(counters.ReplaceAllString(l, "") + "\n")
+			out.WriteString(nftCounters.ReplaceAllString(counters.ReplaceAllString(l, ""), "counter") + "\n")
 		}
 	}
 	return out.String(), nil

@@ -40,6 +40,9 @@ type nodeAdaptation struct {
 	// controllerVerbosity, when not 0, is the controller's klog -v (2: each projection, and why
 	// a gateway is not projected).
 	controllerVerbosity int
+	// dataplane, when set, is the ConfigMap's NAT backend (the key absent otherwise, as
+	// shipped).
+	dataplane string
 }
 
 // adapt changes docs in place and returns a line per change made, for the log. A change that
@@ -99,10 +102,15 @@ func (a nodeAdaptation) adapt(docs []*unstructured.Unstructured) ([]string, erro
 			}
 			data["nic"] = a.nic
 			data["image"] = a.gatewayImage
+			change := fmt.Sprintf("%s: nic %s, image %s", id, a.nic, a.gatewayImage)
+			if a.dataplane != "" {
+				data[plan.KeyDataplane] = a.dataplane
+				change += ", dataplane " + a.dataplane
+			}
 			if err := unstructured.SetNestedStringMap(o.Object, data, "data"); err != nil {
 				return nil, err
 			}
-			did = append(did, fmt.Sprintf("%s: nic %s, image %s", id, a.nic, a.gatewayImage))
+			did = append(did, change)
 		}
 	}
 	return did, nil

@@ -135,6 +135,8 @@ type vpcEnv struct {
 	dir     string
 	apiHost string
 	apiPort string
+	// dataplane is the NAT backend the ConfigMaps applied name ("": the key left out).
+	dataplane string
 }
 
 // startVpcEnv starts a fresh cluster (cleaning a killed run's state first) and registers the
@@ -400,7 +402,7 @@ func (e *vpcEnv) adaptation() nodeAdaptation {
 		cniBinDir: e.c.Env["CNI_BIN_DIR"], cniConfDir: e.c.Env["CNI_CONF_DIR"],
 		apiHost: e.apiHost, apiPort: e.apiPort, controllerMetricsPort: controllerMetricsPort,
 		nic: extBridge, gatewayImage: gatewayImage, daemonVerbosity: daemonVerbosity,
-		controllerVerbosity: 2,
+		controllerVerbosity: 2, dataplane: e.dataplane,
 	}
 }
 
