@@ -167,9 +167,9 @@ baseline-failover: cluster-setup
 # UDP probes every 10 ms through the DNAT and the SNAT and established TCP flows through the
 # DNAT, the FIP (both ways) and the SNAT while the active pod is killed, the daemon on its node
 # restarted, its external NIC cut, its node powered off and on. `make test` runs it too; this
-# target runs it alone. Broken TCP flows fail it only with VPCNAT_HA_TCP_FLOWS=assert (the
-# kernel's mid-stream conntrack pickup on) or =strict (pickup off on the replicas: only
-# replicated conntrack state carries a flow); without, they are logged as NOT ASSERTED.
+# target runs it alone. The TCP flows are checked with mid-stream conntrack pickup off on the
+# replicas, so that only replicated conntrack state carries them; VPCNAT_HA_TCP_FLOWS=pickup
+# leaves the kernel's pickup on, =report only logs broken flows.
 e2e-failover: cluster-setup
 	flock /tmp/vpcnat-cluster.lock $(GO) test -count=1 -v -timeout 30m -run 'TestReplicatedFailover$$' ./test/e2e/
 

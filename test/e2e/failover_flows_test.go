@@ -353,17 +353,23 @@ func flowsMoving(flows []*tcpFlow, since time.Time, limit time.Duration) error {
 
 // tcpFlowCheck is how the TCP flows are checked, from VPCNAT_HA_TCP_FLOWS:
 //
-//   - "strict": a broken flow fails the test, and mid-stream conntrack pickup is off on the
-//     replicas (net.netfilter.nf_conntrack_tcp_loose=0), so only conntrack state handed over
-//     from the old active replica can carry a flow: the check of conntrack replication.
-//   - "assert": a broken flow fails the test, with the kernel's default pickup (loose=1). A
-//     replica that takes over then creates an entry for a packet of a flow it has never seen
-//     and translates it by the gateway's rules again: that carries a DNAT or FIP flow, and an
-//     SNAT flow only when its first packet after the takeover comes from inside (a packet of
-//     the outside peer first is taken for a new connection to the EIP, and reset).
-//   - "" (the default while conntrack is not replicated, docs/ha.md): the flows run and every
-//     broken one is logged, marked NOT ASSERTED; the test does not fail for it.
-func tcpFlowCheck() string { return os.Getenv("VPCNAT_HA_TCP_FLOWS") }
+//   - "strict" (the default): a broken flow fails the test, and mid-stream conntrack pickup is
+//     off on the replicas (net.netfilter.nf_conntrack_tcp_loose=0), so only the conntrack state
+//     the old active replica handed over (pkg/ctsync) can carry a flow: the check of conntrack
+//     replication.
+//   - "pickup": a broken flow fails the test, with the kernel's default pickup (loose=1), as on
+//     a node nobody tuned. A replica that takes over would then create an entry for a packet
+//     of a flow it has never seen and translate it by the gateway's rules again: that carries
+//     a DNAT or FIP flow even without replication, and an SNAT flow only when its first packet
+//     after the takeover comes from inside.
+//   - "report": the flows run and every broken one is logged, marked NOT ASSERTED; the test
+//     does not fail for it (for a gateway image without conntrack replication).
+func tcpFlowCheck() string {
+	if v := os.Getenv("VPCNAT_HA_TCP_FLOWS"); v != "" {
+		return v
+	}
+	return "strict"
+}
 
 // noPickup turns mid-stream conntrack pickup off in the network namespace of every live
 // replica of the gateway (see tcpFlowCheck).
