@@ -103,11 +103,7 @@ func cleanConntrack(netNS ns.NetNS, h *Handles, stale []nat.Mapping, d *annotati
 	for _, m := range mappings {
 		f.mappings = append(f.mappings, keepValid{m, f.sweep})
 	}
-	ct, err := h.Conntrack()
-	if err != nil {
-		return nil, err
-	}
-	if _, err := ct.ConntrackDeleteFilters(netlink.ConntrackTable, unix.AF_INET, f); err != nil {
+	if _, err := deleteConntrack(h.GatewayNS, f); err != nil {
 		if len(stale) > 0 {
 			return nil, fmt.Errorf("deleting conntrack entries of %d removed mappings: %w", len(stale), err)
 		}

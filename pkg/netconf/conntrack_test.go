@@ -3,6 +3,7 @@ package netconf
 import (
 	"fmt"
 	"net"
+	"slices"
 	"strings"
 	"testing"
 
@@ -186,4 +187,81 @@ func TestConntrackEntriesCountsTheNetnsOnly(t *testing.T) {
 	if n, listed := count(roleGW), len(tp.conntrack()); n != 3 || listed != 3 {
 		t.Errorf("gateway netns after 3 entries: counted %d, listed %d, want 3", n, listed)
 	}
+}
+
+// tupleFilter matches entries by original destination port, and records every flow it saw as
+// flowDesc (the filter must not keep the flow itself: deleteConntrack reuses it).
+type tupleFilter struct {
+	port uint16
+	seen []string
+}
+
+func (f *tupleFilter) MatchConntrackFlow(fl *netlink.ConntrackFlow) bool {
+	f.seen = append(f.seen, flowDesc(fl))
+	return fl.Forward.DstPort == f.port
+}
+
+// The clean-up's own dump reads each entry's tuples as vishvananda/netlink's parser does (TCP
+// and UDP entries of a DNATed flow), and deletes exactly the entries its filter matches.
+func TestDeleteConntrackReadsLikeTheLibrary(t *testing.T) {
+	tp := newTopo(t)
+	fd, err := netns.GetFromPath(tp.path(roleGW))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer fd.Close()
+	h, err := netlink.NewHandleAt(fd, unix.NETLINK_NETFILTER)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer h.Close()
+	client, eip, internal := net.IPv4(203, 0, 113, 9).To4(), net.IPv4(198, 51, 100, 7).To4(), net.IPv4(10, 0, 1, 5).To4()
+	for i := range 300 {
+		proto := []uint8{unix.IPPROTO_UDP, unix.IPPROTO_TCP}[i%2]
+		port := uint16(5000 + i%3) // 5000, 5001, 5002
+		fl := &netlink.ConntrackFlow{FamilyType: unix.AF_INET, TimeOut: 600,
+			Forward: netlink.IPTuple{SrcIP: client, DstIP: eip, Protocol: proto, SrcPort: uint16(1024 + i), DstPort: port},
+			Reverse: netlink.IPTuple{SrcIP: internal, DstIP: client, Protocol: proto, SrcPort: 80, DstPort: uint16(1024 + i)}} // DNATed
+		if proto == unix.IPPROTO_TCP {
+			fl.ProtoInfo = &netlink.ProtoInfoTCP{State: 3} // ESTABLISHED
+		}
+		if err := h.ConntrackCreate(netlink.ConntrackTable, unix.AF_INET, fl); err != nil {
+			t.Fatalf("creating entry %d: %v", i, err)
+		}
+	}
+	var want []string
+	for _, fl := range tp.conntrack() {
+		want = append(want, flowDesc(fl))
+	}
+	f := &tupleFilter{port: 5001}
+	n, err := deleteConntrack(fd, f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	slices.Sort(want)
+	slices.Sort(f.seen)
+	if !slices.Equal(f.seen, want) {
+		t.Errorf("the dump read %d entries, the library %d; first difference:\n%s", len(f.seen), len(want), firstDiff(f.seen, want))
+	}
+	if n != 100 {
+		t.Errorf("deleted %d entries, want the 100 to port 5001", n)
+	}
+	left := tp.conntrack()
+	for _, fl := range left {
+		if fl.Forward.DstPort == 5001 {
+			t.Errorf("entry to port 5001 left: %s", flowDesc(fl))
+		}
+	}
+	if len(left) != len(want)-100 {
+		t.Errorf("%d entries left, want %d", len(left), len(want)-100)
+	}
+}
+
+func firstDiff(a, b []string) string {
+	for i := range min(len(a), len(b)) {
+		if a[i] != b[i] {
+			return a[i] + "\n" + b[i]
+		}
+	}
+	return fmt.Sprintf("lengths %d and %d", len(a), len(b))
 }
