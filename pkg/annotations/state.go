@@ -209,12 +209,15 @@ func ParseNICPlan(s string) (*NICPlan, error) {
 // ParseDesired decodes (plain or compressed, see EncodeDesired) and validates the DesiredKey
 // annotation.
 func ParseDesired(s string) (*Desired, error) {
-	raw, err := inflate(s)
+	raw, env, err := inflate(s)
 	if err != nil {
 		return nil, err
 	}
 	var d Desired
 	if err := decodeStrict(DesiredKey, raw, &d); err != nil {
+		return nil, err
+	}
+	if err := checkEnvelopeGeneration(env, d.Generation); err != nil {
 		return nil, err
 	}
 	if err := checkVersion(DesiredKey, d.Version); err != nil {
