@@ -97,9 +97,12 @@ func (b *Builder) next(d *annotations.Desired) (*Table, *MapChange) {
 		return nil, nil
 	}
 	lastPorts := b.last.Map(MapPortDNAT)
-	ports, change, ok := editPorts(lastPorts.Elements, removed, added)
-	if !ok {
-		return nil, nil
+	ports, change := lastPorts.Elements, &MapChange{Name: MapPortDNAT, Kind: PortMap}
+	if len(removed) > 0 || len(added) > 0 { // else a FIP or SNAT change: the port map is shared
+		var ok bool
+		if ports, change, ok = editPorts(lastPorts.Elements, removed, added); !ok {
+			return nil, nil
+		}
 	}
 	// The copy of the inputs takes the changed window alone (100 000 port forwards are 7 MB).
 	b.dnats = slices.Replace(b.dnats, head, len(old)-tail, added...)
