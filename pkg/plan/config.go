@@ -20,9 +20,13 @@ const (
 	KeyEnable = "enable-vpc-nat-gw"
 	// KeyNIC is the node NIC under net1 (the macvlan's master).
 	KeyNIC = "nic"
-	// KeyDataplane picks the NAT backend of every gateway: "iptables" (the default when the key
-	// is missing or empty) or "nftables" (docs/nftables.md). vpcnat's own key, not Kube-OVN's.
+	// KeyDataplane picks the NAT backend of every gateway: "nftables" (the default when the key
+	// is missing or empty) or "iptables" (docs/nftables.md). vpcnat's own key, not Kube-OVN's.
 	KeyDataplane = "dataplane"
+	// DefaultDataplane is the backend of a ConfigMap without the key. A running gateway of the
+	// other backend switches at the next converge, new backend first, so an upgrade that
+	// changes it keeps established flows (docs/nftables.md, "Choosing").
+	DefaultDataplane = annotations.DataplaneNFTables
 )
 
 // Config is the ConfigMap kube-system/ovn-vpc-nat-gw-config, parsed. The zero value is what a
@@ -31,7 +35,9 @@ type Config struct {
 	Enabled bool
 	Image   string
 	NIC     string
-	// Dataplane is annotations.DataplaneIPTables or DataplaneNFTables; "" means iptables.
+	// Dataplane is annotations.DataplaneIPTables or DataplaneNFTables. ParseConfig fills in
+	// DefaultDataplane for a missing key; "" (a Config built by hand) means iptables, as a
+	// desired annotation without the key does.
 	Dataplane string
 }
 
@@ -46,7 +52,9 @@ func ParseConfig(data map[string]string) (Config, field.ErrorList) {
 	var errs field.ErrorList
 	c := Config{Image: data[KeyImage], NIC: data[KeyNIC], Dataplane: data[KeyDataplane]}
 	switch c.Dataplane {
-	case "", annotations.DataplaneIPTables, annotations.DataplaneNFTables:
+	case "":
+		c.Dataplane = DefaultDataplane
+	case annotations.DataplaneIPTables, annotations.DataplaneNFTables:
 	default:
 		errs = append(errs, field.NotSupported(configPath(KeyDataplane), c.Dataplane,
 			[]string{annotations.DataplaneIPTables, annotations.DataplaneNFTables}))

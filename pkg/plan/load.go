@@ -69,7 +69,7 @@ func decode(data []byte) (Inputs, error) {
 		return Inputs{}, errors.New("no VpcNatGateway (kubeovn.io/v1) in the file")
 	}
 	if !haveConfig {
-		in.Config = Config{Enabled: true}
+		in.Config = Config{Enabled: true, Dataplane: DefaultDataplane}
 	}
 	return in, nil
 }

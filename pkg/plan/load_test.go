@@ -77,14 +77,14 @@ func TestLoadFileConfig(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if in.Config != (Config{Enabled: true}) || in.Gateway.Name != "ngw" || in.Vpc != nil || len(in.Subnets) != 0 {
+	if in.Config != (Config{Enabled: true, Dataplane: DefaultDataplane}) || in.Gateway.Name != "ngw" || in.Vpc != nil || len(in.Subnets) != 0 {
 		t.Errorf("inputs %+v", in)
 	}
 	in, err = LoadFile(writeFile(t, strings.Replace(cmDoc, `"true"`, `"false"`, 1)+"---\n"+gwDoc))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if in.Config != (Config{Image: "x", NIC: "eth1"}) {
+	if in.Config != (Config{Image: "x", NIC: "eth1", Dataplane: DefaultDataplane}) {
 		t.Errorf("config %+v", in.Config)
 	}
 	if _, _, errs := Build(in); len(errs) == 0 || errs[0].Field != "configmap.data[enable-vpc-nat-gw]" {

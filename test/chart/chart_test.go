@@ -261,7 +261,7 @@ func TestChartValues(t *testing.T) {
 		"--set", "images.controller.repository=registry.example/vpcnat/controller,images.controller.tag=1.2.3,images.controller.pullPolicy=Always",
 		"--set", "images.daemon.repository=registry.example/vpcnat/daemon,images.daemon.tag=1.2.4,images.daemon.pullPolicy=Never",
 		"--set", "images.gateway.repository=registry.example/vpcnat/gateway,images.gateway.tag=1.2.5",
-		"--set", "config.nic=ens5,config.enableVpcNatGw=false",
+		"--set", "config.nic=ens5,config.enableVpcNatGw=false,config.dataplane=iptables",
 		"--set", "controller.metricsPort=18080,controller.replicas=3,controller.webhook.port=19443",
 		"--set", "daemon.metricsPort=19490,daemon.resync=10m",
 		"--set", "daemon.nodeSelector.vpcnat/gateway-node=yes",
@@ -272,7 +272,7 @@ func TestChartValues(t *testing.T) {
 		"--set", "daemon.env[0].name=KUBERNETES_SERVICE_PORT,daemon.env[0].value=6443",
 	)
 	cm := find(t, objs, "ConfigMap", "ovn-vpc-nat-gw-config")["data"].(map[string]any)
-	wantCM := map[string]any{"image": "registry.example/vpcnat/gateway:1.2.5", "enable-vpc-nat-gw": "false", "nic": "ens5"}
+	wantCM := map[string]any{"image": "registry.example/vpcnat/gateway:1.2.5", "enable-vpc-nat-gw": "false", "nic": "ens5", "dataplane": "iptables"}
 	if !reflect.DeepEqual(cm, wantCM) {
 		t.Errorf("ConfigMap data %v, want %v", cm, wantCM)
 	}

@@ -72,7 +72,9 @@ func seedInputs(t *testing.T, gen int64) plan.Inputs {
 	if err != nil {
 		t.Fatal(err)
 	}
-	in.Config.NIC = "eth1"
+	// These tests read the NAT with iptables-save: the iptables backend (the nftables one is
+	// tested through the same daemon code in test/dataplane, test/reliability and test/e2e).
+	in.Config.NIC, in.Config.Dataplane = "eth1", annotations.DataplaneIPTables
 	in.Gateway.Generation = gen
 	return in
 }

@@ -98,6 +98,28 @@ func run(daemon, spec string, cniPath []string) int {
 	again, err := apply(t, daemon, spec)
 	rows = append(rows, row{"idempotent", "apply the same spec again", firstLine(again), err == nil && strings.Contains(again, "in sync")})
 
+	// The other NAT backend: the same spec with --dataplane iptables switches the running
+	// gateway (the default nftables table replaced by iptables chains), and every rule kind is
+	// sent again.
+	other, err := apply(t, daemon, spec, "--dataplane", "iptables")
+	fmt.Printf("$ ip netns exec %s %s apply --netns %s --spec %s --dataplane iptables\n%s\n", t.Name(topo.Node), daemon, t.Path(topo.Gateway), spec, indent(other))
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "vpcnat-demo: apply --dataplane iptables failed:", err)
+		return 1
+	}
+	more, err := checks(t)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "vpcnat-demo:", err)
+		return 1
+	}
+	for i := range rows {
+		rows[i].rule += " (nftables)"
+	}
+	for _, r := range more {
+		r.rule += " (iptables)"
+		rows = append(rows, r)
+	}
+
 	w := tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(w, "RULE\tSENT\tSEEN\tRESULT")
 	failed := 0
@@ -118,9 +140,9 @@ func run(daemon, spec string, cniPath []string) int {
 }
 
 // apply runs the daemon's no-cluster mode on the simulated node, as a user would on a real one.
-func apply(t *topo.Topology, daemon, spec string) (string, error) {
-	out, err := exec.Command("ip", "netns", "exec", t.Name(topo.Node), daemon, "apply",
-		"--netns", t.Path(topo.Gateway), "--spec", spec).CombinedOutput()
+func apply(t *topo.Topology, daemon, spec string, extra ...string) (string, error) {
+	args := append([]string{"netns", "exec", t.Name(topo.Node), daemon, "apply", "--netns", t.Path(topo.Gateway), "--spec", spec}, extra...)
+	out, err := exec.Command("ip", args...).CombinedOutput()
 	return string(out), err
 }
 

@@ -27,6 +27,9 @@ func seedDesired(t *testing.T) *annotations.Desired {
 	if len(errs) > 0 {
 		t.Fatal(errs.ToAggregate())
 	}
+	// The iptables backend (the nat table's faults and model below); the nftables tests set
+	// their own.
+	d.Dataplane = annotations.DataplaneIPTables
 	return d
 }
 

@@ -22,11 +22,19 @@ import (
 // pkg/netconf: it knows the chain layout of the README's data-plane section and nothing of how
 // the daemon computes it. Each difference is one line of the returned list.
 
-// soakDataplane is the NAT backend the churn's ConfigMap names ("": the key left out, iptables).
-// With nftables the nat table is judged by test/kstate's model of the nftables table (the
+// soakDataplane is the NAT backend the churn's ConfigMap names ("": the key left out, the
+// default). With nftables the NAT is judged by test/kstate's model of the nftables table (the
 // iptables nat table must then hold nothing), not by compareNAT's model of the iptables chains.
 var soakDataplane = flag.String("soak.dataplane", os.Getenv("VPCNAT_SOAK_DATAPLANE"),
-	"the churn's ConfigMap dataplane: iptables (the default) or nftables")
+	"the churn's ConfigMap dataplane: nftables or iptables (default: the ConfigMap's default)")
+
+// churnDataplane is the backend the churn's gateways run.
+func churnDataplane() string {
+	if *soakDataplane == "" {
+		return plan.DefaultDataplane
+	}
+	return *soakDataplane
+}
 
 // natRule is one rule of iptables-save: its chain and its options.
 type natRule struct {
@@ -411,7 +419,7 @@ func compareConntrack(out string, e *expected, pool []string) (diffs []string, n
 func kernelDiff(tp *topo.Topology, role string, m *gwModel) (diffs []string, natted int, err error) {
 	e := m.expected()
 	subnetIf := plan.SubnetIfName(m.subnet)
-	if *soakDataplane != annotations.DataplaneNFTables {
+	if churnDataplane() != annotations.DataplaneNFTables {
 		save, err := tp.Exec(role, "iptables-save", "-t", "nat")
 		if err != nil {
 			return nil, 0, err
@@ -460,7 +468,7 @@ func kernelDiff(tp *topo.Topology, role string, m *gwModel) (diffs []string, nat
 func (m *gwModel) desiredOf() (*annotations.Desired, error) {
 	gw, vpc, sn := m.objects()
 	_, d, errs := plan.Build(plan.Inputs{Gateway: gw, Vpc: vpc, Subnets: []*v1.Subnet{sn},
-		Config: plan.Config{Image: "x", Enabled: true, NIC: "eth1", Dataplane: *soakDataplane}})
+		Config: plan.Config{Image: "x", Enabled: true, NIC: "eth1", Dataplane: churnDataplane()}})
 	if len(errs) > 0 {
 		return nil, fmt.Errorf("model of %s: %w", m.name, errs.ToAggregate())
 	}
