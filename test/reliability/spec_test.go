@@ -243,6 +243,9 @@ func writeSpec(tb testing.TB, path string, in plan.Inputs) {
 	cm := &corev1.ConfigMap{TypeMeta: metav1.TypeMeta{APIVersion: "v1", Kind: "ConfigMap"},
 		ObjectMeta: metav1.ObjectMeta{Name: "ovn-vpc-nat-gw-config", Namespace: "kube-system"},
 		Data:       map[string]string{"image": "vpcnat.local/vpcnat-gateway:dev", "enable-vpc-nat-gw": "true", "nic": in.Config.NIC}}
+	// A Config built by hand without a dataplane means iptables; a ConfigMap without the key
+	// means the default backend, so the file always names it.
+	cm.Data["dataplane"] = annotations.DataplaneIPTables
 	if in.Config.Dataplane != "" {
 		cm.Data["dataplane"] = in.Config.Dataplane
 	}
@@ -285,7 +288,11 @@ func TestBigSpecValid(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	d1, d2 := build(t, in), build(t, s.inputs())
+	want := s.inputs()
+	if want.Config.Dataplane == "" {
+		want.Config.Dataplane = annotations.DataplaneIPTables // as writeSpec names it
+	}
+	d1, d2 := build(t, in), build(t, want)
 	if y1, y2 := mustJSON(t, d1), mustJSON(t, d2); y1 != y2 {
 		t.Errorf("the written spec does not read back the same")
 	}
