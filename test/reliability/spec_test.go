@@ -216,7 +216,16 @@ func (s *bigSpec) inputs() plan.Inputs {
 	return plan.Inputs{Gateway: gw, Vpc: vpc, Subnets: []*v1.Subnet{
 		subnet("sn", "10.0.0.0/16", "10.0.0.1", "br-sn"),
 		subnet("sn2", "10.1.0.0/24", fmt.Sprintf("10.1.0.%d", 1+s.sn2V%2), "br-sn2"),
-	}, Config: plan.Config{Enabled: true, NIC: "eth1", Dataplane: s.plane}}
+	}, Config: plan.Config{Enabled: true, NIC: "eth1", Dataplane: s.dataplane()}}
+}
+
+// dataplane is the spec's backend: plane, or the ConfigMap's default (what the written spec's
+// ConfigMap without the key reads as).
+func (s *bigSpec) dataplane() string {
+	if s.plane == "" {
+		return plan.DefaultDataplane
+	}
+	return s.plane
 }
 
 // rules counts the spec's rules and routes.
