@@ -10,9 +10,7 @@ import (
 )
 
 // SyncAddresses makes the gateway link ifName hold exactly want (IPv6 link-local addresses
-// aside). New addresses are added before stale ones are removed, so with promote_secondaries a
-// NIC is never without an address of a network it keeps. It returns one line per change and the
-// addresses it added.
+// aside); see syncLinkAddrs. It reads the link and its addresses itself.
 func SyncAddresses(gw *netlink.Handle, ifName string, want []netip.Prefix) (changes []string, added []netip.Prefix, err error) {
 	l, err := gw.LinkByName(ifName)
 	if err != nil {
@@ -22,6 +20,14 @@ func SyncAddresses(gw *netlink.Handle, ifName string, want []netip.Prefix) (chan
 	if err != nil {
 		return nil, nil, err
 	}
+	return syncLinkAddrs(gw, l, have, want)
+}
+
+// syncLinkAddrs makes link l, which holds have now, hold exactly want. New addresses are added
+// before stale ones are removed, so with promote_secondaries a NIC is never without an address
+// of a network it keeps. It returns one line per change and the addresses it added.
+func syncLinkAddrs(gw *netlink.Handle, l netlink.Link, have, want []netip.Prefix) (changes []string, added []netip.Prefix, err error) {
+	ifName := l.Attrs().Name
 	add, del := diffAddrs(want, have)
 	for _, p := range add {
 		if err := gw.AddrAdd(l, &netlink.Addr{IPNet: ipNet(p)}); err != nil {
@@ -37,6 +43,23 @@ func SyncAddresses(gw *netlink.Handle, ifName string, want []netip.Prefix) (chan
 		changes = append(changes, fmt.Sprintf("addr %s: removed %s", ifName, p))
 	}
 	return changes, added, nil
+}
+
+// addrsByLink returns the addresses of every link of the netns, both families, by ifindex, from
+// one dump: the kernel dumps every address of the netns even for one link's list, so reading
+// the NICs one by one would dump them all once per NIC.
+func addrsByLink(nh *netlink.Handle) (map[int][]netip.Prefix, error) {
+	list, err := nh.AddrList(nil, netlink.FAMILY_ALL)
+	if err != nil {
+		return nil, fmt.Errorf("listing the addresses of the gateway netns: %w", err)
+	}
+	out := map[int][]netip.Prefix{}
+	for _, a := range list {
+		if p, ok := prefixOf(a.IPNet); ok {
+			out[a.LinkIndex] = append(out[a.LinkIndex], p)
+		}
+	}
+	return out, nil
 }
 
 // linkAddrs returns the addresses of a link, both families.

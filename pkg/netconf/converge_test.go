@@ -251,3 +251,41 @@ func TestDriftRepair(t *testing.T) {
 		t.Errorf("net1 after repair: %q, changes %q", got, rep.Changes)
 	}
 }
+
+// The link sysctls: a fast converge trusts the values it last found right while their links are
+// the same, a full converge (every resync) reads them back and repairs them, and a fast converge
+// that finds a link changed (set down by hand, or deleted and recreated with the kernel's default
+// sysctls) reads them again.
+func TestSysctlDrift(t *testing.T) {
+	tp := newTopo(t)
+	g := tp.gateway()
+	tp.mustConverge(g, seedDesired(), true)
+
+	tp.exec(roleGW, "sysctl", "-qw", "net.ipv4.conf.net1.rp_filter=1")
+	rep := tp.mustConverge(g, seedDesired(), true)
+	if !hasChange(rep, "sysctl net/ipv4/conf/net1/rp_filter: 1 -> 0") || len(rep.Changes) != 1 {
+		t.Errorf("full converge after rp_filter=1 by hand: %q, want exactly its repair", rep.Changes)
+	}
+
+	tp.exec(roleGW, "sysctl", "-qw", "net.ipv4.conf.net1.rp_filter=2")
+	tp.ip(roleGW, "link", "set", "net1", "down")
+	rep = tp.mustConverge(g, seedDesired(), false)
+	if !hasChange(rep, "link net1: up") || !hasChange(rep, "sysctl net/ipv4/conf/net1/rp_filter: 2 -> 0") {
+		t.Errorf("fast converge after net1 down and rp_filter=2 by hand: %q, want net1 up and rp_filter repaired", rep.Changes)
+	}
+
+	tp.ip(roleGW, "link", "del", "vpc-sn")
+	rep = tp.mustConverge(g, seedDesired(), false)
+	if !hasChange(rep, "sysctl net/ipv4/conf/vpc-sn/promote_secondaries: 0 -> 1") {
+		t.Errorf("fast converge after vpc-sn was deleted: %q, want the recreated link's promote_secondaries set", rep.Changes)
+	}
+	for key, want := range map[string]string{"net.ipv4.conf.net1.rp_filter": "0", "net.ipv4.conf.vpc-sn.rp_filter": "0",
+		"net.ipv4.conf.vpc-sn.promote_secondaries": "1", "net.ipv4.conf.net1.promote_secondaries": "1"} {
+		if got := tp.sysctl(roleGW, key); got != want {
+			t.Errorf("%s = %s, want %s", key, got, want)
+		}
+	}
+	if rep := tp.mustConverge(g, seedDesired(), true); len(rep.Changes) != 0 {
+		t.Errorf("full converge after the repairs: %q", rep.Changes)
+	}
+}

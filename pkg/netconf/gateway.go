@@ -36,6 +36,9 @@ type Gateway struct {
 	dataplane string
 	// initialised: a converge completed, so forwarding is on.
 	initialised bool
+	// sysctls are the link sysctls last found right (sysctl.go); nil when unknown (new
+	// Gateway, new netns, after any error), which makes the next converge read them back.
+	sysctls *sysctlMemo
 	// nsID identifies the netns last converged (see netnsID): a sandbox recreated under the
 	// same path is a new, empty netns, and nothing remembered about the old one holds for it.
 	nsID uint64
@@ -106,8 +109,10 @@ func (g *Gateway) Defenses() uint64 { return g.acd.defenses.Load() }
 // or never translated though d's FIPs, port forwards or SNATs translate it), forwarding on (after a conntrack flush, only when
 // it was off), gratuitous ARP. Links, addresses, routes and rules are always
 // read back (netlink dumps cost well under a millisecond); full=true also reads the nat table
-// back (iptables-save) and repairs its drift, full=false trusts the last applied nat state. After
-// any error the next converge is full.
+// back (iptables-save), the link sysctls and ip_forward, and repairs their drift; full=false
+// trusts the last applied nat state, the sysctls last found right while their links are the
+// same (ifindex, flags), and forwarding on after a completed converge. After any error the next
+// converge is full.
 //
 // The node side is the netns of the calling OS thread: the caller locks it (ns.Do,
 // runtime.LockOSThread) when that is not the process's own netns.
@@ -122,6 +127,7 @@ func (g *Gateway) Converge(ctx context.Context, d *annotations.Desired, full boo
 	defer func() {
 		if err != nil {
 			g.forgetNAT()
+			g.sysctls = nil
 			err = fmt.Errorf("converging gateway netns %s: %w", g.nsPath, err)
 		}
 		klog.V(2).InfoS("Converged gateway netns", "netns", g.nsPath, "generation", d.Generation, "full", full,
@@ -175,7 +181,7 @@ func (g *Gateway) Converge(ctx context.Context, d *annotations.Desired, full boo
 	// mappings are not in want by construction.
 	g.pendingStale = append(stillStale(g.pendingStale, d), stale...)
 
-	added, held, nicChanged, err := g.syncInterfaces(netNS, h, d, st, primaries, change)
+	added, held, nicChanged, err := g.syncInterfaces(netNS, h, d, st, primaries, full, change)
 	if err != nil {
 		return rep, err
 	}
@@ -194,10 +200,14 @@ func (g *Gateway) Converge(ctx context.Context, d *annotations.Desired, full boo
 		return rep, err
 	}
 	g.pendingStale = nil
-	lines, err = enableForwarding(netNS, h)
-	change(lines)
-	if err != nil {
-		return rep, err
+	// Forwarding is on after any completed converge: a fast one trusts that, a full one (every
+	// resync) reads it back and repairs it.
+	if full || !g.initialised {
+		lines, err = enableForwarding(netNS, h)
+		change(lines)
+		if err != nil {
+			return rep, err
+		}
 	}
 	commitNAT()
 	g.initialised = true
@@ -229,7 +239,7 @@ func (g *Gateway) checkIdentity(netNS ns.NetNS) error {
 	}
 	if g.nsID != 0 && g.nsID != id {
 		klog.V(2).InfoS("Gateway netns was recreated: converging from scratch", "netns", g.nsPath)
-		g.last, g.nftLast, g.dataplane, g.initialised, g.pendingStale = nil, nil, "", false, nil
+		g.last, g.nftLast, g.dataplane, g.initialised, g.pendingStale, g.sysctls = nil, nil, "", false, nil, nil
 		g.acd.close() // listeners of the old netns's links
 		g.nft.Close() // a netlink socket of the old netns
 	}
@@ -297,8 +307,14 @@ func ownNICs(d *annotations.Desired) []string {
 // returns the addresses added and held per NIC, and which NICs themselves changed (recreated,
 // new MAC, brought up): all their addresses are announced again, since neighbours may hold a
 // wrong or expired entry.
+//
+// The links are read once after they are ensured and the addresses of the netns once (one dump
+// each), and conflict detection and the address sync share them. The link sysctls are read back
+// on a full converge, and on a fast one only when a link was changed (created, deleted, repaired)
+// or the values wanted or a link they are on (ifindex, flags) differ from when they were last
+// found right: between resyncs a fast converge trusts what it wrote.
 func (g *Gateway) syncInterfaces(netNS ns.NetNS, h *Handles, d *annotations.Desired, st *netState,
-	primaries map[string]bool, change func([]string)) (added, held map[string][]netip.Prefix, changed map[string]bool, err error) {
+	primaries map[string]bool, full bool, change func([]string)) (added, held map[string][]netip.Prefix, changed map[string]bool, err error) {
 	want := map[string]bool{}
 	var subnets []string
 	for _, s := range d.Subnets {
@@ -306,17 +322,19 @@ func (g *Gateway) syncInterfaces(netNS ns.NetNS, h *Handles, d *annotations.Desi
 		subnets = append(subnets, s.IfName)
 	}
 	want[extIfName(d)] = true // never prune the external NIC, whatever its name
-	lines, err := pruneSubnetNICs(h, want)
+	links, lines, err := pruneSubnetNICs(h, want)
 	change(lines)
 	if err != nil {
 		return nil, nil, nil, err
 	}
+	linksChanged := len(lines) > 0
 	lines, err = EnsureExternalNIC(h, d.External)
 	change(lines)
 	if err != nil {
 		return nil, nil, nil, err
 	}
 	changed = map[string]bool{extIfName(d): len(lines) > 0}
+	linksChanged = linksChanged || len(lines) > 0
 	for _, s := range d.Subnets {
 		lines, err := EnsureSubnetNIC(h, s)
 		change(lines)
@@ -324,13 +342,25 @@ func (g *Gateway) syncInterfaces(netNS ns.NetNS, h *Handles, d *annotations.Desi
 			return nil, nil, nil, err
 		}
 		changed[s.IfName] = changed[s.IfName] || len(lines) > 0
+		linksChanged = linksChanged || len(lines) > 0
+	}
+	if linksChanged { // the list read before pruning is out of date
+		if links, err = linksByName(h); err != nil {
+			return nil, nil, nil, err
+		}
 	}
 	ext := extIfName(d)
 	// promote_secondaries before any address is removed.
-	lines, err = syncSysctls(netNS, linkSysctls(ext, subnets, primaries))
-	change(lines)
-	if err != nil {
-		return nil, nil, nil, err
+	sysWant := linkSysctls(ext, subnets, primaries)
+	ids := linkIDsOf(links, append([]string{ext}, subnets...))
+	if full || linksChanged || !g.sysctls.holds(sysWant, ids) {
+		g.sysctls = nil
+		lines, err = syncSysctls(netNS, sysWant)
+		change(lines)
+		if err != nil {
+			return nil, nil, nil, err
+		}
+		g.sysctls = &sysctlMemo{want: sysWant, links: ids}
 	}
 	var names []string
 	for _, name := range append([]string{ext}, subnets...) {
@@ -343,8 +373,19 @@ func (g *Gateway) syncInterfaces(netNS ns.NetNS, h *Handles, d *annotations.Desi
 	if err != nil {
 		return nil, nil, nil, err
 	}
-	have, err := g.attachACD(netNS, h, names)
+	addrs, err := addrsByLink(h.Gateway)
 	if err != nil {
+		return nil, nil, nil, err
+	}
+	have := map[string][]netip.Prefix{}
+	for _, name := range names {
+		l := links[name]
+		if l == nil {
+			return nil, nil, nil, fmt.Errorf("link %s: not found in the gateway netns after it was ensured", name)
+		}
+		have[name] = addrs[l.Attrs().Index]
+	}
+	if err := g.attachACD(netNS, links, names); err != nil {
 		return nil, nil, nil, err
 	}
 	wantAddrs := map[string][]netip.Prefix{}
@@ -354,7 +395,7 @@ func (g *Gateway) syncInterfaces(netNS ns.NetNS, h *Handles, d *annotations.Desi
 	held = g.acd.claim(wantAddrs, have)
 	added = map[string][]netip.Prefix{}
 	for _, name := range names {
-		lines, addedHere, err := SyncAddresses(h.Gateway, name, held[name])
+		lines, addedHere, err := syncLinkAddrs(h.Gateway, links[name], have[name], held[name])
 		change(lines)
 		if err != nil {
 			return nil, nil, nil, err
@@ -365,29 +406,16 @@ func (g *Gateway) syncInterfaces(netNS ns.NetNS, h *Handles, d *annotations.Desi
 	return added, held, changed, nil
 }
 
-// attachACD gives every NIC of names a conflict listener on its current link and returns the
-// addresses each NIC holds now.
-func (g *Gateway) attachACD(netNS ns.NetNS, h *Handles, names []string) (map[string][]netip.Prefix, error) {
-	have := map[string][]netip.Prefix{}
-	links := map[string]netlink.Link{}
-	for _, name := range names {
-		l, err := h.Gateway.LinkByName(name)
-		if err != nil {
-			return nil, fmt.Errorf("address conflict detection: looking up %s: %w", name, err)
-		}
-		links[name] = l
-		if have[name], err = linkAddrs(h.Gateway, l); err != nil {
-			return nil, err
-		}
-	}
-	err := g.acd.attach(func(name string) (*arpLink, error) {
+// attachACD gives every NIC of names a conflict listener on its current link (links: the links
+// of the gateway netns by name, every NIC of names among them).
+func (g *Gateway) attachACD(netNS ns.NetNS, links map[string]netlink.Link, names []string) error {
+	return g.acd.attach(func(name string) (*arpLink, error) {
 		a := links[name].Attrs()
 		return openARPLink(g.acd, netNS, name, a.Index, a.HardwareAddr)
 	}, func(name string) (int, net.HardwareAddr, error) {
 		a := links[name].Attrs()
 		return a.Index, a.HardwareAddr, nil
 	}, names)
-	return have, err
 }
 
 // announce sends gratuitous ARPs for the IPv4 addresses among addrs (EIPs on the external NIC,

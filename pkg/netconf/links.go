@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"slices"
 	"strings"
 
 	"github.com/vishvananda/netlink"
@@ -93,24 +94,38 @@ func deleteLink(h *Handles, ifName string) ([]string, error) {
 }
 
 // pruneSubnetNICs deletes the subnet NICs we own (SubnetIfPrefix) that are not wanted any more.
-func pruneSubnetNICs(h *Handles, want map[string]bool) ([]string, error) {
-	links, err := h.Gateway.LinkList()
+// It returns the links of the gateway netns by name as it found them, before any deletion.
+func pruneSubnetNICs(h *Handles, want map[string]bool) (map[string]netlink.Link, []string, error) {
+	links, err := linksByName(h)
 	if err != nil {
-		return nil, fmt.Errorf("listing links of the gateway netns: %w", err)
+		return nil, nil, err
 	}
 	var changes []string
-	for _, l := range links {
-		name := l.Attrs().Name
+	for name := range links {
 		if !strings.HasPrefix(name, SubnetIfPrefix) || want[name] {
 			continue
 		}
 		c, err := DeleteSubnetNIC(h, name)
 		if err != nil {
-			return changes, err
+			return links, changes, err
 		}
 		changes = append(changes, c...)
 	}
-	return changes, nil
+	slices.Sort(changes) // map order: the report lists deletions the same way every time
+	return links, changes, nil
+}
+
+// linksByName lists the links of the gateway netns (one dump), by name.
+func linksByName(h *Handles) (map[string]netlink.Link, error) {
+	list, err := h.Gateway.LinkList()
+	if err != nil {
+		return nil, fmt.Errorf("listing links of the gateway netns: %w", err)
+	}
+	out := make(map[string]netlink.Link, len(list))
+	for _, l := range list {
+		out[l.Attrs().Name] = l
+	}
+	return out, nil
 }
 
 var macvlanModes = map[string]netlink.MacvlanMode{

@@ -4,10 +4,13 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"maps"
 	"os"
+	"slices"
 	"strings"
 
 	"github.com/containernetworking/plugins/pkg/ns"
+	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
 )
 
@@ -51,6 +54,41 @@ func linkSysctls(ext string, subnets []string, primary map[string]bool) []sysctl
 		}
 	}
 	return out
+}
+
+// sysctlMemo is what a Gateway remembers of its link sysctls: the values last found right (read
+// back, or written by this process) and the identity of the links they were read on.
+type sysctlMemo struct {
+	want  []sysctl
+	links map[string]linkID
+}
+
+// linkID identifies a link as it was when its sysctls were read: a link recreated under the same
+// name has a new ifindex (and fresh per-link sysctls), and one set down or changed by hand
+// shows in its flags.
+type linkID struct {
+	index int
+	flags uint32
+}
+
+// linkIDsOf are the identities of the links of names (the zero linkID for a link that does not
+// exist: a primary NIC not created yet).
+func linkIDsOf(links map[string]netlink.Link, names []string) map[string]linkID {
+	out := make(map[string]linkID, len(names))
+	for _, name := range names {
+		if l := links[name]; l != nil {
+			out[name] = linkID{index: l.Attrs().Index, flags: l.Attrs().RawFlags}
+		} else {
+			out[name] = linkID{}
+		}
+	}
+	return out
+}
+
+// holds reports whether m (nil: nothing known) vouches for want on links ids: the same values
+// on the same links, unchanged since they were last found right.
+func (m *sysctlMemo) holds(want []sysctl, ids map[string]linkID) bool {
+	return m != nil && slices.Equal(m.want, want) && maps.Equal(m.links, ids)
 }
 
 // syncSysctls writes the values that differ, inside the gateway netns. /proc/sys/net shows the
