@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"runtime"
 	"slices"
 	"sync"
 	"time"
@@ -145,15 +146,19 @@ func (g *Gateway) Converge(ctx context.Context, d *annotations.Desired, full boo
 		return rep, fmt.Errorf("opening the netns: %w", err)
 	}
 	defer netNS.Close()
-	if err := g.checkIdentity(netNS); err != nil {
-		return rep, err
-	}
-	full = full || !g.natKnown(d)
-	rep.Full = full
-	h, err := NewHandles(netns.NsHandle(netNS.Fd()))
+	id, gw, err := enterGateway(netNS)
 	if err != nil {
 		return rep, err
 	}
+	g.checkIdentity(id)
+	full = full || !g.natKnown(d)
+	rep.Full = full
+	host, err := netlink.NewHandle(unix.NETLINK_ROUTE)
+	if err != nil {
+		gw.Close()
+		return rep, fmt.Errorf("netlink socket in the node netns: %w", err)
+	}
+	h := &Handles{Host: host, Gateway: gw, GatewayNS: netns.NsHandle(netNS.Fd())}
 	defer h.Close()
 
 	st, primaries, err := g.plan(h, d)
@@ -230,13 +235,9 @@ func (g *Gateway) Converge(ctx context.Context, d *annotations.Desired, full boo
 	return rep, nil
 }
 
-// checkIdentity forgets everything remembered when the netns at nsPath is not the one last
-// converged, so the converge becomes a full init.
-func (g *Gateway) checkIdentity(netNS ns.NetNS) error {
-	id, err := netnsID(netNS)
-	if err != nil {
-		return err
-	}
+// checkIdentity forgets everything remembered when the netns at nsPath (identified by id, see
+// enterGateway) is not the one last converged, so the converge becomes a full init.
+func (g *Gateway) checkIdentity(id uint64) {
 	if g.nsID != 0 && g.nsID != id {
 		klog.V(2).InfoS("Gateway netns was recreated: converging from scratch", "netns", g.nsPath)
 		g.last, g.nftLast, g.dataplane, g.initialised, g.pendingStale, g.sysctls = nil, nil, "", false, nil, nil
@@ -244,31 +245,63 @@ func (g *Gateway) checkIdentity(netNS ns.NetNS) error {
 		g.nft.Close() // a netlink socket of the old netns
 	}
 	g.nsID = id
-	return nil
 }
 
-// netnsID is the netns cookie (SO_NETNS_COOKIE, Linux 5.14+): 64 bits, never reused while the
-// system runs. The nsfs inode number is only the fallback for older kernels: it is reused once
-// a netns is freed, and a recreated sandbox may well get the number of the one it replaces.
-func netnsID(netNS ns.NetNS) (uint64, error) {
-	var cookie uint64
-	err := netNS.Do(func(ns.NetNS) error {
-		fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
-		if err != nil {
-			return err
+// enterGateway identifies the gateway netns and opens a route netlink socket in it, in one
+// switch of the calling thread into it and back (a thread switch costs more than both).
+//
+// The identity is the netns cookie (SO_NETNS_COOKIE, Linux 5.14+): 64 bits, never reused while
+// the system runs. The nsfs inode number is only the fallback for older kernels: it is reused
+// once a netns is freed, and a recreated sandbox may well get the number of the one it replaces.
+func enterGateway(netNS ns.NetNS) (id uint64, gw *netlink.Handle, err error) {
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread() // the caller's own lock, if any, still holds
+	orig, err := netns.Get()
+	if err != nil {
+		return 0, nil, fmt.Errorf("opening the calling thread's netns: %w", err)
+	}
+	defer orig.Close()
+	if err := netns.Set(netns.NsHandle(netNS.Fd())); err != nil {
+		return 0, nil, fmt.Errorf("entering the gateway netns: %w", err)
+	}
+	id = socketNetnsCookie()
+	gw, err = netlink.NewHandle(unix.NETLINK_ROUTE)
+	if serr := netns.Set(orig); serr != nil {
+		// Not back in the node's netns: this thread must never run anything else. Keep it
+		// locked (one more lock than the deferred unlock undoes) so the runtime discards it
+		// when the goroutine ends, and fail the converge.
+		runtime.LockOSThread()
+		if gw != nil {
+			gw.Close()
 		}
-		defer unix.Close(fd)
-		cookie, err = unix.GetsockoptUint64(fd, unix.SOL_SOCKET, unix.SO_NETNS_COOKIE)
-		return err
-	})
-	if err == nil && cookie != 0 {
-		return cookie, nil
+		return 0, nil, fmt.Errorf("returning from the gateway netns to the node's: %w", serr)
 	}
-	var st unix.Stat_t
-	if err := unix.Fstat(int(netNS.Fd()), &st); err != nil {
-		return 0, fmt.Errorf("identifying the netns: %w", err)
+	if err != nil {
+		return 0, nil, fmt.Errorf("netlink socket in the gateway netns: %w", err)
 	}
-	return st.Ino, nil
+	if id == 0 {
+		var st unix.Stat_t
+		if err := unix.Fstat(int(netNS.Fd()), &st); err != nil {
+			gw.Close()
+			return 0, nil, fmt.Errorf("identifying the netns: %w", err)
+		}
+		id = st.Ino
+	}
+	return id, gw, nil
+}
+
+// socketNetnsCookie is the cookie of the calling thread's netns, 0 when the kernel has none.
+func socketNetnsCookie() uint64 {
+	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return 0
+	}
+	defer unix.Close(fd)
+	cookie, err := unix.GetsockoptUint64(fd, unix.SOL_SOCKET, unix.SO_NETNS_COOKIE)
+	if err != nil {
+		return 0
+	}
+	return cookie
 }
 
 // plan computes the desired addresses, routes and rules (pure, before any change), with the
