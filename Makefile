@@ -177,8 +177,8 @@ e2e-failover: cluster-setup
 
 # The same failures FAILOVER_TRIALS times each (pod deleted, external NIC cut, node powered off,
 # in turn) on one cluster: min / median / max of the UDP loss window per kind, the TCP flows that
-# survived each trial, no EIP answered by two MACs after the detection window. About 40 s a
-# trial; not part of `make test`.
+# survived each trial, no EIP answered by two MACs after the detection window. About 25 minutes
+# for 20 trials per kind (most of a power-off trial waits for the status); not in `make test`.
 FAILOVER_TRIALS ?= 20
 .PHONY: soak-failover
 soak-failover: cluster-setup
