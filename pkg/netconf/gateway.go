@@ -146,20 +146,22 @@ func (g *Gateway) Converge(ctx context.Context, d *annotations.Desired, full boo
 		return rep, fmt.Errorf("opening the netns: %w", err)
 	}
 	defer netNS.Close()
-	id, gw, err := enterGateway(netNS)
+	socks, err := enterGateway(netNS)
 	if err != nil {
 		return rep, err
 	}
-	g.checkIdentity(id)
+	g.checkIdentity(socks.id)
 	full = full || !g.natKnown(d)
 	rep.Full = full
 	host, err := netlink.NewHandle(unix.NETLINK_ROUTE)
 	if err != nil {
-		gw.Close()
+		socks.close()
 		return rep, fmt.Errorf("netlink socket in the node netns: %w", err)
 	}
-	h := &Handles{Host: host, Gateway: gw, GatewayNS: netns.NsHandle(netNS.Fd())}
+	h := &Handles{Host: host, Gateway: socks.gw, GatewayNS: netns.NsHandle(netNS.Fd())}
 	defer h.Close()
+	socks.gw = nil // h closes it
+	defer socks.close()
 
 	st, primaries, err := g.plan(h, d)
 	if err != nil {
@@ -186,7 +188,7 @@ func (g *Gateway) Converge(ctx context.Context, d *annotations.Desired, full boo
 	// mappings are not in want by construction.
 	g.pendingStale = append(stillStale(g.pendingStale, d), stale...)
 
-	added, held, nicChanged, err := g.syncInterfaces(netNS, h, d, st, primaries, full, change)
+	added, held, nicChanged, err := g.syncInterfaces(netNS, h, socks.addrFD, d, st, primaries, full, change)
 	if err != nil {
 		return rep, err
 	}
@@ -247,47 +249,72 @@ func (g *Gateway) checkIdentity(id uint64) {
 	g.nsID = id
 }
 
-// enterGateway identifies the gateway netns and opens a route netlink socket in it, in one
-// switch of the calling thread into it and back (a thread switch costs more than both).
+// gatewaySockets are what a converge opens inside the gateway netns: its identity, the route
+// netlink handle, and a raw route netlink socket the address dump reads (addrsByLink).
+type gatewaySockets struct {
+	id     uint64
+	gw     *netlink.Handle
+	addrFD int
+}
+
+// enterGateway identifies the gateway netns and opens the route netlink sockets in it, in one
+// switch of the calling thread into it and back (a thread switch costs more than all of them).
 //
 // The identity is the netns cookie (SO_NETNS_COOKIE, Linux 5.14+): 64 bits, never reused while
 // the system runs. The nsfs inode number is only the fallback for older kernels: it is reused
 // once a netns is freed, and a recreated sandbox may well get the number of the one it replaces.
-func enterGateway(netNS ns.NetNS) (id uint64, gw *netlink.Handle, err error) {
+func enterGateway(netNS ns.NetNS) (s gatewaySockets, err error) {
+	s.addrFD = -1
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread() // the caller's own lock, if any, still holds
 	orig, err := netns.Get()
 	if err != nil {
-		return 0, nil, fmt.Errorf("opening the calling thread's netns: %w", err)
+		return s, fmt.Errorf("opening the calling thread's netns: %w", err)
 	}
 	defer orig.Close()
 	if err := netns.Set(netns.NsHandle(netNS.Fd())); err != nil {
-		return 0, nil, fmt.Errorf("entering the gateway netns: %w", err)
+		return s, fmt.Errorf("entering the gateway netns: %w", err)
 	}
-	id = socketNetnsCookie()
-	gw, err = netlink.NewHandle(unix.NETLINK_ROUTE)
+	s.id = socketNetnsCookie()
+	s.gw, err = netlink.NewHandle(unix.NETLINK_ROUTE)
+	if err == nil {
+		if s.addrFD, err = unix.Socket(unix.AF_NETLINK, unix.SOCK_RAW|unix.SOCK_CLOEXEC, unix.NETLINK_ROUTE); err != nil {
+			s.addrFD = -1
+		}
+	}
 	if serr := netns.Set(orig); serr != nil {
 		// Not back in the node's netns: this thread must never run anything else. Keep it
 		// locked (one more lock than the deferred unlock undoes) so the runtime discards it
 		// when the goroutine ends, and fail the converge.
 		runtime.LockOSThread()
-		if gw != nil {
-			gw.Close()
-		}
-		return 0, nil, fmt.Errorf("returning from the gateway netns to the node's: %w", serr)
+		s.close()
+		return gatewaySockets{addrFD: -1}, fmt.Errorf("returning from the gateway netns to the node's: %w", serr)
 	}
 	if err != nil {
-		return 0, nil, fmt.Errorf("netlink socket in the gateway netns: %w", err)
+		s.close()
+		return gatewaySockets{addrFD: -1}, fmt.Errorf("netlink socket in the gateway netns: %w", err)
 	}
-	if id == 0 {
+	if s.id == 0 {
 		var st unix.Stat_t
 		if err := unix.Fstat(int(netNS.Fd()), &st); err != nil {
-			gw.Close()
-			return 0, nil, fmt.Errorf("identifying the netns: %w", err)
+			s.close()
+			return gatewaySockets{addrFD: -1}, fmt.Errorf("identifying the netns: %w", err)
 		}
-		id = st.Ino
+		s.id = st.Ino
 	}
-	return id, gw, nil
+	return s, nil
+}
+
+// close closes the raw socket, and the handle when it is not handed over to Handles.
+func (s *gatewaySockets) close() {
+	if s.gw != nil {
+		s.gw.Close()
+		s.gw = nil
+	}
+	if s.addrFD >= 0 {
+		unix.Close(s.addrFD)
+		s.addrFD = -1
+	}
 }
 
 // socketNetnsCookie is the cookie of the calling thread's netns, 0 when the kernel has none.
@@ -346,7 +373,7 @@ func ownNICs(d *annotations.Desired) []string {
 // on a full converge, and on a fast one only when a link was changed (created, deleted, repaired)
 // or the values wanted or a link they are on (ifindex, flags) differ from when they were last
 // found right: between resyncs a fast converge trusts what it wrote.
-func (g *Gateway) syncInterfaces(netNS ns.NetNS, h *Handles, d *annotations.Desired, st *netState,
+func (g *Gateway) syncInterfaces(netNS ns.NetNS, h *Handles, addrFD int, d *annotations.Desired, st *netState,
 	primaries map[string]bool, full bool, change func([]string)) (added, held map[string][]netip.Prefix, changed map[string]bool, err error) {
 	want := map[string]bool{}
 	var subnets []string
@@ -406,7 +433,7 @@ func (g *Gateway) syncInterfaces(netNS ns.NetNS, h *Handles, d *annotations.Desi
 	if err != nil {
 		return nil, nil, nil, err
 	}
-	addrs, err := addrsByLink(h.Gateway)
+	addrs, err := addrsByLink(addrFD)
 	if err != nil {
 		return nil, nil, nil, err
 	}
