@@ -180,6 +180,11 @@ type Applied struct {
 	// failover agent set it on the NICs (docs/ha.md); absent for a single gateway. Added like
 	// Conflicts: absent, a report reads the same to an older controller.
 	Role string `json:"role,omitempty"`
+	// Term is the election term the failover agent marked with the role (the NIC's alias,
+	// "vpcnat-ha active 3"); absent for a single gateway. Of two replicas reported active (the
+	// old one's report not yet replaced: its node died with it), the later term is the active
+	// one. Added like Role.
+	Term uint64 `json:"term,omitempty"`
 }
 
 // Marshal encodes a document canonically (Go's encoding/json is deterministic for structs).

@@ -22,6 +22,7 @@ const ReasonFailover = "Failover"
 type replicaView struct {
 	pod   *corev1.Pod
 	role  string
+	term  uint64
 	ready bool
 }
 
@@ -33,7 +34,7 @@ func replicaViews(pods []*corev1.Pod) []replicaView {
 		v := replicaView{pod: p, ready: p.Spec.NodeName != "" && podReady(p)}
 		if s, ok := p.Annotations[annotations.AppliedKey]; ok {
 			if a, err := annotations.ParseApplied(s); err == nil {
-				v.role = a.Role
+				v.role, v.term = a.Role, a.Term
 			}
 		}
 		out = append(out, v)
@@ -41,15 +42,24 @@ func replicaViews(pods []*corev1.Pod) []replicaView {
 	return out
 }
 
-// activeReplica is the pod of the ready replica reported active, nil when none is. Two (a
-// partition healing, for at most a heartbeat interval) show the newest.
+// activeReplica is the pod of the ready replica reported active with the latest election term,
+// nil when none is reported active. Two are reported active after a takeover whose old active
+// replica cannot report any more (its node died with its daemon, and its pod stays Ready until
+// the node is NotReady, ~40 s), or while a partition heals (at most a heartbeat interval): the
+// later term is the one that answers (docs/ha.md, election rule 5). Equal terms (reports of
+// daemons that predate the term): the newest pod (views are newest first).
 func activeReplica(views []replicaView) *corev1.Pod {
-	for _, v := range views {
-		if v.ready && v.role == annotations.RoleActive {
-			return v.pod
+	var best *replicaView
+	for i := range views {
+		v := &views[i]
+		if v.ready && v.role == annotations.RoleActive && (best == nil || v.term > best.term) {
+			best = v
 		}
 	}
-	return nil
+	if best == nil {
+		return nil
+	}
+	return best.pod
 }
 
 // setReplicaStatus fills activeNode and standbysReady of a replicated gateway (both empty for

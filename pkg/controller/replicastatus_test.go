@@ -87,3 +87,32 @@ func TestFailoverEvent(t *testing.T) {
 		t.Fatalf("Event %q", e)
 	}
 }
+
+// TestActiveReplicaLatestTerm: of two replicas reported active (the old active replica's node died
+// with its daemon, so its report and its Ready condition linger), the one with the later term is
+// the active one, whichever pod is newer; equal terms show the newest.
+func TestActiveReplicaLatestTerm(t *testing.T) {
+	withTerm := func(p *corev1.Pod, term uint64) *corev1.Pod {
+		s, err := annotations.Marshal(&annotations.Applied{Version: annotations.Version, Generation: 1, Hash: "h",
+			Time: "2026-01-01T00:00:00Z", Role: annotations.RoleActive, Term: term})
+		if err != nil {
+			t.Fatal(err)
+		}
+		p.Annotations[annotations.AppliedKey] = s
+		return p
+	}
+	// Views are newest first: "new" was created after "old".
+	newer := withTerm(replicaPod(t, "new", "node-new", "", true), 3)
+	older := withTerm(replicaPod(t, "old", "node-old", "", true), 4)
+	if p := activeReplica(replicaViews([]*corev1.Pod{newer, older})); p == nil || p.Name != "old" {
+		t.Fatalf("active replica %v, want the later term's pod old", p)
+	}
+	older = withTerm(replicaPod(t, "old", "node-old", "", true), 2)
+	if p := activeReplica(replicaViews([]*corev1.Pod{newer, older})); p == nil || p.Name != "new" {
+		t.Fatalf("active replica %v, want the later term's pod new", p)
+	}
+	older = withTerm(replicaPod(t, "old", "node-old", "", true), 3)
+	if p := activeReplica(replicaViews([]*corev1.Pod{newer, older})); p == nil || p.Name != "new" {
+		t.Fatalf("equal terms: active replica %v, want the newest pod", p)
+	}
+}

@@ -2,6 +2,7 @@ package netconf
 
 import (
 	"fmt"
+	"strconv"
 	"strings"
 
 	"github.com/containernetworking/plugins/pkg/ns"
@@ -52,25 +53,40 @@ func claimsAddress(payload []byte) bool {
 // ReplicaRole is the role of this replica of a replicated gateway, as the failover agent set it
 // on the external NIC: annotations.RoleActive (it answers ARP) or RoleStandby (IFF_NOARP); ""
 // when no agent manages the NIC (a single gateway) or the NIC cannot be read.
-func (g *Gateway) ReplicaRole() string {
+func (g *Gateway) ReplicaRole() (string, uint64) {
 	netNS, err := ns.GetNS(g.nsPath)
 	if err != nil {
-		return ""
+		return "", 0
 	}
 	defer netNS.Close()
 	h, err := netlink.NewHandleAt(netns.NsHandle(netNS.Fd()))
 	if err != nil {
-		return ""
+		return "", 0
 	}
 	defer h.Close()
 	l, err := h.LinkByName(annotations.ExternalIfName)
 	if err != nil || !strings.HasPrefix(l.Attrs().Alias, annotations.ReplicaAliasPrefix) {
-		return ""
+		return "", 0
 	}
+	term := aliasTerm(l.Attrs().Alias)
 	if l.Attrs().RawFlags&unix.IFF_NOARP != 0 {
-		return annotations.RoleStandby
+		return annotations.RoleStandby, term
 	}
-	return annotations.RoleActive
+	return annotations.RoleActive, term
+}
+
+// aliasTerm is the term in an agent's NIC alias ("vpcnat-ha active 3" -> 3); 0 when the alias
+// carries none that parses.
+func aliasTerm(alias string) uint64 {
+	f := strings.Fields(strings.TrimPrefix(alias, annotations.ReplicaAliasPrefix))
+	if len(f) != 2 {
+		return 0
+	}
+	t, err := strconv.ParseUint(f[1], 10, 64)
+	if err != nil {
+		return 0
+	}
+	return t
 }
 
 // noteSilence records whether NIC name is silent now and says whether that changed since the

@@ -69,12 +69,12 @@ func TestReplicaRoleReported(t *testing.T) {
 	g := tp.gateway()
 	notes := notifications(g)
 	tp.mustConverge(g, seedDesired(), true)
-	if r := g.ReplicaRole(); r != "" {
-		t.Fatalf("a single gateway's role: %q, want none", r)
+	if r, term := g.ReplicaRole(); r != "" || term != 0 {
+		t.Fatalf("a single gateway's role: %q term %d, want none", r, term)
 	}
 	tp.ip(roleGW, "link", "set", "net1", "alias", annotations.ReplicaAliasPrefix+"active 1")
-	if r := g.ReplicaRole(); r != annotations.RoleActive {
-		t.Fatalf("role with ARP on: %q, want %q", r, annotations.RoleActive)
+	if r, term := g.ReplicaRole(); r != annotations.RoleActive || term != 1 {
+		t.Fatalf("role with ARP on: %q term %d, want %q term 1", r, term, annotations.RoleActive)
 	}
 	// A frame while active, then the agent silences the NIC, then another frame.
 	tp.sendGARPs(roleActive, "eth0", "192.168.0.200", 1, 0)
@@ -87,8 +87,8 @@ func TestReplicaRoleReported(t *testing.T) {
 	if !waitNotify(t, notes, false) {
 		t.Fatal("no report asked for after the replica became a standby")
 	}
-	if r := g.ReplicaRole(); r != annotations.RoleStandby {
-		t.Fatalf("role with NOARP: %q, want %q", r, annotations.RoleStandby)
+	if r, term := g.ReplicaRole(); r != annotations.RoleStandby || term != 2 {
+		t.Fatalf("role with NOARP: %q term %d, want %q term 2", r, term, annotations.RoleStandby)
 	}
 }
 

@@ -10,7 +10,7 @@ import (
 // netns (*netconf.Gateway does; docs/ha.md): the failover agent in the pod decides the role, the
 // daemon only reports it, so the controller can show the active replica's node.
 type replicaRoler interface {
-	ReplicaRole() string
+	ReplicaRole() (role string, term uint64)
 }
 
 // roleRecheck is how often the daemon reads a replicated gateway's role again between other
@@ -30,11 +30,11 @@ func roleRecheckOf(d *annotations.Desired) time.Duration {
 	return 0
 }
 
-// addRole puts the replica's role into the report want ("" for a single gateway, or while the
-// gateway has no converger).
+// addRole puts the replica's role and its term into the report want ("" and 0 for a single
+// gateway, or while the gateway has no converger).
 func addRole(g *gateway, want *annotations.Applied) {
-	want.Role = ""
+	want.Role, want.Term = "", 0
 	if r, ok := g.conv.(replicaRoler); ok {
-		want.Role = r.ReplicaRole()
+		want.Role, want.Term = r.ReplicaRole()
 	}
 }

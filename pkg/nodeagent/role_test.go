@@ -11,11 +11,15 @@ import (
 // has no agent (a single gateway).
 var fakeRoles sync.Map
 
-// ReplicaRole reads the netns's role as *netconf.Gateway reads the external NIC's ARP flag.
-func (c *fakeConverger) ReplicaRole() string {
+// ReplicaRole reads the netns's role as *netconf.Gateway reads the external NIC's ARP flag (the
+// term is always 1 here).
+func (c *fakeConverger) ReplicaRole() (string, uint64) {
 	r, _ := fakeRoles.Load(c.path)
 	s, _ := r.(string)
-	return s
+	if s == "" {
+		return "", 0
+	}
+	return s, 1
 }
 
 func replicatedValue(gw string, gen int64) string {
