@@ -47,9 +47,9 @@ func TestPrimarySubnetOfReplicated(t *testing.T) {
 		s      *v1.Subnet
 		refuse bool
 	}{
-		{sub("sn-1", "vpc-a", "203.0.113.0/24", nil, 0), false},                                 // the Vpc's gateway runs one replica
+		{sub("sn-1", "vpc-a", "203.0.113.0/24", nil, 0), false},                                  // the Vpc's gateway runs one replica
 		{sub("sn-2", "vpc-b", "203.0.113.0/24", &v1.SubnetAttachment{Master: "eth9"}, 0), false}, // attached by master
-		{sub("sn-3", "vpc-c", "203.0.113.0/24", nil, 0), false},                                 // no gateway in that Vpc
+		{sub("sn-3", "vpc-c", "203.0.113.0/24", nil, 0), false},                                  // no gateway in that Vpc
 		{sub("sn-4", "vpc-b", "203.0.113.0/24", nil, 0), true},
 	}
 	for _, c := range cases {

@@ -13,7 +13,7 @@ func TestReplicaMACs(t *testing.T) {
 	doc := func(replicas int) *annotations.Desired {
 		return &annotations.Desired{Replicas: replicas,
 			External: annotations.ExternalNIC{MAC: plan.ExternalMAC("gw1")},
-			Subnets: []annotations.SubnetNIC{{MAC: plan.SubnetMAC("gw1", "sn")}, {MAC: ""}}}
+			Subnets:  []annotations.SubnetNIC{{MAC: plan.SubnetMAC("gw1", "sn")}, {MAC: ""}}}
 	}
 	single := doc(0)
 	withReplicaMACs(single, "pod-a")

@@ -5,7 +5,6 @@ import (
 	"net"
 	"strings"
 
-
 	"github.com/vpcnat/vpcnat/pkg/annotations"
 	"github.com/vpcnat/vpcnat/pkg/netconf"
 )
