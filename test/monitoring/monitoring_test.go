@@ -34,6 +34,7 @@ import (
 	"github.com/vpcnat/vpcnat/pkg/admission"
 	"github.com/vpcnat/vpcnat/pkg/controller"
 	"github.com/vpcnat/vpcnat/pkg/controller/kubeovn"
+	"github.com/vpcnat/vpcnat/pkg/ctsync"
 	"github.com/vpcnat/vpcnat/pkg/ha"
 	"github.com/vpcnat/vpcnat/pkg/nodeagent"
 )
@@ -108,6 +109,8 @@ func registeredNames(t *testing.T) map[string]bool {
 	admission.NewWebhook(nil, func() bool { return false }, rec)
 	// The failover agent of replicated gateways (cmd/vpcnat-keepalive) serves this registry.
 	rec.MustRegister(ha.Registry)
+	// ... and, beside it, the conntrack replication's.
+	rec.MustRegister(ctsync.Registry)
 
 	names := map[string]bool{"up": true}
 	for n := range rec.names {
