@@ -80,6 +80,10 @@ type Agent struct {
 	announce []time.Time
 	metrics  *metrics
 	healthy  bool // as last decided, for the log
+	// epoch is the clock of the heartbeats' stamps (Heartbeat.Stamp: time since epoch), and
+	// self this replica's EchoPeer, to find the echoes of its own stamps.
+	epoch time.Time
+	self  uint32
 }
 
 type nic struct {
@@ -91,6 +95,36 @@ type nic struct {
 	stop   chan struct{}
 	wg     sync.WaitGroup
 	silent bool // IFF_NOARP as last set or read
+	// heard: each peer's last stamped heartbeat on this NIC (its stamp, when it arrived), echoed
+	// back to the peers in turn (next), for their round-trip times.
+	heard map[string]heardStamp
+	next  int
+}
+
+type heardStamp struct {
+	stamp uint64
+	at    time.Time
+}
+
+// echo picks the peer whose heartbeat this NIC's next one answers: the peers heard within the
+// dead time in turn, by name. The zero Echo when none was.
+func (n *nic) echo(now time.Time, dead time.Duration) Echo {
+	var peers []string
+	for p, h := range n.heard {
+		if now.Sub(h.at) <= dead {
+			peers = append(peers, p)
+		} else {
+			delete(n.heard, p)
+		}
+	}
+	if len(peers) == 0 {
+		return Echo{}
+	}
+	slices.Sort(peers)
+	p := peers[n.next%len(peers)]
+	n.next++
+	h := n.heard[p]
+	return Echo{Peer: EchoPeer(p), Stamp: h.stamp, Held: uint64(max(now.Sub(h.at), 0))}
 }
 
 type frame struct {
@@ -114,7 +148,7 @@ func NewAgent(cfg Config) (*Agent, error) {
 		return nil, fmt.Errorf("agent: netlink: %w", err)
 	}
 	return &Agent{cfg: cfg, nl: nl, nics: map[string]*nic{}, frames: make(chan frame, 256),
-		replies: map[netip.Addr]time.Time{}, metrics: newMetrics()}, nil
+		replies: map[netip.Addr]time.Time{}, metrics: newMetrics(), epoch: time.Now(), self: EchoPeer(cfg.Replica)}, nil
 }
 
 // Run elects and holds the role until ctx ends; then it silences the NICs (a graceful exit,
@@ -161,6 +195,7 @@ func (a *Agent) Run(ctx context.Context) error {
 func (a *Agent) receive(f frame) {
 	if f.hb != nil {
 		a.metrics.heartbeats.WithLabelValues(f.nic).Inc()
+		a.roundTrip(f)
 		if !slices.ContainsFunc(a.elector.Peers(f.at), func(p Heartbeat) bool { return p.Replica == f.hb.Replica }) {
 			klog.V(2).InfoS("Hearing replica", "gateway", a.cfg.Gateway, "replica", a.cfg.Replica, "peer", f.hb.Replica,
 				"interface", f.nic, "active", f.hb.Active, "term", f.hb.Term)
@@ -170,6 +205,30 @@ func (a *Agent) receive(f frame) {
 	}
 	if _, known := a.replies[f.arp]; known && f.arp.IsValid() {
 		a.replies[f.arp] = f.at
+	}
+}
+
+// roundTrip keeps a peer's stamp for the echo, and observes the round trip of this replica's
+// own stamp when the peer's heartbeat echoes it (the peer's hold time taken off): the heartbeat
+// path's latency both ways, per NIC.
+func (a *Agent) roundTrip(f frame) {
+	n := a.nics[f.nic]
+	if n == nil {
+		return
+	}
+	if f.hb.Stamp != 0 {
+		if n.heard == nil {
+			n.heard = map[string]heardStamp{}
+		}
+		n.heard[f.hb.Replica] = heardStamp{stamp: f.hb.Stamp, at: f.at}
+	}
+	e := f.hb.Echo
+	if e.Peer != a.self || e.Stamp == 0 {
+		return
+	}
+	rtt := f.at.Sub(a.epoch) - time.Duration(e.Stamp-1) - time.Duration(e.Held)
+	if rtt >= 0 && rtt < 10*time.Second {
+		a.metrics.rtt.WithLabelValues(f.nic).Observe(rtt.Seconds())
 	}
 }
 
@@ -283,13 +342,16 @@ func (a *Agent) leave() {
 }
 
 func (a *Agent) sendHeartbeat(hb Heartbeat) {
-	b, err := hb.Marshal()
-	if err != nil {
-		return
-	}
 	for _, n := range a.nics {
 		if !a.mayTalk(n.mac) {
 			continue
+		}
+		now := time.Now()
+		hb.Stamp = uint64(max(now.Sub(a.epoch), 0)) + 1 // never 0: 0 is no stamp
+		hb.Echo = n.echo(now, a.cfg.Timing.DeadAfter)
+		b, err := hb.Marshal()
+		if err != nil {
+			return
 		}
 		if err := n.hb.send(heartbeatGroup, b); err == nil {
 			a.metrics.sent.WithLabelValues(n.name).Inc()

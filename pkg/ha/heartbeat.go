@@ -45,14 +45,44 @@ type Heartbeat struct {
 	// (the primary CNI's, the one address replicas do not share) and port. Invalid when the
 	// sender does not replicate conntrack.
 	Sync netip.AddrPort
+	// Stamp is the sender's clock when it sent the frame (nanoseconds on a clock of its own:
+	// only the sender reads its stamps back); 0 when absent.
+	Stamp uint64
+	// Echo returns one peer's last heartbeat heard on this NIC, for that peer's round-trip
+	// time; the zero Echo is none.
+	Echo Echo
+}
+
+// Echo is a heartbeat's answer to one peer's earlier heartbeat: the peer (EchoPeer of its
+// replica name), the Stamp it sent, and how long the sender held it before this frame left.
+// The peer's round trip is its clock now minus Stamp minus Held. A replica with several peers
+// echoes them in turn, one per heartbeat.
+type Echo struct {
+	Peer  uint32
+	Stamp uint64
+	Held  uint64
+}
+
+// EchoPeer names a replica in an Echo: FNV-1a of its name (a frame stays short with long pod
+// names; a collision only makes a peer read another's echo as its own, in a replica set of at
+// most five).
+func EchoPeer(replica string) uint32 {
+	h := uint32(2166136261)
+	for i := 0; i < len(replica); i++ {
+		h ^= uint32(replica[i])
+		h *= 16777619
+	}
+	return h
 }
 
 // Optional fields follow the replica name as type, length, value; type 0 ends them (Ethernet
 // pads short frames with zeros). A version-1 agent that predates a field ignores it, as it
 // ignores padding, so fields are added without a version change.
 const (
-	fieldEnd  = 0
-	fieldSync = 1 // the Sync address: 4 or 16 address bytes, then the port
+	fieldEnd   = 0
+	fieldSync  = 1 // the Sync address: 4 or 16 address bytes, then the port
+	fieldStamp = 2 // Stamp: 8 bytes
+	fieldEcho  = 3 // Echo: peer (4 bytes), stamp (8), held (8)
 )
 
 // Marshal encodes h (without the Ethernet header, which the packet socket adds).
@@ -80,6 +110,16 @@ func (h Heartbeat) Marshal() ([]byte, error) {
 		b = append(b, fieldSync, byte(len(a)+2))
 		b = append(b, a...)
 		b = binary.BigEndian.AppendUint16(b, h.Sync.Port())
+	}
+	if h.Stamp != 0 {
+		b = append(b, fieldStamp, 8)
+		b = binary.BigEndian.AppendUint64(b, h.Stamp)
+	}
+	if h.Echo != (Echo{}) {
+		b = append(b, fieldEcho, 20)
+		b = binary.BigEndian.AppendUint32(b, h.Echo.Peer)
+		b = binary.BigEndian.AppendUint64(b, h.Echo.Stamp)
+		b = binary.BigEndian.AppendUint64(b, h.Echo.Held)
 	}
 	return b, nil
 }
@@ -114,7 +154,21 @@ func ParseHeartbeat(b []byte) (Heartbeat, error) {
 		}
 		typ, val := rest[0], rest[2:2+int(rest[1])]
 		rest = rest[2+len(val):]
-		if typ != fieldSync {
+		switch typ {
+		case fieldStamp:
+			if len(val) != 8 {
+				return Heartbeat{}, fmt.Errorf("heartbeat: stamp of %d bytes", len(val))
+			}
+			h.Stamp = binary.BigEndian.Uint64(val)
+			continue
+		case fieldEcho:
+			if len(val) != 20 {
+				return Heartbeat{}, fmt.Errorf("heartbeat: echo of %d bytes", len(val))
+			}
+			h.Echo = Echo{Peer: binary.BigEndian.Uint32(val), Stamp: binary.BigEndian.Uint64(val[4:]), Held: binary.BigEndian.Uint64(val[12:])}
+			continue
+		case fieldSync:
+		default:
 			continue // a later version's field
 		}
 		if len(val) != 6 && len(val) != 18 {

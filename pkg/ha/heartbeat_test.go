@@ -13,6 +13,9 @@ func TestHeartbeatRoundTrip(t *testing.T) {
 		{Gateway: strings.Repeat("g", 255), Replica: strings.Repeat("r", 255), Healthy: true},
 		{Gateway: "gw1", Replica: "r1", Active: true, Sync: netip.MustParseAddrPort("10.16.0.7:9540")},
 		{Gateway: "gw1", Replica: "r2", Sync: netip.MustParseAddrPort("[2001:db8::7]:9540")},
+		{Gateway: "gw1", Replica: "r2", Stamp: 12345678901},
+		{Gateway: "gw1", Replica: "r1", Active: true, Sync: netip.MustParseAddrPort("10.16.0.7:9540"), Stamp: 1,
+			Echo: Echo{Peer: EchoPeer("r2"), Stamp: 1 << 63, Held: 250_000}},
 	} {
 		b, err := h.Marshal()
 		if err != nil {
@@ -42,6 +45,8 @@ func TestHeartbeatRefused(t *testing.T) {
 		"no replica":     good[:15+1+3],
 		"truncated sync": append(append([]byte{}, good...), fieldSync, 6, 10, 0, 0),
 		"short sync":     append(append([]byte{}, good...), fieldSync, 3, 10, 0, 0),
+		"short stamp":    append(append([]byte{}, good...), fieldStamp, 4, 0, 0, 0, 1),
+		"short echo":     append(append([]byte{}, good...), fieldEcho, 8, 0, 0, 0, 1, 0, 0, 0, 1),
 	} {
 		if h, err := ParseHeartbeat(b); err == nil {
 			t.Errorf("%s: parsed as %+v", name, h)
@@ -55,6 +60,8 @@ func FuzzParseHeartbeat(f *testing.F) {
 	f.Add([]byte("VNHA\x01"))
 	withSync, _ := Heartbeat{Gateway: "gw1", Replica: "r1", Sync: netip.MustParseAddrPort("10.16.0.7:9540")}.Marshal()
 	f.Add(withSync)
+	withEcho, _ := Heartbeat{Gateway: "gw1", Replica: "r1", Stamp: 99, Echo: Echo{Peer: EchoPeer("r2"), Stamp: 7, Held: 3}}.Marshal()
+	f.Add(withEcho)
 	f.Fuzz(func(t *testing.T, b []byte) {
 		h, err := ParseHeartbeat(b)
 		if err != nil {

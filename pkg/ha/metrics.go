@@ -13,6 +13,7 @@ type metrics struct {
 	heartbeats    *prometheus.CounterVec
 	sent          *prometheus.CounterVec
 	announcements prometheus.Counter
+	rtt           *prometheus.HistogramVec
 }
 
 // Registry holds the agent's metrics; cmd/vpcnat-keepalive serves it when asked to.
@@ -32,8 +33,11 @@ var sharedMetrics = func() *metrics {
 			Help: "Heartbeats sent, per NIC."}, []string{"interface"}),
 		announcements: prometheus.NewCounter(prometheus.CounterOpts{Name: "vpcnat_keepalive_announcements_total",
 			Help: "Gratuitous ARPs sent on becoming active."}),
+		rtt: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "vpcnat_keepalive_heartbeat_rtt_seconds",
+			Help:    "Round-trip time of this replica's heartbeats to a peer and back on a NIC (the peer's echo of its stamp, the peer's hold time taken off), per NIC.",
+			Buckets: prometheus.ExponentialBuckets(0.00005, 2, 16)}, []string{"interface"}), // 50 µs .. 1.6 s
 	}
-	Registry.MustRegister(m.role, m.failovers, m.lastChange, m.heartbeats, m.sent, m.announcements)
+	Registry.MustRegister(m.role, m.failovers, m.lastChange, m.heartbeats, m.sent, m.announcements, m.rtt)
 	return m
 }()
 

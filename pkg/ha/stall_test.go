@@ -5,6 +5,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/vpcnat/vpcnat/pkg/ha"
 )
 
 // signal sends sig to a replica's agent.
@@ -41,6 +43,34 @@ func TestStalledStandbyKeepsRoles(t *testing.T) {
 	for end := time.Now().Add(2*rs.timing.DeadAfter + time.Second); time.Now().Before(end); time.Sleep(2 * time.Millisecond) {
 		if a, s := rs.role(act), rs.role(sb); a != "active" || s != "standby" {
 			t.Fatalf("after the standby ran again: %s is %q and %s is %q, want active and standby", act, a, sb, s)
+		}
+	}
+}
+
+// TestHeartbeatRoundTripTime: each replica measures its heartbeats' round trip to its peer on every
+// NIC (the peer echoes its stamp with its hold time): both replicas observe it on net1 and on the
+// subnet NIC, and the mean is positive and far below the dead time (veths on one host).
+func TestHeartbeatRoundTripTime(t *testing.T) {
+	rs := newReplicaSetWith(t, ha.DefaultTiming, []string{"--metrics-address", metricsAddr}, "r1", "r2")
+	rs.active("r1", "r2")
+	for _, r := range []string{"r1", "r2"} {
+		for _, nic := range []string{"net1", "vpc-sn"} {
+			labels := `interface="` + nic + `"`
+			deadline := time.Now().Add(waitLimit)
+			for rs.metric(r, "vpcnat_keepalive_heartbeat_rtt_seconds_count", labels) < 5 {
+				if time.Now().After(deadline) {
+					t.Fatalf("replica %s, %s: %v round trips measured after %v", r, nic,
+						rs.metric(r, "vpcnat_keepalive_heartbeat_rtt_seconds_count", labels), waitLimit)
+				}
+				time.Sleep(50 * time.Millisecond)
+			}
+			sum := rs.metric(r, "vpcnat_keepalive_heartbeat_rtt_seconds_sum", labels)
+			n := rs.metric(r, "vpcnat_keepalive_heartbeat_rtt_seconds_count", labels)
+			mean := time.Duration(sum / n * float64(time.Second))
+			t.Logf("replica %s, %s: %v round trips, mean %v", r, nic, n, mean)
+			if mean <= 0 || mean >= ha.DefaultTiming.DeadAfter {
+				t.Errorf("replica %s, %s: mean round trip %v, want above 0 and below the dead time %v", r, nic, mean, ha.DefaultTiming.DeadAfter)
+			}
 		}
 	}
 }
