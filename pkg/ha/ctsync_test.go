@@ -438,7 +438,6 @@ func (f *tcpFlow) close() {
 // flow id the connection opened with.
 type echoServer struct {
 	addr    string
-	l       net.Listener
 	mu      sync.Mutex
 	remotes []string
 	err     error
@@ -446,26 +445,16 @@ type echoServer struct {
 
 func listenEcho(t *testing.T, tp *topo.Topology, role, addr string) *echoServer {
 	s := &echoServer{addr: addr}
-	if err := tp.Do(role, func() error {
-		var err error
-		s.l, err = net.Listen("tcp4", addr)
-		return err
-	}); err != nil {
+	srv, err := tp.ServeTCP(role, addr, func(c net.Conn) {
+		s.mu.Lock()
+		s.remotes = append(s.remotes, c.RemoteAddr().String())
+		s.mu.Unlock()
+		s.serve(c)
+	})
+	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { s.l.Close() })
-	go func() {
-		for {
-			c, err := s.l.Accept()
-			if err != nil {
-				return
-			}
-			s.mu.Lock()
-			s.remotes = append(s.remotes, c.RemoteAddr().String())
-			s.mu.Unlock()
-			go s.serve(c)
-		}
-	}()
+	t.Cleanup(srv.Close)
 	return s
 }
 

@@ -29,6 +29,7 @@ import (
 
 	"github.com/vpcnat/vpcnat/pkg/plan"
 	"github.com/vpcnat/vpcnat/pkg/state"
+	"github.com/vpcnat/vpcnat/test/topo"
 )
 
 const (
@@ -78,75 +79,33 @@ func (f *failover) buildFIPHost() {
 	}
 }
 
-// echoServer accepts TCP connections in a test host and echoes every line back, after a first
-// line "hello <remote ip:port>" that tells the client the source address it saw.
-type echoServer struct {
-	l     net.Listener
-	wg    sync.WaitGroup
-	mu    sync.Mutex
-	conns map[net.Conn]bool
-}
-
-func (f *failover) listenEcho(role, addr string) (*echoServer, error) {
-	s := &echoServer{conns: map[net.Conn]bool{}}
-	if err := f.tp.Do(role, func() error {
-		var err error
-		s.l, err = net.Listen("tcp4", addr)
-		return err
-	}); err != nil {
-		return nil, fmt.Errorf("echo server %s in %s: %w", addr, role, err)
-	}
-	s.wg.Add(1)
-	go func() {
-		defer s.wg.Done()
+// listenEcho serves TCP in a test host: every connection first gets a line "hello <remote
+// ip:port>" that tells the client the source address the server saw, then every line it sends
+// back.
+func (f *failover) listenEcho(role, addr string) (*topo.TCPServer, error) {
+	s, err := f.tp.ServeTCP(role, addr, func(c net.Conn) {
+		w := bufio.NewWriter(c)
+		if _, err := fmt.Fprintf(w, "hello %s\n", c.RemoteAddr()); err != nil || w.Flush() != nil {
+			return
+		}
+		r := bufio.NewReader(c)
 		for {
-			c, err := s.l.Accept()
+			line, err := r.ReadString('\n')
 			if err != nil {
 				return
 			}
-			s.mu.Lock()
-			s.conns[c] = true
-			s.mu.Unlock()
-			s.wg.Add(1)
-			go func() {
-				defer s.wg.Done()
-				defer func() {
-					s.mu.Lock()
-					delete(s.conns, c)
-					s.mu.Unlock()
-					c.Close()
-				}()
-				w := bufio.NewWriter(c)
-				if _, err := fmt.Fprintf(w, "hello %s\n", c.RemoteAddr()); err != nil || w.Flush() != nil {
-					return
-				}
-				r := bufio.NewReader(c)
-				for {
-					line, err := r.ReadString('\n')
-					if err != nil {
-						return
-					}
-					if _, err := w.WriteString(line); err != nil {
-						return
-					}
-					if r.Buffered() == 0 && w.Flush() != nil {
-						return
-					}
-				}
-			}()
+			if _, err := w.WriteString(line); err != nil {
+				return
+			}
+			if r.Buffered() == 0 && w.Flush() != nil {
+				return
+			}
 		}
-	}()
-	return s, nil
-}
-
-func (s *echoServer) Close() {
-	_ = s.l.Close()
-	s.mu.Lock()
-	for c := range s.conns {
-		_ = c.Close()
+	})
+	if err != nil {
+		return nil, fmt.Errorf("echo server: %w", err)
 	}
-	s.mu.Unlock()
-	s.wg.Wait()
+	return s, nil
 }
 
 // tcpFlow is one running flow.

@@ -17,61 +17,35 @@ import (
 type StreamServer struct {
 	Role, Addr string
 
-	l     net.Listener
-	wg    sync.WaitGroup
-	mu    sync.Mutex
-	conns map[net.Conn]struct{}
-	seen  []string
+	srv  *TCPServer
+	mu   sync.Mutex
+	seen []string
 }
 
 // ListenStream starts a stream server inside a role's namespace on addr ("10.0.1.10:80").
 func (t *Topology) ListenStream(role, addr string) (*StreamServer, error) {
-	s := &StreamServer{Role: role, Addr: addr, conns: map[net.Conn]struct{}{}}
-	err := t.Do(role, func() error {
-		var err error
-		s.l, err = net.Listen("tcp4", addr)
-		return err
-	})
+	s := &StreamServer{Role: role, Addr: addr}
+	srv, err := t.ServeTCP(role, addr, s.serve)
 	if err != nil {
-		return nil, fmt.Errorf("listening on %s/tcp in %s: %w", addr, role, err)
+		return nil, err
 	}
-	s.wg.Add(1)
-	go s.serve()
+	s.srv = srv
 	return s, nil
 }
 
-func (s *StreamServer) serve() {
-	defer s.wg.Done()
+// serve answers every line of one connection until the client closes.
+func (s *StreamServer) serve(c net.Conn) {
+	r := bufio.NewReader(c)
 	for {
-		c, err := s.l.Accept()
-		if err != nil {
+		if _, err := r.ReadString('\n'); err != nil {
 			return
 		}
 		s.mu.Lock()
-		s.conns[c] = struct{}{}
+		s.seen = append(s.seen, c.RemoteAddr().String())
 		s.mu.Unlock()
-		s.wg.Add(1)
-		go func() {
-			defer s.wg.Done()
-			defer func() {
-				s.mu.Lock()
-				delete(s.conns, c)
-				s.mu.Unlock()
-				c.Close()
-			}()
-			r := bufio.NewReader(c)
-			for {
-				if _, err := r.ReadString('\n'); err != nil {
-					return
-				}
-				s.mu.Lock()
-				s.seen = append(s.seen, c.RemoteAddr().String())
-				s.mu.Unlock()
-				if _, err := fmt.Fprintf(c, "seen=%s local=%s\n", c.RemoteAddr(), c.LocalAddr()); err != nil {
-					return
-				}
-			}
-		}()
+		if _, err := fmt.Fprintf(c, "seen=%s local=%s\n", c.RemoteAddr(), c.LocalAddr()); err != nil {
+			return
+		}
 	}
 }
 
@@ -83,15 +57,7 @@ func (s *StreamServer) Seen() []string {
 }
 
 // Close stops the server and closes its open connections.
-func (s *StreamServer) Close() {
-	_ = s.l.Close()
-	s.mu.Lock()
-	for c := range s.conns {
-		_ = c.Close()
-	}
-	s.mu.Unlock()
-	s.wg.Wait()
-}
+func (s *StreamServer) Close() { s.srv.Close() }
 
 // Stream is one TCP connection, opened from a role's namespace, kept open between exchanges.
 type Stream struct {
