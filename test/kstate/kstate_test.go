@@ -33,17 +33,15 @@ func seedDesired(t *testing.T) *annotations.Desired {
 	return d
 }
 
-// TestCheckCatchesEachFault converges the seed with netconf, sees no difference, then breaks the
-// netns in one way after another (each repaired by a converge before the next) and checks that
-// Check names exactly that fault.
-func TestCheckCatchesEachFault(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("needs root")
-	}
+// convergedSeed converges the seed with the NAT backend plane in a seed topology of the test's own, checks that Check sees no difference, and returns the
+// topology, a full converge of the same state (to repair a fault) and Check of it.
+func convergedSeed(t *testing.T, plane string) (*topo.Topology, func(), func() kstate.Diff) {
+	t.Helper()
 	tp := topo.SeedForTest(t)
 	d := seedDesired(t)
+	d.Dataplane = plane
 	gw := netconf.NewGateway(tp.Path(topo.Gateway))
-	defer gw.Close()
+	t.Cleanup(func() { gw.Close() })
 	converge := func() {
 		t.Helper()
 		if err := tp.Do(topo.Node, func() error { _, err := gw.Converge(context.Background(), d, true); return err }); err != nil {
@@ -62,6 +60,17 @@ func TestCheckCatchesEachFault(t *testing.T) {
 	if diff := check(); !diff.Empty() {
 		t.Fatalf("freshly converged seed: %s", diff)
 	}
+	return tp, converge, check
+}
+
+// TestCheckCatchesEachFault converges the seed with netconf, sees no difference, then breaks the
+// netns in one way after another (each repaired by a converge before the next) and checks that
+// Check names exactly that fault.
+func TestCheckCatchesEachFault(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root")
+	}
+	tp, converge, check := convergedSeed(t, annotations.DataplaneIPTables)
 
 	faults := []struct {
 		name       string

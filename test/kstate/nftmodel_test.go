@@ -1,14 +1,12 @@
 package kstate_test
 
 import (
-	"context"
 	"math/rand/v2"
 	"os"
 	"strings"
 	"testing"
 
 	"github.com/vpcnat/vpcnat/pkg/annotations"
-	"github.com/vpcnat/vpcnat/pkg/netconf"
 	"github.com/vpcnat/vpcnat/pkg/nft"
 	"github.com/vpcnat/vpcnat/test/kstate"
 	"github.com/vpcnat/vpcnat/test/topo"
@@ -144,29 +142,7 @@ func TestCheckCatchesEachFaultNFT(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("needs root")
 	}
-	tp := topo.SeedForTest(t)
-	d := seedDesired(t)
-	d.Dataplane = annotations.DataplaneNFTables
-	gw := netconf.NewGateway(tp.Path(topo.Gateway))
-	defer gw.Close()
-	converge := func() {
-		t.Helper()
-		if err := tp.Do(topo.Node, func() error { _, err := gw.Converge(context.Background(), d, true); return err }); err != nil {
-			t.Fatal(err)
-		}
-	}
-	check := func() kstate.Diff {
-		t.Helper()
-		diff, err := kstate.Check(tp.Path(topo.Gateway), d)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return diff
-	}
-	converge()
-	if diff := check(); !diff.Empty() {
-		t.Fatalf("freshly converged seed: %s", diff)
-	}
+	tp, converge, check := convergedSeed(t, annotations.DataplaneNFTables)
 	faults := []struct {
 		name       string
 		argv       [][]string
