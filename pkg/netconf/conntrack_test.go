@@ -160,16 +160,7 @@ func TestConntrackEntriesCountsTheNetnsOnly(t *testing.T) {
 	// Entries in the external host's netns are not the gateway's.
 	add := func(role string, n int) {
 		t.Helper()
-		fd, err := netns.GetFromPath(tp.path(role))
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer fd.Close()
-		h, err := netlink.NewHandleAt(fd, unix.NETLINK_NETFILTER)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer h.Close()
+		_, h := conntrackHandle(t, tp, role)
 		for i := range n {
 			src, dst := net.IPv4(203, 0, 113, byte(1+i)).To4(), net.IPv4(198, 51, 100, 1).To4()
 			if err := h.ConntrackCreate(netlink.ConntrackTable, unix.AF_INET, &netlink.ConntrackFlow{FamilyType: unix.AF_INET, TimeOut: 600,
@@ -205,16 +196,7 @@ func (f *tupleFilter) MatchConntrackFlow(fl *netlink.ConntrackFlow) bool {
 // and UDP entries of a DNATed flow), and deletes exactly the entries its filter matches.
 func TestDeleteConntrackReadsLikeTheLibrary(t *testing.T) {
 	tp := newTopo(t)
-	fd, err := netns.GetFromPath(tp.path(roleGW))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer fd.Close()
-	h, err := netlink.NewHandleAt(fd, unix.NETLINK_NETFILTER)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer h.Close()
+	fd, h := conntrackHandle(t, tp, roleGW)
 	client, eip, internal := net.IPv4(203, 0, 113, 9).To4(), net.IPv4(198, 51, 100, 7).To4(), net.IPv4(10, 0, 1, 5).To4()
 	for i := range 300 {
 		proto := []uint8{unix.IPPROTO_UDP, unix.IPPROTO_TCP}[i%2]
@@ -264,4 +246,21 @@ func firstDiff(a, b []string) string {
 		}
 	}
 	return fmt.Sprintf("lengths %d and %d", len(a), len(b))
+}
+
+// conntrackHandle is role's netns and a netfilter netlink handle in it, both closed when the
+// test ends.
+func conntrackHandle(t *testing.T, tp *topo, role string) (netns.NsHandle, *netlink.Handle) {
+	t.Helper()
+	fd, err := netns.GetFromPath(tp.path(role))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { fd.Close() })
+	h, err := netlink.NewHandleAt(fd, unix.NETLINK_NETFILTER)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(h.Close)
+	return fd, h
 }
