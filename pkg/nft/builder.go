@@ -22,6 +22,10 @@ type Builder struct {
 	// change from prev to last when last was built incrementally from prev (nil: not known).
 	last, prev *Table
 	delta      *MapChange
+	// snatDelta is the SNAT map's change from prev to last when it was edited (nil: not known).
+	snatDelta *MapChange
+	// snatIdx is the sorted prefixes of the SNAT rules of last (snatIndex).
+	snatIdx []snatPrefix
 	// The inputs of last, copied: the caller may change its slices in place.
 	dnats   []annotations.DNAT
 	fips    []annotations.FloatingIP
@@ -53,11 +57,13 @@ func (b *Builder) Build(d *annotations.Desired) *Table {
 	}
 	var t *Table
 	var delta *MapChange
+	b.snatDelta = nil
 	if b.last != nil && !b.sharedPorts && ext == b.ext && slices.Equal(subnets, b.subnets) {
 		t, delta = b.next(d)
 	}
 	if t == nil {
-		t, b.sharedPorts = build(d)
+		t, b.sharedPorts, b.snatIdx = build(d)
+		b.snatDelta = nil
 	}
 	if delta == nil { // built whole: copy the inputs (an edit copied what it changed)
 		b.dnats = append(b.dnats[:0], d.DNATs...)
@@ -124,11 +130,35 @@ func (b *Builder) next(d *annotations.Desired) (*Table, *MapChange) {
 			}
 		case MapSNAT:
 			if !snatsSame {
-				t.Maps[i].Elements = snatElements(d.SNATs)
+				t.Maps[i].Elements, b.snatDelta = b.editSNATs(t.Maps[i].Elements, d.SNATs)
 			}
 		}
 	}
 	return t, change
+}
+
+// editSNATs returns the interval map's elements for snats, edited from els (the last table's)
+// when the rules changed are few, and the map's change when it was edited (nil: flattened
+// whole). The changed rules are the window between the common head and tail of the last list
+// and snats, as for the port forwards.
+func (b *Builder) editSNATs(els []Element, snats []annotations.SNAT) ([]Element, *MapChange) {
+	old := b.snats
+	head := 0
+	for head < len(old) && head < len(snats) && old[head] == snats[head] {
+		head++
+	}
+	tail := 0
+	for tail < len(old)-head && tail < len(snats)-head && old[len(old)-1-tail] == snats[len(snats)-1-tail] {
+		tail++
+	}
+	removed, added := old[head:len(old)-tail], snats[head:len(snats)-tail]
+	if len(removed)+len(added) <= snatEditLimit {
+		if out, change, ok := editSNAT(&b.snatIdx, els, removed, added); ok {
+			return out, change
+		}
+	}
+	b.snatIdx = snatIndex(snats)
+	return flattenSNAT(b.snatIdx, 0, maxAddr), nil
 }
 
 // editPorts returns the port map's elements (sorted, one per key) after removing the elements
@@ -234,6 +264,12 @@ func (b *Builder) Diff(want, have *Table) *Batch {
 			continue
 		}
 		if sameElements(hm.Elements, wm.Elements) {
+			continue
+		}
+		if wm.Name == MapSNAT && b.snatDelta != nil {
+			if len(b.snatDelta.Del) > 0 || len(b.snatDelta.Add) > 0 {
+				out.Maps = append(out.Maps, *b.snatDelta)
+			}
 			continue
 		}
 		if del, add := elementDelta(wm.Kind, hm.Elements, wm.Elements); len(del) > 0 || len(add) > 0 {

@@ -3,6 +3,7 @@ package nft
 import (
 	"fmt"
 	"math/rand/v2"
+	"net/netip"
 	"reflect"
 	"slices"
 	"testing"
@@ -20,7 +21,22 @@ func randomDesired(r *rand.Rand, n int) *annotations.Desired {
 		d.FloatingIPs = append(d.FloatingIPs, annotations.FloatingIP{EIP: fmt.Sprintf("198.51.100.%d", 200+i), InternalIP: fmt.Sprintf("10.0.1.%d", 100+r.IntN(5))})
 	}
 	d.SNATs = []annotations.SNAT{{EIP: "198.51.100.1", InternalCIDR: "10.0.0.0/16"}, {EIP: "198.51.100.2", InternalCIDR: "10.0.1.0/24"}}
+	for range 40 {
+		d.SNATs = append(d.SNATs, randomSNAT(r))
+	}
 	return d
+}
+
+// randomSNAT is a prefix of 10.0.0.0/22 (so prefixes nest, touch and repeat), sometimes
+// invalid (Build leaves it out).
+func randomSNAT(r *rand.Rand) annotations.SNAT {
+	bits := 22 + r.IntN(11)
+	a := netip.AddrFrom4([4]byte{10, 0, byte(r.IntN(4)), byte(r.IntN(256))})
+	x := annotations.SNAT{EIP: fmt.Sprintf("198.51.100.%d", 1+r.IntN(3)), InternalCIDR: netip.PrefixFrom(a, bits).Masked().String()}
+	if r.IntN(50) == 0 {
+		x.EIP = "not-an-ip"
+	}
+	return x
 }
 
 // randomDNAT is sometimes invalid (Build leaves it out).
@@ -42,7 +58,7 @@ func TestBuilderMatchesBuild(t *testing.T) {
 		d := randomDesired(r, 300)
 		var b Builder
 		var prev *Table
-		edits := 0
+		edits, snatEdits := 0, 0
 		for step := range 200 {
 			edit(r, d)
 			got := b.Build(d)
@@ -59,19 +75,22 @@ func TestBuilderMatchesBuild(t *testing.T) {
 				if b.delta != nil && got != prev {
 					edits++
 				}
+				if b.snatDelta != nil {
+					snatEdits++
+				}
 			}
 			prev = got
 		}
-		t.Logf("seed %d: %d of 200 builds were edits of the last table", seed, edits)
-		if edits < 50 {
-			t.Errorf("seed %d: only %d of 200 builds were edits of the last table: the test does not exercise the builder", seed, edits)
+		t.Logf("seed %d: %d of 200 builds were edits of the last table, %d of its SNAT map", seed, edits, snatEdits)
+		if edits < 50 || snatEdits < 10 {
+			t.Errorf("seed %d: only %d of 200 builds were edits of the last table, %d of its SNAT map: the test does not exercise the builder", seed, edits, snatEdits)
 		}
 	}
 }
 
 // edit changes d in place, as a caller reusing its desired state would.
 func edit(r *rand.Rand, d *annotations.Desired) {
-	switch k := r.IntN(20); {
+	switch k := r.IntN(24); {
 	case k < 6: // one port forward changed
 		i := r.IntN(len(d.DNATs))
 		d.DNATs[i].InternalPort = 1 + r.IntN(3)
@@ -96,21 +115,73 @@ func edit(r *rand.Rand, d *annotations.Desired) {
 		d.FloatingIPs[r.IntN(len(d.FloatingIPs))].InternalIP = fmt.Sprintf("10.0.1.%d", 100+r.IntN(5))
 	case k < 16:
 		d.SNATs[r.IntN(len(d.SNATs))].EIP = fmt.Sprintf("198.51.100.%d", 1+r.IntN(3))
-	case k < 17:
+	case k < 17: // one SNAT's prefix changed
+		d.SNATs[r.IntN(len(d.SNATs))].InternalCIDR = randomSNAT(r).InternalCIDR
+	case k < 18: // one SNAT inserted
+		d.SNATs = slices.Insert(d.SNATs, r.IntN(len(d.SNATs)+1), randomSNAT(r))
+	case k < 19 && len(d.SNATs) > 1: // one SNAT removed
+		i := r.IntN(len(d.SNATs))
+		d.SNATs = slices.Delete(d.SNATs, i, i+1)
+	case k < 20: // several SNATs at once, sometimes more than an edit takes
+		for range 1 + r.IntN(12) {
+			d.SNATs[r.IntN(len(d.SNATs))] = randomSNAT(r)
+		}
+	case k < 21:
 		d.Subnets[0].CIDR = []string{"10.0.1.0/24", "10.0.2.0/24"}[r.IntN(2)]
-	case k < 18:
+	case k < 22:
 		d.External.IfName = []string{"", "net1", "ext0"}[r.IntN(3)]
-	case k < 19 && r.IntN(2) == 0: // several added into one gap between the keys
+	case k < 23 && r.IntN(3) != 0: // several added into one gap between the keys
 		x, base := randomDNAT(r), 20001+r.IntN(44000)
 		for i := range 1 + r.IntN(4) {
 			y := x
 			y.ExternalPort = base + 256*i // above every other port, adjacent in listing order (low byte first)
 			d.DNATs = slices.Insert(d.DNATs, r.IntN(len(d.DNATs)+1), y)
 		}
-	case k < 19: // a key shared by two port forwards (the validator refuses that; Build keeps one)
+	case k < 23: // a key shared by two port forwards (the validator refuses that; Build keeps one)
 		x := d.DNATs[r.IntN(len(d.DNATs))]
 		x.InternalPort++
 		d.DNATs = append(d.DNATs, x)
 	default: // nothing changed
+	}
+}
+
+// benchDesired is the bench's gateway (test/bench/dataplane) of n rules: 10 % SNAT /24s, the
+// rest port forwards over 200 EIPs.
+func benchDesired(n int) *annotations.Desired {
+	d := &annotations.Desired{Subnets: []annotations.SubnetNIC{{IfName: "net2", CIDR: "10.0.1.0/24"}}}
+	eip := func(i int) string { return fmt.Sprintf("192.168.%d.%d", 1+i/250, 1+i%250) }
+	for k := range n - n/10 {
+		d.DNATs = append(d.DNATs, annotations.DNAT{EIP: eip(k % 200), Protocol: "tcp", ExternalPort: 10000 + k/200,
+			InternalIP: fmt.Sprintf("10.0.1.%d", 2+k%100), InternalPort: 80})
+	}
+	for i := range n / 10 {
+		d.SNATs = append(d.SNATs, annotations.SNAT{EIP: eip(i % 200), InternalCIDR: fmt.Sprintf("10.%d.%d.0/24", 1+i/256, i%256)})
+	}
+	return d
+}
+
+// BenchmarkBuilderChange: the table and batch of a one-rule change at 100 000 rules, as the
+// fast converge builds them.
+func BenchmarkBuilderChange(b *testing.B) {
+	for _, kind := range []string{"dnat", "snat"} {
+		b.Run(kind, func(b *testing.B) {
+			d := benchDesired(100000)
+			var bl Builder
+			prev := bl.Build(d)
+			m, k := len(d.SNATs)/2, len(d.DNATs)/2
+			b.ResetTimer()
+			for i := range b.N {
+				if kind == "snat" {
+					d.SNATs[m].EIP = d.SNATs[m+1+i%2].EIP
+				} else {
+					d.DNATs[k].InternalPort = 1000 + i%2
+				}
+				t := bl.Build(d)
+				if bt := bl.Diff(t, prev); bt.Empty() {
+					b.Fatal("empty batch")
+				}
+				prev = t
+			}
+		})
 	}
 }

@@ -16,30 +16,58 @@ import (
 // ranges with the same EIP are merged, so the result is canonical (the same SNATs always give
 // the same elements).
 func snatElements(in []annotations.SNAT) []Element {
-	type pfx struct {
-		first, last uint64
-		bits        int
-		eip         netip.Addr
-	}
-	var ps []pfx
-	for _, r := range in {
-		p, err1 := nat.ParseCIDR(r.InternalCIDR)
-		eip, err2 := netip.ParseAddr(r.EIP)
-		if err1 != nil || err2 != nil || !p.Addr().Is4() || !eip.Is4() {
-			continue
-		}
-		first := uint64(u32(p.Addr()))
-		ps = append(ps, pfx{first: first, last: first + 1<<(32-p.Bits()) - 1, bits: p.Bits(), eip: eip})
-	}
-	// Outer prefixes before the ones they hold; of two identical prefixes the lower EIP, which
-	// iptables meets first, and the other is dropped.
-	slices.SortFunc(ps, func(a, b pfx) int {
-		return cmp.Or(cmp.Compare(a.first, b.first), cmp.Compare(a.bits, b.bits), a.eip.Compare(b.eip))
-	})
-	ps = slices.CompactFunc(ps, func(a, b pfx) bool { return a.first == b.first && a.bits == b.bits })
+	return flattenSNAT(snatIndex(in), 0, maxAddr)
+}
 
+// maxAddr is 255.255.255.255 as a number.
+const maxAddr = 1<<32 - 1
+
+// snatPrefix is one SNAT rule as the flattening reads it: the addresses of its prefix and its
+// EIP.
+type snatPrefix struct {
+	first, last uint64
+	bits        int
+	eip         netip.Addr
+}
+
+// parseSNAT is the prefix of one SNAT rule; false when it renders nothing.
+func parseSNAT(r annotations.SNAT) (snatPrefix, bool) {
+	p, err1 := nat.ParseCIDR(r.InternalCIDR)
+	eip, err2 := netip.ParseAddr(r.EIP)
+	if err1 != nil || err2 != nil || !p.Addr().Is4() || !eip.Is4() {
+		return snatPrefix{}, false
+	}
+	first := uint64(u32(p.Addr()))
+	return snatPrefix{first: first, last: first + 1<<(32-p.Bits()) - 1, bits: p.Bits(), eip: eip}, true
+}
+
+// compareSNAT orders prefixes as the flattening reads them: by first address, outer prefixes
+// before the ones they hold, and of two identical prefixes the lower EIP first (the one
+// iptables meets first, which wins).
+func compareSNAT(a, b snatPrefix) int {
+	return cmp.Or(cmp.Compare(a.first, b.first), cmp.Compare(a.bits, b.bits), a.eip.Compare(b.eip))
+}
+
+// snatIndex is the prefixes of the SNAT rules that render one, sorted by compareSNAT,
+// duplicates kept.
+func snatIndex(in []annotations.SNAT) []snatPrefix {
+	ps := make([]snatPrefix, 0, len(in))
+	for _, r := range in {
+		if p, ok := parseSNAT(r); ok {
+			ps = append(ps, p)
+		}
+	}
+	slices.SortFunc(ps, compareSNAT)
+	return ps
+}
+
+// flattenSNAT returns the ranges of ps (sorted by compareSNAT) that lie within lo..hi, cut at
+// lo and hi. The ranges of an address depend only on the prefixes that hold it, so ps may be
+// any subset of the rules that holds every prefix meeting lo..hi.
+func flattenSNAT(ps []snatPrefix, lo, hi uint64) []Element {
 	var out []Element
 	emit := func(first, last uint64, eip netip.Addr) {
+		first, last = max(first, lo), min(last, hi)
 		if first > last {
 			return
 		}
@@ -49,7 +77,7 @@ func snatElements(in []annotations.SNAT) []Element {
 		}
 		out = append(out, Element{Addr: addr(uint32(first)), End: addr(uint32(last)), To: eip})
 	}
-	var stack []pfx
+	var stack []snatPrefix
 	var cursor uint64 // the first address not yet emitted
 	pop := func() {
 		top := stack[len(stack)-1]
@@ -57,7 +85,10 @@ func snatElements(in []annotations.SNAT) []Element {
 		cursor = max(cursor, top.last+1)
 		stack = stack[:len(stack)-1]
 	}
-	for _, p := range ps {
+	for i, p := range ps {
+		if i > 0 && p.first == ps[i-1].first && p.bits == ps[i-1].bits {
+			continue // an identical prefix with a higher EIP: never matched
+		}
 		for len(stack) > 0 && stack[len(stack)-1].last < p.first {
 			pop()
 		}

@@ -141,12 +141,13 @@ func (t *Table) Map(name string) *Map {
 // an entry that still does not parse as IPv4 is left out, as pkg/nat does. Input order does not
 // matter.
 func Build(d *annotations.Desired) *Table {
-	t, _ := build(d)
+	t, _, _ := build(d)
 	return t
 }
 
-// build is Build, and whether two port forwards shared a key.
-func build(d *annotations.Desired) (t *Table, sharedPorts bool) {
+// build is Build, whether two port forwards shared a key, and the SNAT rules' index
+// (snatIndex) the interval map was flattened from.
+func build(d *annotations.Desired) (t *Table, sharedPorts bool, snats []snatPrefix) {
 	ext := d.External.IfName
 	if ext == "" {
 		ext = annotations.ExternalIfName
@@ -160,7 +161,8 @@ func build(d *annotations.Desired) (t *Table, sharedPorts bool) {
 	fipDNAT, fipSNAT := fipElements(d.FloatingIPs)
 	t.Maps[0].Elements, t.Maps[1].Elements = fipDNAT, fipSNAT
 	t.Maps[2].Elements, sharedPorts = portElements(d.DNATs)
-	t.Maps[3].Elements = snatElements(d.SNATs)
+	snats = snatIndex(d.SNATs)
+	t.Maps[3].Elements = flattenSNAT(snats, 0, maxAddr)
 	// The port forwards and the SNAT ranges come out in listing order; the FIP maps are sorted
 	// here.
 	SortElements(AddrMap, t.Maps[0].Elements)
@@ -181,7 +183,7 @@ func build(d *annotations.Desired) (t *Table, sharedPorts bool) {
 		{Name: nat.ExclusiveSNAT, Rules: []Rule{{Verb: SNATMap, Map: MapFIPSNAT}}},
 		{Name: nat.SharedSNAT, Rules: []Rule{{Verb: SNATMap, Map: MapSNAT}}},
 	}
-	return t, sharedPorts
+	return t, sharedPorts, snats
 }
 
 // fipElements returns both directions of the floating IPs. Outbound, with two FIPs on one
