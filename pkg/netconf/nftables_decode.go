@@ -88,6 +88,8 @@ func mapKind(s *nftables.Set) nft.MapKind {
 		return nft.AddrMap
 	case !s.Interval && s.KeyType.Bytes == 12 && s.DataType.Bytes == 8:
 		return nft.PortMap
+	case !s.Interval && s.KeyType.Bytes == 12 && s.DataType.Bytes == 4 && s.DataType.GetNFTMagic() == nftables.TypeMark.GetNFTMagic():
+		return nft.PortMarkMap
 	}
 	return -1
 }
@@ -101,6 +103,10 @@ func decodeElements(kind nft.MapKind, els []nftables.SetElement) ([]nft.Element,
 		switch {
 		case kind == nft.AddrMap && len(se.Key) == 4 && len(se.Val) == 4:
 			out = append(out, nft.Element{Addr: netip.AddrFrom4([4]byte(se.Key)), To: netip.AddrFrom4([4]byte(se.Val))})
+		case kind == nft.PortMarkMap && len(se.Key) == 12 && len(se.Val) == 4:
+			k := se.Key
+			out = append(out, nft.Element{Addr: netip.AddrFrom4([4]byte(k[:4])), Proto: k[4],
+				Port: binary.BigEndian.Uint16(k[8:10]), Mark: binary.NativeEndian.Uint32(se.Val)})
 		case kind == nft.PortMap && len(se.Key) == 12 && len(se.Val) == 8:
 			k, v := se.Key, se.Val
 			out = append(out, nft.Element{Addr: netip.AddrFrom4([4]byte(k[:4])), Proto: k[4],
@@ -226,6 +232,10 @@ func decodeRule(ex []expr.Any) nft.Rule {
 				}
 			}
 		case *expr.Ct:
+			if e.Key == expr.CtKeyMARK {
+				r.Verb = nft.MarkMap
+				continue
+			}
 			r.CtDNAT, i = true, i+2
 		case *expr.Lookup:
 			r.Map = e.SetName
@@ -267,6 +277,15 @@ func sameExprs(a, b []expr.Any) bool {
 				cx, cy := *lx, *ly
 				cx.SetID, cy.SetID = 0, 0
 				x, y = &cx, &cy
+			}
+		}
+		// google/nftables reads a ct statement's source register as nothing (it decodes
+		// NFTA_CT_DREG only): a ct mark set reads back with neither register.
+		if cx, ok := x.(*expr.Ct); ok && cx.SourceRegister {
+			if cy, ok := y.(*expr.Ct); ok && !cy.SourceRegister && cy.Register == 0 {
+				c := *cx
+				c.SourceRegister, c.Register = false, 0
+				x = &c
 			}
 		}
 		if !reflect.DeepEqual(x, y) {

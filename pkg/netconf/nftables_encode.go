@@ -90,6 +90,8 @@ func setOf(name string, kind nft.MapKind) *nftables.Set {
 	switch kind {
 	case nft.PortMap:
 		s.KeyType, s.DataType, s.Concatenation = portKeyType, portDataType, true
+	case nft.PortMarkMap:
+		s.KeyType, s.DataType, s.Concatenation = portKeyType, nftables.TypeMark, true
 	case nft.IntervalMap:
 		s.Interval, s.KeyByteOrder = true, binaryutil.BigEndian
 	}
@@ -107,6 +109,9 @@ func elements(kind nft.MapKind, els []nft.Element) []nftables.SetElement {
 			to := e.To.As4()
 			val := []byte{to[0], to[1], to[2], to[3], byte(e.ToPort >> 8), byte(e.ToPort), 0, 0}
 			out = append(out, nftables.SetElement{Key: nft.PortKey(e), Val: val})
+		case nft.PortMarkMap:
+			// A mark is in host byte order, as the kernel keeps ct mark.
+			out = append(out, nftables.SetElement{Key: nft.PortKey(e), Val: binary.NativeEndian.AppendUint32(nil, e.Mark)})
 		case nft.IntervalMap:
 			out = append(out, nftables.SetElement{Key: e.Addr.AsSlice(), Val: e.To.AsSlice()})
 			if e.End != netip.AddrFrom4([4]byte{255, 255, 255, 255}) {
@@ -193,6 +198,12 @@ func ruleExprs(r nft.Rule, sets map[string]*nftables.Set) []expr.Any {
 			&expr.NAT{Type: expr.NATTypeSourceNAT, Family: unix.NFPROTO_IPV4, RegAddrMin: reg1, RegAddrMax: reg1})
 	case nft.Masquerade:
 		ex = append(ex, &expr.Masq{})
+	case nft.MarkMap:
+		ex = append(ex, &expr.Payload{DestRegister: reg1, Base: expr.PayloadBaseNetworkHeader, Offset: 16, Len: 4},
+			&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: reg32Proto},
+			&expr.Payload{DestRegister: reg32Port, Base: expr.PayloadBaseTransportHeader, Offset: 2, Len: 2},
+			lookup(r.Map),
+			&expr.Ct{Key: expr.CtKeyMARK, Register: reg1, SourceRegister: true})
 	}
 	return ex
 }

@@ -91,7 +91,7 @@ func TestNFTConvergeTraffic(t *testing.T) {
 	tp.addPod(rolePod2, "10.0.1.10/24", "10.0.1.1")
 	g := tp.gateway()
 	rep := tp.mustConverge(g, nftSeed(), true)
-	if !hasChange(rep, "nftables: create table ip vpcnat (9 chains, 4 map elements)") {
+	if !hasChange(rep, "nftables: create table ip vpcnat (9 chains, 5 map elements)") { // the port forward has two: its target and its mark
 		t.Errorf("first converge: %q", rep.Changes)
 	}
 	if save := tp.natSave(roleGW); strings.Contains(save, "DNAT_FILTER") {

@@ -22,6 +22,8 @@ type Builder struct {
 	// change from prev to last when last was built incrementally from prev (nil: not known).
 	last, prev *Table
 	delta      *MapChange
+	// markDelta is the port mark map's change with delta.
+	markDelta *MapChange
 	// snatDelta is the SNAT map's change from prev to last when it was edited (nil: not known).
 	snatDelta *MapChange
 	// snatIdx is the sorted prefixes of the SNAT rules of last (snatIndex).
@@ -57,7 +59,7 @@ func (b *Builder) Build(d *annotations.Desired) *Table {
 	}
 	var t *Table
 	var delta *MapChange
-	b.snatDelta = nil
+	b.snatDelta, b.markDelta = nil, nil
 	if b.last != nil && !b.sharedPorts && ext == b.ext && slices.Equal(subnets, b.subnets) {
 		t, delta = b.next(d)
 	}
@@ -96,19 +98,21 @@ func (b *Builder) next(d *annotations.Desired) (*Table, *MapChange) {
 		tail++
 	}
 	removed, added := old[head:len(old)-tail], cur[head:len(cur)-tail]
+	b.markDelta = &MapChange{Name: MapPortMark, Kind: PortMarkMap}
 	if len(removed) == 0 && len(added) == 0 && fipsSame && snatsSame {
 		return b.last, &MapChange{Name: MapPortDNAT, Kind: PortMap}
 	}
 	if len(removed)+len(added) > incrementalLimit {
 		return nil, nil
 	}
-	lastPorts := b.last.Map(MapPortDNAT)
-	ports, change := lastPorts.Elements, &MapChange{Name: MapPortDNAT, Kind: PortMap}
-	if len(removed) > 0 || len(added) > 0 { // else a FIP or SNAT change: the port map is shared
+	lastPorts, lastMarks := b.last.Map(MapPortDNAT), b.last.Map(MapPortMark)
+	ports, marks, change := lastPorts.Elements, lastMarks.Elements, &MapChange{Name: MapPortDNAT, Kind: PortMap}
+	if len(removed) > 0 || len(added) > 0 { // else a FIP or SNAT change: the port maps are shared
 		var ok bool
-		if ports, change, ok = editPorts(lastPorts.Elements, removed, added); !ok {
+		if ports, marks, change, ok = editPorts(lastPorts.Elements, lastMarks.Elements, removed, added); !ok {
 			return nil, nil
 		}
+		b.markDelta.Del, b.markDelta.Add = elementDelta(PortMarkMap, markElements(change.Del), markElements(change.Add))
 	}
 	// The copy of the inputs takes the changed window alone (100 000 port forwards are 7 MB).
 	b.dnats = slices.Replace(b.dnats, head, len(old)-tail, added...)
@@ -117,6 +121,8 @@ func (b *Builder) next(d *annotations.Desired) (*Table, *MapChange) {
 		switch t.Maps[i].Name {
 		case MapPortDNAT:
 			t.Maps[i].Elements = ports
+		case MapPortMark:
+			t.Maps[i].Elements = marks
 		case MapFIPDNAT, MapFIPSNAT:
 			if !fipsSame {
 				dnat, snat := fipElements(d.FloatingIPs)
@@ -162,10 +168,11 @@ func (b *Builder) editSNATs(els []Element, snats []annotations.SNAT) ([]Element,
 }
 
 // editPorts returns the port map's elements (sorted, one per key) after removing the elements
-// of the removed port forwards and adding those of the added ones, and the change as Diff
-// computes it. ok=false when a key is held by two port forwards before or after: Build picks
-// one of them, which an edit does not reproduce.
-func editPorts(els []Element, removed, added []annotations.DNAT) (out []Element, change *MapChange, ok bool) {
+// of the removed port forwards and adding those of the added ones, the mark map's elements
+// (marks, one per element of els, in the same order) edited alike, and the port map's change as
+// Diff computes it. ok=false when a key is held by two port forwards before or after: Build
+// picks one of them, which an edit does not reproduce.
+func editPorts(els, marks []Element, removed, added []annotations.DNAT) (out, outMarks []Element, change *MapChange, ok bool) {
 	change = &MapChange{Name: MapPortDNAT, Kind: PortMap}
 	for _, r := range removed {
 		e, valid := portElement(r)
@@ -174,7 +181,7 @@ func editPorts(els []Element, removed, added []annotations.DNAT) (out []Element,
 		}
 		i, found := slices.BinarySearchFunc(els, listOrder(e), searchKey)
 		if !found || els[i] != e {
-			return nil, nil, false // another port forward held the key
+			return nil, nil, nil, false // another port forward held the key
 		}
 		change.Del = append(change.Del, e)
 	}
@@ -188,7 +195,7 @@ func editPorts(els []Element, removed, added []annotations.DNAT) (out []Element,
 	slices.SortFunc(change.Add, byKey)
 	for i := 1; i < len(change.Add); i++ {
 		if listOrder(change.Add[i]) == listOrder(change.Add[i-1]) {
-			return nil, nil, false
+			return nil, nil, nil, false
 		}
 	}
 	// A port forward moved within the list is removed and added alike: no change.
@@ -210,7 +217,7 @@ func editPorts(els []Element, removed, added []annotations.DNAT) (out []Element,
 	for _, e := range add {
 		i, found := slices.BinarySearchFunc(els, listOrder(e), searchKey)
 		if found && !slices.Contains(del, els[i]) {
-			return nil, nil, false // an added key is held by a port forward that stays
+			return nil, nil, nil, false // an added key is held by a port forward that stays
 		}
 		events = append(events, event{at: i, add: true, e: e})
 	}
@@ -229,18 +236,22 @@ func editPorts(els []Element, removed, added []annotations.DNAT) (out []Element,
 		return cmp.Compare(listOrder(x.e), listOrder(y.e)) // additions into one gap
 	})
 	out = make([]Element, 0, len(els)-len(del)+len(add))
+	outMarks = make([]Element, 0, len(out))
 	from := 0
 	for _, ev := range events {
 		out = append(out, els[from:ev.at]...)
+		outMarks = append(outMarks, marks[from:ev.at]...)
 		from = ev.at
 		if ev.add {
 			out = append(out, ev.e)
+			outMarks = append(outMarks, markElement(ev.e))
 		} else {
 			from++ // skip the deleted element
 		}
 	}
 	out = append(out, els[from:]...)
-	return out, change, true
+	outMarks = append(outMarks, marks[from:]...)
+	return out, outMarks, change, true
 }
 
 func searchKey(e Element, key uint64) int { return cmp.Compare(listOrder(e), key) }
@@ -257,9 +268,13 @@ func (b *Builder) Diff(want, have *Table) *Batch {
 	out := &Batch{Want: want, Existed: true}
 	for _, wm := range want.Maps {
 		hm := have.Map(wm.Name)
-		if wm.Name == MapPortDNAT {
-			if len(b.delta.Del) > 0 || len(b.delta.Add) > 0 {
-				out.Maps = append(out.Maps, *b.delta)
+		switch d := b.delta; wm.Name {
+		case MapPortMark:
+			d = b.markDelta
+			fallthrough
+		case MapPortDNAT:
+			if d != nil && (len(d.Del) > 0 || len(d.Add) > 0) {
+				out.Maps = append(out.Maps, *d)
 			}
 			continue
 		}

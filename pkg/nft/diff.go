@@ -102,7 +102,7 @@ func elementDelta(kind MapKind, have, want []Element) (del, add []Element) {
 
 // compareKeys orders two elements of a map of kind as SortElements does.
 func compareKeys(kind MapKind, a, b Element) int {
-	if kind == PortMap {
+	if kind == PortMap || kind == PortMarkMap {
 		return cmp.Compare(listOrder(a), listOrder(b))
 	}
 	return a.Addr.Compare(b.Addr)
@@ -111,7 +111,8 @@ func compareKeys(kind MapKind, a, b Element) int {
 // Empty reports whether the batch changes nothing.
 func (b *Batch) Empty() bool { return !b.Replace && len(b.Maps) == 0 && len(b.Chains) == 0 }
 
-// Summary describes the batch, one line per change, for logs and events.
+// Summary describes the batch, one line per change, for logs and events; the mark element of a
+// port forward whose element changes is implied by it, and not listed.
 func (b *Batch) Summary() []string {
 	if b.Replace {
 		verb := "create"
@@ -125,12 +126,26 @@ func (b *Batch) Summary() []string {
 		return []string{fmt.Sprintf("%s table ip %s (%d chains, %d map elements)", verb, TableName, len(b.Want.Chains), n)}
 	}
 	var out []string
+	// A port forward's mark element changes with it: its line would say nothing more.
+	ported := map[uint64]bool{}
 	for _, m := range b.Maps {
+		if m.Name == MapPortDNAT {
+			for _, e := range append(slices.Clip(m.Del), m.Add...) {
+				ported[listOrder(e)] = true
+			}
+		}
+	}
+	for _, m := range b.Maps {
+		implied := func(e Element) bool { return m.Name == MapPortMark && ported[listOrder(e)] }
 		for _, e := range m.Del {
-			out = append(out, "delete element "+m.Name+" "+e.Text(m.Kind))
+			if !implied(e) {
+				out = append(out, "delete element "+m.Name+" "+e.Text(m.Kind))
+			}
 		}
 		for _, e := range m.Add {
-			out = append(out, "add element "+m.Name+" "+e.Text(m.Kind))
+			if !implied(e) {
+				out = append(out, "add element "+m.Name+" "+e.Text(m.Kind))
+			}
 		}
 	}
 	for _, c := range b.Chains {

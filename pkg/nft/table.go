@@ -45,6 +45,10 @@ const (
 	// MapSNAT: source address ranges -> EIP, an interval map. SNAT rules may nest (a /32 inside
 	// a /24): the ranges are flattened so each address maps to the EIP of its longest prefix.
 	MapSNAT = "snat_prefixes"
+	// MapPortMark: EIP . protocol . port -> the conntrack mark of the port forward (PortMark),
+	// set on the connections it translates, so that the connections of a removed or changed
+	// port forward can be deleted by their mark, in the kernel, without a dump of the table.
+	MapPortMark = "port_mark"
 )
 
 // MapKind is the key and data layout of a map.
@@ -57,17 +61,21 @@ const (
 	PortMap
 	// IntervalMap maps ranges of ipv4_addr to ipv4_addr.
 	IntervalMap
+	// PortMarkMap maps ipv4_addr . inet_proto . inet_service to mark.
+	PortMarkMap
 )
 
-// Element is one map entry. Addr is the key address (AddrMap, PortMap) or the first address of
-// the range (IntervalMap, whose last address is End); Proto and Port complete a PortMap key.
-// To (and ToPort for a PortMap) is the data.
+// Element is one map entry. Addr is the key address (AddrMap, PortMap, PortMarkMap) or the
+// first address of the range (IntervalMap, whose last address is End); Proto and Port complete
+// a PortMap or PortMarkMap key. To (and ToPort for a PortMap) is the data; Mark is the data of a
+// PortMarkMap.
 type Element struct {
 	Addr, End netip.Addr
 	Proto     uint8
 	Port      uint16
 	To        netip.Addr
 	ToPort    uint16
+	Mark      uint32
 }
 
 // Map is one named map and its elements, sorted as `nft list` prints them (see sortElements).
@@ -89,6 +97,9 @@ const (
 	SNATMap
 	// Masquerade translates the source to the address of the outgoing interface.
 	Masquerade
+	// MarkMap sets the conntrack mark to the data of Rule.Map (a PortMarkMap) looked up by the
+	// destination address, protocol and port.
+	MarkMap
 )
 
 // Rule is one rule of the closed set of forms vpcnat writes: optional matches on the source
@@ -157,12 +168,14 @@ func build(d *annotations.Desired) (t *Table, sharedPorts bool, snats []snatPref
 		{Name: MapFIPSNAT, Kind: AddrMap},
 		{Name: MapPortDNAT, Kind: PortMap},
 		{Name: MapSNAT, Kind: IntervalMap},
+		{Name: MapPortMark, Kind: PortMarkMap},
 	}}
 	fipDNAT, fipSNAT := fipElements(d.FloatingIPs)
 	t.Maps[0].Elements, t.Maps[1].Elements = fipDNAT, fipSNAT
 	t.Maps[2].Elements, sharedPorts = portElements(d.DNATs)
 	snats = snatIndex(d.SNATs)
 	t.Maps[3].Elements = flattenSNAT(snats, 0, maxAddr)
+	t.Maps[4].Elements = markElements(t.Maps[2].Elements)
 	// The port forwards and the SNAT ranges come out in listing order; the FIP maps are sorted
 	// here.
 	SortElements(AddrMap, t.Maps[0].Elements)
@@ -174,7 +187,9 @@ func build(d *annotations.Desired) (t *Table, sharedPorts bool, snats []snatPref
 		{Name: Prerouting, Hook: "prerouting", Priority: PriorityDstNAT, Rules: []Rule{jump(nat.DNATFilter)}},
 		{Name: nat.DNATFilter, Rules: []Rule{jump(nat.ExclusiveDNAT), jump(nat.SharedDNAT)}},
 		{Name: nat.ExclusiveDNAT, Rules: []Rule{{Verb: DNATMap, Map: MapFIPDNAT}}},
-		{Name: nat.SharedDNAT, Rules: []Rule{{Verb: DNATMap, Map: MapPortDNAT}}},
+		// Only a connection's first packet passes the nat hooks: the mark costs one lookup per
+		// connection, none per packet.
+		{Name: nat.SharedDNAT, Rules: []Rule{{Verb: MarkMap, Map: MapPortMark}, {Verb: DNATMap, Map: MapPortDNAT}}},
 		{Name: Postrouting, Hook: "postrouting", Priority: PrioritySrcNAT, Rules: []Rule{jump(nat.SNATFilter)}},
 		// The output interface sits on the jumps, as in the iptables layout: DNATed traffic
 		// going into a subnet skips both SNAT lookups.
@@ -254,6 +269,41 @@ func portElements(in []annotations.DNAT) (els []Element, shared bool) {
 	return sorted, len(sorted) < len(out)
 }
 
+// PortMark is the conntrack mark of the connections a port forward translates: FNV-1a (32
+// bits) of its key as the kernel stores it (PortKey) followed by its target address and port,
+// 0 read as 1. It is a function of the port forward alone, so a restarted daemon, another
+// replica of the gateway (whose conntrack entries are replicated with their marks) and a
+// rebuilt table all give a port forward the same mark, and a changed target a new one: the
+// connections of the old target are deleted by its mark without touching those the new target
+// translates. Two port forwards with one mark (a 2^-32 chance per pair) are detected where it
+// matters: a mark still used by a port forward is never flushed (see pkg/netconf).
+func PortMark(e Element) uint32 {
+	const offset, prime = 2166136261, 16777619
+	h := uint32(offset)
+	to := e.To.As4()
+	for _, b := range append(PortKey(e), to[0], to[1], to[2], to[3], byte(e.ToPort>>8), byte(e.ToPort)) {
+		h = (h ^ uint32(b)) * prime
+	}
+	if h == 0 {
+		h = 1
+	}
+	return h
+}
+
+// markElement is the PortMarkMap element of a PortMap element.
+func markElement(e Element) Element {
+	return Element{Addr: e.Addr, Proto: e.Proto, Port: e.Port, Mark: PortMark(e)}
+}
+
+// markElements are the PortMarkMap elements of PortMap elements, in the same order.
+func markElements(ports []Element) []Element {
+	out := make([]Element, len(ports))
+	for i, e := range ports {
+		out[i] = markElement(e)
+	}
+	return out
+}
+
 // protoNumbers are the IP protocol numbers of the protocols a port forward may name.
 var protoNumbers = map[string]uint8{"tcp": 6, "udp": 17}
 
@@ -285,7 +335,7 @@ func hairpin(subnets []annotations.SubnetNIC) []Rule {
 // puts the port's low byte first. Matching it makes our text and the kernel's listing compare
 // with ==.
 func SortElements(kind MapKind, els []Element) {
-	if kind != PortMap {
+	if kind != PortMap && kind != PortMarkMap {
 		slices.SortFunc(els, func(a, b Element) int { return a.Addr.Compare(b.Addr) })
 		return
 	}

@@ -1,6 +1,7 @@
 package nft
 
 import (
+	"encoding/binary"
 	"fmt"
 	"strconv"
 	"strings"
@@ -30,7 +31,7 @@ func (t *Table) Text() string {
 			b.WriteString("\t\telements = { ")
 			// nft puts two address elements on a line and one concatenation.
 			perLine := 2
-			if m.Kind == PortMap {
+			if m.Kind == PortMap || m.Kind == PortMarkMap {
 				perLine = 1
 			}
 			for i, e := range m.Elements {
@@ -63,8 +64,11 @@ func (t *Table) Text() string {
 }
 
 func keyType(k MapKind) string {
-	if k == PortMap {
+	switch k {
+	case PortMap:
 		return "ipv4_addr . inet_proto . inet_service : ipv4_addr . inet_service"
+	case PortMarkMap:
+		return "ipv4_addr . inet_proto . inet_service : mark"
 	}
 	return "ipv4_addr : ipv4_addr"
 }
@@ -87,8 +91,19 @@ func (e Element) Text(k MapKind) string {
 			" : " + e.To.String() + " . " + strconv.Itoa(int(e.ToPort))
 	case IntervalMap:
 		return rangeText(e.Addr, e.End) + " : " + e.To.String()
+	case PortMarkMap:
+		return e.Addr.String() + " . " + protoText(e.Proto) + " . " + strconv.Itoa(int(e.Port)) +
+			" : " + fmt.Sprintf("0x%08x", listedMark(e.Mark))
 	}
 	return e.Addr.String() + " : " + e.To.String()
+}
+
+// listedMark is a conntrack mark as nft lists it in a map written by vpcnat: the kernel keeps
+// the mark in host byte order, but google/nftables writes no data byte order in the map's user
+// data, so nft reads the 4 bytes as big endian (on a little-endian machine, the mark with its
+// bytes reversed; `conntrack -L` shows the mark itself).
+func listedMark(m uint32) uint32 {
+	return binary.BigEndian.Uint32(binary.NativeEndian.AppendUint32(nil, m))
 }
 
 func protoText(p uint8) string {
@@ -127,6 +142,8 @@ func (r Rule) Text() string {
 		parts = append(parts, "snat to ip saddr map @"+r.Map)
 	case Masquerade:
 		parts = append(parts, "masquerade")
+	case MarkMap:
+		parts = append(parts, "ct mark set ip daddr . meta l4proto . th dport map @"+r.Map)
 	}
 	return strings.Join(parts, " ")
 }

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/netip"
 	"sort"
+	"strconv"
 	"strings"
 )
 
@@ -270,7 +271,7 @@ func nftText(v any) string {
 	case string:
 		return x
 	case float64:
-		return fmt.Sprint(x)
+		return strconv.FormatFloat(x, 'f', -1, 64) // a mark above 2^21 in full, not as 2.1e+06
 	case []any:
 		parts := make([]string, len(x))
 		for i, p := range x {
@@ -308,6 +309,8 @@ func nftText(v any) string {
 					}
 				case "map":
 					return nftText(m["key"]) + " map " + nftText(m["data"])
+				case "mangle":
+					return nftText(m["key"]) + " set " + nftText(m["value"])
 				case "jump", "goto":
 					return k + " " + fmt.Sprint(m["target"])
 				case "dnat", "snat":

@@ -2,7 +2,9 @@ package kstate
 
 import (
 	"cmp"
+	"encoding/binary"
 	"fmt"
+	"hash/fnv"
 	"net/netip"
 	"slices"
 	"sort"
@@ -21,6 +23,7 @@ const (
 	mapFIPSNAT  = "fip_snat"
 	mapPortDNAT = "port_dnat"
 	mapSNAT     = "snat_prefixes"
+	mapPortMark = "port_mark"
 )
 
 // builtinNAT is the iptables nat table a gateway on the nftables backend holds: the built-in
@@ -41,6 +44,7 @@ func expectedNFT(d *annotations.Desired) *NFTable {
 			mapFIPSNAT:  "map ipv4_addr : ipv4_addr",
 			mapPortDNAT: "map ipv4_addr . inet_proto . inet_service : ipv4_addr . inet_service",
 			mapSNAT:     "map ipv4_addr : ipv4_addr flags interval",
+			mapPortMark: "map ipv4_addr . inet_proto . inet_service : mark",
 		}}
 	chain := func(name, header string, rules ...string) {
 		t.Chains = append(t.Chains, name)
@@ -50,7 +54,8 @@ func expectedNFT(d *annotations.Desired) *NFTable {
 	chain("PREROUTING", "type nat hook prerouting priority -100 policy accept", "jump "+chainDNATFilter)
 	chain(chainDNATFilter, "", "jump "+chainFIPDNAT, "jump "+chainPortFwd)
 	chain(chainFIPDNAT, "", "dnat to ip daddr map @"+mapFIPDNAT)
-	chain(chainPortFwd, "", "dnat ip to ip daddr . meta l4proto . th dport map @"+mapPortDNAT)
+	chain(chainPortFwd, "", "ct mark set ip daddr . meta l4proto . th dport map @"+mapPortMark,
+		"dnat ip to ip daddr . meta l4proto . th dport map @"+mapPortDNAT)
 	chain("POSTROUTING", "type nat hook postrouting priority 100 policy accept", "jump "+chainSNATFilter)
 	chain(chainSNATFilter, "", "jump "+chainHairpin,
 		"meta oifname == "+ext+"; jump "+chainFIPSNAT, "meta oifname == "+ext+"; jump "+chainSNAT)
@@ -98,15 +103,41 @@ func expectedNFT(d *annotations.Desired) *NFTable {
 			fwd[k] = to
 		}
 	}
-	ports := []string{}
+	ports, marks := []string{}, []string{}
 	for k, to := range fwd {
 		ports = append(ports, fmt.Sprintf("%s . %s . %d : %s . %d", k.eip, k.proto, k.port, to.ip, to.port))
+		marks = append(marks, fmt.Sprintf("%s . %s . %d : %d", k.eip, k.proto, k.port,
+			listedMark(portMark(k.eip, k.proto, k.port, to.ip, to.port))))
 	}
 	sort.Strings(ports)
+	sort.Strings(marks)
 	t.Elements[mapPortDNAT] = ports
+	t.Elements[mapPortMark] = marks
 
 	t.Elements[mapSNAT] = snatRanges(d.SNATs)
 	return t
+}
+
+// portMark is the conntrack mark a port forward's connections carry (docs/nftables.md): FNV-1a,
+// 32 bits, over the key as the kernel stores it (address, protocol and port, each padded to 4
+// bytes) then the target address and port, 0 read as 1.
+func portMark(eip netip.Addr, proto string, port int, to netip.Addr, toPort int) uint32 {
+	a, t := eip.As4(), to.As4()
+	num := map[string]byte{"tcp": 6, "udp": 17}[proto]
+	b := []byte{a[0], a[1], a[2], a[3], num, 0, 0, 0, byte(port >> 8), byte(port), 0, 0,
+		t[0], t[1], t[2], t[3], byte(toPort >> 8), byte(toPort)}
+	h := fnv.New32a()
+	h.Write(b)
+	if m := h.Sum32(); m != 0 {
+		return m
+	}
+	return 1
+}
+
+// listedMark is a mark as nft lists it in vpcnat's map: the kernel keeps it in host byte order,
+// which nft, told no byte order by the map, reads as big endian.
+func listedMark(m uint32) uint32 {
+	return binary.BigEndian.Uint32(binary.NativeEndian.AppendUint32(nil, m))
 }
 
 func pairs(m map[netip.Addr]netip.Addr) []string {

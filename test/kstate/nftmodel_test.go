@@ -97,10 +97,18 @@ func TestNFTModelCatchesPlantedBugs(t *testing.T) {
 	if diff := nftProblems(loadNFT(t, tp, good), d); !diff.Empty() {
 		t.Fatalf("the correct table already differs: %s\n%s", diff, good)
 	}
+	// The port forward's mark element, and the same forward's with a mark of another target.
+	markAt := strings.Index(good, "192.168.0.112 . tcp . 8888 : 0x")
+	if markAt < 0 {
+		t.Fatalf("the seed's table has no mark of its port forward:\n%s", good)
+	}
+	markElem := good[markAt : markAt+len("192.168.0.112 . tcp . 8888 : 0x")+8]
 	for _, c := range []struct {
 		name, old, new string
 		want           string // named in the report
 	}{
+		{"a port forward's mark of another target", markElem, "192.168.0.112 . tcp . 8888 : 0x00000001", "port_mark"},
+		{"port forwards not marked", "ct mark set ip daddr . meta l4proto . th dport map @port_mark\n\t\t", "", "SHARED_DNAT"},
 		{"a port forward to the wrong internal port", "10.0.1.10 . 80", "10.0.1.10 . 8080", "port_dnat"},
 		{"a FIP's outbound SNAT to another EIP", "10.0.1.5 : 192.168.0.111", "10.0.1.5 : 192.168.0.112", "fip_snat"},
 		{"SNAT of the /25 to the /24's EIP", "10.0.1.128/25 : 192.168.0.111", "10.0.1.128/25 : 192.168.0.112", "snat_prefixes"},
