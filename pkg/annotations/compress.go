@@ -5,8 +5,10 @@ import (
 	"compress/gzip"
 	"encoding/base64"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
+	"strings"
 )
 
 // A pod's annotations may total 256 KiB, and a desired state of 10 000 rules is about 1 MB of
@@ -23,9 +25,14 @@ const maxInflated = 64 << 20
 type envelope struct {
 	Version    string `json:"version"`
 	Generation int64  `json:"generation"`
-	// Encoding is "gzip": Data is the base64 of the gzipped Desired JSON.
-	Encoding string `json:"encoding"`
-	Data     string `json:"data"`
+	// Encoding is "gzip": Data is the base64 of the gzipped Desired JSON; or "deflate-parts"
+	// (parts.go): Head and the rule lists' parts, each the base64 of raw DEFLATE.
+	Encoding    string   `json:"encoding"`
+	Data        string   `json:"data,omitempty"`
+	Head        string   `json:"head,omitempty"`
+	FloatingIPs []string `json:"floatingIpRules,omitempty"`
+	DNATs       []string `json:"dnatRules,omitempty"`
+	SNATs       []string `json:"snatRules,omitempty"`
 }
 
 const encodingGzip = "gzip"
@@ -56,44 +63,69 @@ func EncodeDesired(d *Desired) (string, error) {
 	return string(b), err
 }
 
-// inflate returns the Desired JSON inside s: s itself, or the content of its envelope, and then
-// the envelope (nil for a plain document), whose generation the caller checks against the
-// content's once it has decoded it (the content is decoded once, strictly, not a second time
-// here for its generation: 1 MB of JSON at 10 000 rules).
-func inflate(s string) ([]byte, *envelope, error) {
-	var probe struct {
-		Encoding *string `json:"encoding"`
-	}
-	// A plain Desired has no "encoding" field; errors are left to the strict decode that follows.
-	if json.Unmarshal([]byte(s), &probe) != nil || probe.Encoding == nil {
-		return []byte(s), nil, nil
-	}
+// readEnvelope decodes the envelope of a compressed desired annotation s, or returns nil for a
+// plain document (one without an "encoding" field). It checks the envelope's version and
+// encoding, not its data.
+func readEnvelope(s string) (*envelope, error) {
 	var env envelope
-	if err := decodeStrict(DesiredKey, []byte(s), &env); err != nil {
-		return nil, nil, err
+	// An envelope, as it usually is when the key "encoding" is there, decodes at once; anything
+	// else is looked at again below. (A key spelled with escapes is found by the look; a plain
+	// document never has the key: its strict decode refuses it.)
+	strictErr := errors.New("no encoding")
+	if strings.Contains(s, `"encoding"`) {
+		strictErr = decodeStrict(DesiredKey, []byte(s), &env)
+	}
+	if strictErr != nil {
+		var probe struct {
+			Encoding *string `json:"encoding"`
+		}
+		// A plain Desired has no "encoding" field; errors are left to the strict decode that follows.
+		if json.Unmarshal([]byte(s), &probe) != nil || probe.Encoding == nil {
+			return nil, nil
+		}
+		if err := decodeStrict(DesiredKey, []byte(s), &env); err != nil {
+			return nil, err
+		}
 	}
 	if err := checkVersion(DesiredKey, env.Version); err != nil {
-		return nil, nil, err
+		return nil, err
+	}
+	if env.Encoding != encodingGzip && env.Encoding != encodingParts {
+		return nil, fmt.Errorf("annotation %s: encoding %q is not supported (want %q or %q)", DesiredKey, env.Encoding, encodingGzip, encodingParts)
+	}
+	return &env, nil
+}
+
+// inflate returns the Desired JSON of s: s itself when env is nil (a plain document), else the
+// content of its gzip envelope, whose generation the caller checks against the content's once
+// it has decoded it (the content is decoded once, strictly, not a second time here for its
+// generation: 1 MB of JSON at 10 000 rules).
+func inflate(s string, env *envelope) ([]byte, error) {
+	if env == nil {
+		return []byte(s), nil
 	}
 	if env.Encoding != encodingGzip {
-		return nil, nil, fmt.Errorf("annotation %s: encoding %q is not supported (want %q)", DesiredKey, env.Encoding, encodingGzip)
+		return nil, fmt.Errorf("annotation %s: encoding %q is not supported here (want %q)", DesiredKey, env.Encoding, encodingGzip)
+	}
+	if env.Head != "" || env.FloatingIPs != nil || env.DNATs != nil || env.SNATs != nil {
+		return nil, fmt.Errorf("annotation %s: encoding %q carries its state in data only, not in head or rule parts", DesiredKey, encodingGzip)
 	}
 	z, err := base64.StdEncoding.DecodeString(env.Data)
 	if err != nil {
-		return nil, nil, fmt.Errorf("annotation %s: data: invalid base64: %w", DesiredKey, err)
+		return nil, fmt.Errorf("annotation %s: data: invalid base64: %w", DesiredKey, err)
 	}
 	zr, err := gzip.NewReader(bytes.NewReader(z))
 	if err != nil {
-		return nil, nil, fmt.Errorf("annotation %s: data: invalid gzip: %w", DesiredKey, err)
+		return nil, fmt.Errorf("annotation %s: data: invalid gzip: %w", DesiredKey, err)
 	}
 	raw, err := io.ReadAll(io.LimitReader(zr, maxInflated+1))
 	if err != nil {
-		return nil, nil, fmt.Errorf("annotation %s: data: invalid gzip: %w", DesiredKey, err)
+		return nil, fmt.Errorf("annotation %s: data: invalid gzip: %w", DesiredKey, err)
 	}
 	if len(raw) > maxInflated {
-		return nil, nil, fmt.Errorf("annotation %s: data: inflates to more than %d bytes", DesiredKey, maxInflated)
+		return nil, fmt.Errorf("annotation %s: data: inflates to more than %d bytes", DesiredKey, maxInflated)
 	}
-	return raw, &env, nil
+	return raw, nil
 }
 
 // checkEnvelopeGeneration: the envelope's generation is read without inflating (to report which

@@ -49,16 +49,37 @@ func FuzzParseDesired(f *testing.F) {
 		f.Fatal(err)
 	}
 	f.Add(big)
+	parts, err := EncodeDesiredParts(bigDesired(400))
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Add(parts)
 	replicated := goodDesired()
 	replicated.Replicas = 3
 	f.Add(mustMarshal(f, replicated))
+	// A decoder that remembers the parts of the seed's big document must answer exactly as
+	// ParseDesired does (its reused parts and its validation of changed parts only included).
+	// (Primed once: inflating under the fuzzer's instrumentation is slow.)
+	var seed DesiredDecoder
+	if _, _, err := seed.Parse(parts); err != nil {
+		f.Fatal(err)
+	}
+	primed := func(*testing.T) *DesiredDecoder { return seed.clone() }
 	f.Fuzz(func(t *testing.T, s string) {
 		d, err := ParseDesired(s)
+		dd := primed(t)
+		d2, hash, err2 := dd.Parse(s)
+		if (err == nil) != (err2 == nil) || err != nil && err.Error() != err2.Error() {
+			t.Fatalf("ParseDesired says %v, a primed DesiredDecoder %v", err, err2)
+		}
 		if err != nil {
 			if d != nil {
 				t.Fatalf("ParseDesired returned a document and an error: %v", err)
 			}
 			return
+		}
+		if want, _ := DesiredHash(d); hash != want || !reflect.DeepEqual(d, d2) {
+			t.Fatalf("a primed DesiredDecoder returned another state or hash than ParseDesired")
 		}
 		if errs := ValidateDesired(d); len(errs) > 0 {
 			t.Fatalf("accepted an invalid document: %v", errs.ToAggregate())
@@ -95,10 +116,18 @@ func checkDesiredRoundTrip(t *testing.T, d *Desired, exact bool) {
 	if err != nil {
 		t.Fatalf("EncodeDesired of an accepted document: %v", err)
 	}
-	for name, doc := range map[string]string{"Marshal": want, "EncodeDesired": enc} {
+	parts, err := EncodeDesiredParts(d)
+	if err != nil {
+		t.Fatalf("EncodeDesiredParts of an accepted document: %v", err)
+	}
+	for name, doc := range map[string]string{"Marshal": want, "EncodeDesired": enc, "EncodeDesiredParts": parts} {
 		d2, err := ParseDesired(doc)
 		if err != nil {
 			t.Fatalf("%s of an accepted document is refused: %v\n%.300s", name, err, doc)
+		}
+		var dd DesiredDecoder
+		if _, h, err := dd.Parse(doc); err != nil || h != wantHash {
+			t.Fatalf("%s: DesiredDecoder: hash %s, error %v; want hash %s", name, h, err, wantHash)
 		}
 		if exact && !reflect.DeepEqual(d, d2) {
 			t.Fatalf("%s round trip changed the document:\n%+v\n%+v", name, d, d2)

@@ -185,6 +185,10 @@ type Applied struct {
 	// old one's report not yet replaced: its node died with it), the later term is the active
 	// one. Added like Role.
 	Term uint64 `json:"term,omitempty"`
+	// Encodings are the compressed forms of the desired annotation the daemon reads besides
+	// gzip (EncodingParts), so the controller writes one only to a pod whose daemon reads it
+	// and an upgrade works in either order. Added like Role: absent, the controller writes gzip.
+	Encodings []string `json:"encodings,omitempty"`
 }
 
 // Marshal encodes a document canonically (Go's encoding/json is deterministic for structs).
@@ -211,10 +215,24 @@ func ParseNICPlan(s string) (*NICPlan, error) {
 	return &p, nil
 }
 
-// ParseDesired decodes (plain or compressed, see EncodeDesired) and validates the DesiredKey
-// annotation.
+// ParseDesired decodes (plain or compressed, see EncodeDesired and EncodeDesiredParts) and
+// validates the DesiredKey annotation.
 func ParseDesired(s string) (*Desired, error) {
-	raw, env, err := inflate(s)
+	env, err := readEnvelope(s)
+	if err != nil {
+		return nil, err
+	}
+	if env != nil && env.Encoding == encodingParts {
+		var dd DesiredDecoder
+		d, _, err := dd.Parse(s)
+		return d, err
+	}
+	return parseDesired(s, env)
+}
+
+// parseDesired is ParseDesired of a plain document (env nil) or a gzip envelope.
+func parseDesired(s string, env *envelope) (*Desired, error) {
+	raw, err := inflate(s, env)
 	if err != nil {
 		return nil, err
 	}

@@ -69,8 +69,15 @@ func ValidateDesired(d *Desired) field.ErrorList { return ValidateDesiredAt(d, P
 // a value that is itself invalid (an address against an unparseable CIDR) are skipped rather
 // than reported twice. The work is linear in the number of rules: maps, no pairwise loops.
 func ValidateDesiredAt(d *Desired, p Paths) field.ErrorList {
+	errs, _ := validateDesiredAt(d, p)
+	return errs
+}
+
+// validateDesiredAt is ValidateDesiredAt, and the rule validator as it stands after the FIPs: what
+// a DNAT or SNAT rule is checked against (DesiredDecoder checks the rules of changed parts with it).
+func validateDesiredAt(d *Desired, p Paths) (field.ErrorList, *ruleValidator) {
 	if d == nil {
-		return field.ErrorList{field.Required(field.NewPath("desired"), "no desired state")}
+		return field.ErrorList{field.Required(field.NewPath("desired"), "no desired state")}, nil
 	}
 	var errs field.ErrorList
 	if !p.PlanChecked {
@@ -100,7 +107,7 @@ func ValidateDesiredAt(d *Desired, p Paths) field.ErrorList {
 	errs = append(errs, rv.floatingIPs(d.FloatingIPs, child(p.Rules, "floatingIpRules"))...)
 	errs = append(errs, rv.dnats(d.DNATs, child(p.Rules, "dnatRules"))...)
 	errs = append(errs, rv.snats(d.SNATs, child(p.Rules, "snatRules"))...)
-	return errs
+	return errs, rv
 }
 
 // ValidateNICPlan checks a NIC-plan annotation document with the same external and subnet checks

@@ -3,8 +3,10 @@ package controller
 import (
 	"encoding/json"
 	"fmt"
+	"slices"
 
 	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/validation"
@@ -20,7 +22,8 @@ import (
 // annotation's value. Computed from cache objects without changing them, with no API call.
 type projection struct {
 	desired    *annotations.Desired
-	value      string // the desired annotation
+	value      string // the desired annotation, in the encoding every daemon reads
+	parts      string // the same in the parts encoding (partsValue), "" until needed
 	hash       string // annotations.DesiredHash(desired)
 	nics       string // the NIC plan annotation on the pod template
 	deployment *appsv1.Deployment
@@ -136,6 +139,22 @@ func tooLarge(value, total int) *problem {
 }
 
 const mergePatch = types.MergePatchType
+
+// valueFor is the desired annotation for pod p: in the parts encoding when p's daemon reads it
+// (its applied report lists it: a one-rule edit then costs the daemon only the changed parts),
+// else in the encoding every daemon reads, so controller and daemons upgrade in either order.
+func (proj *projection) valueFor(p *corev1.Pod) (string, error) {
+	a, err := annotations.ParseApplied(p.Annotations[annotations.AppliedKey])
+	if err != nil || !slices.Contains(a.Encodings, annotations.EncodingParts) {
+		return proj.value, nil
+	}
+	if proj.parts == "" {
+		if proj.parts, err = annotations.EncodeDesiredParts(proj.desired); err != nil {
+			return "", err
+		}
+	}
+	return proj.parts, nil
+}
 
 // desiredPatch is a JSON merge patch setting the desired annotation and the network status: it
 // touches those two keys, never the daemon's applied annotation or anyone else's.

@@ -178,11 +178,15 @@ func (c *Controller) livePods(gw *v1.VpcNatGateway) []*corev1.Pod {
 // same merge patch writes the pod's network status (networkstatus.go), again whenever it would
 // say something else (the pod got its IP); a pod on which both are current is not patched.
 func (c *Controller) projectToPods(ctx context.Context, gw *v1.VpcNatGateway, proj *projection, pods []*corev1.Pod) (*problem, error) {
-	digest := desiredDigest(proj.value)
 	for _, p := range pods {
 		if p.Annotations[annotations.NICsKey] != proj.nics {
 			continue
 		}
+		value, err := proj.valueFor(p)
+		if err != nil {
+			return nil, err
+		}
+		digest := desiredDigest(value)
 		status, err := buildNetworkStatus(p, proj.desired)
 		if err != nil {
 			return nil, err
@@ -196,11 +200,11 @@ func (c *Controller) projectToPods(ctx context.Context, gw *v1.VpcNatGateway, pr
 				others += len(k) + len(v)
 			}
 		}
-		size := others + len(annotations.DesiredKey) + len(proj.value) + len(annotations.NetworkStatusKey) + len(status)
+		size := others + len(annotations.DesiredKey) + len(value) + len(annotations.NetworkStatusKey) + len(status)
 		if size > annotations.MaxTotalSize {
-			return tooLarge(len(proj.value), size), nil
+			return tooLarge(len(value), size), nil
 		}
-		patch, err := desiredPatch(proj.value, status)
+		patch, err := desiredPatch(value, status)
 		if err != nil {
 			return nil, err
 		}
@@ -215,7 +219,7 @@ func (c *Controller) projectToPods(ctx context.Context, gw *v1.VpcNatGateway, pr
 		// Logged, not an Event: edits can be frequent, and Events of one object share a spam
 		// budget that the condition transitions must not lose to them.
 		klog.FromContext(ctx).V(2).Info("Projected the desired state", "gateway", gw.Name, "pod", p.Name,
-			"generation", proj.desired.Generation, "bytes", len(proj.value))
+			"generation", proj.desired.Generation, "bytes", len(value))
 	}
 	return nil, nil
 }

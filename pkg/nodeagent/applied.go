@@ -35,10 +35,15 @@ func generationOf(value string) int64 {
 	return probe.Generation
 }
 
+// readEncodings are the compressed desired encodings this daemon reads besides gzip, listed in
+// every applied report so that the controller writes them to its pods (and never to a pod of an
+// older daemon).
+var readEncodings = []string{annotations.EncodingParts}
+
 // newApplied is the applied document of a sync of the desired annotation value at gen.
 func newApplied(gen int64, hash string, syncErr error, now time.Time) *annotations.Applied {
 	a := &annotations.Applied{Version: annotations.Version, Generation: gen, Hash: hash,
-		Time: now.UTC().Format(time.RFC3339)}
+		Time: now.UTC().Format(time.RFC3339), Encodings: readEncodings}
 	if syncErr != nil {
 		a.Error = syncErr.Error()
 	}
@@ -59,7 +64,7 @@ func sameApplied(a, b *annotations.Applied) bool {
 			return false
 		}
 	}
-	return slices.Equal(a.Conflicts, b.Conflicts)
+	return slices.Equal(a.Conflicts, b.Conflicts) && slices.Equal(a.Encodings, b.Encodings)
 }
 
 // podApplied is the pod's current applied annotation; nil when absent or unreadable (then it is

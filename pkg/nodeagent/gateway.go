@@ -60,6 +60,7 @@ type gateway struct {
 	// update of the pod (the daemon's own patches included) and every resync would otherwise
 	// pay it again.
 	raw        string
+	decoder    annotations.DesiredDecoder // remembers the parts of raw: the next edit decodes only those that changed
 	parsed     *annotations.Desired
 	parsedHash string
 	parseErr   error
@@ -91,9 +92,9 @@ func (g *gateway) attach(rec *state.Record, newConverger func(nsPath string) Con
 
 // desired returns the desired state of the annotation value raw and its applied hash, parsing
 // it only when it changed; fresh says it was parsed now.
-func (g *gateway) desired(raw string, parse func(raw, gateway string) (*annotations.Desired, string, error)) (d *annotations.Desired, hash string, fresh bool, err error) {
+func (g *gateway) desired(raw string, parse func(dd *annotations.DesiredDecoder, raw, gateway string) (*annotations.Desired, string, error)) (d *annotations.Desired, hash string, fresh bool, err error) {
 	if g.parsed == nil && g.parseErr == nil || g.raw != raw {
-		g.parsed, g.parsedHash, g.parseErr = parse(raw, g.name)
+		g.parsed, g.parsedHash, g.parseErr = parse(&g.decoder, raw, g.name)
 		g.raw, fresh = raw, true
 	}
 	return g.parsed, g.parsedHash, fresh, g.parseErr

@@ -120,21 +120,18 @@ func (a *Agent) sync(ctx context.Context, key string) (time.Duration, error) {
 	return roleRecheckOf(d), a.reportApplied(ctx, pod, g, newApplied(d.Generation, hash, nil, time.Now()))
 }
 
-// parseDesired decodes and validates the annotation, checks it is this gateway's, and returns
+// parseDesired decodes (with the gateway's decoder, which reuses the parts of its last
+// annotation) and validates the annotation, checks it is this gateway's, and returns
 // it with its applied hash (of the state as the controller wrote it: before this node's master
 // override). An unusable annotation's hash is that of its raw value.
-func (a *Agent) parseDesired(raw, gwName string) (*annotations.Desired, string, error) {
-	d, err := annotations.ParseDesired(raw)
+func (a *Agent) parseDesired(dd *annotations.DesiredDecoder, raw, gwName string) (*annotations.Desired, string, error) {
+	d, hash, err := dd.Parse(raw)
 	if err != nil {
 		return nil, rawHash(raw), err
 	}
 	if d.Gateway != gwName {
 		return nil, rawHash(raw), fmt.Errorf("annotation %s: gateway: Invalid value: %q: the pod is gateway %q's",
 			annotations.DesiredKey, d.Gateway, gwName)
-	}
-	hash, err := annotations.DesiredHash(d)
-	if err != nil {
-		return nil, rawHash(raw), err
 	}
 	if a.cfg.Master != "" {
 		d.External.Master = a.cfg.Master

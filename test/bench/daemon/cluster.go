@@ -1,9 +1,11 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"fmt"
+	"slices"
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -21,6 +23,15 @@ import (
 type cluster struct {
 	client   kubernetes.Interface
 	ns, node string
+	// dataplane is the ConfigMap's dataplane key every gateway is built with.
+	dataplane string
+	// encoding is the desired annotation's compressed form: "auto" (as the controller: the
+	// parts encoding once the pod's daemon lists it in its applied report), "gzip" or "parts".
+	encoding string
+	// readsParts: the pods whose daemon listed the parts encoding in its last report seen.
+	readsParts map[string]bool
+	// lastEncoding is the form of the last desired annotation written: plain, gzip or deflate-parts.
+	lastEncoding string
 }
 
 func (c *cluster) setup(ctx context.Context) error {
@@ -78,24 +89,48 @@ func (c *cluster) gateway(ctx context.Context, in plan.Inputs) (*corev1.Pod, err
 // desired writes the desired state of in on the pod and returns the annotation's size and the
 // hash an applied annotation reports for it (annotations.DesiredHash).
 func (c *cluster) desired(ctx context.Context, pod *corev1.Pod, in plan.Inputs) (size int, hash string, err error) {
+	patch, size, hash, err := c.desiredPatch(pod, in)
+	if err != nil {
+		return 0, "", err
+	}
+	return size, hash, c.send(ctx, pod, patch)
+}
+
+// send applies the merge patch to the pod.
+func (c *cluster) send(ctx context.Context, pod *corev1.Pod, patch []byte) error {
+	_, err := c.client.CoreV1().Pods(pod.Namespace).Patch(ctx, pod.Name, types.MergePatchType, patch, metav1.PatchOptions{})
+	return err
+}
+
+// desiredPatch is the controller's work before its patch: the desired state of in for the pod
+// (plan.Build), its annotation value, the merge patch that writes it, its size and hash.
+func (c *cluster) desiredPatch(pod *corev1.Pod, in plan.Inputs) (patch []byte, size int, hash string, err error) {
+	in.Config.Dataplane = c.dataplane
 	_, d, errs := plan.Build(in)
 	if len(errs) > 0 {
-		return 0, "", fmt.Errorf("gateway %s: %w", in.Gateway.Name, errs.ToAggregate())
+		return nil, 0, "", fmt.Errorf("gateway %s: %w", in.Gateway.Name, errs.ToAggregate())
 	}
-	v, err := annotations.EncodeDesired(d)
+	encode := annotations.EncodeDesired
+	if c.encoding == "parts" || c.encoding == "auto" && c.readsParts[pod.Name] {
+		encode = annotations.EncodeDesiredParts
+	}
+	v, err := encode(d)
 	if err != nil {
-		return 0, "", err
+		return nil, 0, "", err
 	}
+	var env struct {
+		Encoding string `json:"encoding"`
+	}
+	if err := json.Unmarshal([]byte(v), &env); err != nil {
+		return nil, 0, "", err
+	}
+	c.lastEncoding = cmp.Or(env.Encoding, "plain")
 	hash, err = annotations.DesiredHash(d)
 	if err != nil {
-		return 0, "", err
+		return nil, 0, "", err
 	}
-	patch, err := json.Marshal(map[string]any{"metadata": map[string]any{"annotations": map[string]string{annotations.DesiredKey: v}}})
-	if err != nil {
-		return 0, "", err
-	}
-	_, err = c.client.CoreV1().Pods(pod.Namespace).Patch(ctx, pod.Name, types.MergePatchType, patch, metav1.PatchOptions{})
-	return len(v), hash, err
+	patch, err = json.Marshal(map[string]any{"metadata": map[string]any{"annotations": map[string]string{annotations.DesiredKey: v}}})
+	return patch, len(v), hash, err
 }
 
 // applied is the pod's applied annotation (nil when none).
@@ -108,5 +143,9 @@ func (c *cluster) applied(ctx context.Context, pod *corev1.Pod) (*annotations.Ap
 	if !ok {
 		return nil, nil
 	}
-	return annotations.ParseApplied(s)
+	a, err := annotations.ParseApplied(s)
+	if err == nil {
+		c.readsParts[pod.Name] = slices.Contains(a.Encodings, annotations.EncodingParts)
+	}
+	return a, err
 }

@@ -40,6 +40,8 @@ type options struct {
 	daemonBin string
 	logDir    string
 	verbosity int
+	dataplane string
+	encoding  string
 }
 
 func main() {
@@ -52,6 +54,9 @@ func main() {
 	flag.StringVar(&o.daemonBin, "daemon", "", "vpcnat-daemon binary (default: built from --repo)")
 	flag.StringVar(&o.logDir, "log-dir", "", "keep the daemons' logs here (default: a temporary directory, removed)")
 	flag.IntVar(&o.verbosity, "v", 0, "the daemons' log verbosity")
+	flag.StringVar(&o.dataplane, "dataplane", "nftables", "the gateways' NAT backend: nftables or iptables")
+	flag.StringVar(&o.encoding, "encoding", "auto", "the desired annotation's compressed form: auto (as the controller writes it: "+
+		"the parts encoding once the daemon lists it in its applied report), gzip (every daemon reads it) or parts")
 	flag.Parse()
 	if os.Geteuid() != 0 {
 		fmt.Fprintln(os.Stderr, "vpcnat-bench-daemon: needs root (it creates network namespaces)")
@@ -64,6 +69,14 @@ func main() {
 			os.Exit(2)
 		}
 		o.sizes = append(o.sizes, n)
+	}
+	if o.dataplane != "nftables" && o.dataplane != "iptables" {
+		fmt.Fprintf(os.Stderr, "vpcnat-bench-daemon: --dataplane: %q is not nftables or iptables\n", o.dataplane)
+		os.Exit(2)
+	}
+	if o.encoding != "auto" && o.encoding != "gzip" && o.encoding != "parts" {
+		fmt.Fprintf(os.Stderr, "vpcnat-bench-daemon: --encoding: %q is not auto, gzip or parts\n", o.encoding)
+		os.Exit(2)
 	}
 	if o.rounds < 1 || o.gateways < 0 || o.gateways == 1 {
 		fmt.Fprintln(os.Stderr, "vpcnat-bench-daemon: --rounds must be >= 1 and --gateways 0 or >= 2")
@@ -131,7 +144,8 @@ func run(o options) error {
 		o.logDir = dir
 	}
 	b := &bench{o: o, dir: dir, env: env, tp: tp, chain: cnichain.New(tp, cniPaths, dir),
-		c: &cluster{client: client, ns: "bench-" + tp.Prefix, node: "node-" + tp.Prefix}}
+		c: &cluster{client: client, ns: "bench-" + tp.Prefix, node: "node-" + tp.Prefix,
+			dataplane: o.dataplane, encoding: o.encoding, readsParts: map[string]bool{}}}
 	if err := b.c.setup(ctx); err != nil {
 		return err
 	}
@@ -162,10 +176,10 @@ func median(ds []time.Duration) time.Duration {
 func ms(d time.Duration) string { return fmt.Sprintf("%.1f ms", float64(d.Microseconds())/1000) }
 
 func printLatency(o options, rows []latencyRow) {
-	fmt.Printf("| vpcnat-daemon, annotation patch to rule live (median of %d) | rules | patch -> first packet through the new rule | patch -> applied annotation seen | desired annotation size |\n", o.rounds)
-	fmt.Println("| --- | --- | --- | --- | --- |")
+	fmt.Printf("| vpcnat-daemon, annotation patch to rule live (median of %d) | backend | rules | patch -> first packet through the new rule | patch -> applied annotation seen | desired annotation size (encoding) |\n", o.rounds)
+	fmt.Println("| --- | --- | --- | --- | --- | --- |")
 	for _, r := range rows {
-		fmt.Printf("| one DNAT moved to a new port | %d | %s | %s | %.1f KiB |\n", r.rules, ms(r.live), ms(r.reported), float64(r.size)/1024)
+		fmt.Printf("| one DNAT moved to a new port | %s | %d | %s | %s | %.1f KiB (%s) |\n", o.dataplane, r.rules, ms(r.live), ms(r.reported), float64(r.size)/1024, r.encoding)
 	}
 	fmt.Println()
 }
