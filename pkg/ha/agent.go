@@ -73,10 +73,8 @@ type Agent struct {
 	frames  chan frame
 	elector *Elector
 	role    Role
-	// replies: when each external gateway last answered our ARP probe, or (the grace of a new
-	// gateway) when it was first seen; a gateway that never answers makes the replica unhealthy
-	// one dead time after it appeared.
-	replies  map[netip.Addr]time.Time
+	// probes: each external gateway's ARP probes and answers (health).
+	probes   map[netip.Addr]*probeState
 	announce []time.Time
 	metrics  *metrics
 	healthy  bool // as last decided, for the log
@@ -84,6 +82,58 @@ type Agent struct {
 	// self this replica's EchoPeer, to find the echoes of its own stamps.
 	epoch time.Time
 	self  uint32
+	// lastStep: when the agent last decided (any step). A longer gap than a heartbeat interval
+	// and a half is time the agent did not run (starved of CPU, stopped): it is taken off every
+	// wait the election and the health check measure (Elector.Skip, probeState.skip).
+	lastStep time.Time
+	buf      []byte // drain's read buffer
+	// links and targets: the gateway NICs and the external gateways as of the last tick. A step
+	// on a heartbeat decides with them (apply keeps their flags and alias current), so hearing
+	// a peer costs no netlink dump: on a starved node the agent needs little CPU to keep up.
+	links   []netlink.Link
+	targets []target
+}
+
+// probeState is one external gateway's side of the health check. The gateway is dead when a
+// probe went unanswered for the dead time: the agent judges only probes it sent, so the time it
+// did not run (and sent none) is no silence of the gateway.
+type probeState struct {
+	// answered: when the gateway's last ARP frame arrived (the kernel's stamp).
+	answered time.Time
+	// unanswered: when the first probe since that answer left; zero when every probe sent was
+	// answered. A new gateway starts with it set to when it was first seen: one dead time of
+	// grace.
+	unanswered time.Time
+}
+
+// answer records an ARP frame of the gateway that arrived at at: it answers the probes sent
+// before then.
+func (p *probeState) answer(at time.Time) {
+	if at.After(p.answered) {
+		p.answered = at
+	}
+	if !p.unanswered.IsZero() && !at.Before(p.unanswered) {
+		p.unanswered = time.Time{}
+	}
+}
+
+// sent records a probe that left at now.
+func (p *probeState) sent(now time.Time) {
+	if p.unanswered.IsZero() {
+		p.unanswered = now
+	}
+}
+
+// dead: a probe has waited more than dead for an answer at now.
+func (p *probeState) dead(now time.Time, dead time.Duration) bool {
+	return !p.unanswered.IsZero() && now.Sub(p.unanswered) > dead
+}
+
+// skip takes d of time the agent did not run off the wait of the unanswered probe.
+func (p *probeState) skip(d time.Duration) {
+	if !p.unanswered.IsZero() {
+		p.unanswered = p.unanswered.Add(d)
+	}
 }
 
 type nic struct {
@@ -148,7 +198,7 @@ func NewAgent(cfg Config) (*Agent, error) {
 		return nil, fmt.Errorf("agent: netlink: %w", err)
 	}
 	return &Agent{cfg: cfg, nl: nl, nics: map[string]*nic{}, frames: make(chan frame, 256),
-		replies: map[netip.Addr]time.Time{}, metrics: newMetrics(), epoch: time.Now(), self: EchoPeer(cfg.Replica)}, nil
+		probes: map[netip.Addr]*probeState{}, buf: make([]byte, 1600), metrics: newMetrics(), epoch: time.Now(), self: EchoPeer(cfg.Replica)}, nil
 }
 
 // Run elects and holds the role until ctx ends; then it silences the NICs (a graceful exit,
@@ -165,6 +215,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	a.links, a.targets = links, a.gatewayTargets(links)
 	if term, ok := resumable(links); ok {
 		a.elector.Resume(term)
 		a.role = Active
@@ -203,9 +254,51 @@ func (a *Agent) receive(f frame) {
 		a.elector.Receive(*f.hb, f.at)
 		return
 	}
-	if _, known := a.replies[f.arp]; known && f.arp.IsValid() {
-		a.replies[f.arp] = f.at
+	if p := a.probes[f.arp]; p != nil && f.arp.IsValid() {
+		p.answer(f.at)
 	}
+}
+
+// catchUp counts what came while the agent did not run, then takes the time it did not run off
+// the election's and the health check's waits. First the frames: those queued in the NICs'
+// sockets and in the readers' channel, at the kernel's arrival times, so a peer that took over
+// meanwhile is known before anything is decided (an active replica that was stopped steps down
+// at once). Then the gap: a step is due every interval; a longer gap since the last step (more
+// than an interval and a half) is time this agent did not run, in which it could neither send
+// nor judge: a peer or gateway that was silent only then (on a starved node every process is
+// late, the peers too) is not dead for it. A real failure is still noticed one dead time of this
+// agent's own running after it.
+func (a *Agent) catchUp(now time.Time) {
+	var frames []frame
+	for _, n := range a.nics {
+		frames = n.drain(a.buf, frames)
+	}
+	for more := true; more; {
+		select {
+		case f := <-a.frames:
+			frames = append(frames, f)
+		default:
+			more = false
+		}
+	}
+	slices.SortStableFunc(frames, func(x, y frame) int { return x.at.Compare(y.at) })
+	for _, f := range frames {
+		a.receive(f)
+	}
+	if !a.lastStep.IsZero() {
+		if gap := now.Sub(a.lastStep); gap > a.cfg.Timing.Interval+a.cfg.Timing.Interval/2 {
+			lost := gap - a.cfg.Timing.Interval
+			a.elector.Skip(lost)
+			for _, p := range a.probes {
+				p.skip(lost)
+			}
+			a.metrics.stalls.Inc()
+			a.metrics.stalled.Add(lost.Seconds())
+			klog.V(2).InfoS("The agent did not run for a while: that time is not a peer's or the gateway's silence",
+				"gateway", a.cfg.Gateway, "replica", a.cfg.Replica, "gap", gap)
+		}
+	}
+	a.lastStep = now
 }
 
 // roundTrip keeps a peer's stamp for the echo, and observes the round trip of this replica's
@@ -235,15 +328,17 @@ func (a *Agent) roundTrip(f frame) {
 // step decides the role and applies it; on a tick it also refreshes the NICs, sends the
 // heartbeat and probes the external gateways.
 func (a *Agent) step(now time.Time, tick bool) {
-	links := a.current()
+	links := a.links
 	if tick {
 		var err error
 		if links, err = a.refresh(); err != nil {
 			klog.ErrorS(err, "Listing the gateway NICs", "gateway", a.cfg.Gateway)
 		}
+		a.links, a.targets = links, a.gatewayTargets(links)
 		now = time.Now() // the election's clock is the wall's, not a tick that waited
 	}
-	healthy, targets := a.health(links, now)
+	a.catchUp(now)
+	healthy, targets := a.health(links, a.targets, now)
 	if healthy != a.healthy {
 		a.healthy = healthy
 		klog.V(2).InfoS("Health changed", "gateway", a.cfg.Gateway, "replica", a.cfg.Replica, "healthy", healthy)
@@ -282,7 +377,11 @@ func (a *Agent) step(now time.Time, tick bool) {
 	a.sendHeartbeat(a.elector.Heartbeat())
 	for _, t := range targets {
 		if n := a.nics[t.nic]; n != nil && n.arp != nil && a.mayTalk(n.mac) {
-			_ = n.arp.send(broadcastMAC, arp.Request(n.mac, netip.IPv4Unspecified(), t.addr))
+			if err := n.arp.send(broadcastMAC, arp.Request(n.mac, netip.IPv4Unspecified(), t.addr)); err == nil {
+				if p := a.probes[t.addr]; p != nil {
+					p.sent(time.Now())
+				}
+			}
 		}
 	}
 	a.announceDue(links, now)
@@ -365,9 +464,10 @@ type target struct {
 }
 
 // health: every gateway NIC has carrier, and when the netns routes through an external gateway
-// (the EIPs' gateway, on the NIC the route leaves by), that gateway answered a probe within the
-// dead time. A replica cut from the external network thus gives the role up in one dead time.
-func (a *Agent) health(links []netlink.Link, now time.Time) (bool, []target) {
+// (the EIPs' gateway, on the NIC the route leaves by), no probe of that gateway has waited more
+// than the dead time for an answer. A replica cut from the external network thus gives the role
+// up in one dead time (and an interval: the first probe after the last answer).
+func (a *Agent) health(links []netlink.Link, targets []target, now time.Time) (bool, []target) {
 	if len(links) == 0 {
 		return false, nil
 	}
@@ -377,16 +477,18 @@ func (a *Agent) health(links []netlink.Link, now time.Time) (bool, []target) {
 			return false, nil
 		}
 	}
-	targets := a.gatewayTargets(links)
+	healthy := true
 	for _, t := range targets {
-		if _, known := a.replies[t.addr]; !known {
-			a.replies[t.addr] = now
+		p := a.probes[t.addr]
+		if p == nil {
+			p = &probeState{unanswered: now}
+			a.probes[t.addr] = p
 		}
-		if now.Sub(a.replies[t.addr]) > a.cfg.Timing.DeadAfter {
-			return false, targets
+		if p.dead(now, a.cfg.Timing.DeadAfter) {
+			healthy = false
 		}
 	}
-	return true, targets
+	return healthy, targets
 }
 
 // gatewayTargets are the IPv4 next hops of routes (any table) that leave by a gateway NIC.
@@ -445,8 +547,15 @@ func (a *Agent) apply(links []netlink.Link, changed bool) error {
 			a.scheduleAnnounce(time.Now())
 		}
 		n.silent = silent
+		if silent {
+			l.Attrs().RawFlags |= unix.IFF_NOARP
+		} else {
+			l.Attrs().RawFlags &^= unix.IFF_NOARP
+		}
 		if err := a.nl.LinkSetAlias(l, alias); err != nil {
 			errs = append(errs, fmt.Errorf("marking %s: %w", l.Attrs().Name, err))
+		} else {
+			l.Attrs().Alias = alias
 		}
 	}
 	if changed && a.role == Active {

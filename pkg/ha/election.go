@@ -74,15 +74,18 @@ type Elector struct {
 	timing  Timing
 	peers   map[string]seen
 	maxTerm uint64
-	// healthySince: when the replica last became healthy; zero while unhealthy.
-	healthySince time.Time
+	// healthySince: when the replica last became healthy; zero while unhealthy. unhealthySince:
+	// when it last became unhealthy; zero while healthy.
+	healthySince, unhealthySince time.Time
 	// contested: the last Decide kept the role against an active peer.
 	contested bool
 }
 
 type seen struct {
 	hb Heartbeat
-	at time.Time
+	// at: when the peer was last heard, for its liveness (moved on by Skip); arrived: when its
+	// latest heartbeat arrived, to keep the latest of heartbeats that are read out of order.
+	at, arrived time.Time
 	// healthySince: when the peer's heartbeats began to say healthy (zero while they do not).
 	// A peer listens one dead interval from then before it may take over.
 	healthySince time.Time
@@ -108,15 +111,44 @@ func (e *Elector) Receive(h Heartbeat, now time.Time) {
 	if h.Gateway != e.self.Gateway || h.Replica == e.self.Replica {
 		return
 	}
-	s := seen{hb: h, at: now}
+	old, known := e.peers[h.Replica]
+	if known && now.Before(old.arrived) {
+		return // an older heartbeat read late: the peer has said more since
+	}
+	s := seen{hb: h, at: now, arrived: now}
+	if known && old.at.After(now) {
+		s.at = old.at
+	}
 	if h.Healthy {
 		s.healthySince = now
-		if old, ok := e.peers[h.Replica]; ok && old.hb.Healthy {
+		if known && old.hb.Healthy {
 			s.healthySince = old.healthySince
 		}
 	}
 	e.peers[h.Replica] = s
 	e.maxTerm = max(e.maxTerm, h.Term)
+}
+
+// Skip takes d, time this replica did not run (its agent starved of CPU or stopped), off every
+// wait the election measures: peers are live d longer than their last heartbeat says, and a
+// listening replica (or peer) has d more to listen. A peer that was silent only while this
+// replica could not have heard it anyway is not dead for it; one that is really gone is dead one
+// dead time of this replica's running later. Heartbeats that came meanwhile are to be received
+// (at their arrival) before Skip.
+func (e *Elector) Skip(d time.Duration) {
+	if d <= 0 {
+		return
+	}
+	for name, s := range e.peers {
+		s.at = s.at.Add(d)
+		if !s.healthySince.IsZero() {
+			s.healthySince = s.healthySince.Add(d)
+		}
+		e.peers[name] = s
+	}
+	if !e.healthySince.IsZero() {
+		e.healthySince = e.healthySince.Add(d)
+	}
 }
 
 // Decide returns the role to hold at now, given the replica's own health, and why it changed
@@ -126,13 +158,24 @@ func (e *Elector) Decide(now time.Time, healthy bool) (Role, string) {
 	e.self.Healthy = healthy
 	if !healthy {
 		e.healthySince = time.Time{}
-	} else if e.healthySince.IsZero() {
-		e.healthySince = now
+		if e.unhealthySince.IsZero() {
+			e.unhealthySince = now
+		}
+	} else {
+		e.unhealthySince = time.Time{}
+		if e.healthySince.IsZero() {
+			e.healthySince = now
+		}
 	}
 	e.contested = false
 	live := e.live(now)
 	reason := ""
 	switch {
+	case !healthy && e.self.Active && !e.anyReady(now, live) && e.outranksActives(live):
+		// Unhealthy but active, and no live peer is any healthier (none has been healthy for a
+		// dead time): handing over would move the role to a replica no better off, and back.
+		// Stays active; alone (no live peer at all) it gives up below, as a partitioned
+		// replica must.
 	case !healthy:
 		e.self.Active = false
 		reason = "unhealthy"
@@ -178,6 +221,34 @@ func (e *Elector) Decide(now time.Time, healthy bool) (Role, string) {
 		reason = ""
 	}
 	return e.role(), reason
+}
+
+// anyReady: a live peer has said, since this replica became unhealthy, that it has been healthy
+// for a dead time: it can take the role over now. (A heartbeat from before may predate the
+// cause: the EIP gateway that stopped answering this replica may have stopped answering the
+// peer too.)
+func (e *Elector) anyReady(now time.Time, live []Heartbeat) bool {
+	if len(live) == 0 {
+		return true // nobody heard: this replica may be the one cut off; it must not claim
+	}
+	for _, p := range live {
+		s := e.peers[p.Replica]
+		if p.Healthy && s.arrived.After(e.unhealthySince) && !s.healthySince.IsZero() && now.Sub(s.healthySince) >= e.timing.DeadAfter {
+			return true
+		}
+	}
+	return false
+}
+
+// outranksActives: no live active peer beats this replica (rule 5 still applies to an unhealthy
+// active replica).
+func (e *Elector) outranksActives(live []Heartbeat) bool {
+	for _, p := range live {
+		if p.Active && beats(p, e.self) {
+			return false
+		}
+	}
+	return true
 }
 
 // Contested says whether the last Decide kept the active role against a live active peer (which

@@ -89,7 +89,7 @@ func TestElectionTakeoverAndNoPreemption(t *testing.T) {
 }
 
 // TestElectionPartition: the active replica loses its health (its external NIC is cut) and
-// steps down at once, the standby takes over; when both are active after a partition heals,
+// steps down on the healthy standby's next heartbeat, the standby takes over; when both are active after a partition heals,
 // the later term wins on the first exchange.
 func TestElectionPartition(t *testing.T) {
 	a, b := replica("a", 100), replica("b", 100)
@@ -97,8 +97,11 @@ func TestElectionPartition(t *testing.T) {
 	for ; ms <= 500; ms += 100 {
 		exchange(at(ms), nil, a, b)
 	}
-	if r, why := a.Decide(at(ms), false); r != Standby || why != "unhealthy" {
-		t.Fatalf("unhealthy active: %v (%q)", r, why)
+	// The moment it finds itself unhealthy, a has heard nothing from b since: b may have lost the
+	// EIP gateway too. It steps down on b's next (healthy) heartbeat, and b takes over on a's
+	// unhealthy one.
+	if r, _ := a.Decide(at(ms), false); r != Active {
+		t.Fatalf("unhealthy active, no newer word from b: %v, want active", r)
 	}
 	exchange(at(ms+100), map[*Elector]bool{a: false}, a, b)
 	if got := actives(a, b); len(got) != 1 || got[0] != "b" {
@@ -199,5 +202,92 @@ func TestElectionDoesNotWaitForAListeningReplica(t *testing.T) {
 	}
 	if got := actives(fresh, b); len(got) != 1 || got[0] != "b" {
 		t.Fatalf("after a0 listened: active %v, want [b] (no preemption)", got)
+	}
+}
+
+// TestElectionSkipsOwnStall: the standby did not run for a while (its agent starved of CPU), and
+// the active replica's heartbeats stopped for the same time (the node is starved, both agents
+// are late). Without Skip that gap is the active replica's death; with it (the agent measured
+// the time it did not run) the standby stays a standby. A peer that is really gone is still dead
+// one dead time after the standby runs again.
+func TestElectionSkipsOwnStall(t *testing.T) {
+	run := func(skip bool) (tookAt int) {
+		a, b := replica("a", 100), replica("b", 100)
+		ms := 0
+		for ; ms <= 500; ms += 100 {
+			exchange(at(ms), nil, a, b)
+		}
+		if got := actives(a, b); len(got) != 1 || got[0] != "a" {
+			t.Fatalf("active %v, want [a]", got)
+		}
+		// Neither runs from 500 to 1100 ms; b runs first and decides before a's next heartbeat.
+		ms = 1100
+		if skip {
+			b.Skip(600*time.Millisecond - DefaultTiming.Interval)
+		}
+		if r, _ := b.Decide(at(ms), true); r == Active {
+			return ms
+		}
+		// a is really gone from here on: b hears nothing more.
+		for ms += 100; ms <= 3000; ms += 100 {
+			if r, _ := b.Decide(at(ms), true); r == Active {
+				return ms
+			}
+		}
+		return -1
+	}
+	if got := run(false); got != 1100 {
+		t.Fatalf("without Skip b took over at %d ms, want at once at 1100 ms (the setup must show the gap)", got)
+	}
+	got := run(true)
+	if got == 1100 {
+		t.Fatal("b took over on the gap it did not run for")
+	}
+	// a's last heartbeat counts as 1000 ms after the skip: dead after 1300 ms.
+	if got < 0 || got > 1100+int(DefaultTiming.DeadAfter.Milliseconds())+int(DefaultTiming.Interval.Milliseconds()) {
+		t.Fatalf("b took over at %d ms, want one dead time of its own running after 1100 ms", got)
+	}
+}
+
+// TestElectionUnhealthyActiveWithNoHealthierPeer: the active replica's health check fails while
+// the standby's fails too (the EIP gateway does not answer either, or both are starved): the
+// active one stays (handing over to a replica no better off would move the role back and forth).
+// Once the standby has been healthy for a dead time, the unhealthy active one steps down and the
+// standby takes over; an unhealthy active replica that hears no peer at all steps down at once.
+func TestElectionUnhealthyActiveWithNoHealthierPeer(t *testing.T) {
+	a, b := replica("a", 100), replica("b", 100)
+	ms := 0
+	for ; ms <= 500; ms += 100 {
+		exchange(at(ms), nil, a, b)
+	}
+	sick := map[*Elector]bool{a: false, b: false}
+	for end := ms + 1000; ms <= end; ms += 100 {
+		exchange(at(ms), sick, a, b)
+		if got := actives(a, b); len(got) != 1 || got[0] != "a" {
+			t.Fatalf("at %d ms, both unhealthy: active %v, want [a]", ms, got)
+		}
+	}
+	// b recovers: a stays until b has been healthy for a dead time, then the role moves to b.
+	recovered := ms
+	for end := ms + 1000; ms <= end; ms += 100 {
+		exchange(at(ms), map[*Elector]bool{a: false}, a, b)
+		if ms-recovered < int(DefaultTiming.DeadAfter.Milliseconds()) && !a.Heartbeat().Active {
+			t.Fatalf("a stepped down at %d ms, %d ms after b became healthy", ms, ms-recovered)
+		}
+	}
+	if got := actives(a, b); len(got) != 1 || got[0] != "b" {
+		t.Fatalf("b healthy for a second, a not: active %v, want [b]", got)
+	}
+
+	// Alone and unhealthy (cut off from everything): steps down at once.
+	c := replica("c", 100)
+	for ms = 0; ms <= 500; ms += 100 {
+		c.Decide(at(ms), true)
+	}
+	if !c.Heartbeat().Active {
+		t.Fatal("setup: c alone is not active")
+	}
+	if r, why := c.Decide(at(600), false); r != Standby || why != "unhealthy" {
+		t.Fatalf("c unhealthy, no peer heard: %v (%q), want standby (unhealthy)", r, why)
 	}
 }

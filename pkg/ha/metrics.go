@@ -14,6 +14,8 @@ type metrics struct {
 	sent          *prometheus.CounterVec
 	announcements prometheus.Counter
 	rtt           *prometheus.HistogramVec
+	stalls        prometheus.Counter
+	stalled       prometheus.Counter
 }
 
 // Registry holds the agent's metrics; cmd/vpcnat-keepalive serves it when asked to.
@@ -36,8 +38,12 @@ var sharedMetrics = func() *metrics {
 		rtt: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "vpcnat_keepalive_heartbeat_rtt_seconds",
 			Help:    "Round-trip time of this replica's heartbeats to a peer and back on a NIC (the peer's echo of its stamp, the peer's hold time taken off), per NIC.",
 			Buckets: prometheus.ExponentialBuckets(0.00005, 2, 16)}, []string{"interface"}), // 50 µs .. 1.6 s
+		stalls: prometheus.NewCounter(prometheus.CounterOpts{Name: "vpcnat_keepalive_stalls_total",
+			Help: "Times the agent found it had not run for more than an interval and a half (CPU starvation, a stopped process): that time is not counted as a peer's or the gateway's silence."}),
+		stalled: prometheus.NewCounter(prometheus.CounterOpts{Name: "vpcnat_keepalive_stalled_seconds_total",
+			Help: "Time the agent did not run beyond its heartbeat interval, summed over its stalls."}),
 	}
-	Registry.MustRegister(m.role, m.failovers, m.lastChange, m.heartbeats, m.sent, m.announcements, m.rtt)
+	Registry.MustRegister(m.role, m.failovers, m.lastChange, m.heartbeats, m.sent, m.announcements, m.rtt, m.stalls, m.stalled)
 	return m
 }()
 

@@ -3,6 +3,8 @@ package ha
 import (
 	"errors"
 	"fmt"
+	"net"
+	"os"
 	"slices"
 	"time"
 
@@ -85,7 +87,6 @@ func (a *Agent) openNIC(at *netlink.LinkAttrs) (*nic, error) {
 // read passes heartbeats (or ARP senders) received on s to frames until the NIC is closed.
 func (n *nic) read(s *packetSocket, frames chan<- frame, heartbeats bool) {
 	defer n.wg.Done()
-	defer s.close()
 	buf := make([]byte, 1600)
 	for {
 		select {
@@ -93,26 +94,16 @@ func (n *nic) read(s *packetSocket, frames chan<- frame, heartbeats bool) {
 			return
 		default:
 		}
-		c, from, err := s.recv(buf)
+		c, from, at, err := s.recv(buf, false)
+		if errors.Is(err, os.ErrClosed) {
+			return
+		}
 		if err != nil || from == nil {
-			continue // timeout (EAGAIN) or our own frame
+			continue // our own frame
 		}
-		if string(from) == string(n.mac) {
+		f, ok := n.parse(buf[:c], from, at, heartbeats)
+		if !ok {
 			continue
-		}
-		f := frame{nic: n.name, at: time.Now(), from: from}
-		if heartbeats {
-			hb, err := ParseHeartbeat(buf[:c])
-			if err != nil {
-				continue
-			}
-			f.hb = &hb
-		} else {
-			ip, ok := arp.Sender(buf[:c])
-			if !ok || !ip.IsValid() || ip.IsUnspecified() {
-				continue
-			}
-			f.arp = ip
 		}
 		select {
 		case frames <- f:
@@ -122,13 +113,62 @@ func (n *nic) read(s *packetSocket, frames chan<- frame, heartbeats bool) {
 	}
 }
 
-// release tells the NIC's readers to stop without waiting for them: each closes its socket
-// within the receive timeout, and the election goes on meanwhile.
-func (n *nic) release() { close(n.stop) }
+// parse makes a frame of what a socket read: a peer's heartbeat, or the sender of an ARP frame.
+// False for this NIC's own frames and for anything else.
+func (n *nic) parse(b []byte, from net.HardwareAddr, at time.Time, heartbeats bool) (frame, bool) {
+	if string(from) == string(n.mac) {
+		return frame{}, false
+	}
+	f := frame{nic: n.name, at: at, from: from}
+	if heartbeats {
+		hb, err := ParseHeartbeat(b)
+		if err != nil {
+			return frame{}, false
+		}
+		f.hb = &hb
+		return f, true
+	}
+	ip, ok := arp.Sender(b)
+	if !ok || !ip.IsValid() || ip.IsUnspecified() {
+		return frame{}, false
+	}
+	f.arp = ip
+	return f, true
+}
 
-// close stops the NIC's readers and waits until their sockets are closed.
-func (n *nic) close() {
+// drain reads, without blocking, the frames queued in the NIC's sockets that its readers have
+// not taken yet: after the agent did not run for a while, the heartbeats and gateway answers
+// that came meanwhile are counted (at the kernel's arrival time) before anything is decided.
+// Only the agent's goroutine calls it, for NICs it has not released.
+func (n *nic) drain(buf []byte, out []frame) []frame {
+	for _, s := range []struct {
+		sock       *packetSocket
+		heartbeats bool
+	}{{n.hb, true}, {n.arp, false}} {
+		for range 1024 { // a bound: a flood cannot hold the agent here
+			c, from, at, err := s.sock.recv(buf, true)
+			if err != nil {
+				break // EAGAIN: nothing more queued
+			}
+			if f, ok := n.parse(buf[:c], from, at, s.heartbeats); from != nil && ok {
+				out = append(out, f)
+			}
+		}
+	}
+	return out
+}
+
+// release stops the NIC's readers and closes its sockets without waiting for the readers to
+// return (a reader waiting for a frame returns at once).
+func (n *nic) release() {
 	close(n.stop)
+	n.hb.close()
+	n.arp.close()
+}
+
+// close releases the NIC and waits until its readers returned.
+func (n *nic) close() {
+	n.release()
 	n.wg.Wait()
 }
 
