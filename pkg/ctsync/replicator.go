@@ -206,7 +206,11 @@ func (r *Replicator) stopServingLocked() {
 }
 
 // Commit writes the cached entries into the kernel (the replica is taking over; its NICs do not
-// answer ARP yet), then empties the cache. It stops following first, so the cache is final.
+// answer ARP yet). It stops following first, so the cache is final. The cache is kept: should
+// the replica step down and take over again before the next active replica's stream has sent
+// its full dump (roles that moved twice in a few seconds), it commits what it still holds
+// instead of nothing; the first full dump it follows drops what that replica no longer has, and
+// the rest expires with its timeout.
 func (r *Replicator) Commit() (created int, err error) {
 	r.mu.Lock()
 	r.stopFollowingLocked()
@@ -222,8 +226,6 @@ func (r *Replicator) Commit() (created int, err error) {
 	if len(res.errs) > 0 {
 		metrics.errors.WithLabelValues("commit").Add(float64(len(res.errs)))
 	}
-	r.cache.Reset()
-	metrics.cacheSize.Set(0)
 	klog.InfoS("Committed the replicated conntrack entries", "gateway", r.cfg.Gateway, "replica", r.cfg.Replica,
 		"entries", len(entries), "created", res.created, "replaced", res.replaced, "failed", len(res.errs), "took", took)
 	if err != nil {
