@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"hash/fnv"
 	"io"
+	"sync"
 )
 
 // The parts encoding of the desired annotation: the desired state without its FIP, DNAT and
@@ -28,10 +29,10 @@ const encodingParts = "deflate-parts"
 // it, so the controller may write it (an older daemon refuses an encoding it does not know).
 const EncodingParts = encodingParts
 
-const (
-	partMin     = 32
-	partModulus = 64
-	partMax     = 512
+var (
+	partMin            = 32
+	partModulus uint32 = 64
+	partMax            = 512
 )
 
 // partsLevel: the parts are small (a few KB of JSON each) and written once per edit, so the
@@ -168,25 +169,36 @@ type decodedPart struct {
 // Parse decodes (plain, gzip envelope or parts envelope) and validates the DesiredKey
 // annotation s, and returns the state with its DesiredHash.
 func (dd *DesiredDecoder) Parse(s string) (*Desired, string, error) {
-	env, err := readEnvelope(s)
+	d, hash, err := dd.ParseDeferHash(s)
 	if err != nil {
 		return nil, "", err
+	}
+	return d, hash(), nil
+}
+
+// ParseDeferHash is Parse with the state's DesiredHash computed when first asked for (by the
+// function returned), of the state as s holds it whatever the caller does with d meanwhile: the
+// daemon converges first and hashes for its report, after the new rules are live.
+func (dd *DesiredDecoder) ParseDeferHash(s string) (*Desired, func() string, error) {
+	env, err := readEnvelope(s)
+	if err != nil {
+		return nil, nil, err
 	}
 	if env == nil || env.Encoding != encodingParts {
 		dd.parts, dd.valid = nil, nil
 		d, err := parseDesired(s, env)
 		if err != nil {
-			return nil, "", err
+			return nil, nil, err
 		}
 		hash, err := DesiredHash(d)
 		if err != nil {
-			return nil, "", err
+			return nil, nil, err
 		}
-		return d, hash, nil
+		return d, func() string { return hash }, nil
 	}
 	d, hash, parts, decoded, err := dd.parseParts(env)
 	if err != nil {
-		return nil, "", err
+		return nil, nil, err
 	}
 	prev := dd.parts
 	dd.parts = parts // only this annotation's: the next edit starts from it
@@ -198,7 +210,7 @@ func (dd *DesiredDecoder) Parse(s string) (*Desired, string, error) {
 	errs, rv := validateDesiredAt(d, Paths{})
 	if len(errs) > 0 {
 		dd.valid = nil
-		return nil, "", fmt.Errorf("annotation %s: %w", DesiredKey, errs.ToAggregate())
+		return nil, nil, fmt.Errorf("annotation %s: %w", DesiredKey, errs.ToAggregate())
 	}
 	dd.valid = newPartsValidation(d, env, parts, rv)
 	return d, hash, nil
@@ -206,26 +218,26 @@ func (dd *DesiredDecoder) Parse(s string) (*Desired, string, error) {
 
 // parseParts assembles the state of a parts envelope (not validated yet), reusing the decoder's
 // parts, and returns the parts of this one.
-func (dd *DesiredDecoder) parseParts(env *envelope) (_ *Desired, _ string, _ map[partKey]*decodedPart, decoded int, err error) {
+func (dd *DesiredDecoder) parseParts(env *envelope) (_ *Desired, _ func() string, _ map[partKey]*decodedPart, decoded int, err error) {
 	if env.Data != "" {
-		return nil, "", nil, 0, fmt.Errorf("annotation %s: data: encoding %q carries its state in head and the rule lists, not data", DesiredKey, encodingParts)
+		return nil, nil, nil, 0, fmt.Errorf("annotation %s: data: encoding %q carries its state in head and the rule lists, not data", DesiredKey, encodingParts)
 	}
 	headRaw, err := inflateRaw("head", env.Head, maxInflated)
 	if err != nil {
-		return nil, "", nil, 0, err
+		return nil, nil, nil, 0, err
 	}
 	var d Desired
 	if err := decodeStrict(DesiredKey+": head", headRaw, &d); err != nil {
-		return nil, "", nil, 0, err
+		return nil, nil, nil, 0, err
 	}
 	if err := checkEnvelopeGeneration(env, d.Generation); err != nil {
-		return nil, "", nil, 0, err
+		return nil, nil, nil, 0, err
 	}
 	if err := checkVersion(DesiredKey, d.Version); err != nil {
-		return nil, "", nil, 0, err
+		return nil, nil, nil, 0, err
 	}
 	if d.FloatingIPs != nil || d.DNATs != nil || d.SNATs != nil {
-		return nil, "", nil, 0, fmt.Errorf("annotation %s: head: carries rules (floatingIpRules, dnatRules, snatRules belong in the envelope's parts)", DesiredKey)
+		return nil, nil, nil, 0, fmt.Errorf("annotation %s: head: carries rules (floatingIpRules, dnatRules, snatRules belong in the envelope's parts)", DesiredKey)
 	}
 	budget := maxInflated - len(headRaw)
 	parts := make(map[partKey]*decodedPart, len(env.FloatingIPs)+len(env.DNATs)+len(env.SNATs))
@@ -242,12 +254,12 @@ func (dd *DesiredDecoder) parseParts(env *envelope) (_ *Desired, _ string, _ map
 			}
 			if p == nil {
 				if p, err = decodePart(k, i, count[k], data, budget); err != nil {
-					return nil, "", nil, 0, err
+					return nil, nil, nil, 0, err
 				}
 				decoded++
 			}
 			if budget -= p.inflated; budget < 0 {
-				return nil, "", nil, 0, fmt.Errorf("annotation %s: %s part %d: inflates to more than %d bytes in all", DesiredKey, partField[k], i, maxInflated)
+				return nil, nil, nil, 0, fmt.Errorf("annotation %s: %s part %d: inflates to more than %d bytes in all", DesiredKey, partField[k], i, maxInflated)
 			}
 			parts[key] = p
 			canon[k] = append(canon[k], p.canon)
@@ -272,9 +284,9 @@ func (dd *DesiredDecoder) parseParts(env *envelope) (_ *Desired, _ string, _ map
 			d.SNATs = append(d.SNATs, p.snats...)
 		}
 	}
-	hash, err := partsHash(&d, canon)
+	hash, err := deferPartsHash(&d, canon)
 	if err != nil {
-		return nil, "", nil, 0, err
+		return nil, nil, nil, 0, err
 	}
 	return &d, hash, parts, decoded, nil
 }
@@ -336,37 +348,50 @@ func inflateRaw(where, data string, limit int) ([]byte, error) {
 // canonical JSON of a Desired is its fields before the rule lists, the lists, and the fields
 // after them (TestPartsHashIsDesiredHash holds this to json.Marshal).
 func partsHash(d *Desired, canon [3][][]byte) (string, error) {
+	hash, err := deferPartsHash(d, canon)
+	if err != nil {
+		return "", err
+	}
+	return hash(), nil
+}
+
+// deferPartsHash is partsHash in two steps: d's fields are encoded now (the caller may change
+// d afterwards), the SHA-256 of the ~1 MB of JSON at 10 000 rules is computed by the function
+// returned, once, when first asked.
+func deferPartsHash(d *Desired, canon [3][][]byte) (func() string, error) {
 	before, err := json.Marshal(desiredBeforeRules{Version: d.Version, Gateway: d.Gateway, Generation: d.Generation,
 		External: d.External, Subnets: d.Subnets, EIPs: d.EIPs})
 	if err != nil {
-		return "", fmt.Errorf("hashing desired state: %w", err)
+		return nil, fmt.Errorf("hashing desired state: %w", err)
 	}
 	after, err := json.Marshal(desiredAfterRules{Routes: d.Routes, Replicas: d.Replicas, Dataplane: d.Dataplane})
 	if err != nil {
-		return "", fmt.Errorf("hashing desired state: %w", err)
+		return nil, fmt.Errorf("hashing desired state: %w", err)
 	}
-	h := sha256.New()
-	h.Write(before[:len(before)-1]) // without its closing brace
-	for k, parts := range canon {
-		if len(parts) == 0 {
-			continue
-		}
-		fmt.Fprintf(h, `,"%s":[`, partField[k])
-		for i, p := range parts {
-			if i > 0 {
-				h.Write([]byte{','})
+	return sync.OnceValue(func() string {
+		h := sha256.New()
+		h.Write(before[:len(before)-1]) // without its closing brace
+		for k, parts := range canon {
+			if len(parts) == 0 {
+				continue
 			}
-			h.Write(p)
+			fmt.Fprintf(h, `,"%s":[`, partField[k])
+			for i, p := range parts {
+				if i > 0 {
+					h.Write([]byte{','})
+				}
+				h.Write(p)
+			}
+			h.Write([]byte{']'})
 		}
-		h.Write([]byte{']'})
-	}
-	if len(after) > 2 { // not "{}"
-		h.Write([]byte{','})
-		h.Write(after[1:])
-	} else {
-		h.Write([]byte{'}'})
-	}
-	return hex.EncodeToString(h.Sum(nil)), nil
+		if len(after) > 2 { // not "{}"
+			h.Write([]byte{','})
+			h.Write(after[1:])
+		} else {
+			h.Write([]byte{'}'})
+		}
+		return hex.EncodeToString(h.Sum(nil))
+	}), nil
 }
 
 // desiredBeforeRules and desiredAfterRules are Desired's fields before and after its rule lists,

@@ -44,9 +44,9 @@ type gateway struct {
 	// sandbox, whose netns is empty, so it gets a new converger and a full init.
 	containerID, netns string
 	conv               Converger
-	// hash of the desired annotation last converged without error; "" when none or when the
-	// last converge failed.
-	hash string
+	// synced is the desired annotation value last converged without error; "" when none or
+	// when the last converge failed.
+	synced string
 	// lastFull is when the nat table was last read back (full converge); the next full
 	// converge is due a resync period later.
 	lastFull time.Time
@@ -62,7 +62,7 @@ type gateway struct {
 	raw        string
 	decoder    annotations.DesiredDecoder // remembers the parts of raw: the next edit decodes only those that changed
 	parsed     *annotations.Desired
-	parsedHash string
+	parsedHash func() string
 	parseErr   error
 	// reported is the applied document last patched, computed from pod revision
 	// reportedFrom (see reportApplied).
@@ -86,13 +86,13 @@ func (g *gateway) attach(rec *state.Record, newConverger func(nsPath string) Con
 		g.conv.Close()
 	}
 	g.conv, g.containerID, g.netns = newConverger(rec.Netns), rec.ContainerID, rec.Netns
-	g.hash, g.lastFull, g.defenses = "", time.Time{}, 0
+	g.synced, g.lastFull, g.defenses = "", time.Time{}, 0
 	return true
 }
 
 // desired returns the desired state of the annotation value raw and its applied hash, parsing
 // it only when it changed; fresh says it was parsed now.
-func (g *gateway) desired(raw string, parse func(dd *annotations.DesiredDecoder, raw, gateway string) (*annotations.Desired, string, error)) (d *annotations.Desired, hash string, fresh bool, err error) {
+func (g *gateway) desired(raw string, parse func(dd *annotations.DesiredDecoder, raw, gateway string) (*annotations.Desired, func() string, error)) (d *annotations.Desired, hash func() string, fresh bool, err error) {
 	if g.parsed == nil && g.parseErr == nil || g.raw != raw {
 		g.parsed, g.parsedHash, g.parseErr = parse(&g.decoder, raw, g.name)
 		g.raw, fresh = raw, true
@@ -104,7 +104,7 @@ func (g *gateway) desired(raw string, parse func(dd *annotations.DesiredDecoder,
 // new one.
 func (g *gateway) detach() {
 	g.close()
-	g.containerID, g.netns, g.hash, g.lastFull = "", "", "", time.Time{}
+	g.containerID, g.netns, g.synced, g.lastFull = "", "", "", time.Time{}
 }
 
 func (g *gateway) close() {
