@@ -20,17 +20,21 @@ import (
 // RFC 5227's timings are made for hosts that join a network at boot, where seconds do not
 // matter: 3 probes 1-2 s apart, then 2 s of ANNOUNCE_WAIT, ~7 s before an address is used. A
 // gateway claims its addresses on a LAN, where a host that holds an address answers a probe in
-// well under a millisecond (tens of ms under load), and every millisecond before the claim is a
-// millisecond of a new EIP, FIP or gateway answering nothing. So the probes are tens of ms
-// apart and the wait a tenth of a second: ~140 ms per converge that adds addresses (in parallel
-// for all of them), measured in BenchmarkApplyToFirstPacket. A frame lost twice in a row on a
-// LAN is the case these timings give up; the defence below catches a late answer.
+// well under a millisecond (its kernel answers in softirq: BenchmarkProbeAnswer, 2-20 us here,
+// at most 8 ms with every core four times oversubscribed), and every millisecond before the
+// claim is a millisecond of a new EIP, FIP or gateway answering nothing. So the probes are 10 ms
+// apart and the wait after the last one 40 ms: 60 ms per converge that adds addresses (in
+// parallel for all of them, and with the NAT commit), measured in BenchmarkApplyToFirstPacket.
+// The decision reads every frame the kernel queued by then (arpLink.drain), so the daemon's own
+// scheduling delay does not shorten the wait. Every probe lost, or a host slower than the wait,
+// is the case these timings give up; the defence below catches the late answer (and one that
+// arrives while the address is being added, arpLink.claiming).
 const (
 	// probeCount probes probeInterval apart, then probeWait for an answer (RFC: PROBE_NUM 3,
 	// PROBE_MIN/MAX 1-2 s, ANNOUNCE_WAIT 2 s).
 	probeCount    = 3
-	probeInterval = 20 * time.Millisecond
-	probeWait     = 100 * time.Millisecond
+	probeInterval = 10 * time.Millisecond
+	probeWait     = 40 * time.Millisecond
 	// defendInterval: at most one defending announcement per address per interval (RFC
 	// DEFEND_INTERVAL). A router defends indefinitely (RFC §2.4 (c)): it never gives up an
 	// address it was configured with.
@@ -131,14 +135,17 @@ func (a *acd) changed(converge bool) {
 	}
 }
 
-// claim probes the IPv4 addresses of want (per NIC) that are not held yet, all NICs and
-// addresses in parallel, and returns per NIC the addresses that may be on it: those already
-// held and those found free. An address another host answers for becomes a conflict (not
-// claimed). IPv6 addresses pass unprobed (ARP is IPv4 only).
-func (a *acd) claim(want, have map[string][]netip.Prefix) map[string][]netip.Prefix {
+// claim starts probing the IPv4 addresses of want (per NIC) that are not held yet (have), all
+// NICs and addresses in parallel, and returns at once. Its result waits for the probes and
+// returns per NIC the addresses that may be on it: those already held and those found free. An
+// address another host answers for becomes a conflict (not claimed). IPv6 addresses pass
+// unprobed (ARP is IPv4 only). Closing abort stops the probes; the result is then nil and
+// nothing is decided (the next converge probes again).
+func (a *acd) claim(want, have map[string][]netip.Prefix, abort <-chan struct{}) (result func() map[string][]netip.Prefix) {
 	out := map[string][]netip.Prefix{}
 	var wg sync.WaitGroup
 	var mu sync.Mutex
+	aborted := false
 	a.cfgMu.Lock()
 	takeover := a.policy.Mode == ClaimTakeover
 	a.cfgMu.Unlock()
@@ -157,23 +164,29 @@ func (a *acd) claim(want, have map[string][]netip.Prefix) map[string][]netip.Pre
 			if l != nil {
 				l.forgetPending(probe)
 			}
-			mu.Lock()
 			out[name] = ps
-			mu.Unlock()
 			continue
 		}
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			taken := l.probe(probe)
-			kept := slices.DeleteFunc(slices.Clone(ps), func(p netip.Prefix) bool { return taken[p.Addr()] })
+			taken := l.probe(probe, abort)
 			mu.Lock()
-			out[name] = kept
-			mu.Unlock()
+			defer mu.Unlock()
+			if taken == nil {
+				aborted = true
+				return
+			}
+			out[name] = slices.DeleteFunc(slices.Clone(ps), func(p netip.Prefix) bool { return taken[p.Addr()] })
 		}()
 	}
-	wg.Wait()
-	return out
+	return func() map[string][]netip.Prefix {
+		wg.Wait()
+		if aborted {
+			return nil
+		}
+		return out
+	}
 }
 
 // attach makes sure every NIC of names has a listener on the link it is now (a recreated link

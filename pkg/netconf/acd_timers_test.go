@@ -34,7 +34,7 @@ func newTimedLink(t *testing.T, held ...string) *timedLink {
 		tl.notified = append(tl.notified, converge)
 	}
 	l := &arpLink{acd: a, name: "vpc-sn", mac: ownMAC, held: map[netip.Addr]bool{}, conflicts: map[netip.Addr]*conflict{},
-		probing: map[netip.Addr]net.HardwareAddr{}, peerAnnounced: map[netip.Addr]time.Time{},
+		probing: map[netip.Addr]net.HardwareAddr{}, claiming: map[netip.Addr]net.HardwareAddr{}, peerAnnounced: map[netip.Addr]time.Time{},
 		kick: make(chan struct{}, 1), stop: make(chan struct{})}
 	l.xmit = func(b []byte) error {
 		f, _ := parseARP(b)
@@ -205,5 +205,36 @@ func TestPendingReprobe(t *testing.T) {
 	}
 	if cs := tl.list(); len(cs) != 1 || cs[0].Claimed {
 		t.Errorf("conflicts %+v: the converge decides, the timer only asks", cs)
+	}
+}
+
+// An address a probe found free is not held until the converge has added it: a foreign answer
+// in between (later than the probe's wait) is remembered, and when the address is held it is a
+// conflict from the start, defended at once and reported. No answer, or a peer's, is none.
+func TestAnswerWhileClaimingIsDefended(t *testing.T) {
+	tl := newTimedLink(t)
+	a, b, c := netip.MustParseAddr("192.168.0.111"), netip.MustParseAddr("192.168.0.112"), netip.MustParseAddr("192.168.0.113")
+	tl.acd.policy.Peers = []net.HardwareAddr{peerMAC}
+	for _, x := range []netip.Addr{a, b, c} {
+		tl.claiming[x] = nil // what probe leaves for the addresses it found free
+	}
+	now := time.Now()
+	tl.receive(arpFrame{op: 2, sha: foreignMAC, spa: a}, now)
+	tl.receive(arpFrame{op: 2, sha: peerMAC, spa: c}, now)
+	if sent, notified := tl.take(); len(sent)+len(notified) != 0 || len(tl.list()) != 0 {
+		t.Fatalf("an answer for an address not held yet: sent %v, notified %v, conflicts %+v", sent, notified, tl.list())
+	}
+	tl.setHeld([]netip.Addr{a, b, c}, []netip.Addr{a, b, c})
+	if sent, _ := tl.take(); !slices.Equal(sent, []string{"announce 192.168.0.111"}) {
+		t.Errorf("sent %v once held, want one defence of 192.168.0.111", sent)
+	}
+	if got, want := conflictsString(tl.list()), "192.168.0.111 vpc-sn "+foreignMAC.String()+" claimed=true"; got != want {
+		t.Errorf("conflicts %q, want %q", got, want)
+	}
+	if d := tl.acd.defenses.Load(); d != 1 {
+		t.Errorf("defenses %d, want 1", d)
+	}
+	if len(tl.claiming) != 0 {
+		t.Errorf("claiming %v after setHeld, want none", tl.claiming)
 	}
 }

@@ -32,11 +32,19 @@ type arpLink struct {
 	// xmit sends one ARP payload (broadcast; a unit test records them instead).
 	xmit func(payload []byte) error
 
+	// rxMu is held while frames are read off the socket and handled: by the reader, and by a
+	// probe that reads what is queued before it decides (drain).
+	rxMu sync.Mutex
+
 	mu        sync.Mutex
 	held      map[netip.Addr]bool
 	conflicts map[netip.Addr]*conflict
 	// probing maps an address being probed to the foreign MAC that claimed it (nil: none yet).
 	probing map[netip.Addr]net.HardwareAddr
+	// claiming maps an address a probe found free, which the converge is adding but the link
+	// does not hold yet, to the foreign MAC that claimed it since (nil: none): an answer that
+	// arrives after the probe's wait is not lost before the address is held (setHeld).
+	claiming map[netip.Addr]net.HardwareAddr
 	// peerAnnounced rate-limits the announcements that answer a peer.
 	peerAnnounced map[netip.Addr]time.Time
 
@@ -62,10 +70,17 @@ func openARPLink(a *acd, netNS ns.NetNS, name string, ifindex int, mac net.Hardw
 	fd := -1
 	err := netNS.Do(func(ns.NetNS) error {
 		var err error
-		fd, err = unix.Socket(unix.AF_PACKET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, int(htons(unix.ETH_P_ARP)))
+		// Protocol 0: the socket receives nothing until bind names the protocol and the NIC. A
+		// socket created with a protocol is hooked on every device at once, and bind has to
+		// unhook it first, which waits for a network RCU grace period (synchronize_net, ~10 ms
+		// per NIC here) in the middle of a converge.
+		fd, err = unix.Socket(unix.AF_PACKET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
 		if err != nil {
 			return err
 		}
+		// Our own frames (every probe and announcement) need not wake the reader (Linux 4.20+;
+		// on an older kernel the reader skips them, PACKET_OUTGOING).
+		_ = unix.SetsockoptInt(fd, unix.SOL_PACKET, unix.PACKET_IGNORE_OUTGOING, 1)
 		prog := unix.SockFprog{Len: uint16(len(arpFilter)), Filter: &arpFilter[0]}
 		if err := unix.SetsockoptSockFprog(fd, unix.SOL_SOCKET, unix.SO_ATTACH_FILTER, &prog); err != nil {
 			return fmt.Errorf("attaching the ARP filter: %w", err)
@@ -84,7 +99,7 @@ func openARPLink(a *acd, netNS ns.NetNS, name string, ifindex int, mac net.Hardw
 	}
 	l := &arpLink{acd: a, name: name, ifindex: ifindex, mac: mac, fd: fd, wake: wake,
 		held: map[netip.Addr]bool{}, conflicts: map[netip.Addr]*conflict{},
-		probing: map[netip.Addr]net.HardwareAddr{}, peerAnnounced: map[netip.Addr]time.Time{},
+		probing: map[netip.Addr]net.HardwareAddr{}, claiming: map[netip.Addr]net.HardwareAddr{}, peerAnnounced: map[netip.Addr]time.Time{},
 		kick: make(chan struct{}, 1), stop: make(chan struct{})}
 	l.xmit = l.broadcast
 	l.wg.Add(2)
@@ -182,24 +197,47 @@ func (l *arpLink) announce(addrs []netip.Addr) {
 }
 
 // probe sends probeCount probes for every address of addrs, probeInterval apart, waits
-// probeWait, and returns the addresses another host claimed (a reply, a request or an
-// announcement with that sender address, or its own probe for it). Those become unclaimed
-// conflicts; the others are free, and their pending conflicts end.
-func (l *arpLink) probe(addrs []netip.Addr) map[netip.Addr]bool {
+// probeWait, reads every frame the NIC received until then, and returns the addresses another
+// host claimed (a reply, a request or an announcement with that sender address, or its own
+// probe for it). Those become unclaimed conflicts; the others are free, and their pending
+// conflicts end. When abort closes first, it stops and returns nil: nothing is decided.
+func (l *arpLink) probe(addrs []netip.Addr, abort <-chan struct{}) map[netip.Addr]bool {
 	l.mu.Lock()
 	for _, a := range addrs {
 		l.probing[a] = nil
+		delete(l.claiming, a)
 	}
 	l.mu.Unlock()
+	// On a fixed schedule from the first probe, so sending many addresses' probes does not
+	// stretch it.
+	start := time.Now()
+	waitUntil := func(at time.Duration) bool {
+		t := time.NewTimer(time.Until(start.Add(at)))
+		defer t.Stop()
+		select {
+		case <-t.C:
+			return true
+		case <-abort:
+			return false
+		}
+	}
 	for i := range probeCount {
-		if i > 0 {
-			time.Sleep(probeInterval)
+		if i > 0 && !waitUntil(time.Duration(i)*probeInterval) {
+			l.endProbe(addrs)
+			return nil
 		}
 		for _, a := range addrs {
 			l.sendProbe(a)
 		}
 	}
-	time.Sleep(probeWait)
+	if !waitUntil((probeCount-1)*probeInterval + probeWait) {
+		l.endProbe(addrs)
+		return nil
+	}
+	// The answers the kernel queued by now decide, whether or not the reader was scheduled to
+	// read them yet (a busy node's threads may wait tens of milliseconds for a CPU; the
+	// answering host's kernel answered in well under one).
+	l.drain()
 	now := time.Now()
 	taken := map[netip.Addr]bool{}
 	l.mu.Lock()
@@ -209,6 +247,7 @@ func (l *arpLink) probe(addrs []netip.Addr) map[netip.Addr]bool {
 		c := l.conflicts[a]
 		if mac == nil {
 			delete(l.conflicts, a)
+			l.claiming[a] = nil
 			continue
 		}
 		taken[a] = true
@@ -227,6 +266,15 @@ func (l *arpLink) probe(addrs []netip.Addr) map[netip.Addr]bool {
 	return taken
 }
 
+// endProbe forgets a probe of addrs that was aborted.
+func (l *arpLink) endProbe(addrs []netip.Addr) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for _, a := range addrs {
+		delete(l.probing, a)
+	}
+}
+
 // forgetPending ends the pending conflicts of addrs: they are claimed without probing.
 func (l *arpLink) forgetPending(addrs []netip.Addr) {
 	l.mu.Lock()
@@ -238,12 +286,34 @@ func (l *arpLink) forgetPending(addrs []netip.Addr) {
 	}
 }
 
+// setHeld records the addresses the NIC holds now and those it wants. An address a foreign host
+// claimed between the end of its probe and now (a late answer) is a conflict from the start:
+// defended at once and reported, as if the claim had come just after.
 func (l *arpLink) setHeld(held, want []netip.Addr) {
+	var defend []netip.Addr
+	defer func() {
+		for _, a := range defend {
+			l.sendAnnounce(a)
+			l.acd.defenses.Add(1)
+		}
+		if len(defend) > 0 {
+			l.kickTimers()
+		}
+	}()
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	l.held = map[netip.Addr]bool{}
 	for _, a := range held {
 		l.held[a] = true
+	}
+	now := time.Now()
+	for a, mac := range l.claiming {
+		if mac != nil && l.held[a] && l.conflicts[a] == nil {
+			l.conflicts[a] = &conflict{mac: mac, since: now, lastSeen: now, lastCheck: now, lastDefend: now, claimed: true}
+			defend = append(defend, a)
+			logConflict("Address conflict: another host answered for an address after it was probed; defending it", l, a, mac)
+		}
+		delete(l.claiming, a)
 	}
 	for a, c := range l.conflicts {
 		switch {
@@ -297,17 +367,26 @@ func (l *arpLink) read() {
 		if fds[1].Revents != 0 {
 			return // closed
 		}
-		for { // everything queued, then poll again
-			n, from, err := unix.Recvfrom(l.fd, buf, unix.MSG_DONTWAIT)
-			if err != nil {
-				break // EAGAIN: drained
-			}
-			if ll, ok := from.(*unix.SockaddrLinklayer); ok && ll.Pkttype == unix.PACKET_OUTGOING {
-				continue
-			}
-			if f, ok := parseARP(buf[:n]); ok {
-				l.receive(f, time.Now())
-			}
+		l.drainInto(buf)
+	}
+}
+
+// drain reads and handles every frame queued on the socket now.
+func (l *arpLink) drain() { l.drainInto(make([]byte, 1500)) }
+
+func (l *arpLink) drainInto(buf []byte) {
+	l.rxMu.Lock()
+	defer l.rxMu.Unlock()
+	for { // everything queued
+		n, from, err := unix.Recvfrom(l.fd, buf, unix.MSG_DONTWAIT)
+		if err != nil {
+			return // EAGAIN: drained
+		}
+		if ll, ok := from.(*unix.SockaddrLinklayer); ok && ll.Pkttype == unix.PACKET_OUTGOING {
+			continue
+		}
+		if f, ok := parseARP(buf[:n]); ok {
+			l.receive(f, time.Now())
 		}
 	}
 }
@@ -331,6 +410,9 @@ func (l *arpLink) receive(f arpFrame, now time.Time) {
 	l.mu.Lock()
 	if _, ok := l.probing[addr]; ok && !peer {
 		l.probing[addr] = f.sha
+	}
+	if mac, ok := l.claiming[addr]; ok && mac == nil && !peer && !l.held[addr] {
+		l.claiming[addr] = f.sha
 	}
 	c := l.conflicts[addr]
 	switch {

@@ -67,6 +67,18 @@ type Report struct {
 	// Pending are the desired addresses another host answered for when probed ("address on
 	// NIC"): not on the NIC, not announced, probed again until free (see Conflicts).
 	Pending []string
+	// Steps is how long each step of the converge took, in the order they ran: plan (netns,
+	// sockets, desired addresses and routes), hold forwarding, links (links, sysctls, conflict
+	// listeners; the probes start at its end), nat, probe (the wait for the probes left after
+	// the NAT step), addresses, routes, conntrack, forwarding, announce. A failed converge has
+	// the steps before the failure.
+	Steps []Step
+}
+
+// Step is one timed step of a converge.
+type Step struct {
+	Name string
+	Took time.Duration
 }
 
 // NewGateway returns a Gateway for the netns mounted at nsPath. Nothing is read until Converge.
@@ -87,10 +99,11 @@ func (g *Gateway) SetClaimPolicy(p ClaimPolicy) {
 	g.acd.policy = p
 }
 
-// OnConflictChange registers fn, called (from a listener goroutine, never during a converge)
-// when the gateway's set of conflicts changes outside a converge: a held address became
-// contested, or a conflict ended and the address was announced again. converge=true asks for a
-// converge: an address that was not claimed looks free now.
+// OnConflictChange registers fn, called from a listener goroutine when the gateway's set of
+// conflicts changes outside a converge's own decisions: a held address became contested, or a
+// conflict ended and the address was announced again. converge=true asks for a converge: an
+// address that was not claimed looks free now. fn must not block nor converge: it may also run
+// while a converge's probe reads the frames queued on a NIC (a held address contested then).
 func (g *Gateway) OnConflictChange(fn func(converge bool)) {
 	g.acd.cfgMu.Lock()
 	defer g.acd.cfgMu.Unlock()
@@ -104,16 +117,17 @@ func (g *Gateway) Conflicts() []Conflict { return g.acd.conflicts() }
 func (g *Gateway) Defenses() uint64 { return g.acd.defenses.Load() }
 
 // Converge makes the gateway netns match d, in this order: forwarding held off on a fresh netns,
-// NAT rules (before any EIP address exists or any packet is forwarded), links, sysctls,
-// addresses, routes and rules, conntrack of removed mappings (and, on a full converge or a nat
-// change, of every entry whose translation d contradicts: translated by rules d no longer has,
-// or never translated though d's FIPs, port forwards or SNATs translate it), forwarding on (after a conntrack flush, only when
-// it was off), gratuitous ARP. Links, addresses, routes and rules are always
-// read back (netlink dumps cost well under a millisecond); full=true also reads the nat table
-// back (iptables-save), the link sysctls and ip_forward, and repairs their drift; full=false
-// trusts the last applied nat state, the sysctls last found right while their links are the
-// same (ifindex, flags), and forwarding on after a completed converge. After any error the next
-// converge is full.
+// links and their sysctls; then address conflict detection probes the addresses to add while
+// the NAT rules are committed (before any new EIP address exists or any packet is forwarded);
+// addresses (those found free), routes and rules, conntrack of removed mappings (and, on a full
+// converge or a nat change, of every entry whose translation d contradicts: translated by rules
+// d no longer has, or never translated though d's FIPs, port forwards or SNATs translate it),
+// forwarding on (after a conntrack flush, only when it was off), gratuitous ARP. Links,
+// addresses, routes and rules are always read back (netlink dumps cost well under a
+// millisecond); full=true also reads the nat table back (iptables-save), the link sysctls and
+// ip_forward, and repairs their drift; full=false trusts the last applied nat state, the sysctls
+// last found right while their links are the same (ifindex, flags), and forwarding on after a
+// completed converge. After any error the next converge is full.
 //
 // The node side is the netns of the calling OS thread: the caller locks it (ns.Do,
 // runtime.LockOSThread) when that is not the process's own netns.
@@ -134,6 +148,12 @@ func (g *Gateway) Converge(ctx context.Context, d *annotations.Desired, full boo
 		klog.V(2).InfoS("Converged gateway netns", "netns", g.nsPath, "generation", d.Generation, "full", full,
 			"changes", len(rep.Changes), "duration", time.Since(start), "err", err)
 	}()
+	mark := time.Now()
+	step := func(name string) {
+		now := time.Now()
+		rep.Steps = append(rep.Steps, Step{Name: name, Took: now.Sub(mark)})
+		mark = now
+	}
 	change := func(lines []string) {
 		for _, l := range lines {
 			klog.V(2).InfoS("Changed gateway netns", "netns", g.nsPath, "change", l)
@@ -167,6 +187,7 @@ func (g *Gateway) Converge(ctx context.Context, d *annotations.Desired, full boo
 	if err != nil {
 		return rep, err
 	}
+	step("plan")
 	first := !g.initialised
 	if first {
 		lines, err := holdForwarding(netNS, h)
@@ -175,6 +196,28 @@ func (g *Gateway) Converge(ctx context.Context, d *annotations.Desired, full boo
 			return rep, err
 		}
 	}
+	step("hold forwarding")
+
+	// The links first, then conflict detection probes the addresses to add while the NAT is
+	// committed: probing is waiting for answers, and nothing else needs the new addresses.
+	nics, err := g.syncLinks(netNS, h, socks.addrFD, d, primaries, full, change)
+	if err != nil {
+		return rep, err
+	}
+	wantAddrs := map[string][]netip.Prefix{}
+	for _, name := range nics.names {
+		wantAddrs[name] = st.addrs[name]
+	}
+	abort := make(chan struct{})
+	probed := g.acd.claim(wantAddrs, nics.have, abort)
+	probing := true
+	defer func() {
+		if probing { // an error before the addresses: stop the probes, decide nothing
+			close(abort)
+			probed()
+		}
+	}()
+	step("links")
 
 	natStart := time.Now()
 	stale, lines, commitNAT, err := g.syncDataplane(ctx, d, full)
@@ -187,16 +230,22 @@ func (g *Gateway) Converge(ctx context.Context, d *annotations.Desired, full boo
 	// Mappings left pending by a failed converge may be live again; this converge's own stale
 	// mappings are not in want by construction.
 	g.pendingStale = append(stillStale(g.pendingStale, d), stale...)
+	step("nat")
 
-	added, held, nicChanged, err := g.syncInterfaces(netNS, h, socks.addrFD, d, st, primaries, full, change)
+	held := probed()
+	probing = false
+	step("probe")
+	added, err := g.syncAddrs(h, nics, held, wantAddrs, change)
 	if err != nil {
 		return rep, err
 	}
+	step("addresses")
 	lines, err = syncRouting(h.Gateway, st)
 	change(lines)
 	if err != nil {
 		return rep, err
 	}
+	step("routes")
 	// A full converge (a restart, a resync, any converge after an error) or a nat change also
 	// sweeps the table level-based: what a crash left between the nat commit and the clean-up,
 	// flows of changed SNATs, and flows that began before the FIP, port forward or SNAT that now
@@ -207,6 +256,7 @@ func (g *Gateway) Converge(ctx context.Context, d *annotations.Desired, full boo
 		return rep, err
 	}
 	g.pendingStale = nil
+	step("conntrack")
 	// Forwarding is on after any completed converge: a fast one trusts that, a full one (every
 	// resync) reads it back and repairs it.
 	if full || !g.initialised {
@@ -216,6 +266,7 @@ func (g *Gateway) Converge(ctx context.Context, d *annotations.Desired, full boo
 			return rep, err
 		}
 	}
+	step("forwarding")
 	commitNAT()
 	g.initialised = true
 
@@ -224,7 +275,7 @@ func (g *Gateway) Converge(ctx context.Context, d *annotations.Desired, full boo
 	// Primary NICs' addresses are the primary CNI's: st.addrs has none for them.
 	for _, name := range ownNICs(d) {
 		announce := added[name]
-		if first || nicChanged[name] {
+		if first || nics.changed[name] {
 			announce = held[name]
 		}
 		for _, p := range st.addrs[name] {
@@ -234,6 +285,7 @@ func (g *Gateway) Converge(ctx context.Context, d *annotations.Desired, full boo
 		}
 		rep.Announced = append(rep.Announced, g.announce(name, addrsOf(announce))...)
 	}
+	step("announce")
 	return rep, nil
 }
 
@@ -362,19 +414,29 @@ func ownNICs(d *annotations.Desired) []string {
 	return names
 }
 
-// syncInterfaces converges links, their sysctls and their addresses. An IPv4 address that is not
-// on its NIC yet is added only when address conflict detection finds it free (acd.claim). It
-// returns the addresses added and held per NIC, and which NICs themselves changed (recreated,
-// new MAC, brought up): all their addresses are announced again, since neighbours may hold a
-// wrong or expired entry.
+// nicState is what syncLinks found: the links of the gateway netns by name, the NICs whose
+// addresses the gateway owns (not a primary CNI's), the addresses they hold, and which NICs
+// themselves changed (recreated, new MAC, brought up): all their addresses are announced again,
+// since neighbours may hold a wrong or expired entry.
+type nicState struct {
+	links   map[string]netlink.Link
+	names   []string
+	have    map[string][]netip.Prefix
+	changed map[string]bool
+}
+
+// syncLinks converges links and their sysctls, reads the addresses the NICs hold, and gives
+// every NIC its conflict listener, so that address conflict detection can probe the addresses
+// to add while the rest of the converge runs (syncAddrs adds them). An IPv4 address that is not
+// on its NIC yet is added only when conflict detection finds it free.
 //
 // The links are read once after they are ensured and the addresses of the netns once (one dump
 // each), and conflict detection and the address sync share them. The link sysctls are read back
 // on a full converge, and on a fast one only when a link was changed (created, deleted, repaired)
 // or the values wanted or a link they are on (ifindex, flags) differ from when they were last
 // found right: between resyncs a fast converge trusts what it wrote.
-func (g *Gateway) syncInterfaces(netNS ns.NetNS, h *Handles, addrFD int, d *annotations.Desired, st *netState,
-	primaries map[string]bool, full bool, change func([]string)) (added, held map[string][]netip.Prefix, changed map[string]bool, err error) {
+func (g *Gateway) syncLinks(netNS ns.NetNS, h *Handles, addrFD int, d *annotations.Desired,
+	primaries map[string]bool, full bool, change func([]string)) (*nicState, error) {
 	want := map[string]bool{}
 	var subnets []string
 	for _, s := range d.Subnets {
@@ -385,28 +447,28 @@ func (g *Gateway) syncInterfaces(netNS ns.NetNS, h *Handles, addrFD int, d *anno
 	links, lines, err := pruneSubnetNICs(h, want)
 	change(lines)
 	if err != nil {
-		return nil, nil, nil, err
+		return nil, err
 	}
 	linksChanged := len(lines) > 0
 	lines, err = EnsureExternalNIC(h, d.External)
 	change(lines)
 	if err != nil {
-		return nil, nil, nil, err
+		return nil, err
 	}
-	changed = map[string]bool{extIfName(d): len(lines) > 0}
+	changed := map[string]bool{extIfName(d): len(lines) > 0}
 	linksChanged = linksChanged || len(lines) > 0
 	for _, s := range d.Subnets {
 		lines, err := EnsureSubnetNIC(h, s)
 		change(lines)
 		if err != nil {
-			return nil, nil, nil, err
+			return nil, err
 		}
 		changed[s.IfName] = changed[s.IfName] || len(lines) > 0
 		linksChanged = linksChanged || len(lines) > 0
 	}
 	if linksChanged { // the list read before pruning is out of date
 		if links, err = linksByName(h); err != nil {
-			return nil, nil, nil, err
+			return nil, err
 		}
 	}
 	ext := extIfName(d)
@@ -418,7 +480,7 @@ func (g *Gateway) syncInterfaces(netNS ns.NetNS, h *Handles, addrFD int, d *anno
 		lines, err = syncSysctls(netNS, sysWant)
 		change(lines)
 		if err != nil {
-			return nil, nil, nil, err
+			return nil, err
 		}
 		g.sysctls = &sysctlMemo{want: sysWant, links: ids}
 	}
@@ -431,39 +493,42 @@ func (g *Gateway) syncInterfaces(netNS ns.NetNS, h *Handles, addrFD int, d *anno
 	lines, err = silenceNewReplicaNICs(h, d, names) // standby.go
 	change(lines)
 	if err != nil {
-		return nil, nil, nil, err
+		return nil, err
 	}
 	addrs, err := addrsByLink(addrFD)
 	if err != nil {
-		return nil, nil, nil, err
+		return nil, err
 	}
 	have := map[string][]netip.Prefix{}
 	for _, name := range names {
 		l := links[name]
 		if l == nil {
-			return nil, nil, nil, fmt.Errorf("link %s: not found in the gateway netns after it was ensured", name)
+			return nil, fmt.Errorf("link %s: not found in the gateway netns after it was ensured", name)
 		}
 		have[name] = addrs[l.Attrs().Index]
 	}
 	if err := g.attachACD(netNS, links, names); err != nil {
-		return nil, nil, nil, err
+		return nil, err
 	}
-	wantAddrs := map[string][]netip.Prefix{}
-	for _, name := range names {
-		wantAddrs[name] = st.addrs[name]
-	}
-	held = g.acd.claim(wantAddrs, have)
-	added = map[string][]netip.Prefix{}
-	for _, name := range names {
-		lines, addedHere, err := syncLinkAddrs(h.Gateway, links[name], have[name], held[name])
+	return &nicState{links: links, names: names, have: have, changed: changed}, nil
+}
+
+// syncAddrs makes every NIC of nics hold exactly held (the addresses of wantAddrs conflict
+// detection let it claim), tells the listeners what they hold and want, and returns the
+// addresses added per NIC.
+func (g *Gateway) syncAddrs(h *Handles, nics *nicState, held, wantAddrs map[string][]netip.Prefix,
+	change func([]string)) (map[string][]netip.Prefix, error) {
+	added := map[string][]netip.Prefix{}
+	for _, name := range nics.names {
+		lines, addedHere, err := syncLinkAddrs(h.Gateway, nics.links[name], nics.have[name], held[name])
 		change(lines)
 		if err != nil {
-			return nil, nil, nil, err
+			return nil, err
 		}
 		added[name] = addedHere
 	}
 	g.acd.hold(held, wantAddrs)
-	return added, held, changed, nil
+	return added, nil
 }
 
 // attachACD gives every NIC of names a conflict listener on its current link (links: the links

@@ -2,7 +2,6 @@ package daemon
 
 import (
 	"context"
-	"strings"
 	"testing"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -12,17 +11,22 @@ import (
 	"github.com/vpcnat/vpcnat/test/topo"
 )
 
-// TestDaemonAppliesDesired: the seed's desired state written on a gateway pod goes live in the
-// pod's netns (nat rules and real traffic of every rule kind) and is reported in applied; an
+// TestDaemonAppliesDesired, on each NAT backend: the seed's desired state written on a gateway
+// pod goes live in the pod's netns (exactly, as test/kstate reads it, and real traffic of every
+// rule kind) and is reported in applied; an
 // update (a new DNAT, the FIP removed) and then a rule removal take effect for new connections
 // and are reported, one applied patch per generation. The metrics count the syncs and the
 // rules. When the pod is deleted the daemon forgets it without touching its netns.
 func TestDaemonAppliesDesired(t *testing.T) {
 	topo.NeedRoot(t)
+	forEachDataplane(t, testDaemonAppliesDesired)
+}
+
+func testDaemonAppliesDesired(t *testing.T, plane string) {
 	tp := topo.SeedForTest(t)
 	c := newCluster(t, tp.Prefix)
 	n := newNode(t, c, tp)
-	in := seedInputs(t, 1)
+	in := seedInputsOn(t, 1, plane)
 	templ, d := build(t, in)
 	pod := c.createGateway("ngw", templ, gatewayObjects{owned: true})
 	n.sandbox(pod, topo.Gateway, "ctr-1-"+tp.Prefix)
@@ -32,14 +36,8 @@ func TestDaemonAppliesDesired(t *testing.T) {
 	if a := c.waitApplied(pod, v, ""); a.Generation != 1 {
 		t.Errorf("applied generation %d, want 1", a.Generation)
 	}
-	nat := n.nat(topo.Gateway)
-	for _, want := range []string{
-		"-A DNAT_EIP_192.168.0.112 -p tcp -m tcp --dport 8888 -j DNAT --to-destination 10.0.1.10:80",
-		"-A EXCLUSIVE_DNAT -d 192.168.0.111/32 -j DNAT --to-destination 10.0.1.5",
-	} {
-		if !strings.Contains(nat, want) {
-			t.Errorf("nat table lacks %q:\n%s", want, nat)
-		}
+	if diff := n.check(topo.Gateway, d); !diff.Empty() {
+		t.Errorf("the gateway netns is not the desired state: %s", diff)
 	}
 	n.listen(topo.Inet, "tcp", topo.InetIP+":8080")
 	n.listen(topo.Pod1, "tcp", ":7000")
@@ -63,8 +61,8 @@ func TestDaemonAppliesDesired(t *testing.T) {
 	n.expect(topo.Client, "tcp", eip112+":9999", topo.ClientIP, topo.Pod3IP+":80")
 	n.expectNoAnswer(topo.Client, "tcp", eip111+":7000")
 	n.expect(topo.Pod1, "tcp", topo.InetIP+":8080", eip112, "")
-	if nat := n.nat(topo.Gateway); strings.Contains(nat, "10.0.1.5") {
-		t.Errorf("removed FIP still in the nat table:\n%s", nat)
+	if diff := n.check(topo.Gateway, d); !diff.Empty() {
+		t.Errorf("after the update (FIP removed, DNAT added): %s", diff)
 	}
 
 	// Removal of the new rule.
@@ -75,8 +73,8 @@ func TestDaemonAppliesDesired(t *testing.T) {
 	c.waitApplied(pod, v, "")
 	n.expectNoAnswer(topo.Client, "tcp", eip112+":9999")
 	n.expect(topo.Client, "tcp", eip112+":8888", topo.ClientIP, topo.Pod2IP+":80")
-	if nat := n.nat(topo.Gateway); strings.Contains(nat, "--dport 9999") {
-		t.Errorf("removed DNAT still in the nat table:\n%s", nat)
+	if diff := n.check(topo.Gateway, d); !diff.Empty() {
+		t.Errorf("after the DNAT's removal: %s", diff)
 	}
 
 	if got := dm.metric("vpcnat_daemon_syncs_total", "result", "success"); got < 3 {

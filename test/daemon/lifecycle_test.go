@@ -1,13 +1,14 @@
 package daemon
 
 import (
-	"strings"
 	"testing"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
 
+	"github.com/vpcnat/vpcnat/pkg/annotations"
 	"github.com/vpcnat/vpcnat/test/cnichain"
+	"github.com/vpcnat/vpcnat/test/kstate"
 	"github.com/vpcnat/vpcnat/test/topo"
 )
 
@@ -20,14 +21,23 @@ type seedGateway struct {
 	sandbox cnichain.Pod
 	dm      *daemon
 	desired string
+	d       *annotations.Desired
 }
 
+// newSeedGateway is the seed's gateway on the default NAT backend (nftables).
 func newSeedGateway(t *testing.T, flags ...string) *seedGateway {
+	t.Helper()
+	return newSeedGatewayOn(t, annotations.DataplaneNFTables, flags...)
+}
+
+// newSeedGatewayOn is the seed's gateway on the NAT backend plane.
+func newSeedGatewayOn(t *testing.T, plane string, flags ...string) *seedGateway {
 	t.Helper()
 	tp := topo.SeedForTest(t)
 	g := &seedGateway{c: newCluster(t, tp.Prefix)}
 	g.n = newNode(t, g.c, tp)
-	templ, d := build(t, seedInputs(t, 1))
+	templ, d := build(t, seedInputsOn(t, 1, plane))
+	g.d = d
 	g.pod = g.c.createGateway("ngw", templ, gatewayObjects{owned: true})
 	g.sandbox = g.n.sandbox(g.pod, topo.Gateway, "ctr-1-"+tp.Prefix)
 	g.dm = startDaemon(t, g.c, g.n, flags...)
@@ -46,45 +56,79 @@ func (g *seedGateway) works() {
 	g.n.expect(topo.Pod2, "tcp", topo.InetIP+":8080", eip112, "")
 }
 
-// TestDaemonRepairsDrift: addresses, NAT rules, hooks, routes and ip rules deleted by hand in a
-// gateway's netns come back by the next periodic resync, exactly as they were, without any
-// applied patch (nothing changed for the controller).
+// TestDaemonRepairsDrift, on each NAT backend: addresses, NAT rules and their hooks (iptables:
+// a DNAT chain flushed and the jump from POSTROUTING deleted; nftables: the port forward map and
+// the POSTROUTING chain flushed), routes and ip rules deleted by hand in a gateway's netns come
+// back by the next periodic resync, exactly as desired (test/kstate) and as they were, without
+// any applied patch (nothing changed for the controller).
 func TestDaemonRepairsDrift(t *testing.T) {
 	topo.NeedRoot(t)
-	g := newSeedGateway(t, "--resync=1s")
-	want := g.n.dump(topo.Gateway)
-	changes := g.dm.metric("vpcnat_daemon_kernel_changes_total", "gateway", "ngw")
-
-	g.n.exec(topo.Gateway, "ip", "addr", "del", eip112+"/24", "dev", "net1")
-	g.n.exec(topo.Gateway, "iptables", "-t", "nat", "-F", "DNAT_EIP_"+eip112)
-	g.n.exec(topo.Gateway, "iptables", "-t", "nat", "-D", "POSTROUTING", "-j", "SNAT_FILTER")
-	g.n.exec(topo.Gateway, "ip", "route", "del", "default", "table", "100")
-	g.n.exec(topo.Gateway, "ip", "rule", "del", "iif", "net1", "lookup", "100")
-	g.n.expectNoAnswer(topo.Client, "tcp", eip112+":8888")
-
-	var got string
-	deadline := time.Now().Add(10 * time.Second)
-	for got = g.n.dump(topo.Gateway); got != want; got = g.n.dump(topo.Gateway) {
-		if time.Now().After(deadline) {
-			t.Fatalf("drift not repaired within 10s:\n--- want\n%s\n--- got\n%s", want, got)
+	forEachDataplane(t, func(t *testing.T, plane string) {
+		g := newSeedGatewayOn(t, plane, "--resync=1s")
+		dump := func() string {
+			out, err := g.n.topo.Dump(topo.Gateway) // the NAT aside: kstate judges it
+			if err != nil {
+				t.Fatal(err)
+			}
+			return out
 		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	g.works()
-	if got := g.dm.metric("vpcnat_daemon_kernel_changes_total", "gateway", "ngw") - changes; got < 5 {
-		t.Errorf("%v kernel changes counted for the repair, want at least the 5 made by hand", got)
-	}
-	if got := g.dm.metric("vpcnat_daemon_applied_patches_total"); got != 1 {
-		t.Errorf("applied patches = %v, want 1 (resyncs report nothing new)", got)
-	}
+		want := dump()
+		changes := g.dm.metric("vpcnat_daemon_kernel_changes_total", "gateway", "ngw")
+
+		g.n.exec(topo.Gateway, "ip", "addr", "del", eip112+"/24", "dev", "net1")
+		if plane == annotations.DataplaneIPTables {
+			g.n.exec(topo.Gateway, "iptables", "-t", "nat", "-F", "DNAT_EIP_"+eip112)
+			g.n.exec(topo.Gateway, "iptables", "-t", "nat", "-D", "POSTROUTING", "-j", "SNAT_FILTER")
+		} else {
+			g.n.exec(topo.Gateway, "nft", "flush", "map", "ip", "vpcnat", "port_dnat")
+			g.n.exec(topo.Gateway, "nft", "flush", "chain", "ip", "vpcnat", "POSTROUTING")
+		}
+		g.n.exec(topo.Gateway, "ip", "route", "del", "default", "table", "100")
+		g.n.exec(topo.Gateway, "ip", "rule", "del", "iif", "net1", "lookup", "100")
+		g.n.expectNoAnswer(topo.Client, "tcp", eip112+":8888")
+		// The edits by hand are NAT drift as test/kstate sees it (unless a resync came first).
+		if diff := g.n.check(topo.Gateway, g.d); !diff.Empty() {
+			nat := 0
+			for _, p := range diff {
+				if p.NAT() {
+					nat++
+				}
+			}
+			if nat == 0 {
+				t.Errorf("the NAT edits by hand left no NAT difference: %s", diff)
+			}
+		}
+
+		var got string
+		var diff kstate.Diff
+		deadline := time.Now().Add(10 * time.Second)
+		for got, diff = dump(), g.n.check(topo.Gateway, g.d); got != want || !diff.Empty(); got, diff = dump(), g.n.check(topo.Gateway, g.d) {
+			if time.Now().After(deadline) {
+				t.Fatalf("drift not repaired within 10s: %s\n--- want\n%s\n--- got\n%s", diff, want, got)
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+		g.works()
+		if got := g.dm.metric("vpcnat_daemon_kernel_changes_total", "gateway", "ngw") - changes; got < 5 {
+			t.Errorf("%v kernel changes counted for the repair, want at least the 5 made by hand", got)
+		}
+		if got := g.dm.metric("vpcnat_daemon_applied_patches_total"); got != 1 {
+			t.Errorf("applied patches = %v, want 1 (resyncs report nothing new)", got)
+		}
+	})
 }
 
-// TestDaemonRestartChangesNothing: a stopped daemon leaves the gateway forwarding; a new daemon
-// reads everything back and changes nothing at all in the kernel (not even transiently: no
-// kernel change is logged or counted), and does not patch the pod.
+// TestDaemonRestartChangesNothing, on each NAT backend: a stopped daemon leaves the gateway
+// forwarding; a new daemon reads everything back and changes nothing at all in the kernel (not
+// even transiently: no kernel change is logged or counted, no nftables rule rewritten), and does
+// not patch the pod.
 func TestDaemonRestartChangesNothing(t *testing.T) {
 	topo.NeedRoot(t)
-	g := newSeedGateway(t)
+	forEachDataplane(t, testDaemonRestartChangesNothing)
+}
+
+func testDaemonRestartChangesNothing(t *testing.T, plane string) {
+	g := newSeedGatewayOn(t, plane)
 	before := g.n.dump(topo.Gateway)
 	pod := g.c.getPod(g.pod)
 
@@ -119,13 +163,18 @@ func TestDaemonRestartChangesNothing(t *testing.T) {
 	g.works()
 }
 
-// TestDaemonSandboxRecreated: the runtime replaces the gateway's sandbox (CNI DEL, netns gone,
-// a new netns, CNI ADD with a new container ID): the plugin's new record makes the daemon
-// converge the new, empty netns from scratch, and traffic flows through it. Nothing new is
-// reported: the same desired state is applied.
+// TestDaemonSandboxRecreated, on each NAT backend: the runtime replaces the gateway's sandbox
+// (CNI DEL, netns gone, a new netns, CNI ADD with a new container ID): the plugin's new record
+// makes the daemon converge the new, empty netns from scratch, exactly to the desired state
+// (test/kstate), and traffic flows through it. Nothing new is reported: the same desired state
+// is applied.
 func TestDaemonSandboxRecreated(t *testing.T) {
 	topo.NeedRoot(t)
-	g := newSeedGateway(t)
+	forEachDataplane(t, testDaemonSandboxRecreated)
+}
+
+func testDaemonSandboxRecreated(t *testing.T, plane string) {
+	g := newSeedGatewayOn(t, plane)
 	if err := g.n.chain.Del(g.n.list, g.sandbox); err != nil {
 		t.Fatal(err)
 	}
@@ -139,7 +188,7 @@ func TestDaemonSandboxRecreated(t *testing.T) {
 	g.n.sandbox(g.pod, role, "ctr-2-"+g.n.topo.Prefix)
 
 	eventually(t, "the new sandbox converged", 10*time.Second, func() bool {
-		return strings.Contains(g.n.nat(role), "--dport 8888") && g.dm.metric("vpcnat_daemon_sync_duration_seconds", "full", "true") == 2
+		return g.dm.metric("vpcnat_daemon_sync_duration_seconds", "full", "true") == 2 && g.n.check(role, g.d).Empty()
 	})
 	g.works()
 	a := g.c.applied(g.pod)

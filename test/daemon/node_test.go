@@ -4,6 +4,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"path/filepath"
+	"slices"
 	"testing"
 	"time"
 
@@ -15,6 +16,7 @@ import (
 	v1 "github.com/vpcnat/vpcnat/pkg/apis/kubeovn/v1"
 	"github.com/vpcnat/vpcnat/pkg/plan"
 	"github.com/vpcnat/vpcnat/test/cnichain"
+	"github.com/vpcnat/vpcnat/test/kstate"
 	"github.com/vpcnat/vpcnat/test/topo"
 )
 
@@ -65,25 +67,44 @@ func (n *node) sandbox(pod *corev1.Pod, role, containerID string) cnichain.Pod {
 	return p
 }
 
-// seedInputs are examples/seed.yaml with the node's NIC, at a generation.
+// dataplanes are the NAT backends, the default (nftables) first. Every test that converges a
+// gateway's NAT and judges the netns (applied rules, drift repair, restart, sandbox recreated,
+// reboot, replacement pod, hot-plug, impostors, bad desired state) runs on each, a subtest per
+// backend (a second or two each); the address conflict test runs on the default only: conflict
+// detection does not depend on the backend.
+var dataplanes = []string{annotations.DataplaneNFTables, annotations.DataplaneIPTables}
+
+// forEachDataplane runs fn as a subtest per NAT backend.
+func forEachDataplane(t *testing.T, fn func(t *testing.T, plane string)) {
+	for _, plane := range dataplanes {
+		t.Run(plane, func(t *testing.T) { fn(t, plane) })
+	}
+}
+
+// seedInputs are examples/seed.yaml with the node's NIC, at a generation, on the default NAT
+// backend (nftables).
 func seedInputs(t *testing.T, gen int64) plan.Inputs {
+	t.Helper()
+	return seedInputsOn(t, gen, annotations.DataplaneNFTables)
+}
+
+// seedInputsOn are seedInputs on the NAT backend plane.
+func seedInputsOn(t *testing.T, gen int64, plane string) plan.Inputs {
 	t.Helper()
 	in, err := plan.LoadFile(filepath.Join(repoRoot, "examples", "seed.yaml"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	// These tests read the NAT with iptables-save: the iptables backend (the nftables one is
-	// tested through the same daemon code in test/dataplane, test/reliability and test/e2e).
-	in.Config.NIC, in.Config.Dataplane = "eth1", annotations.DataplaneIPTables
+	in.Config.NIC, in.Config.Dataplane = "eth1", plane
 	in.Gateway.Generation = gen
 	return in
 }
 
 // ngw2Inputs is a second gateway, in its own Vpc with subnet sn2 (10.0.2.0/24 on br-sn2):
-// SNAT of the subnet to 192.168.0.113.
-func ngw2Inputs(t *testing.T, gen int64) plan.Inputs {
+// SNAT of the subnet to 192.168.0.113, on the NAT backend plane.
+func ngw2Inputs(t *testing.T, gen int64, plane string) plan.Inputs {
 	t.Helper()
-	in := seedInputs(t, gen)
+	in := seedInputsOn(t, gen, plane)
 	in.Gateway = &v1.VpcNatGateway{ObjectMeta: metav1.ObjectMeta{Name: "ngw2", Generation: gen},
 		Spec: v1.VpcNatGatewaySpec{Vpc: "vpc2", Subnet: "sn2", LanIP: "10.0.2.254",
 			Eips:      []v1.Eip{{EipCIDR: eip113 + "/24", Gateway: topo.RouterIP}},
@@ -119,18 +140,44 @@ func (n *node) exec(role string, argv ...string) string {
 	return out
 }
 
-// dump is a netns's kernel state as text (topo.Dump).
+// dump is a netns's kernel state as text: topo.Dump (links, addresses, rules, routes, the
+// iptables nat table, forwarding) and nft's reading of table ip vpcnat through test/kstate
+// (with the kernel's handles, so a rule rewritten the same shows as a change).
 func (n *node) dump(role string) string {
 	n.t.Helper()
 	out, err := n.topo.Dump(role)
 	if err != nil {
 		n.t.Fatal(err)
 	}
-	return out
+	st, err := kstate.Dump(n.topo.Path(role))
+	if err != nil {
+		n.t.Fatal(err)
+	}
+	return out + "nftables table ip vpcnat: " + st.NFTText + "\n"
 }
 
-// nat is the gateway's nat table.
-func (n *node) nat(role string) string { return n.exec(role, "iptables-save", "-t", "nat") }
+// natOf is the NAT of a role's netns as test/kstate reads it (iptables-save -t nat, and nft's
+// own reading of table ip vpcnat), and whether it holds any of vpcnat's, of either backend.
+func (n *node) natOf(role string) (text string, any bool) {
+	n.t.Helper()
+	st, err := kstate.Dump(n.topo.Path(role))
+	if err != nil {
+		n.t.Fatal(err)
+	}
+	return st.NATText + st.NFTText, st.NFT != nil || slices.Contains(st.Chains, "DNAT_FILTER")
+}
+
+// check is test/kstate's comparison of a role's netns with d: links, addresses, routes, rules,
+// sysctls and the NAT of d's backend (its independent model of each layout), and nothing left
+// of the other backend.
+func (n *node) check(role string, d *annotations.Desired) kstate.Diff {
+	n.t.Helper()
+	diff, err := kstate.Check(n.topo.Path(role), d)
+	if err != nil {
+		n.t.Fatal(err)
+	}
+	return diff
+}
 
 // eventually polls cond until it holds or the timeout passes.
 func eventually(t *testing.T, what string, d time.Duration, cond func() bool) {

@@ -20,9 +20,14 @@ import (
 // TestDaemonIgnoresImpostors: pods that carry the gateway annotation, a valid desired state and
 // an attachment record pointing at a netns, but are not gateways — in another namespace (with a
 // complete owner chain there), without any owner, or owned by a Deployment no VpcNatGateway
-// controls — are never converged nor annotated, while the real gateway next to them is.
+// controls — are never converged nor annotated (no link, no NAT of either backend), while the
+// real gateway next to them is. On each NAT backend.
 func TestDaemonIgnoresImpostors(t *testing.T) {
 	topo.NeedRoot(t)
+	forEachDataplane(t, testDaemonIgnoresImpostors)
+}
+
+func testDaemonIgnoresImpostors(t *testing.T, plane string) {
 	tp := topo.SeedForTest(t)
 	c := newCluster(t, tp.Prefix)
 	n := newNode(t, c, tp)
@@ -33,7 +38,7 @@ func TestDaemonIgnoresImpostors(t *testing.T) {
 	var impostors []*corev1.Pod
 	var roles []string
 	add := func(name string, mk func(templ map[string]string) *corev1.Pod) {
-		in := seedInputs(t, 1)
+		in := seedInputsOn(t, 1, plane)
 		in.Gateway.Name = name
 		templ, d := build(t, in)
 		p := mk(templ)
@@ -66,7 +71,7 @@ func TestDaemonIgnoresImpostors(t *testing.T) {
 	})
 
 	// The real gateway, created last: once it is reported, the daemon has seen the others.
-	templ, d := build(t, seedInputs(t, 1))
+	templ, d := build(t, seedInputsOn(t, 1, plane))
 	pod := c.createGateway("ngw", templ, gatewayObjects{owned: true})
 	n.sandbox(pod, topo.Gateway, "ctr-1-"+tp.Prefix)
 	dm := startDaemon(t, c, n, "--resync=1s")
@@ -81,8 +86,8 @@ func TestDaemonIgnoresImpostors(t *testing.T) {
 		if links := n.exec(role, "ip", "-o", "link", "show"); strings.Count(links, "\n") != 1 {
 			t.Errorf("impostor %d's netns got links:\n%s", i, links)
 		}
-		if nat := n.nat(role); strings.Contains(nat, "DNAT_FILTER") {
-			t.Errorf("impostor %d's netns got nat rules:\n%s", i, nat)
+		if nat, any := n.natOf(role); any {
+			t.Errorf("impostor %d's netns got NAT rules:\n%s", i, nat)
 		}
 		if evs := c.events(p); len(evs) != 0 {
 			t.Errorf("events on impostor %s: %+v", p.Name, evs)
@@ -97,17 +102,21 @@ func TestDaemonIgnoresImpostors(t *testing.T) {
 // netns gets nothing), reported in applied with the field path and the value, and announced by
 // a Warning Event; then a valid one whose converge fails in the kernel (no such node NIC) is
 // reported and retried with backoff. Meanwhile the node's other gateway is converged and
-// updated as usual. Once fixed, the first gateway works.
+// updated as usual. Once fixed, the first gateway works. On each NAT backend.
 func TestDaemonBadDesired(t *testing.T) {
 	topo.NeedRoot(t)
+	forEachDataplane(t, testDaemonBadDesired)
+}
+
+func testDaemonBadDesired(t *testing.T, plane string) {
 	tp := topo.SeedForTest(t)
 	c := newCluster(t, tp.Prefix)
 	n := newNode(t, c, tp)
-	in := seedInputs(t, 1)
+	in := seedInputsOn(t, 1, plane)
 	templ, good := build(t, in)
 	pod := c.createGateway("ngw", templ, gatewayObjects{owned: true})
 	n.sandbox(pod, topo.Gateway, "ctr-1-"+tp.Prefix)
-	in2 := ngw2Inputs(t, 1)
+	in2 := ngw2Inputs(t, 1, plane)
 	templ2, d2 := build(t, in2)
 	pod2 := c.createGateway("ngw2", templ2, gatewayObjects{owned: true})
 	if err := tp.AddNS("gw2"); err != nil {
@@ -130,7 +139,7 @@ func TestDaemonBadDesired(t *testing.T) {
 	if a.Generation != 1 || !strings.Contains(a.Error, "70000") {
 		t.Errorf("applied %+v: want generation 1 and the value in the error", a)
 	}
-	if nat := n.nat(topo.Gateway); strings.Contains(nat, "DNAT_FILTER") {
+	if nat, any := n.natOf(topo.Gateway); any {
 		t.Errorf("an invalid desired state was (partly) applied:\n%s", nat)
 	}
 	expectEvent(t, c, pod, nodeagent.ReasonInvalidDesired, "dnatRules[0].internalPort")

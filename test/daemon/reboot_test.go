@@ -140,11 +140,15 @@ func neighMAC(t *testing.T, n *node, role, ip string) string {
 // being recreated (same UID), net1 keeps its MAC, test/kstate finds the new netns exactly as
 // desired, traffic flows, and the external network hears gratuitous ARPs for every EIP from
 // net1's MAC: the EIP gateway's neighbour entries, made stale on purpose (a wrong MAC) before
-// the reboot, are updated by them.
+// the reboot, are updated by them. On each NAT backend.
 func TestDaemonReboot(t *testing.T) {
 	topo.NeedRoot(t)
-	g := newSeedGateway(t)
-	_, d := build(t, seedInputs(t, 1))
+	forEachDataplane(t, testDaemonReboot)
+}
+
+func testDaemonReboot(t *testing.T, plane string) {
+	g := newSeedGatewayOn(t, plane)
+	d := g.d
 	uid := g.c.getPod(g.pod).UID
 	macBefore := linkMAC(t, g.n, topo.Gateway, "net1")
 	if macBefore != strings.ToLower(d.External.MAC) {

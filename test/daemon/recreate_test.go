@@ -24,10 +24,14 @@ import (
 // through it along. Nothing of the replacement's pod changes after that, so only the removal of
 // the old record can tell the daemon; it must converge the replacement again at once (in the
 // e2e test, the recreated gateway forwarded nothing for the subnet for minutes: until the
-// resync).
+// resync). On each NAT backend.
 func TestDaemonReplacementPodOldSandboxLast(t *testing.T) {
 	topo.NeedRoot(t)
-	g := newSeedGateway(t)
+	forEachDataplane(t, testDaemonReplacementPodOldSandboxLast)
+}
+
+func testDaemonReplacementPodOldSandboxLast(t *testing.T, plane string) {
+	g := newSeedGatewayOn(t, plane)
 	g.works()
 	old := g.c.getPod(g.pod)
 
@@ -87,6 +91,9 @@ func TestDaemonReplacementPodOldSandboxLast(t *testing.T) {
 		time.Sleep(20 * time.Millisecond)
 	}
 	g.works()
+	if diff := g.n.check(role, g.d); !diff.Empty() {
+		t.Errorf("the replacement after the old sandbox's DEL: %s", diff)
+	}
 	if a := g.c.applied(repl); a == nil || a.Hash != hashOf(desired) || a.Error != "" {
 		t.Errorf("applied %+v on the replacement", a)
 	}
