@@ -179,7 +179,10 @@ e2e-failover: cluster-setup
 # in turn) on one cluster: min / median / max of the UDP loss window per kind, the TCP flows that
 # survived each trial, no EIP answered by two MACs after the detection window. About 25 minutes
 # for 20 trials per kind (most of a power-off trial waits for the status); not in `make test`.
+# FAILOVER_HOG=N runs N busy processes on the host during the trials (CPU starvation, as on a
+# busy node; e.g. FAILOVER_HOG=4 on 2 cores), killed at the end; the report gives the load average.
 FAILOVER_TRIALS ?= 20
+FAILOVER_HOG ?= 0
 .PHONY: soak-failover
 soak-failover: cluster-setup
-	VPCNAT_FAILOVER_SOAK=$(FAILOVER_TRIALS) flock /tmp/vpcnat-cluster.lock $(GO) test -count=1 -v -timeout 180m -run TestReplicatedFailoverSoak ./test/e2e/
+	VPCNAT_FAILOVER_SOAK=$(FAILOVER_TRIALS) VPCNAT_FAILOVER_HOG=$(FAILOVER_HOG) flock /tmp/vpcnat-cluster.lock $(GO) test -count=1 -v -timeout 180m -run TestReplicatedFailoverSoak ./test/e2e/
