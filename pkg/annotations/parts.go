@@ -14,7 +14,7 @@ import (
 )
 
 // The parts encoding of the desired annotation: the desired state without its FIP, DNAT and
-// SNAT lists (the head) and each of those lists cut into parts of about a hundred rules, every
+// SNAT lists (the head) and each of those lists cut into parts of about two hundred rules, every
 // piece compressed on its own (raw DEFLATE, base64). One rule edit changes one part (two when
 // it moves a cut), so a daemon that remembers the previous annotation's parts (DesiredDecoder)
 // inflates and decodes only the head and the changed part: at 10 000 rules, ~1 MB of JSON
@@ -29,10 +29,10 @@ const encodingParts = "deflate-parts"
 // it, so the controller may write it (an older daemon refuses an encoding it does not know).
 const EncodingParts = encodingParts
 
-var (
-	partMin            = 32
-	partModulus uint32 = 64
-	partMax            = 512
+const (
+	partMin     = 64
+	partModulus = 128
+	partMax     = 1024
 )
 
 // partsLevel: the parts are small (a few KB of JSON each) and written once per edit, so the
