@@ -78,9 +78,16 @@ func (f mappingFilter) MatchConntrackFlow(fl *netlink.ConntrackFlow) bool {
 //
 // An entry the desired state d still translates exactly so is kept: e.g. the outbound flows of
 // a removed FIP whose internal IP an SNAT rule sends out with the same EIP.
-func cleanConntrack(netNS ns.NetNS, h *Handles, stale []nat.Mapping, d *annotations.Desired, sweep bool) ([]string, error) {
+//
+// scope (nftables backend only, else nil) lets a change of port forwards alone be cleaned up
+// by the connections' marks instead of a dump (cleanByMarks), and learns from a sweep of the
+// whole table whether every entry a port forward translates carries its mark.
+func cleanConntrack(netNS ns.NetNS, h *Handles, stale []nat.Mapping, d *annotations.Desired, sweep bool, scope *markScope) ([]string, error) {
 	if len(stale) == 0 && !sweep {
 		return nil, nil
+	}
+	if scope != nil && scope.fast {
+		return cleanByMarks(netNS, h, scope, stale, d)
 	}
 	mappings := make([]mappingFilter, 0, len(stale))
 	for _, m := range stale {
@@ -93,13 +100,16 @@ func cleanConntrack(netNS ns.NetNS, h *Handles, stale []nat.Mapping, d *annotati
 	if n, known, err := conntrackEntries(netNS); err != nil {
 		return nil, err
 	} else if known && n == 0 {
+		if scope != nil && sweep {
+			scope.applied.marked = true // no entry: every one the table makes is marked
+		}
 		return nil, nil
 	}
 	own, err := localAddrs(h.Gateway)
 	if err != nil {
 		return nil, err
 	}
-	f := &cleanFilter{sweep: newSweepFilter(d, own), sweeping: sweep}
+	f := &cleanFilter{sweep: newSweepFilter(d, own), sweeping: sweep, checkMarks: scope != nil && sweep}
 	for _, m := range mappings {
 		f.mappings = append(f.mappings, keepValid{m, f.sweep})
 	}
@@ -108,6 +118,12 @@ func cleanConntrack(netNS ns.NetNS, h *Handles, stale []nat.Mapping, d *annotati
 			return nil, fmt.Errorf("deleting conntrack entries of %d removed mappings: %w", len(stale), err)
 		}
 		return nil, fmt.Errorf("deleting conntrack entries that contradict the desired mappings: %w", err)
+	}
+	if f.checkMarks {
+		scope.applied.marked = f.unmarked == 0
+		if f.unmarked > 0 {
+			klog.V(2).InfoS("Conntrack entries of port forwards without their mark: the clean-up keeps dumping the table", "entries", f.unmarked)
+		}
 	}
 	var lines []string
 	if f.mapped > 0 {
@@ -126,11 +142,16 @@ func cleanConntrack(netNS ns.NetNS, h *Handles, stale []nat.Mapping, d *annotati
 
 // cleanFilter is the one filter of cleanConntrack's dump: an entry of a stale mapping first
 // (counted as the mapping's), else, when sweeping, an entry the sweep finds stale.
+//
+// checkMarks also counts, in unmarked, the entries kept that a port forward of the desired
+// state translated but that do not carry its mark (made before the table set marks).
 type cleanFilter struct {
-	mappings []keepValid
-	sweep    *sweepFilter
-	sweeping bool
-	mapped   int
+	mappings   []keepValid
+	sweep      *sweepFilter
+	sweeping   bool
+	mapped     int
+	checkMarks bool
+	unmarked   int
 }
 
 func (c *cleanFilter) MatchConntrackFlow(fl *netlink.ConntrackFlow) bool {
@@ -140,7 +161,15 @@ func (c *cleanFilter) MatchConntrackFlow(fl *netlink.ConntrackFlow) bool {
 			return true
 		}
 	}
-	return c.sweeping && c.sweep.MatchConntrackFlow(fl)
+	if c.sweeping && c.sweep.MatchConntrackFlow(fl) {
+		return true
+	}
+	if c.checkMarks {
+		if m, ok := c.sweep.portMark(fl); ok && fl.Mark != m {
+			c.unmarked++
+		}
+	}
+	return false
 }
 
 // conntrackCountSysctl is the number of conntrack entries of the reader's netns (the kernel's

@@ -57,7 +57,7 @@ func (g *Gateway) syncDataplane(ctx context.Context, d *annotations.Desired, ful
 			build = g.nftLast.build
 		}
 		var applied *nftApplied
-		stale, lines, applied, err = syncNFT(g.nft, build, build.Build(d), g.nftLast, full)
+		stale, lines, applied, g.ctScope, err = syncNFT(g.nft, build, build.Build(d), g.nftLast, full)
 		if err != nil {
 			return nil, lines, nil, err
 		}
@@ -89,6 +89,7 @@ func (g *Gateway) syncDataplane(ctx context.Context, d *annotations.Desired, ful
 		}
 		g.nft.Close() // an iptables gateway keeps no nf_tables socket open
 	}
+	g.ctScope = nil
 	return stale, lines, func() { g.last, g.nftLast, g.dataplane = want, nil, plane }, nil
 }
 
@@ -99,6 +100,12 @@ type nftApplied struct {
 	table *nft.Table
 	gen   uint32
 	build *nft.Builder
+	// marked: the last sweep of the whole conntrack table found every entry translated by a
+	// port forward carrying the forward's mark (or no entry at all), so the entries of a
+	// removed or changed port forward can be deleted by its mark (see markScope). Entries made
+	// before the table marked them (an upgrade, a switch from iptables) keep the clean-up on
+	// dumps until a sweep no longer finds them.
+	marked bool
 }
 
 // syncNFT applies want with at most one netlink batch: against last when not full, else against
@@ -108,11 +115,12 @@ type nftApplied struct {
 // is skipped (a resync of 100 000 elements costs one round trip instead of a 1.5 s dump, whose
 // cost is the kernel's: each dump chunk walks the set from its start). Any other commit in the
 // netns, even to a foreign table, makes the next full converge read back.
-func syncNFT(k nftTable, build *nft.Builder, want *nft.Table, last *nftApplied, full bool) (stale []nat.Mapping, changes []string, applied *nftApplied, err error) {
+func syncNFT(k nftTable, build *nft.Builder, want *nft.Table, last *nftApplied, full bool) (stale []nat.Mapping, changes []string, applied *nftApplied, scope *markScope, err error) {
 	gen0, err := k.Generation()
 	if err != nil {
-		return nil, nil, nil, err
+		return nil, nil, nil, nil, err
 	}
+	marked := last != nil && last.marked
 	var have *nft.Table
 	var knownAt uint32 // generation at which have is exactly the kernel's; 0: not known
 	switch {
@@ -123,7 +131,7 @@ func syncNFT(k nftTable, build *nft.Builder, want *nft.Table, last *nftApplied, 
 		}
 	default:
 		if have, err = k.Read(); err != nil {
-			return nil, nil, nil, err
+			return nil, nil, nil, nil, err
 		}
 		if gen, err := k.Generation(); err == nil && gen == gen0 {
 			knownAt = gen0 // nothing was committed while the dump ran
@@ -131,19 +139,20 @@ func syncNFT(k nftTable, build *nft.Builder, want *nft.Table, last *nftApplied, 
 	}
 	b := build.Diff(want, have)
 	if b.Empty() {
-		return nil, nil, &nftApplied{table: want, gen: knownAt, build: build}, nil
+		applied = &nftApplied{table: want, gen: knownAt, build: build, marked: marked}
+		return nil, nil, applied, &markScope{applied: applied}, nil
 	}
 	if err := k.Apply(b); err != nil {
-		return nil, nil, nil, err
+		return nil, nil, nil, nil, err
 	}
-	applied = &nftApplied{table: want, build: build}
+	applied = &nftApplied{table: want, build: build, marked: marked}
 	if gen1, err := k.Generation(); err == nil && knownAt != 0 && gen1 == nextGeneration(knownAt) {
 		applied.gen = gen1 // our commit was the only one
 	}
 	for _, s := range b.Summary() {
 		changes = append(changes, "nftables: "+s)
 	}
-	return b.Stale(have), changes, applied, nil
+	return b.Stale(have), changes, applied, newMarkScope(b, applied, k, !full && marked), nil
 }
 
 // nextGeneration is the generation after gen: the kernel skips 0 when it wraps.

@@ -46,6 +46,8 @@ type Gateway struct {
 	// pendingStale are mappings removed from the nat table whose conntrack entries are not
 	// deleted yet (a converge failed in between); a later read-back could no longer see them.
 	pendingStale []nat.Mapping
+	// ctScope is the NAT step's word to the conntrack step (nftables: conntrack_mark.go).
+	ctScope *markScope
 	// acd probes addresses before they are claimed, announces them, and defends them while
 	// held (acd.go), through one packet socket per NIC.
 	acd *acd
@@ -250,7 +252,7 @@ func (g *Gateway) Converge(ctx context.Context, d *annotations.Desired, full boo
 	// sweeps the table level-based: what a crash left between the nat commit and the clean-up,
 	// flows of changed SNATs, and flows that began before the FIP, port forward or SNAT that now
 	// covers them (untranslated), none of which the mapping diff covers.
-	lines, err = cleanConntrack(netNS, h, g.pendingStale, d, full || natChanged)
+	lines, err = cleanConntrack(netNS, h, g.pendingStale, d, full || natChanged, g.ctScope)
 	change(lines)
 	if err != nil {
 		return rep, err

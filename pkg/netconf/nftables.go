@@ -28,6 +28,11 @@ type nftTable interface {
 	// Generation is the netns's nf_tables generation: bumped by one by every committed
 	// transaction in the netns, of any table.
 	Generation() (uint32, error)
+	// FlushConntrackMark deletes, in the kernel, every conntrack entry of the netns whose mark
+	// is mark (one request, no dump), over the netfilter socket the table's generation is read
+	// by: a netfilter socket opened for it would wait, when closed, for the RCU grace period of
+	// the commit just made (~10 ms).
+	FlushConntrackMark(mark uint32) error
 	// Close releases the netlink socket; the next call opens a new one (in the netns then
 	// mounted at the path).
 	Close()
@@ -178,6 +183,33 @@ func (n *netlinkNFT) Generation() (gen uint32, err error) {
 	})
 	return gen, err
 }
+
+func (n *netlinkNFT) FlushConntrackMark(mark uint32) error {
+	return n.use(func(*nftables.Conn) error {
+		data := []byte{unix.AF_INET, unix.NFNETLINK_V0, 0, 0} // struct nfgenmsg
+		ae := netlink.NewAttributeEncoder()
+		ae.ByteOrder = binary.BigEndian
+		ae.Uint32(ctaMark, mark)
+		ae.Uint32(ctaMarkMask, ^uint32(0))
+		attrs, err := ae.Encode()
+		if err != nil {
+			return fmt.Errorf("conntrack flush of mark %#x: %w", mark, err)
+		}
+		_, err = n.gen.Execute(netlink.Message{
+			Header: netlink.Header{Type: netlink.HeaderType(unix.NFNL_SUBSYS_CTNETLINK<<8 | ipctnlMsgCtDelete),
+				Flags: netlink.Request | netlink.Acknowledge},
+			Data: append(data, attrs...),
+		})
+		if err != nil && !errors.Is(err, os.ErrNotExist) {
+			return fmt.Errorf("conntrack flush of mark %#x: %w", mark, err)
+		}
+		return nil
+	})
+}
+
+// ipctnlMsgCtDelete is IPCTNL_MSG_CT_DELETE: without a tuple, a flush of the entries its
+// attributes (here the mark) select.
+const ipctnlMsgCtDelete = 2
 
 // getGeneration sends NFT_MSG_GETGEN and reads NFTA_GEN_ID from the answer.
 func getGeneration(c *netlink.Conn) (uint32, error) {

@@ -122,7 +122,7 @@ func TestNFTConvergeTraffic(t *testing.T) {
 	noDNAT.DNATs = nil
 	rep = tp.mustConverge(g, noDNAT, false)
 	if !hasChange(rep, "nftables: delete element port_dnat 192.168.0.112 . tcp . 8888 : 10.0.1.10 . 80") ||
-		!hasChange(rep, "conntrack: deleted 2 entries of tcp 192.168.0.112:8888 -> 10.0.1.10:80") {
+		!hasChange(rep, "conntrack: deleted the entries of tcp 192.168.0.112:8888 -> 10.0.1.10:80 by their mark") {
 		t.Errorf("port forward removed: %q", rep.Changes)
 	}
 	if tp.hasFlow("->192.168.0.112:8888 reply 10.0.1.10:80->") {

@@ -1,0 +1,122 @@
+package netconf
+
+import (
+	"bufio"
+	"fmt"
+	"net"
+	"net/netip"
+	"strings"
+	"testing"
+
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
+
+	"github.com/vpcnat/vpcnat/pkg/annotations"
+	"github.com/vpcnat/vpcnat/pkg/nft"
+)
+
+// With 10 000 unrelated entries in the gateway's conntrack table, a fast converge that changes
+// one port forward's target, removes another and adds a third deletes the established
+// connections of the first two by their mark (no dump of the table), the entries that were sent
+// to the third's key before it existed by a dump the kernel filters by that key, and leaves
+// every unrelated entry.
+func TestNFTConntrackCleanedByMark(t *testing.T) {
+	needNFT(t)
+	tp := newTopo(t)
+	tp.addPod(rolePod, "10.0.1.5/24", "10.0.1.1")
+	tp.addPod(rolePod2, "10.0.1.10/24", "10.0.1.1")
+	g := tp.gateway()
+	d := nftSeed() // 192.168.0.112:8888/tcp -> 10.0.1.10:80
+	d.DNATs = append(d.DNATs, annotations.DNAT{EIP: "192.168.0.112", Protocol: "tcp", ExternalPort: 9999, InternalIP: "10.0.1.5", InternalPort: 7777})
+	tp.mustConverge(g, d, true)
+	tp.echoServer(rolePod2, "10.0.1.10:80")
+	tp.echoServer(rolePod, "10.0.1.5:7777")
+	for _, addr := range []string{"192.168.0.112:8888", "192.168.0.112:9999"} {
+		c, err := tp.dialTCP(roleExt, addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+		if _, err := fmt.Fprintln(c, "hello"); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := bufio.NewReader(c).ReadString('\n'); err != nil {
+			t.Fatalf("%s: %v", addr, err)
+		}
+	}
+	// Each connection carries the mark of the port forward that translated it.
+	fwd := func(port uint16, to string, toPort uint16) nft.Element {
+		return nft.Element{Addr: netip.MustParseAddr("192.168.0.112"), Proto: unix.IPPROTO_TCP, Port: port, To: netip.MustParseAddr(to), ToPort: toPort}
+	}
+	for _, e := range []nft.Element{fwd(8888, "10.0.1.10", 80), fwd(9999, "10.0.1.5", 7777)} {
+		desc := fmt.Sprintf("->%s:%d reply %s:%d->", e.Addr, e.Port, e.To, e.ToPort)
+		found := false
+		for _, fl := range tp.conntrack() {
+			if strings.Contains(flowDesc(fl), desc) {
+				found = true
+				if fl.Mark != nft.PortMark(e) {
+					t.Errorf("%s: mark %#x, want %#x", flowDesc(fl), fl.Mark, nft.PortMark(e))
+				}
+			}
+		}
+		if !found {
+			t.Fatalf("no entry %s:\n%s", desc, tp.dumpFlows())
+		}
+	}
+
+	// 10 000 unrelated entries (UDP to an EIP port no rule translates), and 3 sent to the key
+	// of the port forward added below.
+	_, h := conntrackHandle(t, tp, roleGW)
+	client, eip := net.IPv4(203, 0, 113, 9).To4(), net.IPv4(192, 168, 0, 112).To4()
+	plant := func(sport, dport uint16) {
+		if err := h.ConntrackCreate(netlink.ConntrackTable, unix.AF_INET, &netlink.ConntrackFlow{FamilyType: unix.AF_INET, TimeOut: 600,
+			Forward: netlink.IPTuple{SrcIP: client, DstIP: eip, Protocol: unix.IPPROTO_UDP, SrcPort: sport, DstPort: dport},
+			Reverse: netlink.IPTuple{SrcIP: eip, DstIP: client, Protocol: unix.IPPROTO_UDP, SrcPort: dport, DstPort: sport}}); err != nil {
+			t.Fatalf("planting %d -> %d: %v", sport, dport, err)
+		}
+	}
+	const unrelated = 10000
+	for i := range unrelated {
+		plant(uint16(1024+i), 5000)
+	}
+	for i := range 3 {
+		plant(uint16(1024+i), 6000)
+	}
+	count := func(dport uint16) (n int) {
+		for _, fl := range tp.conntrack() {
+			if fl.Forward.Protocol == unix.IPPROTO_UDP && fl.Forward.DstPort == dport && fl.Forward.SrcIP.Equal(client) {
+				n++
+			}
+		}
+		return n
+	}
+	// A full converge sweeps the whole table and finds nothing to delete.
+	if rep := tp.mustConverge(g, d, true); len(rep.Changes) != 0 {
+		t.Fatalf("full converge of the same state: %q", rep.Changes)
+	}
+
+	d.DNATs[0].InternalPort = 81                                                                                                                       // changed
+	d.DNATs = d.DNATs[:1]                                                                                                                              // 9999 removed
+	d.DNATs = append(d.DNATs, annotations.DNAT{EIP: "192.168.0.112", Protocol: "udp", ExternalPort: 6000, InternalIP: "10.0.1.5", InternalPort: 6000}) // added
+	rep := tp.mustConverge(g, d, false)
+	for _, want := range []string{
+		"conntrack: deleted the entries of tcp 192.168.0.112:8888 -> 10.0.1.10:80, tcp 192.168.0.112:9999 -> 10.0.1.5:7777 by their mark",
+		"conntrack: deleted 3 entries (0 translated by mappings or SNATs no longer desired, 3 never translated by mappings or SNATs desired now)",
+	} {
+		if !hasChange(rep, want) {
+			t.Errorf("no %q in %q", want, rep.Changes)
+		}
+	}
+	flows := tp.dumpFlows()
+	for _, gone := range []string{"->192.168.0.112:8888 reply 10.0.1.10:80->", "->192.168.0.112:9999 reply 10.0.1.5:7777->"} {
+		if strings.Contains(flows, gone) {
+			t.Errorf("an entry %s survived", gone)
+		}
+	}
+	if n := count(6000); n != 0 {
+		t.Errorf("%d entries sent to the added port forward's key before it existed survived", n)
+	}
+	if n := count(5000); n != unrelated {
+		t.Errorf("%d of the %d unrelated entries left", n, unrelated)
+	}
+}
