@@ -3,6 +3,7 @@ package nodeagent
 import (
 	"context"
 	"fmt"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -212,5 +213,53 @@ func TestSiblingSandboxRemoved(t *testing.T) {
 	}
 	if got := h.kernel.callsFor("/run/netns/old"); len(got) != 1 {
 		t.Errorf("old sandbox converges %v, want just the first", got)
+	}
+}
+
+// TestDesiredEncodings: the daemon lists the parts encoding in its report, and converges a
+// large state written in gzip (as an older controller writes it) and then in parts (as the
+// controller writes it to a daemon that lists it), reporting each one's hash of the state.
+func TestDesiredEncodings(t *testing.T) {
+	c := newChain("ngw")
+	h := start(t, c)
+	big := func(gen int64) *annotations.Desired {
+		d := &annotations.Desired{Version: annotations.Version, Gateway: "ngw", Generation: gen,
+			External: annotations.ExternalNIC{IfName: "net1", Master: "eth1", Mode: "bridge", MAC: "02:00:00:00:00:01"},
+			Subnets: []annotations.SubnetNIC{{Subnet: "sn", IfName: "eth0", CIDR: "10.0.1.0/24", IP: "10.0.1.254",
+				Attachment: annotations.Attachment{Type: annotations.AttachPrimary}}},
+			EIPs: []annotations.EIP{{EipCIDR: "192.168.0.111/24", Gateway: "192.168.0.254"}}}
+		for i := range 1000 {
+			d.DNATs = append(d.DNATs, annotations.DNAT{EIP: "192.168.0.111", Protocol: "tcp", ExternalPort: 1000 + i + int(gen),
+				InternalIP: "10.0.1.10", InternalPort: 80})
+		}
+		return d
+	}
+	d1, d2 := big(1), big(2)
+	v1, err := annotations.EncodeDesired(d1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	v2, err := annotations.EncodeDesiredParts(d2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(v1, `"encoding":"gzip"`) || !strings.Contains(v2, `"encoding":"deflate-parts"`) {
+		t.Fatalf("fixtures: want a gzip and a parts annotation")
+	}
+	h1, _ := annotations.DesiredHash(d1)
+	h2, _ := annotations.DesiredHash(d2)
+	p := h.createPod(c, v1)
+	h.writeRecord(p, "ngw", "ctr-1", "/run/netns/gw")
+	a := h.applied(p, func(a *annotations.Applied) bool { return a.Generation == 1 })
+	if a.Hash != h1 || a.Error != "" || !slices.Contains(a.Encodings, annotations.EncodingParts) {
+		t.Errorf("applied %+v: want the state's hash, no error, and the parts encoding listed", a)
+	}
+	h.setDesired(p, v2)
+	a = h.applied(p, func(a *annotations.Applied) bool { return a.Generation == 2 })
+	if a.Hash != h2 || a.Error != "" {
+		t.Errorf("applied %+v: want the parts annotation's state hash %s and no error", a, h2)
+	}
+	if calls := h.kernel.callsFor("/run/netns/gw"); len(calls) != 2 || calls[1] != "/run/netns/gw gen=2 full=false" {
+		t.Errorf("converges %v, want a fast converge of generation 2", calls)
 	}
 }
