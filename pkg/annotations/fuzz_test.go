@@ -242,21 +242,29 @@ func FuzzParseApplied(f *testing.F) {
 // ones, so a fuzz run starts from both sides of the validator.
 func TestFuzzCorpusIsMeaningful(t *testing.T) {
 	seeds := readCorpus(t, "FuzzParseDesired")
-	var ok, refused, compressed int
+	var ok, refused, compressed, parts, partsRefused int
 	for _, s := range seeds {
+		isParts := strings.Contains(s, `"encoding":"deflate-parts"`)
 		if _, err := ParseDesired(s); err != nil {
 			refused++
+			if isParts {
+				partsRefused++
+			}
 			continue
 		}
 		ok++
 		if strings.Contains(s, `"encoding"`) {
 			compressed++
 		}
+		if isParts {
+			parts++
+		}
 	}
-	if ok < 2 || refused < 2 || compressed < 1 {
-		t.Errorf("FuzzParseDesired corpus: %d accepted (%d compressed), %d refused; want >= 2, >= 1, >= 2", ok, compressed, refused)
+	if ok < 2 || refused < 2 || compressed < 1 || parts < 1 || partsRefused < 1 {
+		t.Errorf("FuzzParseDesired corpus: %d accepted (%d compressed, %d in parts), %d refused (%d in parts); want >= 2, >= 1, >= 1, >= 2, >= 1",
+			ok, compressed, parts, refused, partsRefused)
 	}
-	for _, name := range []string{"FuzzParseNICPlan", "FuzzParseApplied", "FuzzDesiredRoundTrip"} {
+	for _, name := range []string{"FuzzParseNICPlan", "FuzzParseApplied", "FuzzDesiredRoundTrip", "FuzzDesiredDecoderEdits"} {
 		if len(readCorpus(t, name)) == 0 {
 			t.Errorf("%s: no checked-in seeds", name)
 		}
