@@ -1,7 +1,6 @@
 package netconf
 
 import (
-	"github.com/vishvananda/netlink/nl"
 	"net"
 	"net/netip"
 	"os"
@@ -11,6 +10,7 @@ import (
 
 	"github.com/containernetworking/plugins/pkg/ns"
 	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netlink/nl"
 	"golang.org/x/sys/unix"
 )
 
