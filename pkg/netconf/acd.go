@@ -164,7 +164,9 @@ func (a *acd) claim(want, have map[string][]netip.Prefix, abort <-chan struct{})
 			if l != nil {
 				l.forgetPending(probe)
 			}
+			mu.Lock()
 			out[name] = ps
+			mu.Unlock()
 			continue
 		}
 		wg.Add(1)

@@ -208,6 +208,10 @@ func (l *arpLink) probe(addrs []netip.Addr, abort <-chan struct{}) map[netip.Add
 		delete(l.claiming, a)
 	}
 	l.mu.Unlock()
+	if !l.waitRunning(abort) {
+		l.endProbe(addrs)
+		return nil
+	}
 	// On a fixed schedule from the first probe, so sending many addresses' probes does not
 	// stretch it.
 	start := time.Now()
@@ -264,6 +268,38 @@ func (l *arpLink) probe(addrs []netip.Addr, abort <-chan struct{}) map[netip.Add
 	}
 	// No notification: the converge that probed reports the conflicts it leaves.
 	return taken
+}
+
+// runningGuard bounds the wait for a NIC to run before it is probed: one without a carrier (its
+// node NIC down) is probed all the same, as it always was, and its frames are lost.
+const runningGuard = 100 * time.Millisecond
+
+// waitRunning waits until the NIC runs (IFF_RUNNING: up, carrier, operational), at most
+// runningGuard; false when abort closed first. A NIC the converge has just created or brought
+// up drops every frame it is given until the kernel's link watch has activated it (its
+// queueing discipline, the carrier of a veth's peer and the state of the bridge port behind
+// it), a millisecond or so later: a probe sent before that is lost, and the first probes of
+// every address on it would be.
+func (l *arpLink) waitRunning(abort <-chan struct{}) bool {
+	deadline := time.Now().Add(runningGuard)
+	for {
+		ifr, err := unix.NewIfreq(l.name)
+		if err != nil {
+			return true
+		}
+		if err := unix.IoctlIfreq(l.fd, unix.SIOCGIFFLAGS, ifr); err != nil || ifr.Uint16()&unix.IFF_RUNNING != 0 {
+			return true
+		}
+		if time.Now().After(deadline) {
+			klog.V(2).InfoS("Probing a NIC that does not run", "netns", l.acd.nsPath, "interface", l.name)
+			return true
+		}
+		select {
+		case <-abort:
+			return false
+		case <-time.After(time.Millisecond):
+		}
+	}
 }
 
 // endProbe forgets a probe of addrs that was aborted.
