@@ -79,6 +79,9 @@ type Controller struct {
 	// answers on every replica, leader or not).
 	startCaches sync.Once
 
+	// partsCache keeps the parts encoding of recent large desired states (projection.go).
+	partsCache partsCache
+
 	// events holds the kubelet's FailedCreatePodSandBox Events of the gateway namespace, by pod
 	// UID (podfailure.go).
 	events cache.Indexer

@@ -29,7 +29,9 @@ func TestValueForEncodings(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	proj := &projection{desired: d, value: gz}
+	hash, _ := annotations.DesiredHash(d)
+	proj := &projection{desired: d, value: gz, hash: hash}
+	var cache partsCache
 	pod := func(applied string) *corev1.Pod {
 		p := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "p", Annotations: map[string]string{}}}
 		if applied != "" {
@@ -48,7 +50,7 @@ func TestValueForEncodings(t *testing.T) {
 		"a daemon reading parts": {pod(`{"version":"v1","generation":2,"hash":"x","time":"2026-12-07T00:00:00Z","encodings":["deflate-parts"]}`),
 			`"encoding":"deflate-parts"`},
 	} {
-		v, err := proj.valueFor(c.pod)
+		v, err := proj.valueFor(c.pod, &cache)
 		if err != nil {
 			t.Fatalf("%s: %v", name, err)
 		}
@@ -62,5 +64,37 @@ func TestValueForEncodings(t *testing.T) {
 		if !reflect.DeepEqual(got, d) {
 			t.Errorf("%s: the annotation carries another state", name)
 		}
+	}
+}
+
+// TestPartsCache: a state's parts encoding is made once while it stays in the cache, small
+// states (plain JSON) are not kept, and the cache stays bounded.
+func TestPartsCache(t *testing.T) {
+	var c partsCache
+	calls := 0
+	enc := func(v string) func() (string, error) {
+		return func() (string, error) { calls++; return v, nil }
+	}
+	for range 3 {
+		if v, err := c.get("h1", "gzip-1", enc("parts-1")); err != nil || v != "parts-1" {
+			t.Fatalf("get: %q, %v", v, err)
+		}
+	}
+	if calls != 1 {
+		t.Errorf("encoded %d times, want once", calls)
+	}
+	for range 2 {
+		if v, _ := c.get("small", "plain", enc("plain")); v != "plain" {
+			t.Fatalf("small state: %q", v)
+		}
+	}
+	if calls != 3 {
+		t.Errorf("a small state was kept: %d encodings, want 3", calls)
+	}
+	for i := range 3 * partsCacheSize {
+		c.get(fmt.Sprint(i), "gzip", enc("parts"))
+	}
+	if len(c.m) > partsCacheSize {
+		t.Errorf("%d entries, want at most %d", len(c.m), partsCacheSize)
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"slices"
+	"sync"
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -143,17 +144,51 @@ const mergePatch = types.MergePatchType
 // valueFor is the desired annotation for pod p: in the parts encoding when p's daemon reads it
 // (its applied report lists it: a one-rule edit then costs the daemon only the changed parts),
 // else in the encoding every daemon reads, so controller and daemons upgrade in either order.
-func (proj *projection) valueFor(p *corev1.Pod) (string, error) {
+func (proj *projection) valueFor(p *corev1.Pod, cache *partsCache) (string, error) {
 	a, err := annotations.ParseApplied(p.Annotations[annotations.AppliedKey])
 	if err != nil || !slices.Contains(a.Encodings, annotations.EncodingParts) {
 		return proj.value, nil
 	}
 	if proj.parts == "" {
-		if proj.parts, err = annotations.EncodeDesiredParts(proj.desired); err != nil {
+		if proj.parts, err = cache.get(proj.hash, proj.value, func() (string, error) {
+			return annotations.EncodeDesiredParts(proj.desired)
+		}); err != nil {
 			return "", err
 		}
 	}
 	return proj.parts, nil
+}
+
+// partsCache holds the parts encoding of the last large desired states by their hash, so that
+// the syncs of a gateway whose state did not change (its pods' status, the daemons' reports:
+// most syncs) do not compress it again (~30 ms at 10 000 rules). Small states are plain JSON in
+// either encoding and are not kept.
+type partsCache struct {
+	mu sync.Mutex
+	m  map[string]string
+}
+
+// partsCacheSize bounds the cache: a few gateways edited at once; ~70 KiB each at 10 000 rules.
+const partsCacheSize = 16
+
+func (c *partsCache) get(hash, plain string, encode func() (string, error)) (string, error) {
+	c.mu.Lock()
+	v, ok := c.m[hash]
+	c.mu.Unlock()
+	if ok {
+		return v, nil
+	}
+	v, err := encode()
+	if err != nil || v == plain {
+		return v, err
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.m == nil || len(c.m) >= partsCacheSize {
+		c.m = map[string]string{} // dropped at once: cheaper to keep than a recency order
+	}
+	c.m[hash] = v
+	return v, nil
 }
 
 // desiredPatch is a JSON merge patch setting the desired annotation and the network status: it

@@ -182,7 +182,7 @@ func (c *Controller) projectToPods(ctx context.Context, gw *v1.VpcNatGateway, pr
 		if p.Annotations[annotations.NICsKey] != proj.nics {
 			continue
 		}
-		value, err := proj.valueFor(p)
+		value, err := proj.valueFor(p, &c.partsCache)
 		if err != nil {
 			return nil, err
 		}
