@@ -92,7 +92,15 @@ type Agent struct {
 	// a peer costs no netlink dump: on a starved node the agent needs little CPU to keep up.
 	links   []netlink.Link
 	targets []target
+	// lost: gateway NICs that vanished from the netns, and when. A replica that lost a NIC
+	// cannot serve that segment: it counts as unhealthy for lostFor (a standby that still has
+	// the NIC takes over), then the NIC set it has is the gateway's (a subnet detached from the
+	// gateway leaves every replica alike).
+	lost map[string]time.Time
 }
+
+// lostFor: how long a vanished NIC makes the replica unhealthy, in dead times.
+const lostFor = 2
 
 // probeState is one external gateway's side of the health check. The gateway is dead when a
 // probe went unanswered for the dead time: the agent judges only probes it sent, so the time it
@@ -198,7 +206,7 @@ func NewAgent(cfg Config) (*Agent, error) {
 		return nil, fmt.Errorf("agent: netlink: %w", err)
 	}
 	return &Agent{cfg: cfg, nl: nl, nics: map[string]*nic{}, frames: make(chan frame, 256),
-		probes: map[netip.Addr]*probeState{}, buf: make([]byte, 1600), metrics: newMetrics(), epoch: time.Now(), self: EchoPeer(cfg.Replica)}, nil
+		probes: map[netip.Addr]*probeState{}, lost: map[string]time.Time{}, buf: make([]byte, 1600), metrics: newMetrics(), epoch: time.Now(), self: EchoPeer(cfg.Replica)}, nil
 }
 
 // Run elects and holds the role until ctx ends; then it silences the NICs (a graceful exit,
@@ -377,9 +385,11 @@ func (a *Agent) step(now time.Time, tick bool) {
 	a.sendHeartbeat(a.elector.Heartbeat())
 	for _, t := range targets {
 		if n := a.nics[t.nic]; n != nil && n.arp != nil && a.mayTalk(n.mac) {
+			// The time before the send: the answer may arrive before the send returns.
+			sent := time.Now()
 			if err := n.arp.send(broadcastMAC, arp.Request(n.mac, netip.IPv4Unspecified(), t.addr)); err == nil {
 				if p := a.probes[t.addr]; p != nil {
-					p.sent(time.Now())
+					p.sent(sent)
 				}
 			}
 		}
@@ -469,6 +479,21 @@ type target struct {
 // up in one dead time (and an interval: the first probe after the last answer).
 func (a *Agent) health(links []netlink.Link, targets []target, now time.Time) (bool, []target) {
 	if len(links) == 0 {
+		return false, nil
+	}
+	recent := false
+	for name, at := range a.lost {
+		if now.Sub(at) < lostFor*a.cfg.Timing.DeadAfter {
+			recent = true
+		} else {
+			delete(a.lost, name)
+		}
+	}
+	if recent {
+		// A NIC gone under a running agent (its node-side veth deleted: a pod being torn down,
+		// or another sandbox of the gateway on the node plumbed under the same names) leaves a
+		// segment this replica no longer serves: the role moves to a standby that has it now,
+		// not when the kubelet gets to the agent's SIGTERM.
 		return false, nil
 	}
 	for _, l := range links {

@@ -45,10 +45,18 @@ func (a *Agent) refresh() ([]netlink.Link, error) {
 		}
 		links = append(links, l)
 	}
+	now := time.Now()
 	for name, n := range a.nics {
 		if !seen[name] {
 			n.release()
 			delete(a.nics, name)
+			a.lost[name] = now
+			klog.InfoS("Gateway NIC gone", "gateway", a.cfg.Gateway, "replica", a.cfg.Replica, "interface", name)
+		}
+	}
+	for name := range a.lost {
+		if seen[name] {
+			delete(a.lost, name)
 		}
 	}
 	return links, errors.Join(errs...)
