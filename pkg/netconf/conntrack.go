@@ -86,7 +86,7 @@ func cleanConntrack(netNS ns.NetNS, h *Handles, stale []nat.Mapping, d *annotati
 	if len(stale) == 0 && !sweep {
 		return nil, nil
 	}
-	if scope != nil && scope.fast {
+	if scope.usable() {
 		return cleanByMarks(netNS, h, scope, stale, d)
 	}
 	mappings := make([]mappingFilter, 0, len(stale))

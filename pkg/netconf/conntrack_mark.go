@@ -34,9 +34,9 @@ type markScope struct {
 	// keys the table did not hold.
 	flush []uint32
 	added []nft.Element
-	// live is the new table's mark map: a mark still in it (two port forwards with one mark)
-	// is never flushed.
-	live []nft.Element
+	// held says whether a port forward of the new table has a mark: such a mark (two port
+	// forwards with one mark) is never flushed.
+	held func(uint32) bool
 	k    nftTable
 	// applied is the table being committed: a sweep of the whole table sets its marked.
 	applied *nftApplied
@@ -50,11 +50,9 @@ const (
 )
 
 // newMarkScope is the scope of batch b; fast says the converge may clean up by marks at all.
-func newMarkScope(b *nft.Batch, applied *nftApplied, k nftTable, fast bool) *markScope {
-	s := &markScope{applied: applied, k: k, fast: fast && !b.Replace && len(b.Chains) == 0}
-	if m := b.Want.Map(nft.MapPortMark); m != nil {
-		s.live = m.Elements
-	} else {
+func newMarkScope(b *nft.Batch, applied *nftApplied, k nftTable, held func(uint32) bool, fast bool) *markScope {
+	s := &markScope{applied: applied, k: k, held: held, fast: fast && !b.Replace && len(b.Chains) == 0}
+	if b.Want.Map(nft.MapPortMark) == nil {
 		s.fast = false
 	}
 	var ports *nft.MapChange
@@ -64,7 +62,7 @@ func newMarkScope(b *nft.Batch, applied *nftApplied, k nftTable, fast bool) *mar
 			ports = &b.Maps[i]
 		case nft.MapPortMark:
 			for _, e := range m.Del {
-				s.flush = append(s.flush, e.Mark)
+				s.flush = append(s.flush, e.MarkValue())
 			}
 		default:
 			s.fast = false // a FIP or SNAT change
@@ -80,12 +78,17 @@ func newMarkScope(b *nft.Batch, applied *nftApplied, k nftTable, fast bool) *mar
 	if len(s.flush) > markFlushLimit || len(s.added) > markAddLimit {
 		s.fast = false
 	}
-	for _, m := range s.flush {
-		if slices.ContainsFunc(s.live, func(e nft.Element) bool { return e.Mark == m }) {
-			s.fast = false // shared with a port forward that stays
-		}
-	}
 	return s
+}
+
+// usable: the change may be cleaned up by marks, none of which a port forward of the new table
+// still has (asked only when there is conntrack work: the first question after a whole build
+// counts the marks).
+func (s *markScope) usable() bool {
+	if s == nil || !s.fast {
+		return false
+	}
+	return !slices.ContainsFunc(s.flush, s.held)
 }
 
 func sameKey(a, b nft.Element) bool {

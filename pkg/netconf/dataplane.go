@@ -152,7 +152,7 @@ func syncNFT(k nftTable, build *nft.Builder, want *nft.Table, last *nftApplied, 
 	for _, s := range b.Summary() {
 		changes = append(changes, "nftables: "+s)
 	}
-	return b.Stale(have), changes, applied, newMarkScope(b, applied, k, !full && marked), nil
+	return b.Stale(have), changes, applied, newMarkScope(b, applied, k, build.MarkHeld, !full && marked), nil
 }
 
 // nextGeneration is the generation after gen: the kernel skips 0 when it wraps.

@@ -111,7 +111,7 @@ func elements(kind nft.MapKind, els []nft.Element) []nftables.SetElement {
 			out = append(out, nftables.SetElement{Key: nft.PortKey(e), Val: val})
 		case nft.PortMarkMap:
 			// A mark is in host byte order, as the kernel keeps ct mark.
-			out = append(out, nftables.SetElement{Key: nft.PortKey(e), Val: binary.NativeEndian.AppendUint32(nil, e.Mark)})
+			out = append(out, nftables.SetElement{Key: nft.PortKey(e), Val: binary.NativeEndian.AppendUint32(nil, e.MarkValue())})
 		case nft.IntervalMap:
 			out = append(out, nftables.SetElement{Key: e.Addr.AsSlice(), Val: e.To.AsSlice()})
 			if e.End != netip.AddrFrom4([4]byte{255, 255, 255, 255}) {

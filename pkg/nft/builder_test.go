@@ -80,6 +80,18 @@ func TestBuilderMatchesBuild(t *testing.T) {
 					snatEdits++
 				}
 			}
+			if step%10 == 0 {
+				b.MarkHeld(0) // count the marks, which the following edits keep
+			}
+			if b.marks != nil {
+				want := map[uint32]int32{}
+				for _, e := range got.Map(MapPortDNAT).Elements {
+					want[PortMark(e)]++
+				}
+				if !reflect.DeepEqual(b.marks, want) {
+					t.Fatalf("seed %d step %d: the builder counts %d marks, the table holds %d", seed, step, len(b.marks), len(want))
+				}
+			}
 			prev = got
 		}
 		t.Logf("seed %d: %d of 200 builds were edits of the last table, %d of its SNAT map", seed, edits, snatEdits)

@@ -89,7 +89,7 @@ func elementDelta(kind MapKind, have, want []Element) (del, add []Element) {
 			add = append(add, want[j])
 			j++
 		default:
-			if have[i] != want[j] {
+			if !sameData(kind, have[i], want[j]) {
 				del, add = append(del, have[i]), append(add, want[j])
 			}
 			i, j = i+1, j+1
@@ -98,6 +98,15 @@ func elementDelta(kind MapKind, have, want []Element) (del, add []Element) {
 	del = append(del, have[i:]...)
 	add = append(add, want[j:]...)
 	return del, add
+}
+
+// sameData: two elements of a map of kind with one key hold the same data (a mark map's
+// elements compare by their marks, whichever way each was made).
+func sameData(kind MapKind, a, b Element) bool {
+	if kind == PortMarkMap {
+		return a.MarkValue() == b.MarkValue()
+	}
+	return a == b
 }
 
 // compareKeys orders two elements of a map of kind as SortElements does.

@@ -67,8 +67,9 @@ const (
 
 // Element is one map entry. Addr is the key address (AddrMap, PortMap, PortMarkMap) or the
 // first address of the range (IntervalMap, whose last address is End); Proto and Port complete
-// a PortMap or PortMarkMap key. To (and ToPort for a PortMap) is the data; Mark is the data of a
-// PortMarkMap.
+// a PortMap or PortMarkMap key. To (and ToPort for a PortMap) is the data. The data of a
+// PortMarkMap element is MarkValue: Build gives the mark map the port map's own elements (no
+// copy: the marks follow from them), a read-back the kernel's marks in Mark.
 type Element struct {
 	Addr, End netip.Addr
 	Proto     uint8
@@ -175,7 +176,7 @@ func build(d *annotations.Desired) (t *Table, sharedPorts bool, snats []snatPref
 	t.Maps[2].Elements, sharedPorts = portElements(d.DNATs)
 	snats = snatIndex(d.SNATs)
 	t.Maps[3].Elements = flattenSNAT(snats, 0, maxAddr)
-	t.Maps[4].Elements = markElements(t.Maps[2].Elements)
+	t.Maps[4].Elements = t.Maps[2].Elements // the marks are PortMark of the port forwards
 	// The port forwards and the SNAT ranges come out in listing order; the FIP maps are sorted
 	// here.
 	SortElements(AddrMap, t.Maps[0].Elements)
@@ -290,18 +291,13 @@ func PortMark(e Element) uint32 {
 	return h
 }
 
-// markElement is the PortMarkMap element of a PortMap element.
-func markElement(e Element) Element {
-	return Element{Addr: e.Addr, Proto: e.Proto, Port: e.Port, Mark: PortMark(e)}
-}
-
-// markElements are the PortMarkMap elements of PortMap elements, in the same order.
-func markElements(ports []Element) []Element {
-	out := make([]Element, len(ports))
-	for i, e := range ports {
-		out[i] = markElement(e)
+// MarkValue is the data of e as an element of a PortMarkMap: the mark read back from the kernel
+// (Mark), else the mark of the port forward e is (PortMark).
+func (e Element) MarkValue() uint32 {
+	if e.Mark != 0 {
+		return e.Mark
 	}
-	return out
+	return PortMark(e)
 }
 
 // protoNumbers are the IP protocol numbers of the protocols a port forward may name.

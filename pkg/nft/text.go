@@ -93,7 +93,7 @@ func (e Element) Text(k MapKind) string {
 		return rangeText(e.Addr, e.End) + " : " + e.To.String()
 	case PortMarkMap:
 		return e.Addr.String() + " . " + protoText(e.Proto) + " . " + strconv.Itoa(int(e.Port)) +
-			" : " + fmt.Sprintf("0x%08x", listedMark(e.Mark))
+			" : " + fmt.Sprintf("0x%08x", listedMark(e.MarkValue()))
 	}
 	return e.Addr.String() + " : " + e.To.String()
 }
