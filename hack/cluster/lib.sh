@@ -235,7 +235,9 @@ remove_owned() {
   fi
   if [ -f "$RUN/owned-links" ]; then
     while read -r l; do
-      [ -n "$l" ] && ip link show dev "$l" >/dev/null 2>&1 && { ip link del dev "$l" || problem "cannot delete link $l"; }
+      # A veth whose peer was in a netns deleted just above goes away asynchronously: gone
+      # between the show and the del is gone.
+      [ -n "$l" ] && ip link show dev "$l" >/dev/null 2>&1 && { ip link del dev "$l" 2>/dev/null || ! ip link show dev "$l" >/dev/null 2>&1 || problem "cannot delete link $l"; }
     done <"$RUN/owned-links"
   fi
   return 0
