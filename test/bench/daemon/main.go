@@ -9,8 +9,8 @@
 //     them from scratch and after a restart (which must change nothing).
 //
 // Address plan: test/topo's seed topology; the probe gateway's EIPs are 192.168.0.1-.210 (not
-// .50 or .254), the 49 small gateways hold 192.168.0.151-.199 and share the bench subnet
-// 10.0.3.0/24 on node bridge br-snb. The API server listens on 127.0.0.1 only.
+// .50 or .254), the 49 small gateways hold 192.168.0.151-.199 and each its own subnet
+// 10.3.<i>.0/24, all on node bridge br-snb. The API server listens on 127.0.0.1 only.
 package main
 
 import (

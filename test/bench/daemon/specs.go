@@ -70,22 +70,27 @@ func withRules(repo string, n int) (plan.Inputs, error) {
 }
 
 // small is one of the many small gateways of the memory measurement: its own EIP
-// 192.168.0.<150+i>, a SNAT of the bench subnet and two port forwards, in Vpc vpcb whose
-// subnet snb (10.0.3.0/24) is on the node bridge br-snb.
+// 192.168.0.<150+i>, a SNAT of its subnet and two port forwards, in its own Vpc vpcb-<i> whose
+// subnet snb-<i> (10.3.<i>.0/24, gateway 10.3.<i>.1, lanIp 10.3.<i>.254) is on the node bridge
+// br-snb. Every gateway has addresses of its own on that shared link, as gateways of different
+// VPCs have: gateways claiming one address would make each converge wait out address conflict
+// detection and report a conflict, which is not the case measured.
 func small(repo string, i int) (plan.Inputs, error) {
 	in, err := seed(repo)
 	if err != nil {
 		return in, err
 	}
 	e := fmt.Sprintf("192.168.0.%d", 150+i)
+	vpc, subnet := fmt.Sprintf("vpcb-%02d", i), fmt.Sprintf("snb-%02d", i)
+	net := func(host int) string { return fmt.Sprintf("10.3.%d.%d", i, host) }
 	in.Gateway = &v1.VpcNatGateway{ObjectMeta: metav1.ObjectMeta{Name: fmt.Sprintf("bench-%02d", i), Generation: 1},
-		Spec: v1.VpcNatGatewaySpec{Vpc: "vpcb", Subnet: "snb", LanIP: "10.0.3.254",
+		Spec: v1.VpcNatGatewaySpec{Vpc: vpc, Subnet: subnet, LanIP: net(254),
 			Eips:      []v1.Eip{eip(e)},
-			SnatRules: []v1.SnatRule{{Eip: e, InternalCIDR: "10.0.3.0/24"}},
-			DnatRules: []v1.DnatRule{dnat(e, 80, "10.0.3.10", 80), dnat(e, 443, "10.0.3.10", 443)}}}
-	in.Vpc = &v1.Vpc{ObjectMeta: metav1.ObjectMeta{Name: "vpcb"}}
-	in.Subnets = []*v1.Subnet{{ObjectMeta: metav1.ObjectMeta{Name: "snb"},
-		Spec: v1.SubnetSpec{Vpc: "vpcb", CIDRBlock: "10.0.3.0/24", Gateway: "10.0.3.1",
+			SnatRules: []v1.SnatRule{{Eip: e, InternalCIDR: net(0) + "/24"}},
+			DnatRules: []v1.DnatRule{dnat(e, 80, net(10), 80), dnat(e, 443, net(10), 443)}}}
+	in.Vpc = &v1.Vpc{ObjectMeta: metav1.ObjectMeta{Name: vpc}}
+	in.Subnets = []*v1.Subnet{{ObjectMeta: metav1.ObjectMeta{Name: subnet},
+		Spec: v1.SubnetSpec{Vpc: vpc, CIDRBlock: net(0) + "/24", Gateway: net(1),
 			NatGatewayAttachment: &v1.SubnetAttachment{Bridge: "br-snb"}}}}
 	return in, nil
 }
