@@ -120,3 +120,49 @@ func TestNFTConntrackCleanedByMark(t *testing.T) {
 		t.Errorf("%d of the %d unrelated entries left", n, unrelated)
 	}
 }
+
+// An entry a port forward translated without carrying its mark (made before the table set
+// marks: an upgrade, a switch from iptables) keeps the clean-up on dumps, which delete it with
+// its port forward; once a sweep finds every such entry marked, a change is cleaned up by marks
+// again.
+func TestNFTUnmarkedEntriesKeepTheDump(t *testing.T) {
+	needNFT(t)
+	tp := newTopo(t)
+	g := tp.gateway()
+	d := nftSeed() // 192.168.0.112:8888/tcp -> 10.0.1.10:80
+	d.DNATs = append(d.DNATs, annotations.DNAT{EIP: "192.168.0.112", Protocol: "tcp", ExternalPort: 9999, InternalIP: "10.0.1.5", InternalPort: 7777})
+	tp.mustConverge(g, d, true)
+	_, h := conntrackHandle(t, tp, roleGW)
+	client, eip := net.IPv4(203, 0, 113, 9).To4(), net.IPv4(192, 168, 0, 112).To4()
+	plant := func(dport uint16, to net.IP, toPort uint16) {
+		if err := h.ConntrackCreate(netlink.ConntrackTable, unix.AF_INET, &netlink.ConntrackFlow{FamilyType: unix.AF_INET, TimeOut: 600,
+			Forward: netlink.IPTuple{SrcIP: client, DstIP: eip, Protocol: unix.IPPROTO_UDP, SrcPort: 40000, DstPort: dport},
+			Reverse: netlink.IPTuple{SrcIP: to, DstIP: client, Protocol: unix.IPPROTO_UDP, SrcPort: toPort, DstPort: 40000}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Translated by tcp 8888 -> 10.0.1.10:80, as its entry would be but for the protocol and
+	// the mark (0): a UDP twin of the forward, which the test adds first.
+	d.DNATs = append(d.DNATs, annotations.DNAT{EIP: "192.168.0.112", Protocol: "udp", ExternalPort: 8888, InternalIP: "10.0.1.10", InternalPort: 80})
+	tp.mustConverge(g, d, true)
+	plant(8888, net.IPv4(10, 0, 1, 10).To4(), 80)
+	if rep := tp.mustConverge(g, d, true); len(rep.Changes) != 0 { // the sweep finds it unmarked
+		t.Fatalf("full converge: %q", rep.Changes)
+	}
+	d.DNATs = d.DNATs[:2] // the UDP forward removed
+	rep := tp.mustConverge(g, d, false)
+	if !hasChange(rep, "conntrack: deleted 1 entries of udp 192.168.0.112:8888 -> 10.0.1.10:80") {
+		t.Errorf("removing the forward of an unmarked entry: want the dump's clean-up, got %q", rep.Changes)
+	}
+	if strings.Contains(tp.dumpFlows(), "->192.168.0.112:8888 reply 10.0.1.10:80->") {
+		t.Errorf("the unmarked entry survived:\n%s", tp.dumpFlows())
+	}
+	// That dump swept the whole table and found nothing unmarked left: marks again (with an
+	// entry in the table, so there is conntrack work).
+	plant(5000, eip, 5000) // untranslated, to a port no rule has
+	d.DNATs = d.DNATs[:1]  // 9999 removed
+	rep = tp.mustConverge(g, d, false)
+	if !hasChange(rep, "conntrack: deleted the entries of tcp 192.168.0.112:9999 -> 10.0.1.5:7777 by their mark") {
+		t.Errorf("after a sweep found every entry marked: want the clean-up by marks, got %q", rep.Changes)
+	}
+}
