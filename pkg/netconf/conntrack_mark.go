@@ -69,6 +69,9 @@ func newMarkScope(b *nft.Batch, applied *nftApplied, k nftTable, held func(uint3
 		}
 	}
 	if ports != nil {
+		if len(ports.Del) != len(s.flush) {
+			s.fast = false // a changed target kept its mark (a collision): no flush can tell them apart
+		}
 		for _, e := range ports.Add {
 			if !slices.ContainsFunc(ports.Del, func(x nft.Element) bool { return sameKey(x, e) }) {
 				s.added = append(s.added, e)
