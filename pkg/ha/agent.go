@@ -106,20 +106,15 @@ const lostFor = 2
 // probe went unanswered for the dead time: the agent judges only probes it sent, so the time it
 // did not run (and sent none) is no silence of the gateway.
 type probeState struct {
-	// answered: when the gateway's last ARP frame arrived (the kernel's stamp).
-	answered time.Time
-	// unanswered: when the first probe since that answer left; zero when every probe sent was
-	// answered. A new gateway starts with it set to when it was first seen: one dead time of
-	// grace.
+	// unanswered: when the first probe since the gateway's last answer left; zero when every
+	// probe sent was answered. A new gateway starts with it set to when it was first seen: one
+	// dead time of grace.
 	unanswered time.Time
 }
 
-// answer records an ARP frame of the gateway that arrived at at: it answers the probes sent
-// before then.
+// answer records an ARP frame of the gateway that arrived at at (the kernel's stamp): it
+// answers the probes sent before then.
 func (p *probeState) answer(at time.Time) {
-	if at.After(p.answered) {
-		p.answered = at
-	}
 	if !p.unanswered.IsZero() && !at.Before(p.unanswered) {
 		p.unanswered = time.Time{}
 	}
