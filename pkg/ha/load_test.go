@@ -5,6 +5,7 @@ import (
 	"net/netip"
 	"os"
 	"os/exec"
+	"regexp"
 	"runtime"
 	"strconv"
 	"strings"
@@ -106,7 +107,34 @@ func envInt(t testing.TB, name string, def int) int {
 // gateway are alive: no replica changes role (the term on both NICs is unchanged, so there was
 // no handover and back either), and the router sees the EIP claimed by the active replica's MAC
 // only.
+//
+// One thing excuses a changed role: an agent that did not run at all for longer than the
+// detection time (it logs each gap it skips). Its peers cannot tell that from a dead replica, so
+// a handover is the right answer; the trial is then run again, and fails if every attempt was
+// excused. A changed role without such a gap fails at once.
 func TestCPULoadKeepsRoles(t *testing.T) {
+	const attempts = 3
+	for i := 1; i <= attempts; i++ {
+		var problems []string
+		var longest time.Duration
+		var dead time.Duration
+		t.Run(fmt.Sprintf("attempt-%d", i), func(t *testing.T) { problems, longest, dead = cpuLoadTrial(t) })
+		if t.Failed() || len(problems) == 0 {
+			return
+		}
+		if longest <= dead {
+			t.Fatalf("under CPU load with nothing failed (no agent stalled beyond the detection time %v; longest gap %v): %s",
+				dead, longest, strings.Join(problems, "; "))
+		}
+		t.Logf("attempt %d: an agent did not run for %v, longer than the detection time %v, and its peer took over "+
+			"(%s); trying again", i, longest, dead, strings.Join(problems, "; "))
+	}
+	t.Fatalf("in each of %d attempts an agent stalled beyond the detection time: the load is more than the test is for", attempts)
+}
+
+// cpuLoadTrial runs the load once on a fresh pair of replicas and returns what went wrong, the
+// longest gap in which an agent did not run (from the agents' logs), and the detection time.
+func cpuLoadTrial(t *testing.T) (problems []string, longest, dead time.Duration) {
 	rs := newReplicaSet(t, "r1", "r2")
 	act := rs.active("r1", "r2")
 	sb := other(act)
@@ -159,7 +187,7 @@ func TestCPULoadKeepsRoles(t *testing.T) {
 		}
 	}
 	if len(bad) > 0 {
-		t.Errorf("under CPU load with nothing failed, the roles changed: %s", strings.Join(bad, "; "))
+		problems = append(problems, "the roles changed: "+strings.Join(bad, "; "))
 	}
 	others := map[string]int{}
 	for _, a := range capt.ARPs() {
@@ -168,6 +196,23 @@ func TestCPULoadKeepsRoles(t *testing.T) {
 		}
 	}
 	if len(others) > 0 {
-		t.Errorf("under CPU load the EIP %s was claimed by %v besides the active replica's %s", eip, others, activeMAC)
+		problems = append(problems, fmt.Sprintf("the EIP %s was claimed by %v besides the active replica's %s", eip, others, activeMAC))
 	}
+	// The agents' logs are read once they are stopped (their output is written while they run).
+	for _, r := range []string{act, sb} {
+		rs.kill(r)
+		rs.mu.Lock()
+		log := rs.logs[r].String()
+		rs.mu.Unlock()
+		for _, m := range gapRE.FindAllStringSubmatch(log, -1) {
+			if d, err := time.ParseDuration(m[1]); err == nil && d > longest {
+				longest = d
+			}
+		}
+	}
+	t.Logf("the longest time an agent did not run: %v (detection time %v)", longest, rs.timing.DeadAfter)
+	return problems, longest, rs.timing.DeadAfter
 }
+
+// gapRE finds the gaps an agent logged when it ran again after not running for a while.
+var gapRE = regexp.MustCompile(`did not run for a while[^\n]*gap="([^"]+)"`)
