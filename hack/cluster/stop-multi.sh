@@ -70,7 +70,9 @@ for ((n = 1; n <= nodes; n++)); do
   ns="$(node_ns $n)"
   [ -e "/run/netns/$ns" ] && { ip netns del "$ns" || problem "cannot delete netns $ns"; }
   for l in $(node_host_links "$n"); do
-    ip link show dev "$l" >/dev/null 2>&1 && { ip link del dev "$l" || problem "cannot delete link $l"; }
+    # The node's veth goes away on its own once its netns is deleted just above: gone between
+    # the show and the del is gone.
+    ip link show dev "$l" >/dev/null 2>&1 && { ip link del dev "$l" 2>/dev/null || ! ip link show dev "$l" >/dev/null 2>&1 || problem "cannot delete link $l"; }
   done
 done
 for l in "$phys" "$ext_bridge" "$vpc_bridge"; do
