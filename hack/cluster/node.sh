@@ -24,7 +24,12 @@ powered_off() { [ -f "$RUN/node$n/powered-off" ]; }
 case "$op" in
   poweroff)
     powered_off && die "node $n is powered off already"
-    # The NICs first: from this instant nothing of the node reaches the others.
+    # A power cut stops everything at once. Every process of the node is stopped first, so none
+    # of them sees its NICs go down and reacts (a gateway agent seeing its external NIC lose
+    # carrier would hand over at once, which a dead node cannot); then the NICs: from this
+    # instant nothing of the node reaches the others.
+    mapfile -t pids < <(node_pids "$n")
+    [ "${#pids[@]}" -eq 0 ] || kill -STOP "${pids[@]}" 2>/dev/null || true
     node_links "$n" down
     touch "$RUN/node$n/powered-off"
     kill_node "$n" || die "node $n: processes survived SIGKILL"

@@ -31,6 +31,7 @@ import (
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 
 	"github.com/vpcnat/vpcnat/pkg/plan"
+	"github.com/vpcnat/vpcnat/pkg/state"
 	"github.com/vpcnat/vpcnat/test/topo"
 )
 
@@ -246,7 +247,7 @@ func (f *failover) powerOnAsStandby(n int, off, active string) {
 		if p == nil || !podReady(p) {
 			return fmt.Errorf("no Ready replica on %s", off)
 		}
-		return nil
+		return f.activeInDataPlane(active)
 	})
 	time.Sleep(3 * time.Second)
 }
@@ -367,7 +368,9 @@ func (f *failover) activeNode() string {
 }
 
 // settled waits until the gateway has an active replica on a node other than not (if given) and
-// one ready standby, and returns the active node.
+// one ready standby, and the data plane agrees (the one replica whose agent marked its net1
+// active is that node's), and returns the active node: the next failure is aimed at the replica
+// that carries the traffic, not at one the status names late.
 func (f *failover) settled(not string) string {
 	var active string
 	f.poll(5*time.Minute, "an active replica and a ready standby", func() error {
@@ -378,10 +381,46 @@ func (f *failover) settled(not string) string {
 		if s.active == "" || s.active == not || s.standbys != 1 {
 			return fmt.Errorf("active %q, %d standbys ready", s.active, s.standbys)
 		}
+		if err := f.activeInDataPlane(s.active); err != nil {
+			return err
+		}
 		active = s.active
 		return nil
 	})
 	return active
+}
+
+// activeInDataPlane is nil when the replica on node is the only one whose agent marked its
+// external NIC active (the NIC's alias, "vpcnat-ha active <term>", read in each replica's netns
+// from its attachment record).
+func (f *failover) activeInDataPlane(node string) error {
+	pods, err := f.client.CoreV1().Pods("kube-system").List(f.ctx, metav1.ListOptions{LabelSelector: plan.LabelGateway + "=" + blGateway})
+	if err != nil {
+		return err
+	}
+	var actives []string
+	for _, p := range pods.Items {
+		if p.DeletionTimestamp != nil || p.Spec.NodeName == "" {
+			continue
+		}
+		n := f.nodeIndex(p.Spec.NodeName)
+		store := state.Store{Dir: filepath.Join(f.c.Env["STATE_DIR"], fmt.Sprintf("node%d", n), "vpcnat")}
+		rec, err := store.Read(string(p.UID))
+		if err != nil {
+			return fmt.Errorf("replica %s: no attachment record yet: %w", p.Name, err)
+		}
+		out, err := exec.CommandContext(f.ctx, "nsenter", "--net="+rec.Netns, "ip", "-o", "link", "show", "dev", "net1").CombinedOutput()
+		if err != nil {
+			return fmt.Errorf("replica %s: reading net1 in %s: %w: %s", p.Name, rec.Netns, err, out)
+		}
+		if strings.Contains(string(out), "alias vpcnat-ha active ") {
+			actives = append(actives, p.Spec.NodeName)
+		}
+	}
+	if len(actives) != 1 || actives[0] != node {
+		return fmt.Errorf("the status names %s active, the replicas' NICs say %v", node, actives)
+	}
+	return nil
 }
 
 // takenOver is nil once the API shows another node's replica active.
