@@ -250,7 +250,7 @@ func (a *Agent) receive(f frame) {
 	if f.hb != nil {
 		a.metrics.heartbeats.WithLabelValues(f.nic).Inc()
 		a.roundTrip(f)
-		if !slices.ContainsFunc(a.elector.Peers(f.at), func(p Heartbeat) bool { return p.Replica == f.hb.Replica }) {
+		if !a.elector.Knows(f.hb.Replica) {
 			klog.V(2).InfoS("Hearing replica", "gateway", a.cfg.Gateway, "replica", a.cfg.Replica, "peer", f.hb.Replica,
 				"interface", f.nic, "active", f.hb.Active, "term", f.hb.Term)
 		}
@@ -291,7 +291,7 @@ func (a *Agent) catchUp(now time.Time) {
 	if !a.lastStep.IsZero() {
 		if gap := now.Sub(a.lastStep); gap > a.cfg.Timing.Interval+a.cfg.Timing.Interval/2 {
 			lost := gap - a.cfg.Timing.Interval
-			a.elector.Skip(lost)
+			a.elector.Skip(lost, now)
 			for _, p := range a.probes {
 				p.skip(lost)
 			}
@@ -333,11 +333,16 @@ func (a *Agent) roundTrip(f frame) {
 func (a *Agent) step(now time.Time, tick bool) {
 	links := a.links
 	if tick {
-		var err error
-		if links, err = a.refresh(); err != nil {
+		fresh, err := a.refresh()
+		if err != nil {
 			klog.ErrorS(err, "Listing the gateway NICs", "gateway", a.cfg.Gateway)
 		}
-		a.links, a.targets = links, a.gatewayTargets(links)
+		// A failed listing (nothing came back) says nothing about the NICs: the last ones are
+		// kept, so it does not make this replica unhealthy.
+		if fresh != nil || err == nil {
+			links = fresh
+			a.links, a.targets = links, a.gatewayTargets(links)
+		}
 		now = time.Now() // the election's clock is the wall's, not a tick that waited
 	}
 	a.catchUp(now)

@@ -56,8 +56,11 @@ func TimingFromBFD(minRX, minTX, multiplier int32) (Timing, error) {
 // pure (time is an argument) and not safe for concurrent use.
 //
 // The rules, which make at most one replica active among those that hear each other:
-//   - an unhealthy replica is a standby (it cannot serve, and must not answer for addresses
-//     another replica may have taken over: this is what ends a partitioned active replica);
+//   - an unhealthy replica does not become active, and an unhealthy active replica steps down
+//     when a live peer says it has been healthy for a dead time since this one became unhealthy
+//     (that peer takes over), or when it hears no peer at all: this is what ends a partitioned
+//     active replica; with peers no healthier it keeps the role (handing it over would move it
+//     to a replica no better off);
 //   - a standby becomes active only when no live peer is active and it ranks best among the live
 //     healthy standbys (priority, then name); it takes a term above every term it has heard;
 //   - an active replica stays active (no preemption by a better rank) unless it hears a live,
@@ -129,26 +132,37 @@ func (e *Elector) Receive(h Heartbeat, now time.Time) {
 	e.maxTerm = max(e.maxTerm, h.Term)
 }
 
-// Skip takes d, time this replica did not run (its agent starved of CPU or stopped), off every
-// wait the election measures: peers are live d longer than their last heartbeat says, and a
-// listening replica (or peer) has d more to listen. A peer that was silent only while this
-// replica could not have heard it anyway is not dead for it; one that is really gone is dead one
-// dead time of this replica's running later. Heartbeats that came meanwhile are to be received
-// (at their arrival) before Skip.
-func (e *Elector) Skip(d time.Duration) {
+// Skip takes d, time this replica did not run up to now (its agent starved of CPU or stopped),
+// off every wait the election measures: a peer's silence counts only while this replica ran, so
+// one last heard before the gap is live d longer than its last heartbeat says, and one heard
+// during the gap (its heartbeat read late, at its arrival) is live as if heard now, never
+// later; the same for how long a replica (a peer or this one) has been healthy. A peer that was
+// silent only while this replica could not have heard it anyway is not dead for it; one that is
+// really gone is dead one dead time of this replica's running later. Heartbeats that came
+// meanwhile are to be received (at their arrival) before Skip.
+func (e *Elector) Skip(d time.Duration, now time.Time) {
 	if d <= 0 {
 		return
 	}
-	for name, s := range e.peers {
-		s.at = s.at.Add(d)
-		if !s.healthySince.IsZero() {
-			s.healthySince = s.healthySince.Add(d)
+	shift := func(t time.Time) time.Time {
+		if t.IsZero() || !t.Before(now) {
+			return t
 		}
+		return minTime(t.Add(d), now)
+	}
+	for name, s := range e.peers {
+		s.at = shift(s.at)
+		s.healthySince = shift(s.healthySince)
 		e.peers[name] = s
 	}
-	if !e.healthySince.IsZero() {
-		e.healthySince = e.healthySince.Add(d)
+	e.healthySince = shift(e.healthySince)
+}
+
+func minTime(a, b time.Time) time.Time {
+	if a.Before(b) {
+		return a
 	}
+	return b
 }
 
 // Decide returns the role to hold at now, given the replica's own health, and why it changed
@@ -263,6 +277,14 @@ func (e *Elector) Heartbeat() Heartbeat { return e.self }
 
 // Peers are the live peers' last heartbeats at now.
 func (e *Elector) Peers(now time.Time) []Heartbeat { return e.live(now) }
+
+// Knows says whether replica is among the peers heard and not yet found dead. Unlike Peers it
+// changes nothing: a lookup while queued frames are replayed (at their arrival times, before
+// Skip) must not drop a peer Skip would keep.
+func (e *Elector) Knows(replica string) bool {
+	_, ok := e.peers[replica]
+	return ok
+}
 
 func (e *Elector) role() Role {
 	if e.self.Active {

@@ -223,7 +223,7 @@ func TestElectionSkipsOwnStall(t *testing.T) {
 		// Neither runs from 500 to 1100 ms; b runs first and decides before a's next heartbeat.
 		ms = 1100
 		if skip {
-			b.Skip(600*time.Millisecond - DefaultTiming.Interval)
+			b.Skip(600*time.Millisecond-DefaultTiming.Interval, at(ms))
 		}
 		if r, _ := b.Decide(at(ms), true); r == Active {
 			return ms
@@ -246,6 +246,39 @@ func TestElectionSkipsOwnStall(t *testing.T) {
 	// a's last heartbeat counts as 1000 ms after the skip: dead after 1300 ms.
 	if got < 0 || got > 1100+int(DefaultTiming.DeadAfter.Milliseconds())+int(DefaultTiming.Interval.Milliseconds()) {
 		t.Fatalf("b took over at %d ms, want one dead time of its own running after 1100 ms", got)
+	}
+}
+
+// TestElectionSkipHeardDuringStall: the standby did not run for 2 s while the active replica's
+// heartbeats kept arriving (read late, at their arrival times, before Skip), and the active one
+// died just as the standby ran again. Its last heartbeat counts as heard when the standby runs
+// again, never later, so the standby takes over one dead time of its own running after that,
+// not the whole stall later.
+func TestElectionSkipHeardDuringStall(t *testing.T) {
+	a, b := replica("a", 100), replica("b", 100)
+	ms := 0
+	for ; ms <= 500; ms += 100 {
+		exchange(at(ms), nil, a, b)
+	}
+	if got := actives(a, b); len(got) != 1 || got[0] != "a" {
+		t.Fatalf("active %v, want [a]", got)
+	}
+	// b does not run from 500 to 2500 ms; a's heartbeats of 600-2400 ms are queued, and a dies.
+	for hb := 600; hb <= 2400; hb += 100 {
+		a.Decide(at(hb), true)
+		b.Receive(a.Heartbeat(), at(hb))
+	}
+	ms = 2500
+	b.Skip(2000*time.Millisecond-DefaultTiming.Interval, at(ms))
+	took := -1
+	for ; ms <= 6000; ms += 100 {
+		if r, _ := b.Decide(at(ms), true); r == Active {
+			took = ms
+			break
+		}
+	}
+	if limit := 2500 + int(DefaultTiming.DeadAfter.Milliseconds()) + int(DefaultTiming.Interval.Milliseconds()); took < 0 || took > limit {
+		t.Fatalf("b took over at %d ms, want by %d ms (one dead time of its running after 2500 ms)", took, limit)
 	}
 }
 

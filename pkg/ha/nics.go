@@ -19,6 +19,11 @@ import (
 // sockets of new or recreated ones and closes those of vanished ones.
 func (a *Agent) refresh() ([]netlink.Link, error) {
 	all, err := a.nl.LinkList()
+	for try := 0; errors.Is(err, netlink.ErrDumpInterrupted) && try < 3; try++ {
+		// The links changed during the dump (a NIC being added or removed): what came back may
+		// miss one, and a missing NIC is a lost one. Read again.
+		all, err = a.nl.LinkList()
+	}
 	if err != nil {
 		return nil, fmt.Errorf("listing links: %w", err)
 	}
@@ -34,6 +39,7 @@ func (a *Agent) refresh() ([]netlink.Link, error) {
 		n := a.nics[at.Name]
 		if n != nil && (n.index != at.Index || n.mac.String() != at.HardwareAddr.String()) {
 			n.release()
+			delete(a.nics, at.Name) // released: never released again if it cannot be reopened
 			n = nil
 		}
 		if n == nil {
