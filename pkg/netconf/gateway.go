@@ -37,6 +37,9 @@ type Gateway struct {
 	dataplane string
 	// initialised: a converge completed, so forwarding is on.
 	initialised bool
+	// roleSeen and termSeen: the replica's role and term as ReplicaRole last read them.
+	roleSeen string
+	termSeen uint64
 	// sysctls are the link sysctls last found right (sysctl.go); nil when unknown (new
 	// Gateway, new netns, after any error), which makes the next converge read them back.
 	sysctls *sysctlMemo

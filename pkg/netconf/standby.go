@@ -69,10 +69,26 @@ func (g *Gateway) ReplicaRole() (string, uint64) {
 		return "", 0
 	}
 	term := aliasTerm(l.Attrs().Alias)
+	role := annotations.RoleActive
 	if l.Attrs().RawFlags&unix.IFF_NOARP != 0 {
-		return annotations.RoleStandby, term
+		role = annotations.RoleStandby
 	}
-	return annotations.RoleActive, term
+	g.noteRole(role, term)
+	return role, term
+}
+
+// noteRole remembers the role last read. A replica found active at a term it was not active at
+// before has just taken over, and its agent wrote the old active replica's conntrack entries
+// into the kernel, unseen by the last sweep: entries an older release or the iptables backend
+// made carry no port forward's mark, so the clean-up goes back to dumping the table until a
+// sweep finds every entry marked again (conntrack_mark.go).
+func (g *Gateway) noteRole(role string, term uint64) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if role == annotations.RoleActive && (g.roleSeen != role || g.termSeen != term) && g.nftLast != nil {
+		g.nftLast.marked = false
+	}
+	g.roleSeen, g.termSeen = role, term
 }
 
 // aliasTerm is the term in an agent's NIC alias ("vpcnat-ha active 3" -> 3); 0 when the alias

@@ -129,3 +129,28 @@ func TestNewReplicaStartsSilent(t *testing.T) {
 		t.Errorf("net1 after the agent made it active and a converge: %q", out)
 	}
 }
+
+// A replica found active at a new term has just taken over: the entries its agent wrote in may
+// lack marks, so the clean-up stops trusting marks until a sweep finds them all marked again.
+// Reading the same role again, or a standby, changes nothing.
+func TestTakeoverDistrustsMarks(t *testing.T) {
+	g := &Gateway{nftLast: &nftApplied{marked: true}}
+	steps := []struct {
+		role       string
+		term       uint64
+		wantMarked bool
+	}{
+		{annotations.RoleStandby, 1, true},
+		{annotations.RoleActive, 2, false},
+		{annotations.RoleActive, 2, true}, // marks found again by a sweep in between (set below)
+		{annotations.RoleStandby, 3, true},
+		{annotations.RoleActive, 4, false},
+	}
+	for i, s := range steps {
+		g.noteRole(s.role, s.term)
+		if g.nftLast.marked != s.wantMarked {
+			t.Fatalf("step %d (%s at term %d): marked %v, want %v", i, s.role, s.term, g.nftLast.marked, s.wantMarked)
+		}
+		g.nftLast.marked = true // a sweep found every entry marked
+	}
+}
