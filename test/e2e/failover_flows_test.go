@@ -25,6 +25,7 @@ import (
 	"sync"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/vpcnat/vpcnat/pkg/plan"
@@ -333,10 +334,37 @@ func tcpFlowCheck() string {
 // noPickup turns mid-stream conntrack pickup off in the network namespace of every live
 // replica of the gateway (see tcpFlowCheck).
 func (f *failover) noPickup() {
-	pods, err := f.client.CoreV1().Pods("kube-system").List(f.ctx, metav1.ListOptions{LabelSelector: plan.LabelGateway + "=" + blGateway})
+	replicas, err := f.replicas()
 	if err != nil {
 		f.t.Fatal(err)
 	}
+	for _, r := range replicas {
+		if r.err != nil {
+			f.t.Logf("replica %s: no attachment record (%v): pickup left on", r.pod.Name, r.err)
+			continue
+		}
+		if out, err := exec.CommandContext(f.ctx, "nsenter", "--net="+r.netns, "sysctl", "-q", "-w",
+			"net.netfilter.nf_conntrack_tcp_loose=0").CombinedOutput(); err != nil {
+			f.t.Fatalf("replica %s: turning conntrack pickup off in %s: %v: %s", r.pod.Name, r.netns, err, out)
+		}
+	}
+}
+
+// replica is a running gateway replica and its network namespace, from the attachment record its
+// node's CNI plugin wrote (err when there is none yet).
+type replica struct {
+	pod   corev1.Pod
+	netns string
+	err   error
+}
+
+// replicas are the gateway's pods bound to a node and not being deleted.
+func (f *failover) replicas() ([]replica, error) {
+	pods, err := f.client.CoreV1().Pods("kube-system").List(f.ctx, metav1.ListOptions{LabelSelector: plan.LabelGateway + "=" + blGateway})
+	if err != nil {
+		return nil, err
+	}
+	var out []replica
 	for _, p := range pods.Items {
 		if p.DeletionTimestamp != nil || p.Spec.NodeName == "" {
 			continue
@@ -344,13 +372,7 @@ func (f *failover) noPickup() {
 		n := f.nodeIndex(p.Spec.NodeName)
 		store := state.Store{Dir: filepath.Join(f.c.Env["STATE_DIR"], fmt.Sprintf("node%d", n), "vpcnat")}
 		rec, err := store.Read(string(p.UID))
-		if err != nil {
-			f.t.Logf("replica %s: no attachment record (%v): pickup left on", p.Name, err)
-			continue
-		}
-		if out, err := exec.CommandContext(f.ctx, "nsenter", "--net="+rec.Netns, "sysctl", "-q", "-w",
-			"net.netfilter.nf_conntrack_tcp_loose=0").CombinedOutput(); err != nil {
-			f.t.Fatalf("replica %s: turning conntrack pickup off in %s: %v: %s", p.Name, rec.Netns, err, out)
-		}
+		out = append(out, replica{pod: p, netns: rec.Netns, err: err})
 	}
+	return out, nil
 }

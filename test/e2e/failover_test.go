@@ -31,7 +31,6 @@ import (
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 
 	"github.com/vpcnat/vpcnat/pkg/plan"
-	"github.com/vpcnat/vpcnat/pkg/state"
 	"github.com/vpcnat/vpcnat/test/topo"
 )
 
@@ -394,27 +393,21 @@ func (f *failover) settled(not string) string {
 // external NIC active (the NIC's alias, "vpcnat-ha active <term>", read in each replica's netns
 // from its attachment record).
 func (f *failover) activeInDataPlane(node string) error {
-	pods, err := f.client.CoreV1().Pods("kube-system").List(f.ctx, metav1.ListOptions{LabelSelector: plan.LabelGateway + "=" + blGateway})
+	replicas, err := f.replicas()
 	if err != nil {
 		return err
 	}
 	var actives []string
-	for _, p := range pods.Items {
-		if p.DeletionTimestamp != nil || p.Spec.NodeName == "" {
-			continue
+	for _, r := range replicas {
+		if r.err != nil {
+			return fmt.Errorf("replica %s: no attachment record yet: %w", r.pod.Name, r.err)
 		}
-		n := f.nodeIndex(p.Spec.NodeName)
-		store := state.Store{Dir: filepath.Join(f.c.Env["STATE_DIR"], fmt.Sprintf("node%d", n), "vpcnat")}
-		rec, err := store.Read(string(p.UID))
+		out, err := exec.CommandContext(f.ctx, "nsenter", "--net="+r.netns, "ip", "-o", "link", "show", "dev", "net1").CombinedOutput()
 		if err != nil {
-			return fmt.Errorf("replica %s: no attachment record yet: %w", p.Name, err)
-		}
-		out, err := exec.CommandContext(f.ctx, "nsenter", "--net="+rec.Netns, "ip", "-o", "link", "show", "dev", "net1").CombinedOutput()
-		if err != nil {
-			return fmt.Errorf("replica %s: reading net1 in %s: %w: %s", p.Name, rec.Netns, err, out)
+			return fmt.Errorf("replica %s: reading net1 in %s: %w: %s", r.pod.Name, r.netns, err, out)
 		}
 		if strings.Contains(string(out), "alias vpcnat-ha active ") {
-			actives = append(actives, p.Spec.NodeName)
+			actives = append(actives, r.pod.Spec.NodeName)
 		}
 	}
 	if len(actives) != 1 || actives[0] != node {
