@@ -371,8 +371,13 @@ func (f *failover) replicas() ([]replica, error) {
 		}
 		n := f.nodeIndex(p.Spec.NodeName)
 		store := state.Store{Dir: filepath.Join(f.c.Env["STATE_DIR"], fmt.Sprintf("node%d", n), "vpcnat")}
-		rec, err := store.Read(string(p.UID))
-		out = append(out, replica{pod: p, netns: rec.Netns, err: err})
+		r := replica{pod: p}
+		if rec, err := store.Read(string(p.UID)); err != nil {
+			r.err = err
+		} else {
+			r.netns = rec.Netns
+		}
+		out = append(out, r)
 	}
 	return out, nil
 }
