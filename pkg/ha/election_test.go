@@ -28,6 +28,20 @@ func exchange(now time.Time, healthy map[*Elector]bool, es ...*Elector) {
 	}
 }
 
+// settledPair is two replicas of equal priority that have exchanged heartbeats for 500 ms, with
+// a active (it ranks first by name), and the time reached.
+func settledPair(t *testing.T) (a, b *Elector, ms int) {
+	t.Helper()
+	a, b = replica("a", 100), replica("b", 100)
+	for ; ms <= 500; ms += 100 {
+		exchange(at(ms), nil, a, b)
+	}
+	if got := actives(a, b); len(got) != 1 || got[0] != "a" {
+		t.Fatalf("active %v, want [a]", got)
+	}
+	return a, b, ms
+}
+
 func actives(es ...*Elector) []string {
 	var out []string
 	for _, e := range es {
@@ -54,14 +68,7 @@ func TestElectionOneActive(t *testing.T) {
 }
 
 func TestElectionTakeoverAndNoPreemption(t *testing.T) {
-	a, b := replica("a", 100), replica("b", 100)
-	ms := 0
-	for ; ms <= 500; ms += 100 {
-		exchange(at(ms), nil, a, b)
-	}
-	if got := actives(a, b); len(got) != 1 || got[0] != "a" {
-		t.Fatalf("active %v, want [a]", got)
-	}
+	a, b, ms := settledPair(t)
 	// a dies: b hears nothing more from it.
 	var took time.Time
 	for ; ms <= 1500; ms += 100 {
@@ -92,11 +99,7 @@ func TestElectionTakeoverAndNoPreemption(t *testing.T) {
 // steps down on the healthy standby's next heartbeat, the standby takes over; when both are active after a partition heals,
 // the later term wins on the first exchange.
 func TestElectionPartition(t *testing.T) {
-	a, b := replica("a", 100), replica("b", 100)
-	ms := 0
-	for ; ms <= 500; ms += 100 {
-		exchange(at(ms), nil, a, b)
-	}
+	a, b, ms := settledPair(t)
 	// The moment it finds itself unhealthy, a has heard nothing from b since: b may have lost the
 	// EIP gateway too. It steps down on b's next (healthy) heartbeat, and b takes over on a's
 	// unhealthy one.
@@ -212,16 +215,9 @@ func TestElectionDoesNotWaitForAListeningReplica(t *testing.T) {
 // one dead time after the standby runs again.
 func TestElectionSkipsOwnStall(t *testing.T) {
 	run := func(skip bool) (tookAt int) {
-		a, b := replica("a", 100), replica("b", 100)
-		ms := 0
-		for ; ms <= 500; ms += 100 {
-			exchange(at(ms), nil, a, b)
-		}
-		if got := actives(a, b); len(got) != 1 || got[0] != "a" {
-			t.Fatalf("active %v, want [a]", got)
-		}
+		_, b, _ := settledPair(t)
 		// Neither runs from 500 to 1100 ms; b runs first and decides before a's next heartbeat.
-		ms = 1100
+		ms := 1100
 		if skip {
 			b.Skip(600*time.Millisecond-DefaultTiming.Interval, at(ms))
 		}
@@ -255,14 +251,7 @@ func TestElectionSkipsOwnStall(t *testing.T) {
 // again, never later, so the standby takes over one dead time of its own running after that,
 // not the whole stall later.
 func TestElectionSkipHeardDuringStall(t *testing.T) {
-	a, b := replica("a", 100), replica("b", 100)
-	ms := 0
-	for ; ms <= 500; ms += 100 {
-		exchange(at(ms), nil, a, b)
-	}
-	if got := actives(a, b); len(got) != 1 || got[0] != "a" {
-		t.Fatalf("active %v, want [a]", got)
-	}
+	a, b, ms := settledPair(t)
 	// b does not run from 500 to 2500 ms; a's heartbeats of 600-2400 ms are queued, and a dies.
 	for hb := 600; hb <= 2400; hb += 100 {
 		a.Decide(at(hb), true)
@@ -288,11 +277,7 @@ func TestElectionSkipHeardDuringStall(t *testing.T) {
 // Once the standby has been healthy for a dead time, the unhealthy active one steps down and the
 // standby takes over; an unhealthy active replica that hears no peer at all steps down at once.
 func TestElectionUnhealthyActiveWithNoHealthierPeer(t *testing.T) {
-	a, b := replica("a", 100), replica("b", 100)
-	ms := 0
-	for ; ms <= 500; ms += 100 {
-		exchange(at(ms), nil, a, b)
-	}
+	a, b, ms := settledPair(t)
 	sick := map[*Elector]bool{a: false, b: false}
 	for end := ms + 1000; ms <= end; ms += 100 {
 		exchange(at(ms), sick, a, b)
