@@ -4,7 +4,6 @@ import (
 	"cmp"
 	"encoding/binary"
 	"fmt"
-	"hash/fnv"
 	"net/netip"
 	"slices"
 	"sort"
@@ -17,13 +16,19 @@ import (
 // chain names, floating IPs as two address maps, port forwards as one map keyed by
 // EIP . protocol . port, SNAT as one interval map in which every address maps to the EIP of the
 // longest prefix that holds it. The semantics of duplicates follow the iptables layout's first
-// match (a lower internal IP, port or EIP first), so both backends translate alike.
+// match (a lower internal IP, port or EIP first), so both backends translate alike. Every
+// translation also marks its connections (ct mark set from a map keyed like the translation's
+// own), so a removed or changed floating IP, port forward or SNAT rule has its connections
+// deleted by mark: port_mark, fip_dnat_mark, fip_snat_mark and snat_mark.
 const (
-	mapFIPDNAT  = "fip_dnat"
-	mapFIPSNAT  = "fip_snat"
-	mapPortDNAT = "port_dnat"
-	mapSNAT     = "snat_prefixes"
-	mapPortMark = "port_mark"
+	mapFIPDNAT     = "fip_dnat"
+	mapFIPSNAT     = "fip_snat"
+	mapPortDNAT    = "port_dnat"
+	mapSNAT        = "snat_prefixes"
+	mapPortMark    = "port_mark"
+	mapFIPDNATMark = "fip_dnat_mark"
+	mapFIPSNATMark = "fip_snat_mark"
+	mapSNATMark    = "snat_mark"
 )
 
 // builtinNAT is the iptables nat table a gateway on the nftables backend holds: the built-in
@@ -45,6 +50,11 @@ func expectedNFT(d *annotations.Desired) *NFTable {
 			mapPortDNAT: "map ipv4_addr . inet_proto . inet_service : ipv4_addr . inet_service",
 			mapSNAT:     "map ipv4_addr : ipv4_addr flags interval",
 			mapPortMark: "map ipv4_addr . inet_proto . inet_service : mark",
+			// The floating IPs' marks, keyed as fip_dnat and fip_snat; the SNAT rules' marks,
+			// keyed by address ranges as snat_prefixes.
+			mapFIPDNATMark: "map ipv4_addr : mark",
+			mapFIPSNATMark: "map ipv4_addr : mark",
+			mapSNATMark:    "map ipv4_addr : mark flags interval",
 		}}
 	chain := func(name, header string, rules ...string) {
 		t.Chains = append(t.Chains, name)
@@ -53,15 +63,15 @@ func expectedNFT(d *annotations.Desired) *NFTable {
 	}
 	chain("PREROUTING", "type nat hook prerouting priority -100 policy accept", "jump "+chainDNATFilter)
 	chain(chainDNATFilter, "", "jump "+chainFIPDNAT, "jump "+chainPortFwd)
-	chain(chainFIPDNAT, "", "dnat to ip daddr map @"+mapFIPDNAT)
+	chain(chainFIPDNAT, "", "ct mark set ip daddr map @"+mapFIPDNATMark, "dnat to ip daddr map @"+mapFIPDNAT)
 	chain(chainPortFwd, "", "ct mark set ip daddr . meta l4proto . th dport map @"+mapPortMark,
 		"dnat ip to ip daddr . meta l4proto . th dport map @"+mapPortDNAT)
 	chain("POSTROUTING", "type nat hook postrouting priority 100 policy accept", "jump "+chainSNATFilter)
 	chain(chainSNATFilter, "", "jump "+chainHairpin,
 		"meta oifname == "+ext+"; jump "+chainFIPSNAT, "meta oifname == "+ext+"; jump "+chainSNAT)
 	chain(chainHairpin, "", hairpinNFT(d.Subnets)...)
-	chain(chainFIPSNAT, "", "snat to ip saddr map @"+mapFIPSNAT)
-	chain(chainSNAT, "", "snat to ip saddr map @"+mapSNAT)
+	chain(chainFIPSNAT, "", "ct mark set ip saddr map @"+mapFIPSNATMark, "snat to ip saddr map @"+mapFIPSNAT)
+	chain(chainSNAT, "", "ct mark set ip saddr map @"+mapSNATMark, "snat to ip saddr map @"+mapSNAT)
 
 	// Floating IPs: inbound the lowest internal IP of an EIP, outbound the lowest EIP of an
 	// internal IP (the first iptables rule of each).
@@ -80,6 +90,20 @@ func expectedNFT(d *annotations.Desired) *NFTable {
 	}
 	t.Elements[mapFIPDNAT] = pairs(dnat)
 	t.Elements[mapFIPSNAT] = pairs(snat)
+	// Each floating IP's connections carry the mark of the EIP . internal IP pair that
+	// translated them, whichever way they started: inbound the pair fip_dnat holds for the EIP,
+	// outbound the pair fip_snat holds for the internal IP.
+	dnatMarks, snatMarks := []string{}, []string{}
+	for eip, ip := range dnat {
+		dnatMarks = append(dnatMarks, fmt.Sprintf("%s : %d", eip, listedMark(fipMark(eip, ip))))
+	}
+	for ip, eip := range snat {
+		snatMarks = append(snatMarks, fmt.Sprintf("%s : %d", ip, listedMark(fipMark(eip, ip))))
+	}
+	sort.Strings(dnatMarks)
+	sort.Strings(snatMarks)
+	t.Elements[mapFIPDNATMark] = dnatMarks
+	t.Elements[mapFIPSNATMark] = snatMarks
 
 	// Port forwards: one element per EIP . protocol . port, the lowest target of duplicates.
 	type fwdKey struct {
@@ -115,7 +139,108 @@ func expectedNFT(d *annotations.Desired) *NFTable {
 	t.Elements[mapPortMark] = marks
 
 	t.Elements[mapSNAT] = snatRanges(d.SNATs)
+	t.Elements[mapSNATMark] = snatMarkRanges(d.SNATs)
 	return t
+}
+
+// fnv1a is 32-bit FNV-1a (offset basis 2166136261, prime 16777619), written out here so the
+// model's marks rest on the published algorithm alone; 0 (which reads as no mark) becomes 1.
+func fnv1a(b []byte) uint32 {
+	h := uint32(2166136261)
+	for _, c := range b {
+		h ^= uint32(c)
+		h *= 16777619
+	}
+	if h == 0 {
+		return 1
+	}
+	return h
+}
+
+// fipMark is the conntrack mark of a floating IP's connections (docs/nftables.md): FNV-1a over
+// 'F', the EIP's 4 bytes and the internal IP's 4 bytes.
+func fipMark(eip, internal netip.Addr) uint32 {
+	e, i := eip.As4(), internal.As4()
+	return fnv1a([]byte{'F', e[0], e[1], e[2], e[3], i[0], i[1], i[2], i[3]})
+}
+
+// snatMark is the conntrack mark of the connections a SNAT rule translates: FNV-1a over 'S',
+// the rule's masked prefix address (4 bytes), its length (1 byte) and the EIP's 4 bytes.
+func snatMark(p netip.Prefix, eip netip.Addr) uint32 {
+	a, e := p.Masked().Addr().As4(), eip.As4()
+	return fnv1a([]byte{'S', a[0], a[1], a[2], a[3], byte(p.Bits()), e[0], e[1], e[2], e[3]})
+}
+
+// snatMarkRanges is what snat_mark must hold: every address a SNAT rule covers, with the mark of
+// the rule that translates it (the longest prefix; the lowest EIP of identical prefixes), as
+// ranges of consecutive addresses with one mark. Unlike snatRanges (which cuts the address space
+// at every prefix end and merges by EIP), it walks the prefixes as the tree they form (two
+// prefixes are nested or disjoint) in address order, each one's range cut by its children.
+func snatMarkRanges(rules []annotations.SNAT) []string {
+	type rule struct {
+		p    netip.Prefix
+		lo   uint64
+		hi   uint64
+		mark uint32
+	}
+	// One rule per prefix: the lowest EIP's.
+	best := map[netip.Prefix]netip.Addr{}
+	for _, r := range rules {
+		p, ok := prefixOrHost(r.InternalCIDR)
+		eip := v4(r.EIP)
+		if !ok || !eip.IsValid() {
+			continue
+		}
+		if cur, ok := best[p]; !ok || eip.Less(cur) {
+			best[p] = eip
+		}
+	}
+	var rs []rule
+	for p, eip := range best {
+		lo := uint64(u32(p.Addr()))
+		rs = append(rs, rule{p, lo, lo | (1<<(32-p.Bits()) - 1), snatMark(p, eip)})
+	}
+	// Address order, an enclosing prefix before the prefixes it holds.
+	slices.SortFunc(rs, func(a, b rule) int { return cmp.Or(cmp.Compare(a.lo, b.lo), cmp.Compare(a.p.Bits(), b.p.Bits())) })
+	type run struct {
+		lo, hi uint64
+		mark   uint32
+	}
+	var runs []run
+	emit := func(lo, hi uint64, mark uint32) {
+		if lo > hi {
+			return
+		}
+		if n := len(runs); n > 0 && runs[n-1].hi+1 == lo && runs[n-1].mark == mark {
+			runs[n-1].hi = hi
+			return
+		}
+		runs = append(runs, run{lo, hi, mark})
+	}
+	var open []rule                   // the prefixes holding next, innermost last
+	var next uint64                   // the first address not yet emitted (within the open prefixes)
+	closeUntil := func(addr uint64) { // closes every open prefix that ends before addr
+		for len(open) > 0 && open[len(open)-1].hi < addr {
+			top := open[len(open)-1]
+			emit(next, top.hi, top.mark)
+			next = top.hi + 1
+			open = open[:len(open)-1]
+		}
+	}
+	for _, r := range rs {
+		closeUntil(r.lo)
+		if n := len(open); n > 0 && next < r.lo {
+			emit(next, r.lo-1, open[n-1].mark) // the part of the enclosing prefix before r
+		}
+		next = r.lo
+		open = append(open, r)
+	}
+	closeUntil(1 << 32)
+	out := []string{}
+	for _, r := range runs {
+		out = append(out, fmt.Sprintf("%s-%s : %d", addrOf(r.lo), addrOf(r.hi), listedMark(r.mark)))
+	}
+	return out
 }
 
 // portMark is the conntrack mark a port forward's connections carry (docs/nftables.md): FNV-1a,
@@ -126,12 +251,7 @@ func portMark(eip netip.Addr, proto string, port int, to netip.Addr, toPort int)
 	num := map[string]byte{"tcp": 6, "udp": 17}[proto]
 	b := []byte{a[0], a[1], a[2], a[3], num, 0, 0, 0, byte(port >> 8), byte(port), 0, 0,
 		t[0], t[1], t[2], t[3], byte(toPort >> 8), byte(toPort)}
-	h := fnv.New32a()
-	h.Write(b)
-	if m := h.Sum32(); m != 0 {
-		return m
-	}
-	return 1
+	return fnv1a(b)
 }
 
 // listedMark is a mark as nft lists it in vpcnat's map: the kernel keeps it in host byte order,
