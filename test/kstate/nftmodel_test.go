@@ -2,6 +2,7 @@ package kstate_test
 
 import (
 	"cmp"
+	"context"
 	"encoding/binary"
 	"fmt"
 	"hash/fnv"
@@ -13,6 +14,7 @@ import (
 	"testing"
 
 	"github.com/vpcnat/vpcnat/pkg/annotations"
+	"github.com/vpcnat/vpcnat/pkg/netconf"
 	"github.com/vpcnat/vpcnat/pkg/nft"
 	"github.com/vpcnat/vpcnat/test/kstate"
 	"github.com/vpcnat/vpcnat/test/topo"
@@ -579,5 +581,51 @@ func TestNFTMarkModelAgreesWithHandWrittenTable(t *testing.T) {
 				t.Errorf("kstate's report does not name %s:\n%s", c.want, diff)
 			}
 		})
+	}
+}
+
+// TestNFTMarksCommittedByNetconf converges the seed gateway with floating IPs and SNAT rules
+// like marksDesired's (one internal IP behind both EIPs; SNAT nested /0 ⊃ /16 ⊃ /24 ⊃ /32 and a
+// /24 given twice) through netconf's netlink commit, and requires the table nft lists to be
+// exactly the model's: the marks' byte order and the interval map's ranges as the kernel holds
+// them, up to the /0's last address.
+func TestNFTMarksCommittedByNetconf(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root")
+	}
+	tp := topo.SeedForTest(t)
+	d := seedDesired(t)
+	d.Dataplane = annotations.DataplaneNFTables
+	d.FloatingIPs = []annotations.FloatingIP{
+		{EIP: "192.168.0.112", InternalIP: "10.0.1.5"}, {EIP: "192.168.0.111", InternalIP: "10.0.1.5"},
+		{EIP: "192.168.0.112", InternalIP: "10.0.1.6"},
+	}
+	d.SNATs = []annotations.SNAT{
+		{EIP: "192.168.0.112", InternalCIDR: "0.0.0.0/0"}, {EIP: "192.168.0.111", InternalCIDR: "10.0.0.0/16"},
+		{EIP: "192.168.0.111", InternalCIDR: "10.0.1.0/24"}, {EIP: "192.168.0.112", InternalCIDR: "10.0.1.7/32"},
+		{EIP: "192.168.0.112", InternalCIDR: "10.0.2.0/24"}, {EIP: "192.168.0.111", InternalCIDR: "10.0.2.0/24"},
+	}
+	gw := netconf.NewGateway(tp.Path(topo.Gateway))
+	t.Cleanup(func() { gw.Close() })
+	if err := tp.Do(topo.Node, func() error { _, err := gw.Converge(context.Background(), d, true); return err }); err != nil {
+		t.Fatal(err)
+	}
+	st, err := kstate.Dump(tp.Path(topo.Gateway))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if diff := kstate.Compare(st, d); !diff.Empty() {
+		t.Fatalf("the committed table differs from the model: %s\nnft lists:\n%s", diff, st.NFTText)
+	}
+	// Not vacuous: the listing holds the hand-checkable marks of the pairs and rules above.
+	s := kstate.Expect(d, nil).NFT.Elements
+	for m, el := range map[string]string{
+		"fip_snat_mark": fmt.Sprintf("10.0.1.5 : %d", listed(testFIPMark("192.168.0.111", "10.0.1.5"))),
+		"snat_mark": fmt.Sprintf("10.1.0.0-255.255.255.255 : %d",
+			listed(testSNATMark(netip.MustParsePrefix("0.0.0.0/0"), "192.168.0.112"))),
+	} {
+		if !slices.Contains(st.NFT.Elements[m], el) || !slices.Contains(s[m], el) {
+			t.Errorf("map %s: %q not both listed (%q) and expected (%q)", m, el, st.NFT.Elements[m], s[m])
+		}
 	}
 }
