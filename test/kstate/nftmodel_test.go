@@ -404,24 +404,19 @@ func TestNFTMarkModelSNATCases(t *testing.T) {
 // ranges.
 func TestNFTMarkModelSNATRandom(t *testing.T) {
 	r := rand.New(rand.NewPCG(7, 8))
-	lengths := []int{0, 8, 15, 16, 20, 23, 24, 25, 28, 30, 31, 32, 32, 32}
 	for iter := range 300 {
 		type rule struct {
 			p   netip.Prefix
 			eip string
 		}
 		var rules []rule
-		d := &annotations.Desired{Dataplane: annotations.DataplaneNFTables}
-		for range 1 + r.IntN(12) {
-			a := netip.AddrFrom4([4]byte{10, 0, byte(r.IntN(4)), byte(r.IntN(256))})
-			p := netip.PrefixFrom(a, lengths[r.IntN(len(lengths))])
-			eip := fmt.Sprintf("203.0.113.%d", 1+r.IntN(3))
-			cidr := p.String() // unmasked on purpose, as a user may write it
-			if p.Bits() == 32 && r.IntN(2) == 0 {
-				cidr = a.String()
+		d := &annotations.Desired{Dataplane: annotations.DataplaneNFTables, SNATs: randomSNATs(r)}
+		for _, s := range d.SNATs {
+			p, err := netip.ParsePrefix(s.InternalCIDR)
+			if err != nil {
+				p = netip.PrefixFrom(netip.MustParseAddr(s.InternalCIDR), 32)
 			}
-			d.SNATs = append(d.SNATs, annotations.SNAT{InternalCIDR: cidr, EIP: eip})
-			rules = append(rules, rule{p.Masked(), eip})
+			rules = append(rules, rule{p.Masked(), s.EIP})
 		}
 		bound := func(p netip.Prefix) (uint64, uint64) {
 			lo := uint64(binary.BigEndian.Uint32(p.Addr().AsSlice()))
@@ -497,6 +492,57 @@ func TestNFTMarkModelSNATRandom(t *testing.T) {
 				}
 			}
 			next = x.hi + 1
+		}
+	}
+}
+
+// randomSNATs is up to 12 SNAT rules of few EIPs in 10.0.0.0/22 and around it, of lengths from
+// /0 to /32: nested prefixes, identical ones with different EIPs, unmasked CIDRs and bare
+// addresses, and now and then the first or last IPv4 address.
+func randomSNATs(r *rand.Rand) []annotations.SNAT {
+	lengths := []int{0, 8, 15, 16, 20, 23, 24, 25, 28, 30, 31, 32, 32, 32}
+	var out []annotations.SNAT
+	for range 1 + r.IntN(12) {
+		a := netip.AddrFrom4([4]byte{10, 0, byte(r.IntN(4)), byte(r.IntN(256))})
+		switch r.IntN(20) {
+		case 0:
+			a = netip.AddrFrom4([4]byte{})
+		case 1:
+			a = netip.AddrFrom4([4]byte{255, 255, 255, 255})
+		}
+		p := netip.PrefixFrom(a, lengths[r.IntN(len(lengths))])
+		cidr := p.String() // unmasked on purpose, as a user may write it
+		if p.Bits() == 32 && r.IntN(2) == 0 {
+			cidr = a.String()
+		}
+		out = append(out, annotations.SNAT{InternalCIDR: cidr, EIP: fmt.Sprintf("203.0.113.%d", 1+r.IntN(3))})
+	}
+	return out
+}
+
+// TestNFTMarkModelAgreesWithBuilderOnSNAT: pkg/nft's table for marksDesired and for random SNAT
+// rule sets (randomSNATs: /0, identical prefixes, the address space's ends), loaded into a kernel
+// by nft and read back, is exactly what kstate's model expects, marks included.
+func TestNFTMarkModelAgreesWithBuilderOnSNAT(t *testing.T) {
+	tp := nftOnly(t)
+	r := rand.New(rand.NewPCG(9, 10))
+	// The default route's halves under a /0: the lower half starts at the /0's first address.
+	halves := &annotations.Desired{Dataplane: annotations.DataplaneNFTables, SNATs: []annotations.SNAT{
+		{EIP: "203.0.113.1", InternalCIDR: "0.0.0.0/0"}, {EIP: "203.0.113.2", InternalCIDR: "0.0.0.0/1"},
+		{EIP: "203.0.113.3", InternalCIDR: "128.0.0.0/1"}}}
+	ds := []*annotations.Desired{marksDesired(), halves}
+	for range 40 {
+		d := &annotations.Desired{Dataplane: annotations.DataplaneNFTables, SNATs: randomSNATs(r)}
+		for range r.IntN(4) {
+			d.FloatingIPs = append(d.FloatingIPs, annotations.FloatingIP{
+				EIP: fmt.Sprintf("203.0.113.%d", 1+r.IntN(3)), InternalIP: fmt.Sprintf("10.0.0.%d", 1+r.IntN(3))})
+		}
+		ds = append(ds, d)
+	}
+	for i, d := range ds {
+		text := nft.Build(d).Text()
+		if diff := nftProblems(loadNFT(t, tp, text), d); !diff.Empty() {
+			t.Fatalf("gateway %d: pkg/nft and kstate's model disagree: %s\nloaded:\n%s", i, diff, text)
 		}
 	}
 }
