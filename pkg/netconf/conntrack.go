@@ -1,6 +1,7 @@
 package netconf
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -122,7 +123,7 @@ func cleanConntrack(netNS ns.NetNS, h *Handles, stale []nat.Mapping, d *annotati
 	if f.checkMarks {
 		scope.applied.marked = f.unmarked == 0
 		if f.unmarked > 0 {
-			klog.V(2).InfoS("Conntrack entries of port forwards without their mark: the clean-up keeps dumping the table", "entries", f.unmarked)
+			klog.V(2).InfoS("Conntrack entries of mappings without their mark: the clean-up keeps dumping the table", "entries", f.unmarked)
 		}
 	}
 	var lines []string
@@ -143,8 +144,9 @@ func cleanConntrack(netNS ns.NetNS, h *Handles, stale []nat.Mapping, d *annotati
 // cleanFilter is the one filter of cleanConntrack's dump: an entry of a stale mapping first
 // (counted as the mapping's), else, when sweeping, an entry the sweep finds stale.
 //
-// checkMarks also counts, in unmarked, the entries kept that a port forward of the desired
-// state translated but that do not carry its mark (made before the table set marks).
+// checkMarks also counts, in unmarked, the entries kept that a mapping of the desired state
+// translated but that do not carry its mark (made before the table set marks, or translated
+// alike by the mapping before).
 type cleanFilter struct {
 	mappings   []keepValid
 	sweep      *sweepFilter
@@ -165,7 +167,7 @@ func (c *cleanFilter) MatchConntrackFlow(fl *netlink.ConntrackFlow) bool {
 		return true
 	}
 	if c.checkMarks {
-		if m, ok := c.sweep.portMark(fl); ok && fl.Mark != m {
+		if m, ok := c.sweep.wantMark(fl); ok && (m == 0 || fl.Mark != m) {
 			c.unmarked++
 		}
 	}
@@ -351,7 +353,8 @@ func newSweepFilter(d *annotations.Desired, own []netip.Addr) *sweepFilter {
 		}
 		f.snat = append(f.snat, sweepSNAT{pfx: p.Masked(), eip: eip})
 	}
-	slices.SortStableFunc(f.snat, func(a, b sweepSNAT) int { return b.pfx.Bits() - a.pfx.Bits() })
+	// Longest prefix first; of identical prefixes the lower EIP, which both backends apply.
+	slices.SortStableFunc(f.snat, func(a, b sweepSNAT) int { return cmp.Or(b.pfx.Bits()-a.pfx.Bits(), a.eip.Compare(b.eip)) })
 	if st, err := planNet(d, own); err == nil {
 		f.routing = newSweepRouting(st, extIfName(d))
 	} else {

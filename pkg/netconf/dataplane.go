@@ -101,8 +101,8 @@ type nftApplied struct {
 	gen   uint32
 	build *nft.Builder
 	// marked: the last sweep of the whole conntrack table found every entry translated by a
-	// port forward carrying the forward's mark (or no entry at all), so the entries of a
-	// removed or changed port forward can be deleted by its mark (see markScope). Entries made
+	// mapping carrying the mapping's mark (or no entry at all), so the entries of a removed or
+	// changed mapping can be deleted by its mark (see markScope). Entries made
 	// before the table marked them (an upgrade, a switch from iptables) keep the clean-up on
 	// dumps until a sweep no longer finds them.
 	marked bool
@@ -152,7 +152,7 @@ func syncNFT(k nftTable, build *nft.Builder, want *nft.Table, last *nftApplied, 
 	for _, s := range b.Summary() {
 		changes = append(changes, "nftables: "+s)
 	}
-	return b.Stale(have), changes, applied, newMarkScope(b, applied, k, build.MarkHeld, !full && marked), nil
+	return b.Stale(have), changes, applied, newMarkScope(b, have, applied, k, build.MarkHeld, !full && marked), nil
 }
 
 // nextGeneration is the generation after gen: the kernel skips 0 when it wraps.

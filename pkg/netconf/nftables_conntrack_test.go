@@ -166,3 +166,124 @@ func TestNFTUnmarkedEntriesKeepTheDump(t *testing.T) {
 		t.Errorf("after a sweep found every entry marked: want the clean-up by marks, got %q", rep.Changes)
 	}
 }
+
+// Floating IPs and SNAT rules mark their connections too. With 10 000 unrelated entries in the
+// table: changing the SNAT rule's EIP deletes its connection by its mark (the FIP's stay);
+// removing the floating IP deletes its connections both ways by their mark; giving an internal
+// IP a floating IP with the EIP its SNAT rule already gave it keeps its connection (translated
+// alike) and, since that entry carries the SNAT rule's mark, the next change is cleaned up by a
+// dump, which keeps it too.
+func TestNFTConntrackFIPAndSNATCleanedByMark(t *testing.T) {
+	needNFT(t)
+	tp := newTopo(t)
+	tp.addPod(rolePod, "10.0.1.5/24", "10.0.1.1")
+	tp.addPod(rolePod2, "10.0.1.10/24", "10.0.1.1")
+	g := tp.gateway()
+	d := nftSeed() // FIP 192.168.0.111 <-> 10.0.1.5, SNAT 10.0.1.0/24 -> 192.168.0.112
+	tp.mustConverge(g, d, true)
+	tp.echoServer(rolePod, "10.0.1.5:7777")
+	tp.echoServer(roleExt, "192.168.0.254:7000")
+	connect := func(role, addr string) {
+		c, err := tp.dialTCP(role, addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+		if _, err := fmt.Fprintln(c, "hello"); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := bufio.NewReader(c).ReadString('\n'); err != nil {
+			t.Fatalf("%s -> %s: %v", role, addr, err)
+		}
+	}
+	connect(roleExt, "192.168.0.111:7777") // FIP inbound
+	connect(rolePod, "192.168.0.254:7000")  // FIP outbound
+	connect(rolePod2, "192.168.0.254:7000") // SNAT
+	fipIn := "->192.168.0.111:7777 reply 10.0.1.5:7777->"
+	fipOut := "6 10.0.1.5:"
+	snatOut := "6 10.0.1.10:"
+	fip := nft.FIPMark(netip.MustParseAddr("192.168.0.111"), netip.MustParseAddr("10.0.1.5"))
+	snat := nft.SNATMark(netip.MustParsePrefix("10.0.1.0/24"), netip.MustParseAddr("192.168.0.112"))
+	markOf := func(sub string) (uint32, bool) {
+		for _, fl := range tp.conntrack() {
+			if strings.Contains(flowDesc(fl), sub) {
+				return fl.Mark, true
+			}
+		}
+		return 0, false
+	}
+	for _, c := range []struct {
+		sub  string
+		mark uint32
+	}{{fipIn, fip}, {fipOut, fip}, {snatOut, snat}} {
+		if m, ok := markOf(c.sub); !ok || m != c.mark {
+			t.Fatalf("entry %q: mark %#x (found %v), want %#x\n%s", c.sub, m, ok, c.mark, tp.dumpFlows())
+		}
+	}
+
+	_, h := conntrackHandle(t, tp, roleGW)
+	client, eip := net.IPv4(203, 0, 113, 9).To4(), net.IPv4(192, 168, 0, 112).To4()
+	const unrelated = 10000
+	for i := range unrelated {
+		if err := h.ConntrackCreate(netlink.ConntrackTable, unix.AF_INET, &netlink.ConntrackFlow{FamilyType: unix.AF_INET, TimeOut: 600,
+			Forward: netlink.IPTuple{SrcIP: client, DstIP: eip, Protocol: unix.IPPROTO_UDP, SrcPort: uint16(1024 + i), DstPort: 5000},
+			Reverse: netlink.IPTuple{SrcIP: eip, DstIP: client, Protocol: unix.IPPROTO_UDP, SrcPort: 5000, DstPort: uint16(1024 + i)}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	left := func() (n int) {
+		for _, fl := range tp.conntrack() {
+			if fl.Forward.Protocol == unix.IPPROTO_UDP && fl.Forward.DstPort == 5000 && fl.Forward.SrcIP.Equal(client) {
+				n++
+			}
+		}
+		return n
+	}
+	if rep := tp.mustConverge(g, d, true); len(rep.Changes) != 0 { // the sweep finds every entry marked
+		t.Fatalf("full converge of the same state: %q", rep.Changes)
+	}
+
+	d.SNATs[0].EIP = "192.168.0.111"
+	rep := tp.mustConverge(g, d, false)
+	if !hasChange(rep, "conntrack: deleted the entries of 1 SNAT rules by their mark") {
+		t.Errorf("SNAT rule's EIP changed: want the clean-up by its mark, got %q", rep.Changes)
+	}
+	if tp.hasFlow(snatOut) || !tp.hasFlow(fipIn) || !tp.hasFlow(fipOut) {
+		t.Errorf("after the SNAT change, want the SNAT connection gone and the FIP's kept:\n%s", tp.dumpFlows())
+	}
+
+	// The FIP's connections, both ways; 10.0.1.5 now leaves by the SNAT rule, with the same EIP
+	// the FIP gave it, so its outbound entry would be translated alike: the dump keeps it.
+	d.EIPs = append(d.EIPs, annotations.EIP{EipCIDR: "192.168.0.113/24", Gateway: "192.168.0.254"})
+	d.FloatingIPs = []annotations.FloatingIP{{EIP: "192.168.0.113", InternalIP: "10.0.1.200"}}
+	rep = tp.mustConverge(g, d, false)
+	if hasChange(rep, "conntrack: deleted the entries of fip 192.168.0.111 -> 10.0.1.5 by their mark") ||
+		!hasChange(rep, "conntrack: deleted 1 entries of fip 192.168.0.111 -> 10.0.1.5") {
+		t.Errorf("FIP removed whose outbound entries an SNAT rule translates alike: want the dump, got %q", rep.Changes)
+	}
+	if tp.hasFlow(fipIn) || !tp.hasFlow(fipOut) {
+		t.Errorf("want the FIP's inbound connection gone and the outbound one kept:\n%s", tp.dumpFlows())
+	}
+	// That dump found the outbound entry carrying the FIP's mark, not the SNAT rule's.
+	d.SNATs[0].EIP = "192.168.0.112"
+	rep = tp.mustConverge(g, d, false)
+	if hasChange(rep, "conntrack: deleted the entries of 1 SNAT rules by their mark") || tp.hasFlow(fipOut) {
+		t.Errorf("an SNAT change over an entry without its mark: want the dump deleting it, got %q\n%s", rep.Changes, tp.dumpFlows())
+	}
+
+	// Marked again (the last sweep found nothing unmarked): a new connection through the SNAT
+	// rule, then the rule removed: deleted by its mark.
+	connect(rolePod2, "192.168.0.254:7000")
+	if m, _ := markOf(snatOut); m != snat {
+		t.Fatalf("SNAT entry mark %#x, want %#x", m, snat)
+	}
+	fip2 := nft.FIPMark(netip.MustParseAddr("192.168.0.113"), netip.MustParseAddr("10.0.1.200"))
+	d.SNATs, d.FloatingIPs = nil, nil
+	rep = tp.mustConverge(g, d, false)
+	if !hasChange(rep, "conntrack: deleted the entries of fip 192.168.0.113 -> 10.0.1.200 by their mark") || tp.hasFlow(snatOut) {
+		t.Errorf("SNAT rule and a FIP removed: want both cleaned up by marks (%#x, %#x), got %q\n%s", snat, fip2, rep.Changes, tp.dumpFlows())
+	}
+	if n := left(); n != unrelated {
+		t.Errorf("%d of the %d unrelated entries left", n, unrelated)
+	}
+}

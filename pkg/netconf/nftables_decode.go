@@ -82,6 +82,11 @@ func mapKind(s *nftables.Set) nft.MapKind {
 	switch {
 	case !s.IsMap || s.Anonymous || s.HasTimeout:
 		return -1
+	case s.KeyType.Bytes == 4 && s.DataType.Bytes == 4 && s.DataType.GetNFTMagic() == nftables.TypeMark.GetNFTMagic():
+		if s.Interval {
+			return nft.IntervalMarkMap
+		}
+		return nft.AddrMarkMap
 	case s.Interval && s.KeyType.Bytes == 4 && s.DataType.Bytes == 4:
 		return nft.IntervalMap
 	case !s.Interval && s.KeyType.Bytes == 4 && s.DataType.Bytes == 4:
@@ -96,13 +101,15 @@ func mapKind(s *nftables.Set) nft.MapKind {
 
 func decodeElements(kind nft.MapKind, els []nftables.SetElement) ([]nft.Element, error) {
 	var out []nft.Element
-	if kind == nft.IntervalMap {
-		return decodeIntervals(els)
+	if kind.IsInterval() {
+		return decodeIntervals(kind, els)
 	}
 	for _, se := range els {
 		switch {
 		case kind == nft.AddrMap && len(se.Key) == 4 && len(se.Val) == 4:
 			out = append(out, nft.Element{Addr: netip.AddrFrom4([4]byte(se.Key)), To: netip.AddrFrom4([4]byte(se.Val))})
+		case kind == nft.AddrMarkMap && len(se.Key) == 4 && len(se.Val) == 4:
+			out = append(out, nft.Element{Addr: netip.AddrFrom4([4]byte(se.Key)), Mark: binary.NativeEndian.Uint32(se.Val)})
 		case kind == nft.PortMarkMap && len(se.Key) == 12 && len(se.Val) == 4:
 			k := se.Key
 			out = append(out, nft.Element{Addr: netip.AddrFrom4([4]byte(k[:4])), Proto: k[4],
@@ -121,11 +128,12 @@ func decodeElements(kind nft.MapKind, els []nftables.SetElement) ([]nft.Element,
 
 // decodeIntervals rebuilds ranges from start and end elements: a range runs from its start to
 // just before the next higher element of either kind, or to 255.255.255.255 when none follows.
-func decodeIntervals(els []nftables.SetElement) ([]nft.Element, error) {
+func decodeIntervals(kind nft.MapKind, els []nftables.SetElement) ([]nft.Element, error) {
 	type point struct {
-		at  netip.Addr
-		end bool
-		to  netip.Addr
+		at   netip.Addr
+		end  bool
+		to   netip.Addr
+		mark uint32
 	}
 	pts := make([]point, 0, len(els))
 	for _, se := range els {
@@ -133,7 +141,11 @@ func decodeIntervals(els []nftables.SetElement) ([]nft.Element, error) {
 			return nil, errForeign
 		}
 		p := point{at: netip.AddrFrom4([4]byte(se.Key)), end: se.IntervalEnd}
-		if !p.end {
+		switch {
+		case p.end:
+		case kind == nft.IntervalMarkMap:
+			p.mark = binary.NativeEndian.Uint32(se.Val)
+		default:
 			p.to = netip.AddrFrom4([4]byte(se.Val))
 		}
 		pts = append(pts, p)
@@ -151,12 +163,12 @@ func decodeIntervals(els []nftables.SetElement) ([]nft.Element, error) {
 				break
 			}
 		}
-		out = append(out, nft.Element{Addr: p.at, End: last, To: p.to})
+		out = append(out, nft.Element{Addr: p.at, End: last, To: p.to, Mark: p.mark})
 	}
 	// Accepted only if the ranges encode back to exactly the elements read: an element added
 	// by hand (nft adds an end element at 0.0.0.0 of its own, for one) is foreign, and would
 	// otherwise stay and collide with a later range's end.
-	if !sameElements(elements(nft.IntervalMap, out), els) {
+	if !sameElements(elements(kind, out), els) {
 		return nil, errForeign
 	}
 	return out, nil
@@ -194,6 +206,7 @@ func sameElements(a, b []nftables.SetElement) bool {
 func decodeRule(ex []expr.Any) nft.Rule {
 	foreign := nft.Rule{Verb: -1}
 	var r nft.Rule
+	byPort := false // a meta l4proto: the key of a port map
 	for i := 0; i < len(ex); i++ {
 		switch e := ex[i].(type) {
 		case *expr.Payload:
@@ -225,6 +238,7 @@ func decodeRule(ex []expr.Any) nft.Rule {
 				r.SAddr, i = netip.PrefixFrom(netip.AddrFrom4([4]byte(cmp.Data)), bits), j
 			}
 		case *expr.Meta:
+			byPort = byPort || e.Key == expr.MetaKeyL4PROTO
 			if e.Key == expr.MetaKeyOIFNAME && i+1 < len(ex) {
 				if cmp, ok := ex[i+1].(*expr.Cmp); ok {
 					r.OIfName = string(trimNUL(cmp.Data))
@@ -233,7 +247,14 @@ func decodeRule(ex []expr.Any) nft.Rule {
 			}
 		case *expr.Ct:
 			if e.Key == expr.CtKeyMARK {
-				r.Verb = nft.MarkMap
+				switch {
+				case r.Verb == nft.SNATMap: // looked up by the source address
+					r.Verb = nft.MarkSrcMap
+				case byPort:
+					r.Verb = nft.MarkMap
+				default:
+					r.Verb = nft.MarkDstMap
+				}
 				continue
 			}
 			r.CtDNAT, i = true, i+2

@@ -94,6 +94,10 @@ func setOf(name string, kind nft.MapKind) *nftables.Set {
 		s.KeyType, s.DataType, s.Concatenation = portKeyType, nftables.TypeMark, true
 	case nft.IntervalMap:
 		s.Interval, s.KeyByteOrder = true, binaryutil.BigEndian
+	case nft.AddrMarkMap:
+		s.DataType = nftables.TypeMark
+	case nft.IntervalMarkMap:
+		s.Interval, s.KeyByteOrder, s.DataType = true, binaryutil.BigEndian, nftables.TypeMark
 	}
 	return s
 }
@@ -112,11 +116,17 @@ func elements(kind nft.MapKind, els []nft.Element) []nftables.SetElement {
 		case nft.PortMarkMap:
 			// A mark is in host byte order, as the kernel keeps ct mark.
 			out = append(out, nftables.SetElement{Key: nft.PortKey(e), Val: binary.NativeEndian.AppendUint32(nil, e.MarkValue())})
-		case nft.IntervalMap:
-			out = append(out, nftables.SetElement{Key: e.Addr.AsSlice(), Val: e.To.AsSlice()})
+		case nft.IntervalMap, nft.IntervalMarkMap:
+			val := e.To.AsSlice()
+			if kind == nft.IntervalMarkMap {
+				val = binary.NativeEndian.AppendUint32(nil, e.MarkValue())
+			}
+			out = append(out, nftables.SetElement{Key: e.Addr.AsSlice(), Val: val})
 			if e.End != netip.AddrFrom4([4]byte{255, 255, 255, 255}) {
 				out = append(out, nftables.SetElement{Key: e.End.Next().AsSlice(), IntervalEnd: true})
 			}
+		case nft.AddrMarkMap:
+			out = append(out, nftables.SetElement{Key: e.Addr.AsSlice(), Val: binary.NativeEndian.AppendUint32(nil, e.MarkValue())})
 		default:
 			out = append(out, nftables.SetElement{Key: e.Addr.AsSlice(), Val: e.To.AsSlice()})
 		}
@@ -202,6 +212,14 @@ func ruleExprs(r nft.Rule, sets map[string]*nftables.Set) []expr.Any {
 		ex = append(ex, &expr.Payload{DestRegister: reg1, Base: expr.PayloadBaseNetworkHeader, Offset: 16, Len: 4},
 			&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: reg32Proto},
 			&expr.Payload{DestRegister: reg32Port, Base: expr.PayloadBaseTransportHeader, Offset: 2, Len: 2},
+			lookup(r.Map),
+			&expr.Ct{Key: expr.CtKeyMARK, Register: reg1, SourceRegister: true})
+	case nft.MarkDstMap, nft.MarkSrcMap:
+		offset := uint32(16) // the destination address
+		if r.Verb == nft.MarkSrcMap {
+			offset = 12
+		}
+		ex = append(ex, &expr.Payload{DestRegister: reg1, Base: expr.PayloadBaseNetworkHeader, Offset: offset, Len: 4},
 			lookup(r.Map),
 			&expr.Ct{Key: expr.CtKeyMARK, Register: reg1, SourceRegister: true})
 	}

@@ -119,7 +119,7 @@ func TestNFTIncrementalAndDrift(t *testing.T) {
 	}
 	repair := nft.Diff(next, have)
 	got := strings.Join(repair.Summary(), "\n")
-	for _, want := range []string{"add element fip_dnat 198.51.100.10 : 10.0.1.5", "write chain EXCLUSIVE_DNAT (1 rules)"} {
+	for _, want := range []string{"add element fip_dnat 198.51.100.10 : 10.0.1.5", "write chain EXCLUSIVE_DNAT (2 rules)"} {
 		if !strings.Contains(got, want) {
 			t.Errorf("repair of drift lacks %q:\n%s", want, got)
 		}

@@ -91,7 +91,7 @@ func TestNFTConvergeTraffic(t *testing.T) {
 	tp.addPod(rolePod2, "10.0.1.10/24", "10.0.1.1")
 	g := tp.gateway()
 	rep := tp.mustConverge(g, nftSeed(), true)
-	if !hasChange(rep, "nftables: create table ip vpcnat (9 chains, 5 map elements)") { // the port forward has two: its target and its mark
+	if !hasChange(rep, "nftables: create table ip vpcnat (9 chains, 8 map elements)") { // every mapping has two: its translation and its mark; the FIP one each way
 		t.Errorf("first converge: %q", rep.Changes)
 	}
 	if save := tp.natSave(roleGW); strings.Contains(save, "DNAT_FILTER") {

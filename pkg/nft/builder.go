@@ -30,6 +30,9 @@ type Builder struct {
 	snatIdx []snatPrefix
 	// marks counts the port forwards of last by mark (nil: not counted yet; see MarkHeld).
 	marks map[uint32]int32
+	// otherMarks are the marks of the floating IPs and SNAT rules of otherMarksOf.
+	otherMarks   map[uint32]bool
+	otherMarksOf *Table
 	// The inputs of last, copied: the caller may change its slices in place.
 	dnats   []annotations.DNAT
 	fips    []annotations.FloatingIP
@@ -121,44 +124,66 @@ func (b *Builder) next(d *annotations.Desired) (*Table, *MapChange) {
 	// The copy of the inputs takes the changed window alone (100 000 port forwards are 7 MB).
 	b.dnats = slices.Replace(b.dnats, head, len(old)-tail, added...)
 	t := &Table{Maps: slices.Clone(b.last.Maps), Chains: b.last.Chains}
+	var fips [4][]Element // fip_dnat, fip_snat and their mark maps
+	if !fipsSame {
+		fips[0], fips[1], fips[2], fips[3] = floatingIPs(d.FloatingIPs)
+	}
+	var snatEls []Element
+	if !snatsSame {
+		// editSNAT moves the index in place: the last table's stays as it was.
+		b.snatIdx = slices.Clone(b.snatIdx)
+		snatEls, b.snatDelta = b.editSNATs(b.last.Map(MapSNAT).Elements, d.SNATs)
+	}
 	for i := range t.Maps {
 		switch t.Maps[i].Name {
-		case MapPortDNAT:
+		case MapPortDNAT, MapPortMark:
 			t.Maps[i].Elements = ports
-		case MapPortMark:
-			t.Maps[i].Elements = ports
-		case MapFIPDNAT, MapFIPSNAT:
+		case MapFIPDNAT, MapFIPSNAT, MapFIPDNATMark, MapFIPSNATMark:
 			if !fipsSame {
-				dnat, snat := fipElements(d.FloatingIPs)
-				SortElements(AddrMap, dnat)
-				SortElements(AddrMap, snat)
-				if t.Maps[i].Name == MapFIPDNAT {
-					t.Maps[i].Elements = dnat
-				} else {
-					t.Maps[i].Elements = snat
-				}
+				t.Maps[i].Elements = fips[slices.Index([]string{MapFIPDNAT, MapFIPSNAT, MapFIPDNATMark, MapFIPSNATMark}, t.Maps[i].Name)]
 			}
 		case MapSNAT:
 			if !snatsSame {
-				t.Maps[i].Elements, b.snatDelta = b.editSNATs(t.Maps[i].Elements, d.SNATs)
+				t.Maps[i].Elements = snatEls
+			}
+		case MapSNATMark:
+			if !snatsSame {
+				t.Maps[i].Elements = flattenSNATMarks(b.snatIdx)
 			}
 		}
 	}
 	return t, change
 }
 
-// MarkHeld says whether a port forward of the last table built has mark m. The marks are counted
-// at the first call after a whole build (~5 ms for 100 000 port forwards) and then kept by the
-// edits.
+// MarkHeld says whether a port forward, floating IP or SNAT rule of the last table built has
+// mark m. The port forwards' marks are counted at the first call after a whole build (~5 ms for
+// 100 000 port forwards) and then kept by the edits; the others (a few thousand at most) are
+// collected once per table.
 func (b *Builder) MarkHeld(m uint32) bool {
-	if b.marks == nil && b.last != nil {
+	if b.last == nil {
+		return false
+	}
+	if b.marks == nil {
 		els := b.last.Map(MapPortDNAT).Elements
 		b.marks = make(map[uint32]int32, len(els))
 		for _, e := range els {
 			b.marks[PortMark(e)]++
 		}
 	}
-	return b.marks[m] > 0
+	if b.marks[m] > 0 {
+		return true
+	}
+	if b.otherMarksOf != b.last {
+		b.otherMarks, b.otherMarksOf = map[uint32]bool{}, b.last
+		for _, name := range []string{MapFIPDNATMark, MapFIPSNATMark, MapSNATMark} {
+			if mm := b.last.Map(name); mm != nil {
+				for _, e := range mm.Elements {
+					b.otherMarks[e.MarkValue()] = true
+				}
+			}
+		}
+	}
+	return b.otherMarks[m]
 }
 
 // heldMarks keeps the count of marks through a change of the port map.

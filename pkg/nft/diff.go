@@ -3,6 +3,7 @@ package nft
 import (
 	"cmp"
 	"fmt"
+	"net/netip"
 	"slices"
 	"strconv"
 
@@ -103,8 +104,8 @@ func elementDelta(kind MapKind, have, want []Element) (del, add []Element) {
 // sameData: two elements of a map of kind with one key hold the same data (a mark map's
 // elements compare by their marks, whichever way each was made).
 func sameData(kind MapKind, a, b Element) bool {
-	if kind == PortMarkMap {
-		return a.MarkValue() == b.MarkValue()
+	if kind.IsMark() {
+		return a.Addr == b.Addr && a.End == b.End && a.MarkValue() == b.MarkValue()
 	}
 	return a == b
 }
@@ -135,17 +136,36 @@ func (b *Batch) Summary() []string {
 		return []string{fmt.Sprintf("%s table ip %s (%d chains, %d map elements)", verb, TableName, len(b.Want.Chains), n)}
 	}
 	var out []string
-	// A port forward's mark element changes with it: its line would say nothing more.
-	ported := map[uint64]bool{}
+	// A mark element changes with its port forward or floating IP, and the SNAT marks with the
+	// SNAT ranges: their lines would say nothing more.
+	ported, fips := map[uint64]bool{}, map[string]map[netip.Addr]bool{MapFIPDNATMark: {}, MapFIPSNATMark: {}}
+	snats := false
 	for _, m := range b.Maps {
-		if m.Name == MapPortDNAT {
+		switch m.Name {
+		case MapPortDNAT:
 			for _, e := range append(slices.Clip(m.Del), m.Add...) {
 				ported[listOrder(e)] = true
 			}
+		case MapFIPDNAT, MapFIPSNAT:
+			for _, e := range append(slices.Clip(m.Del), m.Add...) {
+				fips[m.Name+"_mark"][e.Addr] = true
+			}
+		case MapSNAT:
+			snats = true
 		}
 	}
 	for _, m := range b.Maps {
-		implied := func(e Element) bool { return m.Name == MapPortMark && ported[listOrder(e)] }
+		implied := func(e Element) bool {
+			switch m.Name {
+			case MapPortMark:
+				return ported[listOrder(e)]
+			case MapFIPDNATMark, MapFIPSNATMark:
+				return fips[m.Name][e.Addr]
+			case MapSNATMark:
+				return snats
+			}
+			return false
+		}
 		for _, e := range m.Del {
 			if !implied(e) {
 				out = append(out, "delete element "+m.Name+" "+e.Text(m.Kind))

@@ -62,26 +62,47 @@ func snatIndex(in []annotations.SNAT) []snatPrefix {
 }
 
 // flattenSNAT returns the ranges of ps (sorted by compareSNAT) that lie within lo..hi, cut at
-// lo and hi. The ranges of an address depend only on the prefixes that hold it, so ps may be
-// any subset of the rules that holds every prefix meeting lo..hi.
+// lo and hi, each mapped to its EIP; adjacent ranges with one EIP are merged. The ranges of an
+// address depend only on the prefixes that hold it, so ps may be any subset of the rules that
+// holds every prefix meeting lo..hi.
 func flattenSNAT(ps []snatPrefix, lo, hi uint64) []Element {
+	return flatten(ps, lo, hi, func(p snatPrefix) Element { return Element{To: p.eip} })
+}
+
+// flattenSNATMarks returns the elements of the SNAT mark map of ps (sorted by compareSNAT): the
+// ranges of flattenSNAT, each mapped to the mark of the rule that wins for it (SNATMark), so a
+// range ends at every boundary of a rule, not only where the EIP changes.
+func flattenSNATMarks(ps []snatPrefix) []Element {
+	return flatten(ps, 0, maxAddr, func(p snatPrefix) Element { return Element{Mark: p.mark()} })
+}
+
+// mark is SNATMark of the rule.
+func (p snatPrefix) mark() uint32 {
+	return SNATMark(netip.PrefixFrom(addr(uint32(p.first)), p.bits), p.eip)
+}
+
+// flatten is the sweep of flattenSNAT: data gives a range of prefix p its data (To or Mark), and
+// adjacent ranges with equal data are merged.
+func flatten(ps []snatPrefix, lo, hi uint64, data func(p snatPrefix) Element) []Element {
 	var out []Element
-	emit := func(first, last uint64, eip netip.Addr) {
+	emit := func(first, last uint64, p snatPrefix) {
 		first, last = max(first, lo), min(last, hi)
 		if first > last {
 			return
 		}
-		if n := len(out); n > 0 && out[n-1].To == eip && uint64(u32(out[n-1].End))+1 == first {
+		e := data(p)
+		if n := len(out); n > 0 && out[n-1].To == e.To && out[n-1].Mark == e.Mark && uint64(u32(out[n-1].End))+1 == first {
 			out[n-1].End = addr(uint32(last))
 			return
 		}
-		out = append(out, Element{Addr: addr(uint32(first)), End: addr(uint32(last)), To: eip})
+		e.Addr, e.End = addr(uint32(first)), addr(uint32(last))
+		out = append(out, e)
 	}
 	var stack []snatPrefix
 	var cursor uint64 // the first address not yet emitted
 	pop := func() {
 		top := stack[len(stack)-1]
-		emit(cursor, top.last, top.eip)
+		emit(cursor, top.last, top)
 		cursor = max(cursor, top.last+1)
 		stack = stack[:len(stack)-1]
 	}
@@ -92,8 +113,8 @@ func flattenSNAT(ps []snatPrefix, lo, hi uint64) []Element {
 		for len(stack) > 0 && stack[len(stack)-1].last < p.first {
 			pop()
 		}
-		if len(stack) > 0 {
-			emit(cursor, p.first-1, stack[len(stack)-1].eip)
+		if len(stack) > 0 && p.first > cursor { // (p.first-1 would wrap at 0.0.0.0)
+			emit(cursor, p.first-1, stack[len(stack)-1])
 		}
 		stack = append(stack, p)
 		cursor = p.first

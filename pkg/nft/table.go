@@ -49,6 +49,15 @@ const (
 	// set on the connections it translates, so that the connections of a removed or changed
 	// port forward can be deleted by their mark, in the kernel, without a dump of the table.
 	MapPortMark = "port_mark"
+	// MapFIPDNATMark: EIP -> the mark of its floating IP (FIPMark), set on the connections
+	// fip_dnat translates; MapFIPSNATMark: internal IP -> the mark of the floating IP fip_snat
+	// sends it out with. Both directions of one floating IP carry one mark.
+	MapFIPDNATMark = "fip_dnat_mark"
+	MapFIPSNATMark = "fip_snat_mark"
+	// MapSNATMark: source address ranges -> the mark of the SNAT rule that wins for them
+	// (SNATMark), an interval map: ranges split at every rule's boundary, unlike snat_prefixes,
+	// which merges neighbours with one EIP.
+	MapSNATMark = "snat_mark"
 )
 
 // MapKind is the key and data layout of a map.
@@ -63,13 +72,24 @@ const (
 	IntervalMap
 	// PortMarkMap maps ipv4_addr . inet_proto . inet_service to mark.
 	PortMarkMap
+	// AddrMarkMap maps ipv4_addr to mark.
+	AddrMarkMap
+	// IntervalMarkMap maps ranges of ipv4_addr to mark.
+	IntervalMarkMap
 )
 
-// Element is one map entry. Addr is the key address (AddrMap, PortMap, PortMarkMap) or the
-// first address of the range (IntervalMap, whose last address is End); Proto and Port complete
-// a PortMap or PortMarkMap key. To (and ToPort for a PortMap) is the data. The data of a
-// PortMarkMap element is MarkValue: Build gives the mark map the port map's own elements (no
-// copy: the marks follow from them), a read-back the kernel's marks in Mark.
+// IsMark says whether maps of kind k hold conntrack marks.
+func (k MapKind) IsMark() bool { return k == PortMarkMap || k == AddrMarkMap || k == IntervalMarkMap }
+
+// IsInterval says whether maps of kind k map address ranges.
+func (k MapKind) IsInterval() bool { return k == IntervalMap || k == IntervalMarkMap }
+
+// Element is one map entry. Addr is the key address (AddrMap, PortMap, PortMarkMap,
+// AddrMarkMap) or the first address of the range (IntervalMap and IntervalMarkMap, whose last
+// address is End); Proto and Port complete a PortMap or PortMarkMap key. To (and ToPort for a
+// PortMap) is the data. The data of a mark map's element is MarkValue: Build gives the port mark
+// map the port map's own elements (no copy: the marks follow from them) and the other mark maps
+// elements with Mark set; a read-back has the kernel's marks in Mark.
 type Element struct {
 	Addr, End netip.Addr
 	Proto     uint8
@@ -101,6 +121,12 @@ const (
 	// MarkMap sets the conntrack mark to the data of Rule.Map (a PortMarkMap) looked up by the
 	// destination address, protocol and port.
 	MarkMap
+	// MarkDstMap sets the conntrack mark to the data of Rule.Map (an AddrMarkMap) looked up by
+	// the destination address.
+	MarkDstMap
+	// MarkSrcMap sets the conntrack mark to the data of Rule.Map (an AddrMarkMap or an
+	// IntervalMarkMap) looked up by the source address.
+	MarkSrcMap
 )
 
 // Rule is one rule of the closed set of forms vpcnat writes: optional matches on the source
@@ -170,36 +196,50 @@ func build(d *annotations.Desired) (t *Table, sharedPorts bool, snats []snatPref
 		{Name: MapPortDNAT, Kind: PortMap},
 		{Name: MapSNAT, Kind: IntervalMap},
 		{Name: MapPortMark, Kind: PortMarkMap},
+		{Name: MapFIPDNATMark, Kind: AddrMarkMap},
+		{Name: MapFIPSNATMark, Kind: AddrMarkMap},
+		{Name: MapSNATMark, Kind: IntervalMarkMap},
 	}}
-	fipDNAT, fipSNAT := fipElements(d.FloatingIPs)
-	t.Maps[0].Elements, t.Maps[1].Elements = fipDNAT, fipSNAT
+	t.Maps[0].Elements, t.Maps[1].Elements, t.Maps[5].Elements, t.Maps[6].Elements = floatingIPs(d.FloatingIPs)
 	t.Maps[2].Elements, sharedPorts = portElements(d.DNATs)
 	snats = snatIndex(d.SNATs)
 	t.Maps[3].Elements = flattenSNAT(snats, 0, maxAddr)
 	t.Maps[4].Elements = t.Maps[2].Elements // the marks are PortMark of the port forwards
-	// The port forwards and the SNAT ranges come out in listing order; the FIP maps are sorted
-	// here.
-	SortElements(AddrMap, t.Maps[0].Elements)
-	SortElements(AddrMap, t.Maps[1].Elements)
+	t.Maps[7].Elements = flattenSNATMarks(snats)
 
 	jump := func(target string) Rule { return Rule{Verb: Jump, Target: target} }
 	extJump := func(target string) Rule { return Rule{OIfName: ext, Verb: Jump, Target: target} }
 	t.Chains = []Chain{
 		{Name: Prerouting, Hook: "prerouting", Priority: PriorityDstNAT, Rules: []Rule{jump(nat.DNATFilter)}},
 		{Name: nat.DNATFilter, Rules: []Rule{jump(nat.ExclusiveDNAT), jump(nat.SharedDNAT)}},
-		{Name: nat.ExclusiveDNAT, Rules: []Rule{{Verb: DNATMap, Map: MapFIPDNAT}}},
-		// Only a connection's first packet passes the nat hooks: the mark costs one lookup per
+		// Only a connection's first packet passes the nat hooks: a mark costs one lookup per
 		// connection, none per packet.
+		{Name: nat.ExclusiveDNAT, Rules: []Rule{{Verb: MarkDstMap, Map: MapFIPDNATMark}, {Verb: DNATMap, Map: MapFIPDNAT}}},
 		{Name: nat.SharedDNAT, Rules: []Rule{{Verb: MarkMap, Map: MapPortMark}, {Verb: DNATMap, Map: MapPortDNAT}}},
 		{Name: Postrouting, Hook: "postrouting", Priority: PrioritySrcNAT, Rules: []Rule{jump(nat.SNATFilter)}},
 		// The output interface sits on the jumps, as in the iptables layout: DNATed traffic
 		// going into a subnet skips both SNAT lookups.
 		{Name: nat.SNATFilter, Rules: []Rule{jump(nat.HairpinSNAT), extJump(nat.ExclusiveSNAT), extJump(nat.SharedSNAT)}},
 		{Name: nat.HairpinSNAT, Rules: hairpin(d.Subnets)},
-		{Name: nat.ExclusiveSNAT, Rules: []Rule{{Verb: SNATMap, Map: MapFIPSNAT}}},
-		{Name: nat.SharedSNAT, Rules: []Rule{{Verb: SNATMap, Map: MapSNAT}}},
+		{Name: nat.ExclusiveSNAT, Rules: []Rule{{Verb: MarkSrcMap, Map: MapFIPSNATMark}, {Verb: SNATMap, Map: MapFIPSNAT}}},
+		{Name: nat.SharedSNAT, Rules: []Rule{{Verb: MarkSrcMap, Map: MapSNATMark}, {Verb: SNATMap, Map: MapSNAT}}},
 	}
 	return t, sharedPorts, snats
+}
+
+// floatingIPs returns the elements of the two FIP maps (sorted) and of their mark maps.
+func floatingIPs(in []annotations.FloatingIP) (dnat, snat, dnatMarks, snatMarks []Element) {
+	dnat, snat = fipElements(in)
+	SortElements(AddrMap, dnat)
+	SortElements(AddrMap, snat)
+	dnatMarks, snatMarks = make([]Element, len(dnat)), make([]Element, len(snat))
+	for i, e := range dnat {
+		dnatMarks[i] = Element{Addr: e.Addr, Mark: FIPMark(e.Addr, e.To)}
+	}
+	for i, e := range snat {
+		snatMarks[i] = Element{Addr: e.Addr, Mark: FIPMark(e.To, e.Addr)}
+	}
+	return dnat, snat, dnatMarks, snatMarks
 }
 
 // fipElements returns both directions of the floating IPs. Outbound, with two FIPs on one
@@ -279,10 +319,29 @@ func portElements(in []annotations.DNAT) (els []Element, shared bool) {
 // translates. Two port forwards with one mark (a 2^-32 chance per pair) are detected where it
 // matters: a mark still used by a port forward is never flushed (see pkg/netconf).
 func PortMark(e Element) uint32 {
+	to := e.To.As4()
+	return fnv1a(append(PortKey(e), to[0], to[1], to[2], to[3], byte(e.ToPort>>8), byte(e.ToPort))...)
+}
+
+// FIPMark is the conntrack mark of the connections a floating IP translates, inbound and
+// outbound: FNV-1a (32 bits) of the byte 'F', the EIP and the internal IP, 0 read as 1. As
+// PortMark, a function of the floating IP alone.
+func FIPMark(eip, internal netip.Addr) uint32 {
+	a, b := eip.As4(), internal.As4()
+	return fnv1a('F', a[0], a[1], a[2], a[3], b[0], b[1], b[2], b[3])
+}
+
+// SNATMark is the conntrack mark of the connections an SNAT rule translates: FNV-1a (32 bits)
+// of the byte 'S', the rule's prefix (network address, then length) and its EIP, 0 read as 1.
+func SNATMark(prefix netip.Prefix, eip netip.Addr) uint32 {
+	a, b := prefix.Masked().Addr().As4(), eip.As4()
+	return fnv1a('S', a[0], a[1], a[2], a[3], byte(prefix.Bits()), b[0], b[1], b[2], b[3])
+}
+
+func fnv1a(bytes ...byte) uint32 {
 	const offset, prime = 2166136261, 16777619
 	h := uint32(offset)
-	to := e.To.As4()
-	for _, b := range append(PortKey(e), to[0], to[1], to[2], to[3], byte(e.ToPort>>8), byte(e.ToPort)) {
+	for _, b := range bytes {
 		h = (h ^ uint32(b)) * prime
 	}
 	if h == 0 {
@@ -291,8 +350,8 @@ func PortMark(e Element) uint32 {
 	return h
 }
 
-// MarkValue is the data of e as an element of a PortMarkMap: the mark read back from the kernel
-// (Mark), else the mark of the port forward e is (PortMark).
+// MarkValue is the data of e as an element of a mark map: the mark it holds (Mark: a read-back,
+// or an element of a FIP or SNAT mark map), else the mark of the port forward e is (PortMark).
 func (e Element) MarkValue() uint32 {
 	if e.Mark != 0 {
 		return e.Mark

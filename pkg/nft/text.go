@@ -24,7 +24,7 @@ func (t *Table) Text() string {
 		sep()
 		b.WriteString("\tmap " + m.Name + " {\n")
 		b.WriteString("\t\ttype " + keyType(m.Kind) + "\n")
-		if m.Kind == IntervalMap {
+		if m.Kind.IsInterval() {
 			b.WriteString("\t\tflags interval\n")
 		}
 		if len(m.Elements) > 0 {
@@ -69,6 +69,8 @@ func keyType(k MapKind) string {
 		return "ipv4_addr . inet_proto . inet_service : ipv4_addr . inet_service"
 	case PortMarkMap:
 		return "ipv4_addr . inet_proto . inet_service : mark"
+	case AddrMarkMap, IntervalMarkMap:
+		return "ipv4_addr : mark"
 	}
 	return "ipv4_addr : ipv4_addr"
 }
@@ -94,6 +96,10 @@ func (e Element) Text(k MapKind) string {
 	case PortMarkMap:
 		return e.Addr.String() + " . " + protoText(e.Proto) + " . " + strconv.Itoa(int(e.Port)) +
 			" : " + fmt.Sprintf("0x%08x", listedMark(e.MarkValue()))
+	case AddrMarkMap:
+		return e.Addr.String() + " : " + fmt.Sprintf("0x%08x", listedMark(e.MarkValue()))
+	case IntervalMarkMap:
+		return rangeText(e.Addr, e.End) + " : " + fmt.Sprintf("0x%08x", listedMark(e.MarkValue()))
 	}
 	return e.Addr.String() + " : " + e.To.String()
 }
@@ -144,6 +150,10 @@ func (r Rule) Text() string {
 		parts = append(parts, "masquerade")
 	case MarkMap:
 		parts = append(parts, "ct mark set ip daddr . meta l4proto . th dport map @"+r.Map)
+	case MarkDstMap:
+		parts = append(parts, "ct mark set ip daddr map @"+r.Map)
+	case MarkSrcMap:
+		parts = append(parts, "ct mark set ip saddr map @"+r.Map)
 	}
 	return strings.Join(parts, " ")
 }
