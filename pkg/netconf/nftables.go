@@ -115,6 +115,9 @@ func (n *netlinkNFT) closeLocked() {
 // as messages are queued.
 const sendBuffer = 64 << 20
 
+// receiveBuffer is the netlink socket's receive buffer (see bigSendBuffer); a limit, too.
+const receiveBuffer = 16 << 20
+
 func bigSendBuffer(c *netlink.Conn) error {
 	raw, err := c.SyscallConn()
 	if err != nil {
@@ -123,6 +126,13 @@ func bigSendBuffer(c *netlink.Conn) error {
 	var serr error
 	if err := raw.Control(func(fd uintptr) {
 		serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_SNDBUFFORCE, sendBuffer)
+		if serr == nil {
+			// Every message of a batch is acknowledged, and the kernel queues all the
+			// acknowledgements before the first is read: the first batch of 100 000 rules is
+			// ~250 messages, whose acknowledgements (~1 kB each as the socket accounts them)
+			// overflow the default receive buffer (~200 kB: ENOBUFS, the batch's outcome lost).
+			serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, receiveBuffer)
+		}
 		if serr == nil {
 			// An error acknowledgement carries the refused message back; CAP_ACK leaves it out,
 			// so a refused large message cannot overflow the receive buffer (ENOBUFS) and hide
@@ -133,7 +143,7 @@ func bigSendBuffer(c *netlink.Conn) error {
 		return fmt.Errorf("nftables: netlink socket: %w", err)
 	}
 	if serr != nil {
-		return fmt.Errorf("nftables: setting SO_SNDBUFFORCE to %d: %w", sendBuffer, serr)
+		return fmt.Errorf("nftables: setting the socket's buffers (SO_SNDBUFFORCE %d, SO_RCVBUFFORCE %d): %w", sendBuffer, receiveBuffer, serr)
 	}
 	return nil
 }

@@ -141,6 +141,24 @@ func TestNFTIncrementalAndDrift(t *testing.T) {
 	}
 }
 
+// A first batch of 240 000 elements (120 000 port forwards and their marks) is ~250 netlink
+// messages, each acknowledged, and the kernel queues every acknowledgement before the first is
+// read: the socket's receive buffer must hold them all, or the commit's outcome is lost (ENOBUFS).
+func TestNFTBatchAcknowledgementsFit(t *testing.T) {
+	if testing.Short() {
+		t.Skip("skipped in -short: commits 240 000 elements")
+	}
+	tp := nsOnly(t)
+	k := tp.nftIn(roleGW)
+	want := nft.Build(scaleDesired(250, 480))
+	if err := k.Apply(nft.Diff(want, nil)); err != nil {
+		t.Fatalf("committing %d port forwards: %v", len(want.Map(nft.MapPortDNAT).Elements), err)
+	}
+	if _, err := k.Delete(); err != nil {
+		t.Fatal(err)
+	}
+}
+
 // A table larger than one netlink message holds (5 000 port forwards, 1 000 SNAT prefixes: the
 // elements of one message are a nested attribute whose length is 16 bits) goes in as one batch
 // and reads back identically; replacing it whole is one batch too.
