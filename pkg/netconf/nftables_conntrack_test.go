@@ -196,7 +196,7 @@ func TestNFTConntrackFIPAndSNATCleanedByMark(t *testing.T) {
 			t.Fatalf("%s -> %s: %v", role, addr, err)
 		}
 	}
-	connect(roleExt, "192.168.0.111:7777") // FIP inbound
+	connect(roleExt, "192.168.0.111:7777")  // FIP inbound
 	connect(rolePod, "192.168.0.254:7000")  // FIP outbound
 	connect(rolePod2, "192.168.0.254:7000") // SNAT
 	fipIn := "->192.168.0.111:7777 reply 10.0.1.5:7777->"
