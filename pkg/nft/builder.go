@@ -24,8 +24,9 @@ type Builder struct {
 	delta      *MapChange
 	// markDelta is the port mark map's change with delta.
 	markDelta *MapChange
-	// snatDelta is the SNAT map's change from prev to last when it was edited (nil: not known).
-	snatDelta *MapChange
+	// snatDelta and snatMarkDelta are the SNAT map's and the SNAT mark map's changes from prev
+	// to last when they were edited (nil: not known).
+	snatDelta, snatMarkDelta *MapChange
 	// snatIdx is the sorted prefixes of the SNAT rules of last (snatIndex).
 	snatIdx []snatPrefix
 	// marks counts the port forwards of last by mark (nil: not counted yet; see MarkHeld).
@@ -64,14 +65,14 @@ func (b *Builder) Build(d *annotations.Desired) *Table {
 	}
 	var t *Table
 	var delta *MapChange
-	b.snatDelta, b.markDelta = nil, nil
+	b.snatDelta, b.snatMarkDelta, b.markDelta = nil, nil, nil
 	if b.last != nil && !b.sharedPorts && ext == b.ext && slices.Equal(subnets, b.subnets) {
 		t, delta = b.next(d)
 	}
 	if t == nil {
 		t, b.sharedPorts, b.snatIdx = build(d)
 		b.marks = nil
-		b.snatDelta = nil
+		b.snatDelta, b.snatMarkDelta = nil, nil
 	}
 	if delta == nil { // built whole: copy the inputs (an edit copied what it changed)
 		b.dnats = append(b.dnats[:0], d.DNATs...)
@@ -128,11 +129,9 @@ func (b *Builder) next(d *annotations.Desired) (*Table, *MapChange) {
 	if !fipsSame {
 		fips[0], fips[1], fips[2], fips[3] = floatingIPs(d.FloatingIPs)
 	}
-	var snatEls []Element
+	var snatEls, snatMarks []Element
 	if !snatsSame {
-		// editSNAT moves the index in place: the last table's stays as it was.
-		b.snatIdx = slices.Clone(b.snatIdx)
-		snatEls, b.snatDelta = b.editSNATs(b.last.Map(MapSNAT).Elements, d.SNATs)
+		snatEls, snatMarks, b.snatDelta, b.snatMarkDelta = b.editSNATs(b.last.Map(MapSNAT).Elements, b.last.Map(MapSNATMark).Elements, d.SNATs)
 	}
 	for i := range t.Maps {
 		switch t.Maps[i].Name {
@@ -148,7 +147,7 @@ func (b *Builder) next(d *annotations.Desired) (*Table, *MapChange) {
 			}
 		case MapSNATMark:
 			if !snatsSame {
-				t.Maps[i].Elements = flattenSNATMarks(b.snatIdx)
+				t.Maps[i].Elements = snatMarks
 			}
 		}
 	}
@@ -201,11 +200,11 @@ func (b *Builder) heldMarks(c *MapChange) {
 	}
 }
 
-// editSNATs returns the interval map's elements for snats, edited from els (the last table's)
-// when the rules changed are few, and the map's change when it was edited (nil: flattened
-// whole). The changed rules are the window between the common head and tail of the last list
-// and snats, as for the port forwards.
-func (b *Builder) editSNATs(els []Element, snats []annotations.SNAT) ([]Element, *MapChange) {
+// editSNATs returns the elements of the interval map and of the mark map for snats, edited from
+// els and marks (the last table's) when the rules changed are few, and the maps' changes when
+// they were edited (nil: flattened whole). The changed rules are the window between the common
+// head and tail of the last list and snats, as for the port forwards.
+func (b *Builder) editSNATs(els, marks []Element, snats []annotations.SNAT) (out, outMarks []Element, change, markChange *MapChange) {
 	old := b.snats
 	head := 0
 	for head < len(old) && head < len(snats) && old[head] == snats[head] {
@@ -217,12 +216,12 @@ func (b *Builder) editSNATs(els []Element, snats []annotations.SNAT) ([]Element,
 	}
 	removed, added := old[head:len(old)-tail], snats[head:len(snats)-tail]
 	if len(removed)+len(added) <= snatEditLimit {
-		if out, change, ok := editSNAT(&b.snatIdx, els, removed, added); ok {
-			return out, change
+		if out, outMarks, change, markChange, ok := editSNAT(&b.snatIdx, els, marks, removed, added); ok {
+			return out, outMarks, change, markChange
 		}
 	}
 	b.snatIdx = snatIndex(snats)
-	return flattenSNAT(b.snatIdx, 0, maxAddr), nil
+	return flattenSNAT(b.snatIdx, 0, maxAddr), flattenSNATMarks(b.snatIdx), nil, nil
 }
 
 // editPorts returns the port map's elements (sorted, one per key) after removing the elements
@@ -334,9 +333,16 @@ func (b *Builder) Diff(want, have *Table) *Batch {
 		if sameElements(hm.Elements, wm.Elements) {
 			continue
 		}
-		if wm.Name == MapSNAT && b.snatDelta != nil {
-			if len(b.snatDelta.Del) > 0 || len(b.snatDelta.Add) > 0 {
-				out.Maps = append(out.Maps, *b.snatDelta)
+		var d *MapChange
+		switch wm.Name {
+		case MapSNAT:
+			d = b.snatDelta
+		case MapSNATMark:
+			d = b.snatMarkDelta
+		}
+		if d != nil {
+			if len(d.Del) > 0 || len(d.Add) > 0 {
+				out.Maps = append(out.Maps, *d)
 			}
 			continue
 		}

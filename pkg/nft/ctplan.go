@@ -131,7 +131,6 @@ func snatPlan(c *MapChange, have, want *Table) (flush []uint32, ok bool) {
 	if before == nil || after == nil || eipsBefore == nil || eipsAfter == nil || fipsAfter == nil {
 		return nil, false
 	}
-	var kept map[uint32]bool // the marks of want's SNAT rules
 	for _, d := range c.Del {
 		old, _ := rangeAt(eipsBefore.Elements, d.Addr)
 		changed := false
@@ -154,13 +153,7 @@ func snatPlan(c *MapChange, have, want *Table) (flush []uint32, ok bool) {
 		if !changed {
 			continue
 		}
-		if kept == nil {
-			kept = map[uint32]bool{}
-			for _, e := range after.Elements {
-				kept[e.MarkValue()] = true
-			}
-		}
-		if kept[d.MarkValue()] {
+		if slices.ContainsFunc(after.Elements, func(e Element) bool { return e.MarkValue() == d.MarkValue() }) {
 			return nil, false // the rule keeps other addresses (or shares its mark): no flush
 		}
 		flush = append(flush, d.MarkValue())

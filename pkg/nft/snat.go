@@ -73,7 +73,12 @@ func flattenSNAT(ps []snatPrefix, lo, hi uint64) []Element {
 // ranges of flattenSNAT, each mapped to the mark of the rule that wins for it (SNATMark), so a
 // range ends at every boundary of a rule, not only where the EIP changes.
 func flattenSNATMarks(ps []snatPrefix) []Element {
-	return flatten(ps, 0, maxAddr, func(p snatPrefix) Element { return Element{Mark: p.mark()} })
+	return flattenSNATMarksIn(ps, 0, maxAddr)
+}
+
+// flattenSNATMarksIn is flattenSNATMarks within lo..hi, as flattenSNAT.
+func flattenSNATMarksIn(ps []snatPrefix, lo, hi uint64) []Element {
+	return flatten(ps, lo, hi, func(p snatPrefix) Element { return Element{Mark: p.mark()} })
 }
 
 // mark is SNATMark of the rule.

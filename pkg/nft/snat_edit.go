@@ -11,13 +11,14 @@ import (
 // index of the rules (up to 5 000 per gateway) once.
 const snatEditLimit = 16
 
-// editSNAT returns the interval map's elements after the SNAT rules removed are taken out of idx
-// (the sorted prefixes of the rules that built els, see snatIndex) and the ones added put in,
-// and the change as Diff computes it. idx is updated in place. Only the addresses the changed
-// prefixes cover are flattened again, from the rules that meet them; the elements elsewhere
-// are copied, so a one-rule change costs that rule's prefix and one copy of the slice.
-// ok=false: a removed rule is not in idx (idx is then to be rebuilt).
-func editSNAT(idx *[]snatPrefix, els []Element, removed, added []annotations.SNAT) (out []Element, change *MapChange, ok bool) {
+// editSNAT returns the elements of the interval map (els) and of the mark map (marks) after the
+// SNAT rules removed are taken out of idx (the sorted prefixes of the rules that built them, see
+// snatIndex) and the ones added put in, and each map's change as Diff computes it. idx is
+// updated in place. Only the addresses the changed prefixes cover are flattened again, from the
+// rules that meet them; the elements elsewhere are copied, so a one-rule change costs that
+// rule's prefix and one copy of each slice. ok=false: a removed rule is not in idx (idx is then
+// to be rebuilt).
+func editSNAT(idx *[]snatPrefix, els, marks []Element, removed, added []annotations.SNAT) (out, outMarks []Element, change, markChange *MapChange, ok bool) {
 	var changed []snatPrefix
 	for _, r := range removed {
 		p, valid := parseSNAT(r)
@@ -26,7 +27,7 @@ func editSNAT(idx *[]snatPrefix, els []Element, removed, added []annotations.SNA
 		}
 		i, found := slices.BinarySearchFunc(*idx, p, compareSNAT)
 		if !found {
-			return nil, nil, false
+			return nil, nil, nil, nil, false
 		}
 		*idx = slices.Delete(*idx, i, i+1)
 		changed = append(changed, p)
@@ -40,12 +41,23 @@ func editSNAT(idx *[]snatPrefix, els []Element, removed, added []annotations.SNA
 		*idx = slices.Insert(*idx, i, p)
 		changed = append(changed, p)
 	}
-	change = &MapChange{Name: MapSNAT, Kind: IntervalMap}
-	if len(changed) == 0 {
-		return els, change, true
-	}
 	slices.SortFunc(changed, compareSNAT)
+	out, change = editRanges(els, changed, *idx, IntervalMap, flattenSNAT)
+	outMarks, markChange = editRanges(marks, changed, *idx, IntervalMarkMap, flattenSNATMarksIn)
+	return out, outMarks, change, markChange, true
+}
 
+// editRanges returns the elements of an interval map of kind (els, flattened from the rules by
+// flat) with the addresses of the changed prefixes (sorted by compareSNAT) flattened again from
+// idx, the rules after the change, and the map's change.
+func editRanges(els []Element, changed, idx []snatPrefix, kind MapKind, flat func(ps []snatPrefix, lo, hi uint64) []Element) (out []Element, change *MapChange) {
+	change = &MapChange{Name: MapSNAT, Kind: kind}
+	if kind == IntervalMarkMap {
+		change.Name = MapSNATMark
+	}
+	if len(changed) == 0 {
+		return els, change
+	}
 	// The old elements that meet first-1..last+1 of an address range: those the range's new
 	// elements replace, or may be merged with.
 	span := func(first, last uint64) (i0, i1 int) {
@@ -84,14 +96,14 @@ func editSNAT(idx *[]snatPrefix, els []Element, removed, added []annotations.SNA
 		if i0 < i1 {
 			lo, hi = min(lo, uint64(u32(els[i0].Addr))), max(hi, uint64(u32(els[i1-1].End)))
 		}
-		mid := flattenSNAT(snatMeeting(*idx, lo, hi), lo, hi)
-		del, add := elementDelta(IntervalMap, els[i0:i1], mid)
+		mid := flat(snatMeeting(idx, lo, hi), lo, hi)
+		del, add := elementDelta(kind, els[i0:i1], mid)
 		change.Del, change.Add = append(change.Del, del...), append(change.Add, add...)
 		out = append(append(out, els[copied:i0]...), mid...)
 		copied = i1
 	}
 	out = append(out, els[copied:]...)
-	return out, change, true
+	return out, change
 }
 
 // snatMeeting returns the prefixes of idx that hold an address of lo..hi, sorted as idx: those
