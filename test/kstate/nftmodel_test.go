@@ -675,3 +675,62 @@ func TestNFTMarksCommittedByNetconf(t *testing.T) {
 		}
 	}
 }
+
+// TestNFTMarksAfterIncrementalEdits walks the seed gateway through random edits of its floating
+// IPs and SNAT rules (added, removed, moved to the other EIP; SNAT prefixes nested, identical,
+// /0 and the address space's ends), each converged incrementally (netconf's batch of the
+// changed elements only), and requires the kernel's table to be the model's after every step:
+// the mark maps edited in place must equal the ones computed afresh.
+func TestNFTMarksAfterIncrementalEdits(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root")
+	}
+	tp := topo.SeedForTest(t)
+	gw := netconf.NewGateway(tp.Path(topo.Gateway))
+	t.Cleanup(func() { gw.Close() })
+	d := seedDesired(t)
+	d.Dataplane = annotations.DataplaneNFTables
+	eips := []string{"192.168.0.111", "192.168.0.112"}
+	r := rand.New(rand.NewPCG(11, 12))
+	for step := range 60 {
+		next := *d
+		next.SNATs, next.FloatingIPs = slices.Clone(d.SNATs), slices.Clone(d.FloatingIPs)
+		op := "first"
+		if step > 0 {
+			switch k := r.IntN(6); {
+			case k <= 1 || len(next.SNATs) == 0:
+				s := randomSNATs(r)[0]
+				s.EIP = eips[r.IntN(2)]
+				next.SNATs = append(next.SNATs, s)
+				op = "add SNAT " + s.InternalCIDR + " -> " + s.EIP
+			case k == 2:
+				i := r.IntN(len(next.SNATs))
+				op = "remove SNAT " + next.SNATs[i].InternalCIDR
+				next.SNATs = slices.Delete(next.SNATs, i, i+1)
+			case k == 3:
+				i := r.IntN(len(next.SNATs))
+				next.SNATs[i].EIP = eips[r.IntN(2)]
+				op = "SNAT " + next.SNATs[i].InternalCIDR + " -> " + next.SNATs[i].EIP
+			case k == 4 || len(next.FloatingIPs) == 0:
+				f := annotations.FloatingIP{EIP: eips[r.IntN(2)], InternalIP: fmt.Sprintf("10.0.1.%d", 1+r.IntN(4))}
+				next.FloatingIPs = append(next.FloatingIPs, f)
+				op = "add FIP " + f.EIP + " -> " + f.InternalIP
+			default:
+				i := r.IntN(len(next.FloatingIPs))
+				op = "remove FIP " + next.FloatingIPs[i].EIP + " -> " + next.FloatingIPs[i].InternalIP
+				next.FloatingIPs = slices.Delete(next.FloatingIPs, i, i+1)
+			}
+		}
+		d = &next
+		if err := tp.Do(topo.Node, func() error { _, err := gw.Converge(context.Background(), d, step == 0); return err }); err != nil {
+			t.Fatalf("step %d (%s): %v", step, op, err)
+		}
+		st, err := kstate.Dump(tp.Path(topo.Gateway))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if diff := kstate.Compare(st, d); !diff.Empty() {
+			t.Fatalf("step %d (%s): the table differs from the model: %s\nSNATs %v\nFIPs %v", step, op, diff, d.SNATs, d.FloatingIPs)
+		}
+	}
+}
