@@ -88,7 +88,11 @@ func cleanConntrack(netNS ns.NetNS, h *Handles, stale []nat.Mapping, d *annotati
 		return nil, nil
 	}
 	if scope.usable() {
-		return cleanByMarks(netNS, h, scope, stale, d)
+		lines, err := cleanByMarks(netNS, h, scope, stale, d)
+		if !errors.Is(err, errFlushFilterUnsupported) {
+			return lines, err
+		}
+		klog.V(2).InfoS("Conntrack flush by mark and EIP unsupported by the kernel: the clean-up dumps the table")
 	}
 	mappings := make([]mappingFilter, 0, len(stale))
 	for _, m := range stale {

@@ -12,6 +12,8 @@ import (
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netlink/nl"
 	"golang.org/x/sys/unix"
+
+	"github.com/vpcnat/vpcnat/pkg/nft"
 )
 
 type countFilter struct{ n int }
@@ -91,7 +93,7 @@ func TestConntrackKernelFilters(t *testing.T) {
 		return c.n
 	})
 	timeIt("flush by mark, then the marked ones counted", 0, func() int {
-		if err := k.FlushConntrackMark(0x42); err != nil {
+		if err := k.FlushConntrackMark(nft.MarkFlush{Mark: 0x42}); err != nil {
 			t.Fatal(err)
 		}
 		c := &countFilter{}
@@ -101,13 +103,13 @@ func TestConntrackKernelFilters(t *testing.T) {
 		return c.n
 	})
 	timeIt("flush by mark", 0, func() int {
-		if err := k.FlushConntrackMark(0x42); err != nil {
+		if err := k.FlushConntrackMark(nft.MarkFlush{Mark: 0x42}); err != nil {
 			t.Fatal(err)
 		}
 		return 0
 	})
 	timeIt("flush by mark, nothing marked so", 0, func() int {
-		if err := k.FlushConntrackMark(0x43); err != nil {
+		if err := k.FlushConntrackMark(nft.MarkFlush{Mark: 0x43}); err != nil {
 			t.Fatal(err)
 		}
 		return 0

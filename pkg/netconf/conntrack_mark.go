@@ -1,6 +1,7 @@
 package netconf
 
 import (
+	"errors"
 	"fmt"
 	"slices"
 
@@ -35,9 +36,9 @@ type markScope struct {
 	// marked, a fast converge).
 	fast bool
 	plan nft.CtPlan
-	// held says whether a mapping of the new table has a mark: such a mark (two mappings with
-	// one mark) is never flushed.
-	held func(uint32) bool
+	// held says whether a flush would take entries of a mapping of the new table (two mappings
+	// with one mark): such a flush is never made.
+	held func(nft.MarkFlush) bool
 	k    nftTable
 	// applied is the table being committed: a sweep of the whole table sets its marked.
 	applied *nftApplied
@@ -52,7 +53,7 @@ const (
 
 // newMarkScope is the scope of batch b, applied to have; fast says the converge may clean up by
 // marks at all.
-func newMarkScope(b *nft.Batch, have *nft.Table, applied *nftApplied, k nftTable, held func(uint32) bool, fast bool) *markScope {
+func newMarkScope(b *nft.Batch, have *nft.Table, applied *nftApplied, k nftTable, held func(nft.MarkFlush) bool, fast bool) *markScope {
 	s := &markScope{applied: applied, k: k, held: held, fast: fast}
 	if !fast {
 		return s
@@ -82,8 +83,11 @@ func cleanByMarks(netNS ns.NetNS, h *Handles, s *markScope, stale []nat.Mapping,
 		return nil, nil
 	}
 	var lines []string
-	for _, m := range s.plan.Flush {
-		if err := s.k.FlushConntrackMark(m); err != nil {
+	for _, f := range s.plan.Flush {
+		if err := s.k.FlushConntrackMark(f); err != nil {
+			if errors.Is(err, errFlushFilterUnsupported) {
+				return nil, err
+			}
 			return nil, fmt.Errorf("deleting conntrack entries of %d removed or changed mappings by their mark: %w", len(s.plan.Flush), err)
 		}
 	}
@@ -91,7 +95,7 @@ func cleanByMarks(netNS ns.NetNS, h *Handles, s *markScope, stale []nat.Mapping,
 	case len(stale) > 0:
 		lines = append(lines, "conntrack: deleted the entries of "+mappingsString(stale)+" by their mark")
 	case len(s.plan.Flush) > 0:
-		lines = append(lines, fmt.Sprintf("conntrack: deleted the entries of %d SNAT rules by their mark", len(s.plan.Flush)))
+		lines = append(lines, fmt.Sprintf("conntrack: deleted the entries of %d SNAT rules by their mark and old EIP", len(s.plan.Flush)))
 	}
 	var where []ctTupleFilter
 	for _, e := range s.plan.Ports {
@@ -158,7 +162,7 @@ func (f *sweepFilter) wantMark(fl *netlink.ConntrackFlow) (mark uint32, ok bool)
 		}
 		for _, s := range f.snat {
 			if s.pfx.Contains(osrc) {
-				return nft.SNATMark(s.pfx, s.eip), rdst == s.eip
+				return nft.SNATMark(s.pfx), rdst == s.eip
 			}
 		}
 	}

@@ -17,13 +17,13 @@ import (
 
 // The clean-up by marks against the sweep, over random changes of random gateways: for every
 // change the nftables backend may clean up by marks (nft.CtPlan OK, no flushed mark held by a
-// mapping of the new state), the entries it deletes (those carrying a flushed mark, plus those
-// its filtered dumps find that the sweep judges stale) are exactly the entries the sweep of the
-// whole table deletes, over the entries the old state keeps, made as its table translates and
-// marks them: inbound
-// through every FIP and port forward, outbound from every source an SNAT rule or FIP covers,
-// and untranslated ones to the EIPs. The marks are computed the sweep's way (wantMark), not by
-// pkg/nft's tables.
+// mapping of the new state), the entries it deletes (those its flushes select by mark and reply
+// EIP, plus those its filtered dumps find that the sweep judges stale) are exactly the entries
+// the sweep of the whole table deletes, over the entries the old state keeps, made as its table
+// translates and marks them: inbound through every FIP and port forward, outbound from every
+// source an SNAT rule or FIP covers, and untranslated ones to the EIPs; and every entry it keeps
+// carries the mark the new state gives it, or is seen by a filtered dump. The marks are computed
+// the sweep's way (wantMark), not by pkg/nft's tables.
 func TestCtPlanAgreesWithTheSweep(t *testing.T) {
 	rng := rand.New(rand.NewPCG(7, 2026))
 	fast, trials := 0, 4000
@@ -44,10 +44,16 @@ func TestCtPlanAgreesWithTheSweep(t *testing.T) {
 				continue // stale already: the last clean-up deleted it
 			}
 			stale := s2.translatedStale(fl) || s2.untranslatedStale(fl)
-			byPlan := slices.Contains(plan.Flush, fl.Mark) || (planFinds(plan, fl) && stale)
+			byPlan := flushed(plan, fl) || (planFinds(plan, fl) && stale)
 			if byPlan != stale {
 				t.Fatalf("trial %d: entry %s mark %#x: deleted by the plan %v, stale for the sweep %v\nplan %+v\nbefore %+v\nafter %+v",
 					trial, flowDesc(fl), fl.Mark, byPlan, stale, plan, d1, d2)
+			}
+			// An entry kept must carry the mark the new state gives it, or be seen by a filtered
+			// dump (whose check sends the gateway back to dumps): else a later flush misses it.
+			if m, ok := s2.wantMark(fl); !byPlan && ok && (m == 0 || m != fl.Mark) && !planFinds(plan, fl) {
+				t.Fatalf("trial %d: entry %s kept with mark %#x, the new state's is %#x\nplan %+v\nbefore %+v\nafter %+v",
+					trial, flowDesc(fl), fl.Mark, m, plan, d1, d2)
 			}
 		}
 	}
@@ -55,6 +61,15 @@ func TestCtPlanAgreesWithTheSweep(t *testing.T) {
 	if fast < trials/4 {
 		t.Errorf("only %d of %d random changes cleaned up by marks: the check says little", fast, trials)
 	}
+}
+
+// flushed says whether one of the plan's flushes deletes fl: its mark, and its reply to the
+// flush's EIP if it names one.
+func flushed(p nft.CtPlan, fl *netlink.ConntrackFlow) bool {
+	_, _, _, rdst, _ := tuple(fl)
+	return slices.ContainsFunc(p.Flush, func(f nft.MarkFlush) bool {
+		return f.Mark == fl.Mark && (!f.EIP.IsValid() || f.EIP == rdst)
+	})
 }
 
 // planFinds says whether one of the plan's filtered dumps returns fl.
@@ -86,10 +101,14 @@ func entriesOf(t *nft.Table, s *sweepFilter) []*netlink.ConntrackFlow {
 	for _, e := range t.Map(nft.MapPortDNAT).Elements {
 		add(e.Proto, client, 40001, e.Addr, e.Port, e.To, e.ToPort, client)
 	}
-	sources := map[netip.Addr]netip.Addr{} // source -> the EIP it leaves with
-	for _, e := range t.Map(nft.MapSNAT).Elements {
-		for _, a := range []netip.Addr{e.Addr, e.End} {
-			sources[a] = e.To
+	sources := map[netip.Addr]netip.Addr{}                     // source -> the EIP it leaves with
+	for _, m := range []string{nft.MapSNAT, nft.MapSNATMark} { // every range's ends, and every rule's
+		for _, e := range t.Map(m).Elements {
+			for _, a := range []netip.Addr{e.Addr, e.End} {
+				if eip, ok := s.sourceEIP(a); ok {
+					sources[a] = eip
+				}
+			}
 		}
 	}
 	for _, e := range t.Map(nft.MapFIPSNAT).Elements {
@@ -103,6 +122,20 @@ func entriesOf(t *nft.Table, s *sweepFilter) []*netlink.ConntrackFlow {
 		add(unix.IPPROTO_TCP, client, 40003, a, 1, a, 1, client)
 	}
 	return out
+}
+
+// sourceEIP is the EIP the desired state of s sends a out with: its FIP's, else its longest
+// SNAT prefix's.
+func (f *sweepFilter) sourceEIP(a netip.Addr) (netip.Addr, bool) {
+	if eip, ok := f.fipOut[a]; ok {
+		return eip, true
+	}
+	for _, s := range f.snat {
+		if s.pfx.Contains(a) {
+			return s.eip, true
+		}
+	}
+	return netip.Addr{}, false
 }
 
 // randomGateway has a few FIPs, port forwards and nested SNAT rules over few addresses, so

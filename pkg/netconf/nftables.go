@@ -7,6 +7,7 @@ import (
 	"os"
 	"slices"
 	"sync"
+	"sync/atomic"
 
 	"github.com/google/nftables"
 	"github.com/mdlayher/netlink"
@@ -29,10 +30,12 @@ type nftTable interface {
 	// transaction in the netns, of any table.
 	Generation() (uint32, error)
 	// FlushConntrackMark deletes, in the kernel, every conntrack entry of the netns whose mark
-	// is mark (one request, no dump), over the netfilter socket the table's generation is read
-	// by: a netfilter socket opened for it would wait, when closed, for the RCU grace period of
-	// the commit just made (~10 ms).
-	FlushConntrackMark(mark uint32) error
+	// is f.Mark and, when f.EIP is valid, whose reply goes to f.EIP (one request, no dump), over
+	// the netfilter socket the table's generation is read by: a netfilter socket opened for it
+	// would wait, when closed, for the RCU grace period of the commit just made (~10 ms). A
+	// kernel that cannot narrow a flush by a tuple (older than this machine's 6.18, which can)
+	// answers errFlushFilterUnsupported, then and at every later call.
+	FlushConntrackMark(f nft.MarkFlush) error
 	// Close releases the netlink socket; the next call opens a new one (in the netns then
 	// mounted at the path).
 	Close()
@@ -49,6 +52,8 @@ type netlinkNFT struct {
 	c      *nftables.Conn
 	// gen asks for the generation, which google/nftables has no call for.
 	gen *netlink.Conn
+	// noFlushFilter: the kernel refused a conntrack flush narrowed by a tuple.
+	noFlushFilter atomic.Bool
 }
 
 func newNetlinkNFT(nsPath string) *netlinkNFT { return &netlinkNFT{nsPath: nsPath} }
@@ -194,28 +199,45 @@ func (n *netlinkNFT) Generation() (gen uint32, err error) {
 	return gen, err
 }
 
-func (n *netlinkNFT) FlushConntrackMark(mark uint32) error {
+func (n *netlinkNFT) FlushConntrackMark(f nft.MarkFlush) error {
+	if f.EIP.IsValid() && n.noFlushFilter.Load() {
+		return errFlushFilterUnsupported
+	}
 	return n.use(func(*nftables.Conn) error {
 		data := []byte{unix.AF_INET, unix.NFNETLINK_V0, 0, 0} // struct nfgenmsg
 		ae := netlink.NewAttributeEncoder()
 		ae.ByteOrder = binary.BigEndian
-		ae.Uint32(ctaMark, mark)
+		ae.Uint32(ctaMark, f.Mark)
 		ae.Uint32(ctaMarkMask, ^uint32(0))
 		attrs, err := ae.Encode()
 		if err != nil {
-			return fmt.Errorf("conntrack flush of mark %#x: %w", mark, err)
+			return fmt.Errorf("conntrack flush of mark %#x: %w", f.Mark, err)
+		}
+		if f.EIP.IsValid() {
+			for _, a := range ctFilterTuple(ctTupleFilter{reply: true, dst: f.EIP}) {
+				attrs = append(attrs, a.Serialize()...)
+			}
 		}
 		_, err = n.gen.Execute(netlink.Message{
 			Header: netlink.Header{Type: netlink.HeaderType(unix.NFNL_SUBSYS_CTNETLINK<<8 | ipctnlMsgCtDelete),
 				Flags: netlink.Request | netlink.Acknowledge},
 			Data: append(data, attrs...),
 		})
-		if err != nil && !errors.Is(err, os.ErrNotExist) {
-			return fmt.Errorf("conntrack flush of mark %#x: %w", mark, err)
+		switch {
+		case err == nil, errors.Is(err, os.ErrNotExist):
+			return nil
+		case f.EIP.IsValid() && errors.Is(err, unix.EOPNOTSUPP):
+			n.noFlushFilter.Store(true)
+			return errFlushFilterUnsupported
 		}
-		return nil
+		return fmt.Errorf("conntrack flush of mark %#x: %w", f.Mark, err)
 	})
 }
+
+// errFlushFilterUnsupported: the kernel deletes by mark but cannot narrow a flush by a tuple
+// (CTA_FILTER in a flush is recent: older kernels answer EOPNOTSUPP); the clean-up then dumps
+// the table.
+var errFlushFilterUnsupported = errors.New("the kernel cannot filter a conntrack flush by tuple")
 
 // ipctnlMsgCtDelete is IPCTNL_MSG_CT_DELETE: without a tuple, a flush of the entries its
 // attributes (here the mark) select.

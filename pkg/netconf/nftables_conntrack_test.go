@@ -168,7 +168,8 @@ func TestNFTUnmarkedEntriesKeepTheDump(t *testing.T) {
 }
 
 // Floating IPs and SNAT rules mark their connections too. With 10 000 unrelated entries in the
-// table: changing the SNAT rule's EIP deletes its connection by its mark (the FIP's stay);
+// table: changing the SNAT rule's EIP deletes its connection by its mark and old EIP (the FIP's
+// stay, and so does one through the new EIP);
 // removing the floating IP deletes its connections both ways by their mark; giving an internal
 // IP a floating IP with the EIP its SNAT rule already gave it keeps its connection (translated
 // alike) and, since that entry carries the SNAT rule's mark, the next change is cleaned up by a
@@ -203,7 +204,7 @@ func TestNFTConntrackFIPAndSNATCleanedByMark(t *testing.T) {
 	fipOut := "6 10.0.1.5:"
 	snatOut := "6 10.0.1.10:"
 	fip := nft.FIPMark(netip.MustParseAddr("192.168.0.111"), netip.MustParseAddr("10.0.1.5"))
-	snat := nft.SNATMark(netip.MustParsePrefix("10.0.1.0/24"), netip.MustParseAddr("192.168.0.112"))
+	snat := nft.SNATMark(netip.MustParsePrefix("10.0.1.0/24"))
 	markOf := func(sub string) (uint32, bool) {
 		for _, fl := range tp.conntrack() {
 			if strings.Contains(flowDesc(fl), sub) {
@@ -243,13 +244,21 @@ func TestNFTConntrackFIPAndSNATCleanedByMark(t *testing.T) {
 		t.Fatalf("full converge of the same state: %q", rep.Changes)
 	}
 
+	// The rule keeps its mark with another EIP: the flush takes its entries translated to the
+	// old EIP only. An entry as a connection opened between the commit and the flush would
+	// leave (the rule's mark, the new EIP) stays.
+	if err := h.ConntrackCreate(netlink.ConntrackTable, unix.AF_INET, &netlink.ConntrackFlow{FamilyType: unix.AF_INET, TimeOut: 600, Mark: snat,
+		Forward: netlink.IPTuple{SrcIP: net.IPv4(10, 0, 1, 10).To4(), DstIP: net.IPv4(192, 168, 0, 254).To4(), Protocol: unix.IPPROTO_UDP, SrcPort: 2000, DstPort: 53},
+		Reverse: netlink.IPTuple{SrcIP: net.IPv4(192, 168, 0, 254).To4(), DstIP: net.IPv4(192, 168, 0, 111).To4(), Protocol: unix.IPPROTO_UDP, SrcPort: 53, DstPort: 2000}}); err != nil {
+		t.Fatal(err)
+	}
 	d.SNATs[0].EIP = "192.168.0.111"
 	rep := tp.mustConverge(g, d, false)
-	if !hasChange(rep, "conntrack: deleted the entries of 1 SNAT rules by their mark") {
+	if !hasChange(rep, "conntrack: deleted the entries of 1 SNAT rules by their mark and old EIP") {
 		t.Errorf("SNAT rule's EIP changed: want the clean-up by its mark, got %q", rep.Changes)
 	}
-	if tp.hasFlow(snatOut) || !tp.hasFlow(fipIn) || !tp.hasFlow(fipOut) {
-		t.Errorf("after the SNAT change, want the SNAT connection gone and the FIP's kept:\n%s", tp.dumpFlows())
+	if tp.hasFlow(snatOut) || !tp.hasFlow(fipIn) || !tp.hasFlow(fipOut) || !tp.hasFlow("17 10.0.1.10:2000->") {
+		t.Errorf("after the SNAT change, want the old EIP's SNAT connection gone, the new EIP's and the FIP's kept:\n%s", tp.dumpFlows())
 	}
 
 	// The FIP's connections, both ways; 10.0.1.5 now leaves by the SNAT rule, with the same EIP
@@ -267,7 +276,7 @@ func TestNFTConntrackFIPAndSNATCleanedByMark(t *testing.T) {
 	// That dump found the outbound entry carrying the FIP's mark, not the SNAT rule's.
 	d.SNATs[0].EIP = "192.168.0.112"
 	rep = tp.mustConverge(g, d, false)
-	if hasChange(rep, "conntrack: deleted the entries of 1 SNAT rules by their mark") || tp.hasFlow(fipOut) {
+	if hasChange(rep, "conntrack: deleted the entries of 1 SNAT rules by their mark and old EIP") || tp.hasFlow(fipOut) {
 		t.Errorf("an SNAT change over an entry without its mark: want the dump deleting it, got %q\n%s", rep.Changes, tp.dumpFlows())
 	}
 

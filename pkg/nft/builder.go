@@ -2,6 +2,7 @@ package nft
 
 import (
 	"cmp"
+	"net/netip"
 	"slices"
 
 	"github.com/vpcnat/vpcnat/pkg/annotations"
@@ -31,8 +32,10 @@ type Builder struct {
 	snatIdx []snatPrefix
 	// marks counts the port forwards of last by mark (nil: not counted yet; see MarkHeld).
 	marks map[uint32]int32
-	// otherMarks are the marks of the floating IPs and SNAT rules of otherMarksOf.
-	otherMarks   map[uint32]bool
+	// fipMarks are the marks of the floating IPs of otherMarksOf, snatMarks the EIPs of its
+	// SNAT rules by mark.
+	fipMarks     map[uint32]bool
+	snatMarks    map[uint32][]netip.Addr
 	otherMarksOf *Table
 	// The inputs of last, copied: the caller may change its slices in place.
 	dnats   []annotations.DNAT
@@ -154,11 +157,13 @@ func (b *Builder) next(d *annotations.Desired) (*Table, *MapChange) {
 	return t, change
 }
 
-// MarkHeld says whether a port forward, floating IP or SNAT rule of the last table built has
-// mark m. The port forwards' marks are counted at the first call after a whole build (~5 ms for
-// 100 000 port forwards) and then kept by the edits; the others (a few thousand at most) are
-// collected once per table.
-func (b *Builder) MarkHeld(m uint32) bool {
+// MarkHeld says whether flushing f would take entries of a port forward, floating IP or SNAT
+// rule of the last table built that stays: one holds f's mark (two mappings with one mark). A
+// flush of an SNAT rule's old EIP (f.EIP valid) is held only by an SNAT rule with that mark
+// whose EIP is f.EIP (the rule itself, its EIP changed, keeps its mark). The port forwards'
+// marks are counted at the first call after a whole build (~5 ms for 100 000 port forwards) and
+// then kept by the edits; the others (a few thousand at most) are collected once per table.
+func (b *Builder) MarkHeld(f MarkFlush) bool {
 	if b.last == nil {
 		return false
 	}
@@ -169,20 +174,31 @@ func (b *Builder) MarkHeld(m uint32) bool {
 			b.marks[PortMark(e)]++
 		}
 	}
-	if b.marks[m] > 0 {
+	if b.marks[f.Mark] > 0 {
 		return true
 	}
 	if b.otherMarksOf != b.last {
-		b.otherMarks, b.otherMarksOf = map[uint32]bool{}, b.last
-		for _, name := range []string{MapFIPDNATMark, MapFIPSNATMark, MapSNATMark} {
-			if mm := b.last.Map(name); mm != nil {
-				for _, e := range mm.Elements {
-					b.otherMarks[e.MarkValue()] = true
-				}
+		b.fipMarks, b.snatMarks, b.otherMarksOf = map[uint32]bool{}, map[uint32][]netip.Addr{}, b.last
+		for _, name := range []string{MapFIPDNATMark, MapFIPSNATMark} {
+			for _, e := range b.last.Map(name).Elements {
+				b.fipMarks[e.MarkValue()] = true
 			}
 		}
+		for i, p := range b.snatIdx {
+			if i > 0 && p.first == b.snatIdx[i-1].first && p.bits == b.snatIdx[i-1].bits {
+				continue // an identical prefix with a higher EIP: never matched
+			}
+			b.snatMarks[p.mark()] = append(b.snatMarks[p.mark()], p.eip)
+		}
 	}
-	return b.otherMarks[m]
+	if b.fipMarks[f.Mark] {
+		return true
+	}
+	eips := b.snatMarks[f.Mark]
+	if f.EIP.IsValid() {
+		return slices.Contains(eips, f.EIP)
+	}
+	return len(eips) > 0
 }
 
 // heldMarks keeps the count of marks through a change of the port map.

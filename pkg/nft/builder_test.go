@@ -81,7 +81,7 @@ func TestBuilderMatchesBuild(t *testing.T) {
 				}
 			}
 			if step%10 == 0 {
-				b.MarkHeld(0) // count the marks, which the following edits keep
+				b.MarkHeld(MarkFlush{}) // count the marks, which the following edits keep
 			}
 			if b.marks != nil {
 				want := map[uint32]int32{}

@@ -9,14 +9,16 @@ import (
 // whole conntrack table, given that every entry a mapping of the old table translated carries
 // the mapping's mark (set by the table: port_mark, fip_dnat_mark, fip_snat_mark, snat_mark).
 type CtPlan struct {
-	// OK: the plan finds every stale entry. False for a batch that replaces the table or writes
-	// a chain, and for changes whose stale entries carry no mark of their own: an SNAT range
-	// that newly covers addresses, a rule whose addresses keep their EIP under another rule, a
-	// rule that keeps part of its addresses. Those need a dump.
+	// OK: the plan finds every stale entry and no other. False for a batch that replaces the
+	// table or writes a chain, and for changes whose stale entries carry no mark of their own,
+	// or whose flush would take entries the new state translates alike: an SNAT range that
+	// newly covers addresses, addresses that keep their EIP under another SNAT rule or
+	// floating IP, a nested prefix added inside a rule. Those need a dump.
 	OK bool
-	// Flush are the marks all of whose entries are stale: those of the port forwards, floating
-	// IPs and SNAT rules removed or changed (a changed one gets another mark).
-	Flush []uint32
+	// Flush are the deletions by mark: those of the port forwards and floating IPs removed or
+	// changed (a changed one gets another mark), and of the SNAT rules whose addresses leave by
+	// another EIP now (the entries of the rule's mark translated to its old EIP).
+	Flush []MarkFlush
 	// Ports are the port forwards of keys the old table did not hold, EIPs the addresses that
 	// gained an inbound floating IP, Sources the internal IPs that fip_snat sends out with an
 	// EIP they did not have: entries made before (never translated, or translated otherwise)
@@ -26,28 +28,37 @@ type CtPlan struct {
 	Sources []netip.Addr
 }
 
+// MarkFlush selects the conntrack entries of one mark; with EIP valid, only those whose reply
+// goes to that EIP (translated to it).
+type MarkFlush struct {
+	Mark uint32
+	EIP  netip.Addr
+}
+
 // CtPlan is the conntrack plan of the batch computed from have (the table the batch applies to,
 // built by Build or a Builder, whose elements carry their data). Both states passed the
-// validator: an EIP with a floating IP has no port forward.
+// validator: an EIP with a floating IP has no port forward, an internal IP has one floating IP.
 func (b *Batch) CtPlan(have *Table) CtPlan {
 	p := CtPlan{OK: !b.Replace && len(b.Chains) == 0 && have != nil}
 	if !p.OK {
 		return p
 	}
-	var ports, snatMarks *MapChange
+	var ports *MapChange
+	var snats []MapChange
 	portMarks := 0
+	flush := func(m uint32) { p.Flush = append(p.Flush, MarkFlush{Mark: m}) }
 	for i, m := range b.Maps {
 		switch m.Name {
 		case MapPortDNAT:
 			ports = &b.Maps[i]
 		case MapPortMark:
 			for _, e := range m.Del {
-				p.Flush = append(p.Flush, e.MarkValue())
+				flush(e.MarkValue())
 			}
 			portMarks = len(m.Del)
 		case MapFIPDNAT:
 			for _, e := range m.Del {
-				p.Flush = append(p.Flush, FIPMark(e.Addr, e.To))
+				flush(FIPMark(e.Addr, e.To))
 			}
 			p.EIPs = newKeys(m)
 		case MapFIPSNAT:
@@ -56,13 +67,13 @@ func (b *Batch) CtPlan(have *Table) CtPlan {
 					p.OK = false // sent out with the same EIP by another mapping: a dump keeps them
 					return p
 				}
-				p.Flush = append(p.Flush, FIPMark(e.To, e.Addr))
+				flush(FIPMark(e.To, e.Addr))
 			}
 			p.Sources = newKeys(m)
-		case MapSNATMark:
-			snatMarks = &b.Maps[i]
-		case MapFIPDNATMark, MapFIPSNATMark, MapSNAT:
-			// follow from the maps above
+		case MapSNAT, MapSNATMark:
+			snats = append(snats, m)
+		case MapFIPDNATMark, MapFIPSNATMark:
+			// follow from the FIP maps
 		default:
 			p.OK = false
 			return p
@@ -79,17 +90,35 @@ func (b *Batch) CtPlan(have *Table) CtPlan {
 			}
 		}
 	}
-	if snatMarks != nil {
-		flush, ok := snatPlan(snatMarks, have, b.Want)
+	if len(snats) > 0 {
+		fl, ok := snatPlan(snats, have, b.Want)
 		if !ok {
 			p.OK = false
 			return p
 		}
-		p.Flush = append(p.Flush, flush...)
+		p.Flush = append(p.Flush, fl...)
 	}
-	slices.Sort(p.Flush)
+	slices.SortFunc(p.Flush, compareFlush)
 	p.Flush = slices.Compact(p.Flush)
 	return p
+}
+
+func compareFlush(a, b MarkFlush) int {
+	if a.Mark != b.Mark {
+		return cmpU64(uint64(a.Mark), uint64(b.Mark))
+	}
+	return a.EIP.Compare(b.EIP)
+}
+
+// newKeys are the keys m adds that it does not delete (a changed element keeps its key).
+func newKeys(m MapChange) []netip.Addr {
+	var out []netip.Addr
+	for _, e := range m.Add {
+		if !slices.ContainsFunc(m.Del, func(x Element) bool { return x.Addr == e.Addr }) {
+			out = append(out, e.Addr)
+		}
+	}
+	return out
 }
 
 // sourceEIP is the EIP t sends the internal IP src out with: its floating IP's, else its SNAT
@@ -108,64 +137,102 @@ func sourceEIP(t *Table, src netip.Addr) (netip.Addr, bool) {
 	return netip.Addr{}, false
 }
 
-// newKeys are the keys m adds that it does not delete (a changed element keeps its key).
-func newKeys(m MapChange) []netip.Addr {
-	var out []netip.Addr
-	for _, e := range m.Add {
-		if !slices.ContainsFunc(m.Del, func(x Element) bool { return x.Addr == e.Addr }) {
-			out = append(out, e.Addr)
-		}
-	}
-	return out
+// snatTables are the SNAT maps of both sides of a change.
+type snatTables struct {
+	eipsBefore, marksBefore, eipsAfter, marksAfter, fipsAfter []Element
 }
 
-// snatPlan is the SNAT part of CtPlan: the marks of the SNAT rules the change of the mark map
-// (c) removes or changes. Every address of a deleted range whose rule changes must get another
-// EIP (or none), from its new rule or a new outbound floating IP, so that all of the old rule's
-// entries there are stale, and the old rule must
-// keep no address at all (its mark is flushed whole); every address of an added range must have
-// had a rule before (entries from an address no rule covered carry no SNAT mark).
-func snatPlan(c *MapChange, have, want *Table) (flush []uint32, ok bool) {
-	before, after := have.Map(MapSNATMark), want.Map(MapSNATMark)
-	eipsBefore, eipsAfter, fipsAfter := have.Map(MapSNAT), want.Map(MapSNAT), want.Map(MapFIPSNAT)
-	if before == nil || after == nil || eipsBefore == nil || eipsAfter == nil || fipsAfter == nil {
-		return nil, false
+// snatPlan is the SNAT part of CtPlan, from the changes of the SNAT map and the SNAT mark map
+// (changes). Every address of a changed range is judged by its rule and EIP before and after
+// (an outbound floating IP of the new state overrides its SNAT rule):
+//   - the same EIP under another rule: its entries stay valid but would carry another rule's
+//     mark, so no plan;
+//   - another EIP (or none): its entries are stale, found as the old rule's mark translated to
+//     the old EIP; such a flush takes every entry of the rule with that EIP, so every address
+//     of the old rule must leave by another EIP now;
+//   - an address no rule covered before: its entries carry no SNAT mark, so no plan.
+func snatPlan(changes []MapChange, have, want *Table) (flush []MarkFlush, ok bool) {
+	var t snatTables
+	for _, x := range []struct {
+		t    *Table
+		name string
+		to   *[]Element
+	}{{have, MapSNAT, &t.eipsBefore}, {have, MapSNATMark, &t.marksBefore}, {want, MapSNAT, &t.eipsAfter},
+		{want, MapSNATMark, &t.marksAfter}, {want, MapFIPSNAT, &t.fipsAfter}} {
+		m := x.t.Map(x.name)
+		if m == nil {
+			return nil, false
+		}
+		*x.to = m.Elements
 	}
-	for _, d := range c.Del {
-		old, _ := rangeAt(eipsBefore.Elements, d.Addr)
-		changed := false
-		for _, piece := range overlay(after.Elements, d.Addr, d.End) {
-			if piece.found && piece.e.MarkValue() == d.MarkValue() {
-				continue
+	var ranges [][2]netip.Addr
+	for _, c := range changes {
+		for _, e := range append(slices.Clip(c.Del), c.Add...) {
+			ranges = append(ranges, [2]netip.Addr{e.Addr, e.End})
+		}
+	}
+	for _, r := range ranges {
+		for _, b := range overlay(t.marksBefore, r[0], r[1]) {
+			if !b.found {
+				return nil, false // newly covered addresses: their entries carry no SNAT mark
 			}
-			changed = true
-			if now, found := rangeAt(eipsAfter.Elements, piece.first); found && now.To == old.To {
-				return nil, false // entries of the old rule still valid under another: kept by a dump
-			}
-			// An address that an outbound floating IP now sends out with the old EIP, likewise.
-			i, _ := slices.BinarySearchFunc(fipsAfter.Elements, piece.first, func(e Element, a netip.Addr) int { return e.Addr.Compare(a) })
-			for ; i < len(fipsAfter.Elements) && !piece.last.Less(fipsAfter.Elements[i].Addr); i++ {
-				if fipsAfter.Elements[i].To == old.To {
-					return nil, false
+			m := b.e.MarkValue()
+			for _, old := range overlay(t.eipsBefore, b.first, b.last) {
+				if !old.found {
+					return nil, false // cannot be: a rule covers the range
+				}
+				same, other := t.leaves(old.first, old.last, old.e.To)
+				if same {
+					// Some address keeps the old EIP: unless it keeps its rule too, its
+					// entries would carry another rule's mark.
+					for _, a := range overlay(t.marksAfter, old.first, old.last) {
+						if !a.found || a.e.MarkValue() != m {
+							return nil, false
+						}
+					}
+				}
+				if other {
+					flush = append(flush, MarkFlush{Mark: m, EIP: old.e.To})
 				}
 			}
 		}
-		if !changed {
-			continue
-		}
-		if slices.ContainsFunc(after.Elements, func(e Element) bool { return e.MarkValue() == d.MarkValue() }) {
-			return nil, false // the rule keeps other addresses (or shares its mark): no flush
-		}
-		flush = append(flush, d.MarkValue())
 	}
-	for _, a := range c.Add {
-		for _, piece := range overlay(before.Elements, a.Addr, a.End) {
-			if !piece.found {
-				return nil, false // newly covered addresses: their entries carry no SNAT mark
+	// A flush takes every entry of its rule translated to its EIP: every address of the rule
+	// must leave by another EIP now.
+	slices.SortFunc(flush, compareFlush)
+	flush = slices.Compact(flush)
+	for _, f := range flush {
+		for _, b := range t.marksBefore {
+			if b.MarkValue() != f.Mark {
+				continue
+			}
+			if same, _ := t.leaves(b.Addr, b.End, f.EIP); same {
+				return nil, false
 			}
 		}
 	}
 	return flush, true
+}
+
+// leaves says whether some address of first..last leaves by eip in the new state (same), and
+// whether some leaves by another EIP or none (other).
+func (t *snatTables) leaves(first, last, eip netip.Addr) (same, other bool) {
+	for _, a := range overlay(t.eipsAfter, first, last) {
+		if a.found && a.e.To == eip {
+			same = true
+		} else {
+			other = true
+		}
+	}
+	i, _ := slices.BinarySearchFunc(t.fipsAfter, first, func(e Element, a netip.Addr) int { return e.Addr.Compare(a) })
+	for ; i < len(t.fipsAfter) && !last.Less(t.fipsAfter[i].Addr); i++ {
+		if t.fipsAfter[i].To == eip {
+			same = true
+		} else {
+			other = true
+		}
+	}
+	return same, other
 }
 
 // rangeAt is the element of the sorted interval elements els that holds a.

@@ -83,7 +83,7 @@ func flattenSNATMarksIn(ps []snatPrefix, lo, hi uint64) []Element {
 
 // mark is SNATMark of the rule.
 func (p snatPrefix) mark() uint32 {
-	return SNATMark(netip.PrefixFrom(addr(uint32(p.first)), p.bits), p.eip)
+	return SNATMark(netip.PrefixFrom(addr(uint32(p.first)), p.bits))
 }
 
 // flatten is the sweep of flattenSNAT: data gives a range of prefix p its data (To or Mark), and

@@ -55,8 +55,8 @@ const (
 	MapFIPDNATMark = "fip_dnat_mark"
 	MapFIPSNATMark = "fip_snat_mark"
 	// MapSNATMark: source address ranges -> the mark of the SNAT rule that wins for them
-	// (SNATMark), an interval map: ranges split at every rule's boundary, unlike snat_prefixes,
-	// which merges neighbours with one EIP.
+	// (SNATMark, a function of the rule's prefix), an interval map: ranges split at every rule's
+	// boundary, unlike snat_prefixes, which merges neighbours with one EIP.
 	MapSNATMark = "snat_mark"
 )
 
@@ -332,10 +332,13 @@ func FIPMark(eip, internal netip.Addr) uint32 {
 }
 
 // SNATMark is the conntrack mark of the connections an SNAT rule translates: FNV-1a (32 bits)
-// of the byte 'S', the rule's prefix (network address, then length) and its EIP, 0 read as 1.
-func SNATMark(prefix netip.Prefix, eip netip.Addr) uint32 {
-	a, b := prefix.Masked().Addr().As4(), eip.As4()
-	return fnv1a('S', a[0], a[1], a[2], a[3], byte(prefix.Bits()), b[0], b[1], b[2], b[3])
+// of the byte 'S' and the rule's prefix (network address, then length), 0 read as 1. It leaves
+// the EIP out, so changing a rule's EIP leaves the mark map as it is (an interval map, which the
+// kernel re-indexes whole at every commit that changes it); the connections the old EIP
+// translated are told apart by their reply tuple (see CtPlan).
+func SNATMark(prefix netip.Prefix) uint32 {
+	a := prefix.Masked().Addr().As4()
+	return fnv1a('S', a[0], a[1], a[2], a[3], byte(prefix.Bits()))
 }
 
 func fnv1a(bytes ...byte) uint32 {

@@ -165,10 +165,10 @@ func fipMark(eip, internal netip.Addr) uint32 {
 }
 
 // snatMark is the conntrack mark of the connections a SNAT rule translates: FNV-1a over 'S',
-// the rule's masked prefix address (4 bytes), its length (1 byte) and the EIP's 4 bytes.
-func snatMark(p netip.Prefix, eip netip.Addr) uint32 {
-	a, e := p.Masked().Addr().As4(), eip.As4()
-	return fnv1a([]byte{'S', a[0], a[1], a[2], a[3], byte(p.Bits()), e[0], e[1], e[2], e[3]})
+// the rule's masked prefix address (4 bytes) and its length (1 byte); not the EIP.
+func snatMark(p netip.Prefix) uint32 {
+	a := p.Masked().Addr().As4()
+	return fnv1a([]byte{'S', a[0], a[1], a[2], a[3], byte(p.Bits())})
 }
 
 // snatMarkRanges is what snat_mark must hold: every address a SNAT rule covers, with the mark of
@@ -196,9 +196,9 @@ func snatMarkRanges(rules []annotations.SNAT) []string {
 		}
 	}
 	var rs []rule
-	for p, eip := range best {
+	for p := range best {
 		lo := uint64(u32(p.Addr()))
-		rs = append(rs, rule{p, lo, lo | (1<<(32-p.Bits()) - 1), snatMark(p, eip)})
+		rs = append(rs, rule{p, lo, lo | (1<<(32-p.Bits()) - 1), snatMark(p)})
 	}
 	// Address order, an enclosing prefix before the prefixes it holds.
 	slices.SortFunc(rs, func(a, b rule) int { return cmp.Or(cmp.Compare(a.lo, b.lo), cmp.Compare(a.p.Bits(), b.p.Bits())) })

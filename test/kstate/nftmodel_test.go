@@ -227,9 +227,9 @@ func testFIPMark(eip, ip string) uint32 {
 	return fnvMark(append(append([]byte{'F'}, e[:]...), i[:]...)...)
 }
 
-func testSNATMark(p netip.Prefix, eip string) uint32 {
-	a, e := p.Masked().Addr().As4(), netip.MustParseAddr(eip).As4()
-	return fnvMark(append(append(append([]byte{'S'}, a[:]...), byte(p.Bits())), e[:]...)...)
+func testSNATMark(p netip.Prefix) uint32 {
+	a := p.Masked().Addr().As4()
+	return fnvMark(append(append([]byte{'S'}, a[:]...), byte(p.Bits()))...)
 }
 
 // listed is a mark as nft lists it from vpcnat's maps: the kernel holds it in host byte order,
@@ -265,16 +265,16 @@ func marksDesired() *annotations.Desired {
 //	    for x in b: h = ((h ^ x) * 16777619) & 0xffffffff
 //	    return h or 1
 //	F(eip, ip)  = fnv(b'F' + eip.packed + ip.packed)
-//	S(net, eip) = fnv(b'S' + net.network_address.packed + bytes([net.prefixlen]) + eip.packed)
+//	S(net)      = fnv(b'S' + net.network_address.packed + bytes([net.prefixlen]))
 const (
 	markF10to5   = 0x34805281 // F(203.0.113.10, 10.0.1.5)
 	markF11to5   = 0xf9f0f136 // F(203.0.113.11, 10.0.1.5)
 	markF12to6   = 0x821de756 // F(203.0.113.12, 10.0.1.6)
-	markSAll9    = 0x414e029f // S(0.0.0.0/0, 203.0.113.9)
-	markS16to1   = 0x515f738d // S(10.0.0.0/16, 203.0.113.1)
-	markS24to1   = 0xb9b41ce6 // S(10.0.1.0/24, 203.0.113.1)
-	markS32to2   = 0x28509238 // S(10.0.1.7/32, 203.0.113.2)
-	markS2_24to2 = 0x87dc416a // S(10.0.2.0/24, 203.0.113.2)
+	markSAll9    = 0x2baf00e6 // S(0.0.0.0/0), EIP 203.0.113.9
+	markS16to1   = 0xe39ac8a8 // S(10.0.0.0/16), EIP 203.0.113.1
+	markS24to1   = 0x0a81562b // S(10.0.1.0/24), EIP 203.0.113.1
+	markS32to2   = 0x1883aacc // S(10.0.1.7/32), EIP 203.0.113.2
+	markS2_24to2 = 0x3967f046 // S(10.0.2.0/24), EIPs 203.0.113.2 and .3 (the lower wins; the mark is the prefix's)
 )
 
 // TestNFTMarkModelHandWorked: the model's mark maps and rules for marksDesired are exactly the
@@ -287,7 +287,7 @@ func TestNFTMarkModelHandWorked(t *testing.T) {
 		want uint32
 	}{
 		{testFIPMark("203.0.113.10", "10.0.1.5"), markF10to5},
-		{testSNATMark(netip.MustParsePrefix("10.0.1.7/32"), "203.0.113.2"), markS32to2},
+		{testSNATMark(netip.MustParsePrefix("10.0.1.7/32")), markS32to2},
 	} {
 		if c.got != c.want {
 			t.Fatalf("the test's FNV-1a gives %#x, the hand-worked mark is %#x", c.got, c.want)
@@ -388,7 +388,7 @@ func TestNFTMarkModelSNATCases(t *testing.T) {
 			}
 			var els []string
 			for _, w := range c.want {
-				els = append(els, fmt.Sprintf("%s-%s : %d", w.lo, w.hi, listed(testSNATMark(netip.MustParsePrefix(w.cidr), w.eip))))
+				els = append(els, fmt.Sprintf("%s-%s : %d", w.lo, w.hi, listed(testSNATMark(netip.MustParsePrefix(w.cidr)))))
 			}
 			if got := kstate.Expect(d, nil).NFT.Elements["snat_mark"]; !slices.Equal(sortedCopy(got), sortedCopy(els)) {
 				t.Errorf("snat_mark:\n got %q\nwant %q", got, els)
@@ -438,7 +438,7 @@ func TestNFTMarkModelSNATRandom(t *testing.T) {
 			if best < 0 {
 				return 0
 			}
-			return listed(testSNATMark(rules[best].p, rules[best].eip))
+			return listed(testSNATMark(rules[best].p))
 		}
 		got := kstate.Expect(d, nil).NFT.Elements["snat_mark"]
 		fail := func(format string, args ...any) {
@@ -598,8 +598,8 @@ func TestNFTMarkModelAgreesWithHandWrittenTable(t *testing.T) {
 			"10.0.1.0-10.0.1.6 : " + l(markS24to1) + ", 10.0.1.7 : " + l(markS32to2) + ",\n\t\t10.0.1.8-10.0.1.255 : " + l(markS24to1),
 			"10.0.1.0/24 : " + l(markS24to1), "snat_mark"},
 		{"the /24 marked as the /16 of the same EIP", "10.0.1.0-10.0.1.6 : " + l(markS24to1), "10.0.1.0-10.0.1.6 : " + l(markS16to1), "snat_mark"},
-		{"identical prefixes marked with the higher EIP", "10.0.2.0/24 : " + l(markS2_24to2),
-			"10.0.2.0/24 : " + l(testSNATMark(netip.MustParsePrefix("10.0.2.0/24"), "203.0.113.3")), "snat_mark"},
+		{"a /24 marked as the next /24", "10.0.2.0/24 : " + l(markS2_24to2),
+			"10.0.2.0/24 : " + l(testSNATMark(netip.MustParsePrefix("10.0.3.0/24"))), "snat_mark"},
 		{"the /0's last range unmarked", ", 10.1.0.0-255.255.255.255 : " + l(markSAll9), "", "snat_mark"},
 		{"outbound FIP marked with its other EIP", "10.0.1.5 : " + l(markF10to5), "10.0.1.5 : " + l(markF11to5), "fip_snat_mark"},
 		{"inbound FIP marked as another EIP's", "203.0.113.11 : " + l(markF11to5), "203.0.113.11 : " + l(markF10to5), "fip_dnat_mark"},
@@ -668,7 +668,7 @@ func TestNFTMarksCommittedByNetconf(t *testing.T) {
 	for m, el := range map[string]string{
 		"fip_snat_mark": fmt.Sprintf("10.0.1.5 : %d", listed(testFIPMark("192.168.0.111", "10.0.1.5"))),
 		"snat_mark": fmt.Sprintf("10.1.0.0-255.255.255.255 : %d",
-			listed(testSNATMark(netip.MustParsePrefix("0.0.0.0/0"), "192.168.0.112"))),
+			listed(testSNATMark(netip.MustParsePrefix("0.0.0.0/0")))),
 	} {
 		if !slices.Contains(st.NFT.Elements[m], el) || !slices.Contains(s[m], el) {
 			t.Errorf("map %s: %q not both listed (%q) and expected (%q)", m, el, st.NFT.Elements[m], s[m])
