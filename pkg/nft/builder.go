@@ -2,7 +2,6 @@ package nft
 
 import (
 	"cmp"
-	"net/netip"
 	"slices"
 
 	"github.com/vpcnat/vpcnat/pkg/annotations"
@@ -32,10 +31,8 @@ type Builder struct {
 	snatIdx []snatPrefix
 	// marks counts the port forwards of last by mark (nil: not counted yet; see MarkHeld).
 	marks map[uint32]int32
-	// fipMarks are the marks of the floating IPs of otherMarksOf, snatMarks the EIPs of its
-	// SNAT rules by mark.
+	// fipMarks are the marks of the floating IPs of otherMarksOf.
 	fipMarks     map[uint32]bool
-	snatMarks    map[uint32][]netip.Addr
 	otherMarksOf *Table
 	// The inputs of last, copied: the caller may change its slices in place.
 	dnats   []annotations.DNAT
@@ -128,6 +125,9 @@ func (b *Builder) next(d *annotations.Desired) (*Table, *MapChange) {
 	// The copy of the inputs takes the changed window alone (100 000 port forwards are 7 MB).
 	b.dnats = slices.Replace(b.dnats, head, len(old)-tail, added...)
 	t := &Table{Maps: slices.Clone(b.last.Maps), Chains: b.last.Chains}
+	if fipsSame && b.otherMarksOf == b.last {
+		b.otherMarksOf = t // the FIP marks are the last table's
+	}
 	var fips [4][]Element // fip_dnat, fip_snat and their mark maps
 	if !fipsSame {
 		fips[0], fips[1], fips[2], fips[3] = floatingIPs(d.FloatingIPs)
@@ -178,27 +178,31 @@ func (b *Builder) MarkHeld(f MarkFlush) bool {
 		return true
 	}
 	if b.otherMarksOf != b.last {
-		b.fipMarks, b.snatMarks, b.otherMarksOf = map[uint32]bool{}, map[uint32][]netip.Addr{}, b.last
+		b.fipMarks, b.otherMarksOf = map[uint32]bool{}, b.last
 		for _, name := range []string{MapFIPDNATMark, MapFIPSNATMark} {
 			for _, e := range b.last.Map(name).Elements {
 				b.fipMarks[e.MarkValue()] = true
 			}
 		}
-		for i, p := range b.snatIdx {
-			if i > 0 && p.first == b.snatIdx[i-1].first && p.bits == b.snatIdx[i-1].bits {
-				continue // an identical prefix with a higher EIP: never matched
-			}
-			b.snatMarks[p.mark()] = append(b.snatMarks[p.mark()], p.eip)
-		}
 	}
 	if b.fipMarks[f.Mark] {
 		return true
 	}
-	eips := b.snatMarks[f.Mark]
-	if f.EIP.IsValid() {
-		return slices.Contains(eips, f.EIP)
+	// The SNAT rules: one walk of the mark map (no index to keep: SNAT rules change more often
+	// than they meet a flush).
+	eips := b.last.Map(MapSNAT).Elements
+	for _, e := range b.last.Map(MapSNATMark).Elements {
+		if e.MarkValue() != f.Mark {
+			continue
+		}
+		if !f.EIP.IsValid() {
+			return true
+		}
+		if r, found := rangeAt(eips, e.Addr); found && r.To == f.EIP {
+			return true
+		}
 	}
-	return len(eips) > 0
+	return false
 }
 
 // heldMarks keeps the count of marks through a change of the port map.
