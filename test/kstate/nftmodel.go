@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"slices"
 	"sort"
+	"strconv"
 
 	"github.com/vpcnat/vpcnat/pkg/annotations"
 )
@@ -155,6 +156,34 @@ func fnv1a(b []byte) uint32 {
 		return 1
 	}
 	return h
+}
+
+// Mark is the conntrack mark the nftables table of d sets on a connection of the mapping a
+// test plants an entry for (computed by this model, not by pkg/nft): "fip" with the EIP and the
+// internal IP, "dnat" with the EIP, protocol, port, internal IP and port, "snat" with the CIDR;
+// 0 for the iptables backend, which sets none, or a mapping that does not parse.
+func Mark(d *annotations.Desired, kind string, args ...string) uint32 {
+	if d.Dataplane != annotations.DataplaneNFTables {
+		return 0
+	}
+	switch {
+	case kind == "fip" && len(args) == 2:
+		if eip, ip := v4(args[0]), v4(args[1]); eip.IsValid() && ip.IsValid() {
+			return fipMark(eip, ip)
+		}
+	case kind == "dnat" && len(args) == 5:
+		eip, ip := v4(args[0]), v4(args[3])
+		port, err1 := strconv.Atoi(args[2])
+		toPort, err2 := strconv.Atoi(args[4])
+		if eip.IsValid() && ip.IsValid() && err1 == nil && err2 == nil {
+			return portMark(eip, args[1], port, ip, toPort)
+		}
+	case kind == "snat" && len(args) == 1:
+		if p, ok := prefixOrHost(args[0]); ok {
+			return snatMark(p)
+		}
+	}
+	return 0
 }
 
 // fipMark is the conntrack mark of a floating IP's connections (docs/nftables.md): FNV-1a over

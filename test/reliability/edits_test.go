@@ -336,7 +336,8 @@ func mappingKeys(d *annotations.Desired) map[string]bool {
 
 // plantMappings inserts a conntrack entry per direction of every FIP, one per port forward and
 // one per SNAT rule (from an address of its CIDR that no FIP or longer SNAT prefix takes),
-// translated as d says, ports distinct per step; it returns them as kstate would read them.
+// translated and marked as d's table would (the nftables table marks every connection it
+// translates: kstate.Mark), ports distinct per step; it returns them as kstate would read them.
 func plantMappings(t *testing.T, tp *topo.Topology, d *annotations.Desired, step int) []planted {
 	return plantSome(t, tp, d, step, nil, 0)
 }
@@ -347,13 +348,14 @@ func plantSome(t *testing.T, tp *topo.Topology, d *annotations.Desired, step int
 	t.Helper()
 	var out []planted
 	count := map[string]int{}
-	plant := func(mapping, proto, src, dst string, sport, dport int, rsrc, rdst string, rsport, rdport int) {
+	plant := func(mapping, proto, src, dst string, sport, dport int, rsrc, rdst string, rsport, rdport int, mark uint32) {
 		kind, _, _ := strings.Cut(mapping, " ")
 		if (pick != nil && !pick(mapping)) || (limit > 0 && count[kind] >= limit*2) {
 			return
 		}
 		count[kind]++
-		args := []string{"conntrack", "-I", "-p", proto, "-s", src, "-d", dst, "-r", rsrc, "-q", rdst, "--timeout", "300"}
+		args := []string{"conntrack", "-I", "-p", proto, "-s", src, "-d", dst, "-r", rsrc, "-q", rdst, "--timeout", "300",
+			"--mark", strconv.FormatUint(uint64(mark), 10)}
 		if proto == "tcp" {
 			args = append(args, "--state", "ESTABLISHED")
 		}
@@ -383,14 +385,15 @@ func plantSome(t *testing.T, tp *topo.Topology, d *annotations.Desired, step int
 		}
 	}
 	for _, f := range d.FloatingIPs {
-		m := "fip " + f.EIP + " " + f.InternalIP
-		plant(m, "udp", topo.ClientIP, f.EIP, port, 7001, f.InternalIP, topo.ClientIP, 7001, port)
-		plant(m, "udp", f.InternalIP, topo.InetIP, port+1, 8081, topo.InetIP, f.EIP, 8081, port+1)
+		m, mark := "fip "+f.EIP+" "+f.InternalIP, kstate.Mark(d, "fip", f.EIP, f.InternalIP)
+		plant(m, "udp", topo.ClientIP, f.EIP, port, 7001, f.InternalIP, topo.ClientIP, 7001, port, mark)
+		plant(m, "udp", f.InternalIP, topo.InetIP, port+1, 8081, topo.InetIP, f.EIP, 8081, port+1, mark)
 		fipOf[f.InternalIP] = true
 	}
 	for _, r := range d.DNATs {
 		m := fmt.Sprintf("dnat %s %s:%d %s:%d", r.Protocol, r.EIP, r.ExternalPort, r.InternalIP, r.InternalPort)
-		plant(m, r.Protocol, topo.ClientIP, r.EIP, port+2, r.ExternalPort, r.InternalIP, topo.ClientIP, r.InternalPort, port+2)
+		mark := kstate.Mark(d, "dnat", r.EIP, r.Protocol, strconv.Itoa(r.ExternalPort), r.InternalIP, strconv.Itoa(r.InternalPort))
+		plant(m, r.Protocol, topo.ClientIP, r.EIP, port+2, r.ExternalPort, r.InternalIP, topo.ClientIP, r.InternalPort, port+2, mark)
 	}
 	for _, r := range d.SNATs {
 		p, err := netip.ParsePrefix(r.InternalCIDR)
@@ -406,7 +409,8 @@ func plantSome(t *testing.T, tp *topo.Topology, d *annotations.Desired, step int
 			src = a
 		}
 		if src.IsValid() {
-			plant("snat "+r.InternalCIDR+" "+r.EIP, "udp", src.String(), topo.InetIP, port+3, 8081, topo.InetIP, r.EIP, 8081, port+3)
+			plant("snat "+r.InternalCIDR+" "+r.EIP, "udp", src.String(), topo.InetIP, port+3, 8081, topo.InetIP, r.EIP, 8081, port+3,
+				kstate.Mark(d, "snat", r.InternalCIDR))
 		}
 	}
 	return out
