@@ -80,9 +80,9 @@ func (f mappingFilter) MatchConntrackFlow(fl *netlink.ConntrackFlow) bool {
 // An entry the desired state d still translates exactly so is kept: e.g. the outbound flows of
 // a removed FIP whose internal IP an SNAT rule sends out with the same EIP.
 //
-// scope (nftables backend only, else nil) lets a change of port forwards alone be cleaned up
-// by the connections' marks instead of a dump (cleanByMarks), and learns from a sweep of the
-// whole table whether every entry a port forward translates carries its mark.
+// scope (nftables backend only, else nil) lets a change of mappings be cleaned up by the
+// connections' marks instead of a dump (cleanByMarks, when nft.CtPlan allows it), and learns
+// from a sweep of the whole table whether every entry a mapping translates carries its mark.
 func cleanConntrack(netNS ns.NetNS, h *Handles, stale []nat.Mapping, d *annotations.Desired, sweep bool, scope *markScope) ([]string, error) {
 	if len(stale) == 0 && !sweep {
 		return nil, nil

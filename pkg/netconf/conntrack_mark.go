@@ -71,6 +71,9 @@ func (s *markScope) usable() bool {
 	if s == nil || !s.fast {
 		return false
 	}
+	if s.k.FlushFilterUnsupported() && slices.ContainsFunc(s.plan.Flush, func(f nft.MarkFlush) bool { return f.EIP.IsValid() }) {
+		return false
+	}
 	return !slices.ContainsFunc(s.plan.Flush, s.held)
 }
 
@@ -91,11 +94,11 @@ func cleanByMarks(netNS ns.NetNS, h *Handles, s *markScope, stale []nat.Mapping,
 			return nil, fmt.Errorf("deleting conntrack entries of %d removed or changed mappings by their mark: %w", len(s.plan.Flush), err)
 		}
 	}
-	switch {
-	case len(stale) > 0:
+	if len(stale) > 0 {
 		lines = append(lines, "conntrack: deleted the entries of "+mappingsString(stale)+" by their mark")
-	case len(s.plan.Flush) > 0:
-		lines = append(lines, fmt.Sprintf("conntrack: deleted the entries of %d SNAT rules by their mark and old EIP", len(s.plan.Flush)))
+	}
+	if n := countFunc(s.plan.Flush, func(f nft.MarkFlush) bool { return f.EIP.IsValid() }); n > 0 {
+		lines = append(lines, fmt.Sprintf("conntrack: deleted the entries of %d SNAT rules by their mark and old EIP", n))
 	}
 	var where []ctTupleFilter
 	for _, e := range s.plan.Ports {
@@ -131,6 +134,15 @@ func cleanByMarks(netNS ns.NetNS, h *Handles, s *markScope, stale []nat.Mapping,
 			n, f.sweep.stale, f.sweep.untranslated))
 	}
 	return lines, nil
+}
+
+func countFunc[E any](s []E, f func(E) bool) (n int) {
+	for _, e := range s {
+		if f(e) {
+			n++
+		}
+	}
+	return n
 }
 
 // wantMark is the mark an entry fl kept by d carries when the table set it: that of the

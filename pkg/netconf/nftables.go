@@ -33,9 +33,11 @@ type nftTable interface {
 	// is f.Mark and, when f.EIP is valid, whose reply goes to f.EIP (one request, no dump), over
 	// the netfilter socket the table's generation is read by: a netfilter socket opened for it
 	// would wait, when closed, for the RCU grace period of the commit just made (~10 ms). A
-	// kernel that cannot narrow a flush by a tuple (older than this machine's 6.18, which can)
-	// answers errFlushFilterUnsupported, then and at every later call.
+	// kernel that cannot narrow a flush by a tuple (before Linux 6.12) answers
+	// errFlushFilterUnsupported, then and at every later call (FlushFilterUnsupported).
 	FlushConntrackMark(f nft.MarkFlush) error
+	// FlushFilterUnsupported says whether the kernel refused a flush narrowed by a tuple.
+	FlushFilterUnsupported() bool
 	// Close releases the netlink socket; the next call opens a new one (in the netns then
 	// mounted at the path).
 	Close()
@@ -123,6 +125,8 @@ const sendBuffer = 64 << 20
 // receiveBuffer is the netlink socket's receive buffer (see bigSendBuffer); a limit, too.
 const receiveBuffer = 16 << 20
 
+// bigSendBuffer sets the socket's send and receive buffers (sendBuffer, receiveBuffer) and
+// NETLINK_CAP_ACK.
 func bigSendBuffer(c *netlink.Conn) error {
 	raw, err := c.SyscallConn()
 	if err != nil {
@@ -226,7 +230,10 @@ func (n *netlinkNFT) FlushConntrackMark(f nft.MarkFlush) error {
 		switch {
 		case err == nil, errors.Is(err, os.ErrNotExist):
 			return nil
-		case f.EIP.IsValid() && errors.Is(err, unix.EOPNOTSUPP):
+		case f.EIP.IsValid() && (errors.Is(err, unix.EOPNOTSUPP) || errors.Is(err, unix.EINVAL)):
+			// Before Linux 6.12 a delete with a reply tuple is the deletion of that one entry,
+			// whose tuple ours (no source, no protocol) is not: EINVAL; a kernel that knows
+			// CTA_FILTER but not in a flush answers EOPNOTSUPP.
 			n.noFlushFilter.Store(true)
 			return errFlushFilterUnsupported
 		}
@@ -234,9 +241,10 @@ func (n *netlinkNFT) FlushConntrackMark(f nft.MarkFlush) error {
 	})
 }
 
+func (n *netlinkNFT) FlushFilterUnsupported() bool { return n.noFlushFilter.Load() }
+
 // errFlushFilterUnsupported: the kernel deletes by mark but cannot narrow a flush by a tuple
-// (CTA_FILTER in a flush is recent: older kernels answer EOPNOTSUPP); the clean-up then dumps
-// the table.
+// (CTA_FILTER in a flush came with Linux 6.12); the clean-up then dumps the table.
 var errFlushFilterUnsupported = errors.New("the kernel cannot filter a conntrack flush by tuple")
 
 // ipctnlMsgCtDelete is IPCTNL_MSG_CT_DELETE: without a tuple, a flush of the entries its

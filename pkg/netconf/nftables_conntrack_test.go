@@ -169,11 +169,12 @@ func TestNFTUnmarkedEntriesKeepTheDump(t *testing.T) {
 
 // Floating IPs and SNAT rules mark their connections too. With 10 000 unrelated entries in the
 // table: changing the SNAT rule's EIP deletes its connection by its mark and old EIP (the FIP's
-// stay, and so does one through the new EIP);
+// stay, and so does one through the new EIP); moving a FIP to another internal IP, then
+// removing it and the SNAT rule, deletes their connections (both ways) by their marks;
 // removing the floating IP deletes its connections both ways by their mark; giving an internal
 // IP a floating IP with the EIP its SNAT rule already gave it keeps its connection (translated
 // alike) and, since that entry carries the SNAT rule's mark, the next change is cleaned up by a
-// dump, which keeps it too.
+// dump, which keeps it too; a kernel without filtered flushes gets the dump.
 func TestNFTConntrackFIPAndSNATCleanedByMark(t *testing.T) {
 	needNFT(t)
 	tp := newTopo(t)
@@ -280,17 +281,53 @@ func TestNFTConntrackFIPAndSNATCleanedByMark(t *testing.T) {
 		t.Errorf("an SNAT change over an entry without its mark: want the dump deleting it, got %q\n%s", rep.Changes, tp.dumpFlows())
 	}
 
-	// Marked again (the last sweep found nothing unmarked): a new connection through the SNAT
-	// rule, then the rule removed: deleted by its mark.
-	connect(rolePod2, "192.168.0.254:7000")
-	if m, _ := markOf(snatOut); m != snat {
-		t.Fatalf("SNAT entry mark %#x, want %#x", m, snat)
+	// Marked again (the last sweep found nothing unmarked). The FIP moved to pod2: its old
+	// target's entries by the old mark, pod2's SNAT entries by a dump filtered by its source.
+	d.FloatingIPs[0].InternalIP = "10.0.1.10"
+	rep = tp.mustConverge(g, d, false)
+	if !hasChange(rep, "conntrack: deleted the entries of fip 192.168.0.113 -> 10.0.1.200 by their mark") {
+		t.Errorf("FIP moved to another internal IP: want the clean-up by its old mark, got %q", rep.Changes)
 	}
-	fip2 := nft.FIPMark(netip.MustParseAddr("192.168.0.113"), netip.MustParseAddr("10.0.1.200"))
+	// Connections through the FIP both ways and through the SNAT rule, then both removed: each
+	// deleted by its mark (the SNAT rule's with its old EIP).
+	tp.echoServer(rolePod2, "10.0.1.10:7777")
+	connect(roleExt, "192.168.0.113:7777")
+	connect(rolePod2, "192.168.0.254:7000")
+	connect(rolePod, "192.168.0.254:7000")
+	fip2In, fip2Out := "->192.168.0.113:7777 reply 10.0.1.10:7777->", "reply 192.168.0.254:7000->192.168.0.113:"
+	snat2Out := "reply 192.168.0.254:7000->192.168.0.112:"
+	fip2 := nft.FIPMark(netip.MustParseAddr("192.168.0.113"), netip.MustParseAddr("10.0.1.10"))
+	for _, c := range []struct {
+		sub  string
+		mark uint32
+	}{{fip2In, fip2}, {fip2Out, fip2}, {snat2Out, snat}} {
+		if m, ok := markOf(c.sub); !ok || m != c.mark {
+			t.Fatalf("entry %q: mark %#x (found %v), want %#x\n%s", c.sub, m, ok, c.mark, tp.dumpFlows())
+		}
+	}
 	d.SNATs, d.FloatingIPs = nil, nil
 	rep = tp.mustConverge(g, d, false)
-	if !hasChange(rep, "conntrack: deleted the entries of fip 192.168.0.113 -> 10.0.1.200 by their mark") || tp.hasFlow(snatOut) {
-		t.Errorf("SNAT rule and a FIP removed: want both cleaned up by marks (%#x, %#x), got %q\n%s", snat, fip2, rep.Changes, tp.dumpFlows())
+	if !hasChange(rep, "conntrack: deleted the entries of fip 192.168.0.113 -> 10.0.1.10 by their mark") ||
+		!hasChange(rep, "conntrack: deleted the entries of 1 SNAT rules by their mark and old EIP") {
+		t.Errorf("SNAT rule and FIP removed: want both cleaned up by marks, got %q", rep.Changes)
+	}
+	for _, gone := range []string{fip2In, fip2Out, snat2Out} {
+		if tp.hasFlow(gone) {
+			t.Errorf("entry %q survived:\n%s", gone, tp.dumpFlows())
+		}
+	}
+
+	// A kernel that cannot narrow a flush by a tuple (before Linux 6.12): the SNAT change is
+	// cleaned up by the dump.
+	d.SNATs = []annotations.SNAT{{EIP: "192.168.0.112", InternalCIDR: "10.0.1.0/24"}}
+	tp.mustConverge(g, d, false)
+	connect(rolePod, "192.168.0.254:7000")
+	g.nft.(*netlinkNFT).noFlushFilter.Store(true)
+	d.SNATs[0].EIP = "192.168.0.111"
+	rep = tp.mustConverge(g, d, false)
+	if hasChange(rep, "conntrack: deleted the entries of 1 SNAT rules by their mark and old EIP") ||
+		!hasChange(rep, "conntrack: deleted 1 entries translated by mappings or SNATs no longer desired") || tp.hasFlow(snat2Out) {
+		t.Errorf("SNAT change without filtered flushes: want the dump, got %q\n%s", rep.Changes, tp.dumpFlows())
 	}
 	if n := left(); n != unrelated {
 		t.Errorf("%d of the %d unrelated entries left", n, unrelated)

@@ -198,7 +198,8 @@ func snatPlan(changes []MapChange, have, want *Table) (flush []MarkFlush, ok boo
 		}
 	}
 	// A flush takes every entry of its rule translated to its EIP: every address of the rule
-	// must leave by another EIP now.
+	// must leave by another EIP now, and no address of the new state may be given that mark
+	// with that EIP (a connection it opens between the commit and the flush would go).
 	slices.SortFunc(flush, compareFlush)
 	flush = slices.Compact(flush)
 	for _, f := range flush {
@@ -208,6 +209,16 @@ func snatPlan(changes []MapChange, have, want *Table) (flush []MarkFlush, ok boo
 			}
 			if same, _ := t.leaves(b.Addr, b.End, f.EIP); same {
 				return nil, false
+			}
+		}
+		for _, a := range t.marksAfter {
+			if a.MarkValue() != f.Mark {
+				continue
+			}
+			for _, e := range overlay(t.eipsAfter, a.Addr, a.End) {
+				if e.found && e.e.To == f.EIP {
+					return nil, false
+				}
 			}
 		}
 	}
