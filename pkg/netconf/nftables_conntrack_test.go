@@ -32,17 +32,7 @@ func TestNFTConntrackCleanedByMark(t *testing.T) {
 	tp.echoServer(rolePod2, "10.0.1.10:80")
 	tp.echoServer(rolePod, "10.0.1.5:7777")
 	for _, addr := range []string{"192.168.0.112:8888", "192.168.0.112:9999"} {
-		c, err := tp.dialTCP(roleExt, addr)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { c.Close() })
-		if _, err := fmt.Fprintln(c, "hello"); err != nil {
-			t.Fatal(err)
-		}
-		if _, err := bufio.NewReader(c).ReadString('\n'); err != nil {
-			t.Fatalf("%s: %v", addr, err)
-		}
+		tp.openEcho(roleExt, addr)
 	}
 	// Each connection carries the mark of the port forward that translated it.
 	fwd := func(port uint16, to string, toPort uint16) nft.Element {
@@ -185,19 +175,7 @@ func TestNFTConntrackFIPAndSNATCleanedByMark(t *testing.T) {
 	tp.mustConverge(g, d, true)
 	tp.echoServer(rolePod, "10.0.1.5:7777")
 	tp.echoServer(roleExt, "192.168.0.254:7000")
-	connect := func(role, addr string) {
-		c, err := tp.dialTCP(role, addr)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { c.Close() })
-		if _, err := fmt.Fprintln(c, "hello"); err != nil {
-			t.Fatal(err)
-		}
-		if _, err := bufio.NewReader(c).ReadString('\n'); err != nil {
-			t.Fatalf("%s -> %s: %v", role, addr, err)
-		}
-	}
+	connect := tp.openEcho
 	connect(roleExt, "192.168.0.111:7777")  // FIP inbound
 	connect(rolePod, "192.168.0.254:7000")  // FIP outbound
 	connect(rolePod2, "192.168.0.254:7000") // SNAT
@@ -331,5 +309,22 @@ func TestNFTConntrackFIPAndSNATCleanedByMark(t *testing.T) {
 	}
 	if n := left(); n != unrelated {
 		t.Errorf("%d of the %d unrelated entries left", n, unrelated)
+	}
+}
+
+// openEcho dials addr from role over TCP, exchanges one line with the echo server there and
+// leaves the connection open until the test ends, so its conntrack entry stays.
+func (tp *topo) openEcho(role, addr string) {
+	tp.t.Helper()
+	c, err := tp.dialTCP(role, addr)
+	if err != nil {
+		tp.t.Fatal(err)
+	}
+	tp.t.Cleanup(func() { c.Close() })
+	if _, err := fmt.Fprintln(c, "hello"); err != nil {
+		tp.t.Fatal(err)
+	}
+	if _, err := bufio.NewReader(c).ReadString('\n'); err != nil {
+		tp.t.Fatalf("%s -> %s: %v", role, addr, err)
 	}
 }
