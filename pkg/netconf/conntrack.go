@@ -127,12 +127,15 @@ func cleanConntrack(netNS ns.NetNS, h *Handles, stale []nat.Mapping, d *annotati
 	if f.checkMarks {
 		scope.applied.marked = f.unmarked == 0
 		if f.unmarked > 0 {
-			klog.V(2).InfoS("Conntrack entries of mappings without their mark: the clean-up keeps dumping the table", "entries", f.unmarked)
+			klog.V(2).InfoS("Conntrack entries that cannot carry the mark of the mappings that translate them: the clean-up keeps dumping the table", "entries", f.unmarked)
 		}
 	}
 	var lines []string
 	if f.mapped > 0 {
 		lines = append(lines, fmt.Sprintf("conntrack: deleted %d entries of %s", f.mapped, mappingsString(stale)))
+	}
+	if f.remarked > 0 {
+		lines = append(lines, fmt.Sprintf("conntrack: marked %d entries with the mark of the mapping that translates them", f.remarked))
 	}
 	switch s := f.sweep; {
 	case s.stale+s.untranslated == 0:
@@ -148,9 +151,9 @@ func cleanConntrack(netNS ns.NetNS, h *Handles, stale []nat.Mapping, d *annotati
 // cleanFilter is the one filter of cleanConntrack's dump: an entry of a stale mapping first
 // (counted as the mapping's), else, when sweeping, an entry the sweep finds stale.
 //
-// checkMarks also counts, in unmarked, the entries kept that a mapping of the desired state
-// translated but that do not carry its mark (made before the table set marks, or translated
-// alike by the mapping before).
+// checkMarks also marks the entries kept that a mapping of the desired state translated but
+// that do not carry its mark (remark: counted in remarked), and counts in unmarked those that
+// cannot carry it.
 type cleanFilter struct {
 	mappings   []keepValid
 	sweep      *sweepFilter
@@ -158,6 +161,7 @@ type cleanFilter struct {
 	mapped     int
 	checkMarks bool
 	unmarked   int
+	remarked   int
 }
 
 func (c *cleanFilter) MatchConntrackFlow(fl *netlink.ConntrackFlow) bool {
@@ -170,12 +174,28 @@ func (c *cleanFilter) MatchConntrackFlow(fl *netlink.ConntrackFlow) bool {
 	if c.sweeping && c.sweep.MatchConntrackFlow(fl) {
 		return true
 	}
-	if c.checkMarks {
-		if m, ok := c.sweep.wantMark(fl); ok && (m == 0 || fl.Mark != m) {
-			c.unmarked++
-		}
-	}
 	return false
+}
+
+// remark implements remarker: a kept entry that a mapping of the desired state translates but
+// that does not carry its mark (made before the table marked, replicated from a replica on a
+// release without the mark maps, or translated alike by the mapping before) is given the mark,
+// so the next change can be cleaned up by marks; an entry two mappings translated cannot carry
+// both marks, and counts as unmarked.
+func (c *cleanFilter) remark(fl *netlink.ConntrackFlow) (uint32, bool) {
+	if !c.checkMarks {
+		return 0, false
+	}
+	m, ok := c.sweep.wantMark(fl)
+	switch {
+	case !ok || (m != 0 && fl.Mark == m):
+		return 0, false
+	case m == 0:
+		c.unmarked++
+		return 0, false
+	}
+	c.remarked++
+	return m, true
 }
 
 // conntrackCountSysctl is the number of conntrack entries of the reader's netns (the kernel's

@@ -72,6 +72,7 @@ func deleteConntrackWhere(gw netns.NsHandle, where []nl.NetlinkRequestData, f ne
 	}
 	var (
 		matched     [][]byte
+		remarks     []remarkEntry
 		interrupted bool
 		fl          = netlink.ConntrackFlow{FamilyType: unix.AF_INET}
 		addrs       [4][4]byte
@@ -107,6 +108,12 @@ dump:
 			}
 			if f.MatchConntrackFlow(&fl) {
 				matched = append(matched, m.Data[4:])
+			} else if r, ok := f.(remarker); ok {
+				if mark, ok := r.remark(&fl); ok {
+					if orig := tupleOrigAttr(m.Data[4:]); orig != nil {
+						remarks = append(remarks, remarkEntry{orig, mark})
+					}
+				}
 			}
 		}
 	}
@@ -121,10 +128,56 @@ dump:
 		}
 		deleted++ // or already gone
 	}
+	for _, r := range remarks {
+		// IPCTNL_MSG_CT_NEW without NLM_F_CREATE changes an existing entry, and only the
+		// attributes sent: the mark.
+		upd := nl.NewNetlinkRequest(unix.NFNL_SUBSYS_CTNETLINK<<8|nl.IPCTNL_MSG_CT_NEW, unix.NLM_F_ACK)
+		upd.AddData(&nl.Nfgenmsg{NfgenFamily: unix.AF_INET, Version: nl.NFNETLINK_V0})
+		upd.AddRawData(r.orig)
+		upd.AddData(nl.NewRtAttr(ctaMark, be32(r.mark)))
+		upd.Sockets = map[int]*nl.SocketHandle{unix.NETLINK_NETFILTER: {Socket: s}}
+		if _, err := upd.Execute(unix.NETLINK_NETFILTER, 0); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return deleted, fmt.Errorf("marking a conntrack entry: %w", err)
+		}
+	}
 	if interrupted {
 		return deleted, errDumpInterrupted
 	}
 	return deleted, nil
+}
+
+// remarker is a filter that also names entries it keeps whose mark is to be set: remark is
+// asked for each entry MatchConntrackFlow did not match.
+type remarker interface {
+	remark(fl *netlink.ConntrackFlow) (mark uint32, ok bool)
+}
+
+// remarkEntry is an entry to mark: its CTA_TUPLE_ORIG attribute as dumped (which names it) and
+// the mark.
+type remarkEntry struct {
+	orig []byte
+	mark uint32
+}
+
+// tupleOrigAttr is the whole CTA_TUPLE_ORIG attribute (header included) of an entry's
+// attributes; nil when there is none.
+func tupleOrigAttr(attrs []byte) []byte {
+	b := attrs
+	for len(b) >= unix.SizeofNlAttr {
+		l := int(binary.NativeEndian.Uint16(b))
+		if l < unix.SizeofNlAttr || l > len(b) {
+			return nil
+		}
+		if binary.NativeEndian.Uint16(b[2:])&nlaTypeMask == ctaTupleOrig {
+			return b[:l]
+		}
+		next := (l + unix.NLA_ALIGNTO - 1) &^ (unix.NLA_ALIGNTO - 1)
+		if next > len(b) {
+			return nil
+		}
+		b = b[next:]
+	}
+	return nil
 }
 
 // readTuples sets fl's tuples and mark from an entry's attributes; false unless both tuples

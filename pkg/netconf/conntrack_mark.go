@@ -124,10 +124,14 @@ func cleanByMarks(netNS ns.NetNS, h *Handles, s *markScope, stale []nat.Mapping,
 		}
 	}
 	if f.unmarked > 0 {
-		// Entries a new mapping translates alike but that carry another mapping's mark (an
-		// outbound FIP given the EIP its SNAT rule gave): dumps until a sweep finds none.
+		// Entries two mappings translate: dumps until a sweep finds none.
 		s.applied.marked = false
-		klog.V(2).InfoS("Conntrack entries without the mark of the mapping that translates them: the clean-up dumps the table", "entries", f.unmarked)
+		klog.V(2).InfoS("Conntrack entries that cannot carry the mark of the mappings that translate them: the clean-up dumps the table", "entries", f.unmarked)
+	}
+	if f.remarked > 0 {
+		// Entries a new mapping translates alike but that carried another mapping's mark (an
+		// outbound FIP given the EIP its SNAT rule gave): marked now.
+		lines = append(lines, fmt.Sprintf("conntrack: marked %d entries with the mark of the mapping that translates them", f.remarked))
 	}
 	if n := f.sweep.stale + f.sweep.untranslated; n > 0 {
 		lines = append(lines, fmt.Sprintf("conntrack: deleted %d entries (%d translated by mappings or SNATs no longer desired, %d never translated by mappings or SNATs desired now)",

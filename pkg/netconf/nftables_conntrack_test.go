@@ -112,59 +112,78 @@ func TestNFTConntrackCleanedByMark(t *testing.T) {
 }
 
 // An entry a port forward translated without carrying its mark (made before the table set
-// marks: an upgrade, a switch from iptables) keeps the clean-up on dumps, which delete it with
-// its port forward; once a sweep finds every such entry marked, a change is cleaned up by marks
-// again.
-func TestNFTUnmarkedEntriesKeepTheDump(t *testing.T) {
+// marks: an upgrade, a switch from iptables, a replica on an older release) is given the mark
+// by the next sweep of the whole table, after which its forward's removal deletes it by the
+// mark. An entry that two mappings translated (a port forward's connection that also left by
+// SNAT) cannot carry both marks: it keeps the clean-up on dumps, which delete it with its port
+// forward; once a sweep finds no such entry, a change is cleaned up by marks again.
+func TestNFTUnmarkedEntriesMarkedBySweep(t *testing.T) {
 	needNFT(t)
 	tp := newTopo(t)
 	g := tp.gateway()
 	d := nftSeed() // 192.168.0.112:8888/tcp -> 10.0.1.10:80
 	d.DNATs = append(d.DNATs, annotations.DNAT{EIP: "192.168.0.112", Protocol: "tcp", ExternalPort: 9999, InternalIP: "10.0.1.5", InternalPort: 7777})
+	// Translated by a UDP twin of the seed's forward, as its entry would be but for the mark.
+	d.DNATs = append(d.DNATs, annotations.DNAT{EIP: "192.168.0.112", Protocol: "udp", ExternalPort: 8888, InternalIP: "10.0.1.10", InternalPort: 80})
 	tp.mustConverge(g, d, true)
 	_, h := conntrackHandle(t, tp, roleGW)
 	client, eip := net.IPv4(203, 0, 113, 9).To4(), net.IPv4(192, 168, 0, 112).To4()
-	plant := func(dport uint16, to net.IP, toPort uint16) {
+	plant := func(dport uint16, to net.IP, toPort uint16, replyTo net.IP) {
 		if err := h.ConntrackCreate(netlink.ConntrackTable, unix.AF_INET, &netlink.ConntrackFlow{FamilyType: unix.AF_INET, TimeOut: 600,
 			Forward: netlink.IPTuple{SrcIP: client, DstIP: eip, Protocol: unix.IPPROTO_UDP, SrcPort: 40000, DstPort: dport},
-			Reverse: netlink.IPTuple{SrcIP: to, DstIP: client, Protocol: unix.IPPROTO_UDP, SrcPort: toPort, DstPort: 40000}}); err != nil {
+			Reverse: netlink.IPTuple{SrcIP: to, DstIP: replyTo, Protocol: unix.IPPROTO_UDP, SrcPort: toPort, DstPort: 40000}}); err != nil {
 			t.Fatal(err)
 		}
 	}
-	// Translated by tcp 8888 -> 10.0.1.10:80, as its entry would be but for the protocol and
-	// the mark (0): a UDP twin of the forward, which the test adds first.
-	d.DNATs = append(d.DNATs, annotations.DNAT{EIP: "192.168.0.112", Protocol: "udp", ExternalPort: 8888, InternalIP: "10.0.1.10", InternalPort: 80})
-	tp.mustConverge(g, d, true)
-	plant(8888, net.IPv4(10, 0, 1, 10).To4(), 80)
-	if rep := tp.mustConverge(g, d, true); len(rep.Changes) != 0 { // the sweep finds it unmarked
-		t.Fatalf("full converge: %q", rep.Changes)
+	udpFwd := "->192.168.0.112:8888 reply 10.0.1.10:80->"
+	plant(8888, net.IPv4(10, 0, 1, 10).To4(), 80, client)
+	if rep := tp.mustConverge(g, d, true); !hasChange(rep, "conntrack: marked 1 entries with the mark of the mapping that translates them") {
+		t.Fatalf("full converge over an unmarked entry: want it marked, got %q", rep.Changes)
+	}
+	want := nft.PortMark(nft.Element{Addr: netip.MustParseAddr("192.168.0.112"), Proto: unix.IPPROTO_UDP, Port: 8888, To: netip.MustParseAddr("10.0.1.10"), ToPort: 80})
+	for _, fl := range tp.conntrack() {
+		if strings.Contains(flowDesc(fl), udpFwd) && fl.Mark != want {
+			t.Fatalf("%s: mark %#x after the sweep, want %#x", flowDesc(fl), fl.Mark, want)
+		}
 	}
 	d.DNATs = d.DNATs[:2] // the UDP forward removed
 	rep := tp.mustConverge(g, d, false)
-	if !hasChange(rep, "conntrack: deleted 1 entries of udp 192.168.0.112:8888 -> 10.0.1.10:80") {
-		t.Errorf("removing the forward of an unmarked entry: want the dump's clean-up, got %q", rep.Changes)
+	if !hasChange(rep, "conntrack: deleted the entries of udp 192.168.0.112:8888 -> 10.0.1.10:80 by their mark") || tp.hasFlow(udpFwd) {
+		t.Errorf("removing the forward of an entry the sweep marked: want the clean-up by its mark, got %q\n%s", rep.Changes, tp.dumpFlows())
 	}
-	if strings.Contains(tp.dumpFlows(), "->192.168.0.112:8888 reply 10.0.1.10:80->") {
-		t.Errorf("the unmarked entry survived:\n%s", tp.dumpFlows())
+
+	// Forwarded by tcp 9999 -> 10.0.1.5:7777 and sent out with an EIP: no mark fits it.
+	if err := h.ConntrackCreate(netlink.ConntrackTable, unix.AF_INET, &netlink.ConntrackFlow{FamilyType: unix.AF_INET, TimeOut: 600,
+		Forward:   netlink.IPTuple{SrcIP: client, DstIP: eip, Protocol: unix.IPPROTO_TCP, SrcPort: 40001, DstPort: 9999},
+		Reverse:   netlink.IPTuple{SrcIP: net.IPv4(10, 0, 1, 5).To4(), DstIP: net.IPv4(192, 168, 0, 111).To4(), Protocol: unix.IPPROTO_TCP, SrcPort: 7777, DstPort: 40001},
+		ProtoInfo: &netlink.ProtoInfoTCP{State: 3}}); err != nil { // ESTABLISHED
+		t.Fatal(err)
+	}
+	if rep := tp.mustConverge(g, d, true); len(rep.Changes) != 0 {
+		t.Fatalf("full converge: %q", rep.Changes)
+	}
+	d.DNATs = d.DNATs[:1] // 9999 removed
+	rep = tp.mustConverge(g, d, false)
+	if !hasChange(rep, "conntrack: deleted 1 entries of tcp 192.168.0.112:9999 -> 10.0.1.5:7777") || tp.hasFlow("->192.168.0.112:9999 ") {
+		t.Errorf("removing the forward of an entry no mark fits: want the dump's clean-up, got %q\n%s", rep.Changes, tp.dumpFlows())
 	}
 	// That dump swept the whole table and found nothing unmarked left: marks again (with an
 	// entry in the table, so there is conntrack work).
-	plant(5000, eip, 5000) // untranslated, to a port no rule has
-	d.DNATs = d.DNATs[:1]  // 9999 removed
+	plant(5000, eip, 5000, client) // untranslated, to a port no rule has
+	d.DNATs = nil
 	rep = tp.mustConverge(g, d, false)
-	if !hasChange(rep, "conntrack: deleted the entries of tcp 192.168.0.112:9999 -> 10.0.1.5:7777 by their mark") {
+	if !hasChange(rep, "conntrack: deleted the entries of tcp 192.168.0.112:8888 -> 10.0.1.10:80 by their mark") {
 		t.Errorf("after a sweep found every entry marked: want the clean-up by marks, got %q", rep.Changes)
 	}
 }
 
 // Floating IPs and SNAT rules mark their connections too. With 10 000 unrelated entries in the
 // table: changing the SNAT rule's EIP deletes its connection by its mark and old EIP (the FIP's
-// stay, and so does one through the new EIP); moving a FIP to another internal IP, then
-// removing it and the SNAT rule, deletes their connections (both ways) by their marks;
-// removing the floating IP deletes its connections both ways by their mark; giving an internal
-// IP a floating IP with the EIP its SNAT rule already gave it keeps its connection (translated
-// alike) and, since that entry carries the SNAT rule's mark, the next change is cleaned up by a
-// dump, which keeps it too; a kernel without filtered flushes gets the dump.
+// stay, and so does one through the new EIP); an internal IP's floating IP removed while its
+// SNAT rule gives it the same EIP keeps its outbound connection (translated alike: a dump,
+// which gives the entry the SNAT rule's mark, so the next change is cleaned up by marks again);
+// moving a FIP to another internal IP, then removing it and the SNAT rule, deletes their
+// connections (both ways) by their marks; a kernel without filtered flushes gets the dump.
 func TestNFTConntrackFIPAndSNATCleanedByMark(t *testing.T) {
 	needNFT(t)
 	tp := newTopo(t)
@@ -246,17 +265,21 @@ func TestNFTConntrackFIPAndSNATCleanedByMark(t *testing.T) {
 	d.FloatingIPs = []annotations.FloatingIP{{EIP: "192.168.0.113", InternalIP: "10.0.1.200"}}
 	rep = tp.mustConverge(g, d, false)
 	if hasChange(rep, "conntrack: deleted the entries of fip 192.168.0.111 -> 10.0.1.5 by their mark") ||
-		!hasChange(rep, "conntrack: deleted 1 entries of fip 192.168.0.111 -> 10.0.1.5") {
+		!hasChange(rep, "conntrack: deleted 1 entries of fip 192.168.0.111 -> 10.0.1.5") ||
+		!hasChange(rep, "conntrack: marked 1 entries with the mark of the mapping that translates them") {
 		t.Errorf("FIP removed whose outbound entries an SNAT rule translates alike: want the dump, got %q", rep.Changes)
 	}
 	if tp.hasFlow(fipIn) || !tp.hasFlow(fipOut) {
 		t.Errorf("want the FIP's inbound connection gone and the outbound one kept:\n%s", tp.dumpFlows())
 	}
-	// That dump found the outbound entry carrying the FIP's mark, not the SNAT rule's.
+	// That dump found the outbound entry carrying the FIP's mark, and gave it the SNAT rule's.
+	if m, _ := markOf(fipOut); m != snat {
+		t.Errorf("the kept outbound entry: mark %#x, want the SNAT rule's %#x", m, snat)
+	}
 	d.SNATs[0].EIP = "192.168.0.112"
 	rep = tp.mustConverge(g, d, false)
-	if hasChange(rep, "conntrack: deleted the entries of 1 SNAT rules by their mark and old EIP") || tp.hasFlow(fipOut) {
-		t.Errorf("an SNAT change over an entry without its mark: want the dump deleting it, got %q\n%s", rep.Changes, tp.dumpFlows())
+	if !hasChange(rep, "conntrack: deleted the entries of 1 SNAT rules by their mark and old EIP") || tp.hasFlow(fipOut) {
+		t.Errorf("an SNAT change over the entry the dump marked: want the clean-up by marks deleting it, got %q\n%s", rep.Changes, tp.dumpFlows())
 	}
 
 	// Marked again (the last sweep found nothing unmarked). The FIP moved to pod2: its old
