@@ -152,8 +152,8 @@ func cleanConntrack(netNS ns.NetNS, h *Handles, stale []nat.Mapping, d *annotati
 // (counted as the mapping's), else, when sweeping, an entry the sweep finds stale.
 //
 // checkMarks also marks the entries kept that a mapping of the desired state translated but
-// that do not carry its mark (remark: counted in remarked), and counts in unmarked those that
-// cannot carry it.
+// that do not carry its mark (remark; remarked counts those marked), and counts in unmarked
+// those that cannot carry it.
 type cleanFilter struct {
 	mappings   []keepValid
 	sweep      *sweepFilter
@@ -194,9 +194,10 @@ func (c *cleanFilter) remark(fl *netlink.ConntrackFlow) (uint32, bool) {
 		c.unmarked++
 		return 0, false
 	}
-	c.remarked++
 	return m, true
 }
+
+func (c *cleanFilter) marked() { c.remarked++ }
 
 // conntrackCountSysctl is the number of conntrack entries of the reader's netns (the kernel's
 // per-netns count: every entry allocated there, of any family, in the table or not yet).

@@ -110,8 +110,8 @@ dump:
 				matched = append(matched, m.Data[4:])
 			} else if r, ok := f.(remarker); ok {
 				if mark, ok := r.remark(&fl); ok {
-					if orig := tupleOrigAttr(m.Data[4:]); orig != nil {
-						remarks = append(remarks, remarkEntry{orig, mark})
+					if key := entryKey(m.Data[4:]); key != nil {
+						remarks = append(remarks, remarkEntry{key, mark})
 					}
 				}
 			}
@@ -133,10 +133,14 @@ dump:
 		// attributes sent: the mark.
 		upd := nl.NewNetlinkRequest(unix.NFNL_SUBSYS_CTNETLINK<<8|nl.IPCTNL_MSG_CT_NEW, unix.NLM_F_ACK)
 		upd.AddData(&nl.Nfgenmsg{NfgenFamily: unix.AF_INET, Version: nl.NFNETLINK_V0})
-		upd.AddRawData(r.orig)
+		upd.AddRawData(r.key)
 		upd.AddData(nl.NewRtAttr(ctaMark, be32(r.mark)))
 		upd.Sockets = map[int]*nl.SocketHandle{unix.NETLINK_NETFILTER: {Socket: s}}
-		if _, err := upd.Execute(unix.NETLINK_NETFILTER, 0); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		_, err := upd.Execute(unix.NETLINK_NETFILTER, 0)
+		switch {
+		case err == nil:
+			f.(remarker).marked()
+		case !errors.Is(err, fs.ErrNotExist): // else gone since the dump
 			return deleted, fmt.Errorf("marking a conntrack entry: %w", err)
 		}
 	}
@@ -147,37 +151,48 @@ dump:
 }
 
 // remarker is a filter that also names entries it keeps whose mark is to be set: remark is
-// asked for each entry MatchConntrackFlow did not match.
+// asked for each entry MatchConntrackFlow did not match, marked told of each entry marked.
 type remarker interface {
 	remark(fl *netlink.ConntrackFlow) (mark uint32, ok bool)
+	marked()
 }
 
-// remarkEntry is an entry to mark: its CTA_TUPLE_ORIG attribute as dumped (which names it) and
-// the mark.
+// remarkEntry is an entry to mark: the attributes that name it (entryKey) and the mark.
 type remarkEntry struct {
-	orig []byte
+	key  []byte
 	mark uint32
 }
 
-// tupleOrigAttr is the whole CTA_TUPLE_ORIG attribute (header included) of an entry's
-// attributes; nil when there is none.
-func tupleOrigAttr(attrs []byte) []byte {
+// ctaZone is CTA_ZONE: an entry's zone, when it has one for both directions, outside its tuples.
+const ctaZone = 18
+
+// entryKey is what names an entry in an update: its CTA_TUPLE_ORIG attribute as dumped and its
+// CTA_ZONE if any (without it the kernel looks the tuple up in zone 0), each padded to the
+// netlink alignment; nil without a tuple.
+func entryKey(attrs []byte) []byte {
+	var key []byte
 	b := attrs
 	for len(b) >= unix.SizeofNlAttr {
 		l := int(binary.NativeEndian.Uint16(b))
 		if l < unix.SizeofNlAttr || l > len(b) {
-			return nil
+			break
 		}
-		if binary.NativeEndian.Uint16(b[2:])&nlaTypeMask == ctaTupleOrig {
-			return b[:l]
+		if t := binary.NativeEndian.Uint16(b[2:]) & nlaTypeMask; t == ctaTupleOrig || t == ctaZone {
+			key = append(key, b[:l]...)
+			for len(key)%unix.NLA_ALIGNTO != 0 {
+				key = append(key, 0)
+			}
 		}
 		next := (l + unix.NLA_ALIGNTO - 1) &^ (unix.NLA_ALIGNTO - 1)
 		if next > len(b) {
-			return nil
+			break
 		}
 		b = b[next:]
 	}
-	return nil
+	if len(key) == 0 {
+		return nil
+	}
+	return key
 }
 
 // readTuples sets fl's tuples and mark from an entry's attributes; false unless both tuples

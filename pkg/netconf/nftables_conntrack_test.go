@@ -141,10 +141,17 @@ func TestNFTUnmarkedEntriesMarkedBySweep(t *testing.T) {
 		t.Fatalf("full converge over an unmarked entry: want it marked, got %q", rep.Changes)
 	}
 	want := nft.PortMark(nft.Element{Addr: netip.MustParseAddr("192.168.0.112"), Proto: unix.IPPROTO_UDP, Port: 8888, To: netip.MustParseAddr("10.0.1.10"), ToPort: 80})
+	found := false
 	for _, fl := range tp.conntrack() {
-		if strings.Contains(flowDesc(fl), udpFwd) && fl.Mark != want {
-			t.Fatalf("%s: mark %#x after the sweep, want %#x", flowDesc(fl), fl.Mark, want)
+		if strings.Contains(flowDesc(fl), udpFwd) {
+			found = true
+			if fl.Mark != want || fl.TimeOut < 500 {
+				t.Fatalf("%s: mark %#x, timeout %d s after the sweep, want mark %#x and the entry otherwise as planted (600 s)", flowDesc(fl), fl.Mark, fl.TimeOut, want)
+			}
 		}
+	}
+	if !found {
+		t.Fatalf("the entry to mark is gone:\n%s", tp.dumpFlows())
 	}
 	d.DNATs = d.DNATs[:2] // the UDP forward removed
 	rep := tp.mustConverge(g, d, false)
