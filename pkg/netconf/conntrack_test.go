@@ -250,7 +250,7 @@ func firstDiff(a, b []string) string {
 
 // conntrackHandle is role's netns and a netfilter netlink handle in it, both closed when the
 // test ends.
-func conntrackHandle(t *testing.T, tp *topo, role string) (netns.NsHandle, *netlink.Handle) {
+func conntrackHandle(t testing.TB, tp *topo, role string) (netns.NsHandle, *netlink.Handle) {
 	t.Helper()
 	fd, err := netns.GetFromPath(tp.path(role))
 	if err != nil {
