@@ -166,30 +166,20 @@ type remarkEntry struct {
 // ctaZone is CTA_ZONE: an entry's zone, when it has one for both directions, outside its tuples.
 const ctaZone = 18
 
-// entryKey is what names an entry in an update: its CTA_TUPLE_ORIG attribute as dumped and its
-// CTA_ZONE if any (without it the kernel looks the tuple up in zone 0), each padded to the
-// netlink alignment; nil without a tuple.
+// entryKey is what names an entry in an update: its CTA_TUPLE_ORIG attribute and its CTA_ZONE
+// if any (without it the kernel looks the tuple up in zone 0); nil without a tuple.
 func entryKey(attrs []byte) []byte {
 	var key []byte
-	b := attrs
-	for len(b) >= unix.SizeofNlAttr {
-		l := int(binary.NativeEndian.Uint16(b))
-		if l < unix.SizeofNlAttr || l > len(b) {
-			break
+	tuple := false
+	for t, v := range netlinkAttrs(attrs) {
+		switch t {
+		case ctaTupleOrig:
+			key, tuple = append(key, nl.NewRtAttr(ctaTupleOrig|unix.NLA_F_NESTED, v).Serialize()...), true
+		case ctaZone:
+			key = append(key, nl.NewRtAttr(ctaZone, v).Serialize()...)
 		}
-		if t := binary.NativeEndian.Uint16(b[2:]) & nlaTypeMask; t == ctaTupleOrig || t == ctaZone {
-			key = append(key, b[:l]...)
-			for len(key)%unix.NLA_ALIGNTO != 0 {
-				key = append(key, 0)
-			}
-		}
-		next := (l + unix.NLA_ALIGNTO - 1) &^ (unix.NLA_ALIGNTO - 1)
-		if next > len(b) {
-			break
-		}
-		b = b[next:]
 	}
-	if len(key) == 0 {
+	if !tuple {
 		return nil
 	}
 	return key

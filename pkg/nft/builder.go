@@ -161,9 +161,9 @@ func (b *Builder) next(d *annotations.Desired) (*Table, *MapChange) {
 // rule of the last table built that stays: one holds f's mark (two mappings with one mark). For
 // a flush of an SNAT rule's old EIP (f.EIP valid), an SNAT rule holds it only when it has that
 // mark and that EIP (the rule itself, its EIP changed, keeps its mark); a port forward or
-// floating IP with the mark holds any flush. The port forwards'
-// marks are counted at the first call after a whole build (~5 ms for 100 000 port forwards) and
-// then kept by the edits; the others (a few thousand at most) are collected once per table.
+// floating IP with the mark holds any flush. The port forwards' marks are counted at the first
+// call after a whole build (~5 ms for 100 000 port forwards) and then kept by the edits; the
+// floating IPs' are collected once per set of floating IPs, and the SNAT mark map is walked.
 func (b *Builder) MarkHeld(f MarkFlush) bool {
 	if b.last == nil {
 		return false
